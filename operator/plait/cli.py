@@ -1,0 +1,42 @@
+"""The ``plait`` command line: one entry point for every process and tool.
+
+Subcommands live next to the component they drive and are registered here, so
+``plait --help`` is the table of contents of what Plait can do.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from plait import __version__
+from plait.errors import PlaitError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PLAIT"})
+@click.version_option(__version__, prog_name="plait")
+@click.option("--log-level", default="INFO", show_default=True, envvar="PLAIT_LOG_LEVEL",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Logging level of this process.")
+def cli(log_level: str) -> None:
+    """Plait: event-driven workflows on Kubernetes, with PostgreSQL as the system of record."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Console-script entry point: Plait's own errors become one clear line and exit 1."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except PlaitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
