@@ -6,6 +6,7 @@ Subcommands live next to the component they drive and are registered here, so
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -17,7 +18,28 @@ from plait.errors import PlaitError
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PLAIT"})
+# Subcommand name -> "module:attribute". Modules are imported only when their command runs,
+# so `plait --help` stays fast and one component's dependencies never load for another.
+COMMANDS: dict[str, str] = {
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module_name, attr = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PLAIT"})
 @click.version_option(__version__, prog_name="plait")
 @click.option("--log-level", default="INFO", show_default=True, envvar="PLAIT_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
