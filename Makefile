@@ -1,0 +1,69 @@
+# Plait's developer entry points. `make demo` and `make test` work on a fresh machine:
+# they install what is missing (Debian packages, the venv, the Kubernetes binaries) first.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv k8s-tools check lint format typecheck test test-unit demo \
+        cluster-up cluster-down crds clean clean-cache
+
+help: ## Show the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## Install missing system packages (PostgreSQL server, openssl; needs root or sudo).
+	@hack/install-deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	@echo "==> creating the virtualenv in $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
+	@$(BIN)/pip install --quiet --progress-bar off -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed ## Create the virtualenv with Plait and its dev tools.
+
+k8s-tools: ## Build (once, then reuse) etcd, the Kubernetes control plane, kubectl, kwok and helm.
+	@hack/build-k8s.sh >/dev/null
+
+check: lint typecheck ## Lint, format check and type check.
+
+lint: venv
+	@echo "==> ruff"
+	@$(BIN)/ruff check operator tests hack
+	@$(BIN)/ruff format --check operator tests hack
+
+format: venv ## Apply ruff's formatting and safe fixes.
+	@$(BIN)/ruff check --fix operator tests hack
+	@$(BIN)/ruff format operator tests hack
+
+typecheck: venv
+	@echo "==> mypy"
+	@$(BIN)/mypy
+
+test: deps venv k8s-tools check ## Everything the tests need, then the whole suite.
+	@echo "==> pytest"
+	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv ## Only the tests that need no Kubernetes (PostgreSQL is still real).
+	@$(BIN)/pytest -m 'not e2e' $(PYTEST_ARGS)
+
+demo: deps venv k8s-tools ## Bring up PostgreSQL and the control plane and show Plait at work.
+	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python hack/demo.py
+
+cluster-up: deps venv k8s-tools ## Start a local control plane in .local/cluster (stays up).
+	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python -m plait.testing.cluster up --state-dir .local/cluster
+
+cluster-down: ## Stop the control plane started by cluster-up.
+	@$(BIN)/python -m plait.testing.cluster down --state-dir .local/cluster
+
+clean: ## Remove the venv and caches inside the repository.
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .local
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-cache: ## Remove the built Kubernetes binaries (~/.cache/plait); the next run rebuilds.
+	rm -rf "$${PLAIT_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/plait}"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the system packages Plait's development and tests need, only where missing:
+# PostgreSQL's server binaries and openssl. Go (1.26, for the Kubernetes build) and
+# Python 3.11 come with the machine; this script says so clearly when they don't.
+set -euo pipefail
+
+have_pg() {
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
+}
+
+packages=()
+have_pg || packages+=(postgresql)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${packages[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  # Debian starts a cluster on install; Plait runs its own private servers instead.
+  if command -v pg_lsclusters >/dev/null 2>&1; then
+    $sudo pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
+  fi
+fi
+
+command -v go >/dev/null 2>&1 || {
+  echo "Go 1.26 is required to build the local Kubernetes binaries; install it, or set" >&2
+  echo "PLAIT_K8S_BIN_DIR to a folder of prebuilt ones (see docs/development.md)." >&2
+  exit 1
+}
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  # PostgreSQL refuses to run as root; the test servers run as this system user.
+  useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+fi

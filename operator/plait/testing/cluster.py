@@ -1,0 +1,428 @@
+"""A real Kubernetes control plane on loopback, with kwok simulating the nodes.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as plain processes
+from binaries built by ``hack/build-k8s.sh``; kwok plays the kubelet of one fake node, so
+Jobs go through their real lifecycle (scheduled, Running, finished) with no containers.
+A pod decides its own outcome through annotations (see ``kwok/pod-complete.yaml``).
+
+    cluster = LocalCluster(state_dir=Path(".local/cluster"))
+    cluster.start()          # prints progress, returns when the node is Ready
+    cluster.kubeconfig       # admin kubeconfig
+    cluster.stop()
+
+``python -m plait.testing.cluster up|down|status`` drives the same class from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plait.errors import ClusterError
+from plait.testing._process import free_port, stop_process, wait_until
+
+__all__ = ["SIMULATION_ANNOTATIONS", "LocalCluster", "find_bin_dir"]
+
+#: Pod annotations read by the kwok stage that finishes Job pods.
+SIMULATION_ANNOTATIONS = {
+    "exit_code": "sim.plait.dev/exit-code",
+    "message": "sim.plait.dev/message",
+    "duration": "sim.plait.dev/duration",
+}
+
+NODE_NAME = "kwok-node-0"
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+_STAGES_DIR = Path(__file__).with_name("kwok")
+_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def find_bin_dir(*, progress: bool = True) -> Path:
+    """The folder with the Kubernetes binaries: ``PLAIT_K8S_BIN_DIR`` or a (cached) build."""
+    configured = os.environ.get("PLAIT_K8S_BIN_DIR")
+    if configured:
+        return Path(configured)
+    script = _REPO_ROOT / "hack" / "build-k8s.sh"
+    if not script.exists():
+        raise ClusterError(
+            "PLAIT_K8S_BIN_DIR is not set and hack/build-k8s.sh is not next to this package: "
+            "point PLAIT_K8S_BIN_DIR at a folder with etcd, kube-apiserver, "
+            "kube-controller-manager, kube-scheduler, kubectl and kwok"
+        )
+    proc = subprocess.run(
+        ["bash", str(script)], stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE,
+        text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"building the Kubernetes binaries failed (exit {proc.returncode})")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class _Ports:
+    etcd_client: int = field(default_factory=free_port)
+    etcd_peer: int = field(default_factory=free_port)
+    apiserver: int = field(default_factory=free_port)
+    controller_manager: int = field(default_factory=free_port)
+    scheduler: int = field(default_factory=free_port)
+    kwok: int = field(default_factory=free_port)
+
+
+class LocalCluster:
+    """One control plane; all of its files (data, certificates, logs) live in ``state_dir``."""
+
+    def __init__(
+        self, *, state_dir: Path | None = None, bin_dir: Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self._owns_dir = state_dir is None
+        self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="plait-cluster-")).resolve()
+        self.bin_dir = bin_dir
+        self.progress = progress
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self.log_dir = self.state_dir / "logs"
+        self.ports = _Ports()
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._started_at = 0.0
+
+    # -- public ----------------------------------------------------------------------------
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports.apiserver}"
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the built kubectl against this cluster."""
+        assert self.bin_dir is not None
+        return subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True, text=True, check=check,
+        )
+
+    def start(self, *, timeout: float = 120.0) -> LocalCluster:
+        self._started_at = time.monotonic()
+        if self.bin_dir is None:
+            self.bin_dir = find_bin_dir(progress=self.progress)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._write_credentials()
+            self._start_etcd(timeout)
+            self._start_apiserver(timeout)
+            self._start_controllers()
+            self._start_kwok()
+            self._create_node_and_wait(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self._save_pids()
+        self._say(f"control plane ready at {self.server} (kubeconfig {self.kubeconfig})")
+        return self
+
+    def stop(self) -> None:
+        """Stop every process (newest first) and remove the state unless it was given."""
+        for name in reversed(list(self._procs)):
+            stop_process(self._procs.pop(name))
+        (self.state_dir / "pids.json").unlink(missing_ok=True)
+        if self._owns_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- steps -----------------------------------------------------------------------------
+    def _write_credentials(self) -> None:
+        pki = self.state_dir / "pki"
+        pki.mkdir(exist_ok=True)
+        self._say("generating the service-account signing key")
+        subprocess.run(
+            ["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"],
+            check=True, capture_output=True,
+        )
+        self.tokens = {
+            "admin": secrets.token_hex(16),
+            "controller-manager": secrets.token_hex(16),
+            "scheduler": secrets.token_hex(16),
+        }
+        (pki / "tokens.csv").write_text(
+            f'{self.tokens["admin"]},admin,admin,"system:masters"\n'
+            f'{self.tokens["controller-manager"]},system:kube-controller-manager,kcm\n'
+            f'{self.tokens["scheduler"]},system:kube-scheduler,scheduler\n'
+        )
+        os.chmod(pki / "tokens.csv", 0o600)
+
+    def _start_etcd(self, timeout: float) -> None:
+        p = self.ports
+        self._spawn(
+            "etcd",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            "--name=plait",
+            f"--listen-client-urls=http://127.0.0.1:{p.etcd_client}",
+            f"--advertise-client-urls=http://127.0.0.1:{p.etcd_client}",
+            f"--listen-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+            f"--initial-cluster=plait=http://127.0.0.1:{p.etcd_peer}",
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes=4294967296",
+            "--log-level=warn",
+        )
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{p.etcd_client}/health", timeout=2) as r:
+                return bool(json.load(r).get("health") == "true")
+
+        self._wait(healthy, timeout, "etcd")
+
+    def _start_apiserver(self, timeout: float) -> None:
+        pki = self.state_dir / "pki"
+        self._spawn(
+            "kube-apiserver",
+            f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.ports.apiserver}",
+            f"--cert-dir={pki}",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.key'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--max-requests-inflight=1000",
+            "--max-mutating-requests-inflight=500",
+            "--v=0",
+        )
+        # kube-apiserver writes a self-signed serving certificate (with its CA) on start.
+        ca_file = pki / "apiserver.crt"
+        self._wait(ca_file.exists, timeout, "kube-apiserver's serving certificate")
+        self.ca_file = ca_file
+
+        def ready() -> bool:
+            ctx = ssl.create_default_context(cafile=str(ca_file))
+            req = urllib.request.Request(
+                f"{self.server}/readyz",
+                headers={"Authorization": f"Bearer {self.tokens['admin']}"},
+            )
+            with urllib.request.urlopen(req, timeout=2, context=ctx) as r:
+                return bool(r.status == 200)
+
+        self._wait(ready, timeout, "kube-apiserver /readyz")
+        self._write_kubeconfig(self.kubeconfig, "admin", self.tokens["admin"])
+        self._write_kubeconfig(
+            self.state_dir / "controller-manager.kubeconfig", "kcm",
+            self.tokens["controller-manager"],
+        )
+        self._write_kubeconfig(
+            self.state_dir / "scheduler.kubeconfig", "scheduler", self.tokens["scheduler"]
+        )
+
+    def _start_controllers(self) -> None:
+        pki = self.state_dir / "pki"
+        kcm = self.state_dir / "controller-manager.kubeconfig"
+        sched = self.state_dir / "scheduler.kubeconfig"
+        self._spawn(
+            "kube-controller-manager",
+            f"--kubeconfig={kcm}",
+            f"--authentication-kubeconfig={kcm}",
+            f"--authorization-kubeconfig={kcm}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports.controller_manager}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={self.ca_file}",
+            "--use-service-account-credentials=true",
+            "--concurrent-job-syncs=20",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=0",
+        )
+        self._spawn(
+            "kube-scheduler",
+            f"--kubeconfig={sched}",
+            f"--authentication-kubeconfig={sched}",
+            f"--authorization-kubeconfig={sched}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports.scheduler}",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=0",
+        )
+
+    def _start_kwok(self) -> None:
+        assert self.bin_dir is not None
+        stages = self.bin_dir.parent / "kwok-stages"
+        configs = [
+            stages / "node" / "fast" / "node-initialize.yaml",
+            stages / "node" / "heartbeat-with-lease" / "node-heartbeat-with-lease.yaml",
+            stages / "pod" / "fast" / "pod-ready.yaml",
+            stages / "pod" / "fast" / "pod-delete.yaml",
+            _STAGES_DIR / "pod-complete.yaml",
+        ]
+        missing = [str(c) for c in configs if not c.exists()]
+        if missing:
+            raise ClusterError(f"kwok stage files missing (rebuild with hack/build-k8s.sh): {missing}")
+        self._spawn(
+            "kwok",
+            f"--kubeconfig={self.kubeconfig}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-lease-duration-seconds=40",
+            f"--server-address=127.0.0.1:{self.ports.kwok}",
+            *(f"--config={c}" for c in configs),
+        )
+
+    def _create_node_and_wait(self, timeout: float) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": NODE_NAME,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/hostname": NODE_NAME,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "10000"},
+                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "10000"},
+            },
+        }
+        manifest = self.state_dir / "node.json"
+        manifest.write_text(json.dumps(node))
+        self.kubectl("apply", "-f", str(manifest))
+
+        def node_ready() -> bool:
+            out = self.kubectl(
+                "get", "node", NODE_NAME, "-o",
+                'jsonpath={.status.conditions[?(@.type=="Ready")].status}', check=False,
+            )
+            return out.stdout.strip() == "True"
+
+        self._wait(node_ready, timeout, f"node {NODE_NAME} to be Ready")
+
+        def default_service_account() -> bool:
+            return self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0
+
+        self._wait(default_service_account, timeout, "the default ServiceAccount")
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _spawn(self, name: str, *args: str) -> None:
+        assert self.bin_dir is not None
+        self._say(f"starting {name}")
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self._procs[name] = subprocess.Popen(
+            [str(self.bin_dir / name), *args], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.state_dir,
+        )
+        log.close()
+
+    def _wait(self, check: object, timeout: float, what: str) -> None:
+        def alive_and(check_fn: object = check) -> bool:
+            for name, proc in self._procs.items():
+                if proc.poll() is not None:
+                    tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise ClusterError(f"{name} exited with code {proc.returncode}:\n{tail}")
+            return bool(check_fn())  # type: ignore[operator]
+
+        try:
+            wait_until(alive_and, timeout=timeout, what=what, interval=0.2)
+        except TimeoutError as exc:
+            raise ClusterError(f"{exc}; logs are in {self.log_dir}") from None
+        self._say(f"{what}: ok")
+
+    def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "plait-local", "cluster": {
+                "server": self.server, "certificate-authority": str(self.ca_file)}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "plait-local", "context": {
+                "cluster": "plait-local", "user": user, "namespace": "default"}}],
+            "current-context": "plait-local",
+        }
+        path.write_text(json.dumps(config, indent=2))
+        os.chmod(path, 0o600)
+
+    def _save_pids(self) -> None:
+        pids = {name: proc.pid for name, proc in self._procs.items()}
+        (self.state_dir / "pids.json").write_text(json.dumps(pids))
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            elapsed = time.monotonic() - self._started_at
+            print(f"[cluster +{elapsed:5.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def stop_detached(state_dir: Path) -> bool:
+    """Stop a cluster started by ``up`` in another process, from its pid file."""
+    pid_file = state_dir / "pids.json"
+    if not pid_file.exists():
+        return False
+    pids: dict[str, int] = json.loads(pid_file.read_text())
+    for name in reversed(_COMPONENTS):
+        pid = pids.get(name)
+        if pid is None:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink()
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m plait.testing.cluster",
+        description="Start or stop a local Kubernetes control plane with a kwok node.",
+    )
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--state-dir", type=Path, default=Path(".local/cluster"),
+                        help="where data, certificates, logs and the kubeconfig live")
+    args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.resolve()
+    if args.action == "down":
+        stopped = stop_detached(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+        print("control plane stopped" if stopped else "no control plane was running")
+        return 0
+    if (state_dir / "pids.json").exists():
+        print(f"a control plane is already running from {state_dir}; "
+              "stop it first with 'make cluster-down'", file=sys.stderr)
+        return 1
+    shutil.rmtree(state_dir, ignore_errors=True)
+    LocalCluster(state_dir=state_dir).start()
+    print(f"export KUBECONFIG={state_dir / 'kubeconfig'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
