@@ -21,6 +21,7 @@ __all__ = ["cli", "main"]
 # Subcommand name -> "module:attribute". Modules are imported only when their command runs,
 # so `plait --help` stays fast and one component's dependencies never load for another.
 COMMANDS: dict[str, str] = {
+    "crds": "plait.resources.crd:crds_command",
 }
 
 

@@ -1,0 +1,349 @@
+"""Types shared by Plait's kinds, and the descriptor every kind is registered with.
+
+Field names are snake_case in Python and camelCase on the wire (the alias), so a ``spec``
+dict exactly as Kopf hands it over parses with ``Model.model_validate(spec)``. Attribute
+docstrings are the field descriptions: the CRDs and ``docs/resources.md`` are generated
+from them, so the text a user reads in ``kubectl explain`` is the text written here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic.alias_generators import to_camel
+
+#: A JSON object as pydantic's json_schema_extra expects it.
+JsonDict = dict[str, JsonValue]
+
+__all__ = [
+    "DNS_LABEL",
+    "IDENTIFIER",
+    "MAX_EXPRESSION",
+    "MAX_MAP_ENTRIES",
+    "Backoff",
+    "CelExpression",
+    "Condition",
+    "ContainerTemplate",
+    "DnsLabel",
+    "EnvVar",
+    "Identifier",
+    "IntegrationReference",
+    "KindInfo",
+    "LocalObjectReference",
+    "Parameter",
+    "ParameterType",
+    "PlaitModel",
+    "PrinterColumn",
+    "Quantity",
+    "ResourceRequirements",
+    "RetryPolicy",
+    "SecretKeySelector",
+    "SecretReference",
+    "Status",
+    "cel_rule",
+]
+
+#: A DNS-1123 label: the names of tasks and of the objects Plait refers to.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: A C identifier: parameter, input and output names, usable as ``params.name`` in CEL.
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: Longest CEL expression accepted; long enough for real logic, short enough for CEL cost.
+MAX_EXPRESSION = 4096
+#: Most entries of any name -> value map (inputs, outputs, arguments, env).
+MAX_MAP_ENTRIES = 128
+
+DnsLabel = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
+ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=IDENTIFIER)]
+CelExpression = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EXPRESSION)]
+Quantity = Annotated[
+    int | str,
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+ResourceName = Literal["cpu", "memory", "ephemeral-storage"]
+
+
+def cel_rule(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One ``x-kubernetes-validations`` entry, written next to the model it guards."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class PlaitModel(BaseModel):
+    """Base of every spec and status model: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=False,
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: camelCase keys, unset optional fields omitted."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Condition(PlaitModel):
+    """The latest observation of one aspect of an object's state (Kubernetes conventions)."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=316)]
+    """Type of condition in CamelCase, e.g. Ready."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds: True, False or Unknown."""
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    """Machine-readable CamelCase reason for the condition's last transition."""
+    message: Annotated[str, StringConstraints(max_length=32768)] = ""
+    """Human-readable details about the last transition."""
+    last_transition_time: dt.datetime
+    """When the condition last changed from one status to another."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The .metadata.generation the condition was set from."""
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    ),
+]
+
+
+class Status(PlaitModel):
+    """Fields every Plait status carries."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The .metadata.generation this status describes."""
+    conditions: Conditions = Field(default_factory=list)
+    """Current conditions of the object; Ready summarises them."""
+
+
+class LocalObjectReference(PlaitModel):
+    """A reference to an object of a known kind in the same namespace."""
+
+    name: ObjectName
+    """Name of the referenced object."""
+
+
+class IntegrationReference(PlaitModel):
+    """An Integration in the same namespace whose settings and credentials a task receives."""
+
+    name: ObjectName
+    """Name of the Integration."""
+
+
+class SecretReference(PlaitModel):
+    """A Secret in the same namespace; Plait stores only this reference, never the values."""
+
+    name: ObjectName
+    """Name of the Secret."""
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
+    """One key of the Secret; when unset, every key is used."""
+
+
+class SecretKeySelector(PlaitModel):
+    """One key of a Secret in the same namespace."""
+
+    name: ObjectName
+    """Name of the Secret."""
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    """Key within the Secret."""
+
+
+class EnvVar(PlaitModel):
+    """An environment variable of a task's container: a literal value or a Secret key."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!(has(self.value) && has(self.secretKeyRef))",
+                    "value and secretKeyRef are mutually exclusive",
+                )
+            ]
+        }
+    )
+
+    name: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"),
+    ]
+    """Name of the variable."""
+    value: Annotated[str, StringConstraints(max_length=32768)] | None = None
+    """Literal value."""
+    secret_key_ref: SecretKeySelector | None = None
+    """Take the value from a Secret key instead."""
+
+
+class ResourceRequirements(PlaitModel):
+    """Compute resources of a task's container, as in a Pod spec."""
+
+    requests: Annotated[dict[ResourceName, Quantity], Field(max_length=3)] | None = None
+    """Minimum resources (cpu, memory, ephemeral-storage) the scheduler reserves."""
+    limits: Annotated[dict[ResourceName, Quantity], Field(max_length=3)] | None = None
+    """Maximum resources the container may use."""
+
+
+class ContainerTemplate(PlaitModel):
+    """The container a task runs: one Job per attempt is created from it."""
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    """Container image reference."""
+    command: (
+        Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=64)]
+        | None
+    ) = None
+    """Entrypoint; the image's ENTRYPOINT when unset."""
+    args: (
+        Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=256)]
+        | None
+    ) = None
+    """Arguments to the entrypoint; the image's CMD when unset."""
+    working_dir: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    """Working directory of the container."""
+    env: (
+        Annotated[
+            list[EnvVar],
+            Field(
+                max_length=MAX_MAP_ENTRIES,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                },
+            ),
+        ]
+        | None
+    ) = None
+    """Environment variables; task inputs are added as PLAIT_INPUT_<NAME>."""
+    resources: ResourceRequirements | None = None
+    """CPU, memory and ephemeral-storage requests and limits."""
+    integrations: (
+        Annotated[
+            list[IntegrationReference],
+            Field(
+                max_length=16,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                },
+            ),
+        ]
+        | None
+    ) = None
+    """Integrations whose settings and credentials are made available to the container."""
+    service_account_name: DnsLabel | None = None
+    """Service account the task's Pod runs as; the namespace's default when unset."""
+
+
+class Backoff(PlaitModel):
+    """Delay between attempts: initial * factor^(attempt-1), capped at max."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.maxSeconds) || !has(self.initialSeconds)"
+                    " || self.maxSeconds >= self.initialSeconds",
+                    "maxSeconds must be at least initialSeconds",
+                )
+            ]
+        }
+    )
+
+    initial_seconds: Annotated[int, Field(ge=0, le=86400)] = 10
+    """Delay before the second attempt, in seconds."""
+    factor: Annotated[int, Field(ge=1, le=10)] = 2
+    """Multiplier applied to the delay after each attempt."""
+    max_seconds: Annotated[int, Field(ge=0, le=86400)] = 3600
+    """Upper bound of the delay, in seconds."""
+
+
+class RetryPolicy(PlaitModel):
+    """How often a failed task is tried again, and how long Plait waits in between."""
+
+    limit: Annotated[int, Field(ge=0, le=100)] = 0
+    """Attempts after the first one; 0 means no retry."""
+    retry_on: Literal["Always", "OnFailure", "OnError"] = "OnFailure"
+    """Which failures are retried: OnFailure (non-zero exit), OnError (Pod errors such as
+    eviction or image pull failure), Always (both)."""
+    backoff: Backoff | None = None
+    """Delay between attempts; 10s doubling up to an hour when unset."""
+
+
+ParameterType = Literal["string", "integer", "number", "boolean", "object", "array"]
+
+
+class Parameter(PlaitModel):
+    """A named, typed value a workflow or task definition is given when it runs."""
+
+    name: Identifier
+    """Name of the parameter; read in CEL as params.<name>."""
+    type: ParameterType = "string"
+    """JSON type of the value."""
+    description: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """What the parameter means."""
+    default: Annotated[
+        Any, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    ] = None
+    """Value used when none is given; a parameter without a default is required."""
+    enum: (
+        Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=64)]
+        | None
+    ) = None
+    """For string parameters: the allowed values."""
+
+
+Parameters = Annotated[
+    list[Parameter],
+    Field(
+        max_length=MAX_MAP_ENTRIES,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    ),
+]
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One ``additionalPrinterColumns`` entry of a CRD."""
+
+    name: str
+    json_path: str
+    type: Literal["string", "integer", "number", "boolean", "date"] = "string"
+    description: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """Everything the CRD generator needs to know about one kind besides its models."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    spec: type[PlaitModel]
+    status: type[PlaitModel]
+    description: str
+    printer_columns: tuple[PrinterColumn, ...] = ()
+    root_validations: tuple[JsonDict, ...] = ()
+    categories: tuple[str, ...] = ("plait",)
+    singular: str = field(default="")
+
+    SCOPE: ClassVar[str] = "Namespaced"
+
+    @property
+    def singular_name(self) -> str:
+        """Lower-case kind, as Kubernetes expects for the singular name."""
+        return self.singular or self.kind.lower()
+
+
+READY_COLUMN = PrinterColumn(
+    "Ready", '.status.conditions[?(@.type=="Ready")].status', description="Ready condition"
+)
+AGE_COLUMN = PrinterColumn("Age", ".metadata.creationTimestamp", "date")

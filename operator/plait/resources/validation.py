@@ -1,0 +1,884 @@
+"""Semantic validation: what OpenAPI and CEL rules in the CRDs cannot check.
+
+The apiserver checks each field against the CRD schema; this module checks the resource as
+a whole: the task graph is a DAG, every expression parses as CEL and refers only to things
+that exist and are upstream, references to other objects resolve. Each finding is a
+:class:`Problem` with the field path and a message that tells the author what to fix.
+
+Cluster access belongs to the caller (the reconciler, the admission webhook): objects a
+resource refers to are found through a ``lookup(kind, name)`` callback that returns the
+referenced object's ``spec`` or None. :func:`references` lists what will be looked up, so an
+async caller can fetch it all first and pass a dict-backed lookup. Problems with reason
+``NotFound`` are the ones a caller may prefer to report as a condition rather than reject
+(objects applied together arrive in any order).
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import zoneinfo
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pydantic
+
+from plait import API_GROUP, API_VERSION
+from plait.errors import ValidationError
+from plait.kernel import expressions
+from plait.resources.common import Parameter, PlaitModel
+from plait.resources.event import EventDefinitionSpec
+from plait.resources.integration import IntegrationSpec
+from plait.resources.task import TaskDefinitionSpec
+from plait.resources.trigger import EventTriggerSpec
+from plait.resources.workflow import Task, WorkflowDefinitionSpec, WorkflowInstanceSpec
+
+__all__ = [
+    "SPEC_MODELS",
+    "InvalidResourceError",
+    "Lookup",
+    "Problem",
+    "Reason",
+    "check_arguments",
+    "check_event_definition",
+    "check_event_trigger",
+    "check_instance_update",
+    "check_integration",
+    "check_resource",
+    "check_spec",
+    "check_task_definition",
+    "check_workflow_definition",
+    "check_workflow_instance",
+    "find_cycle",
+    "parse_spec",
+    "references",
+    "validate_resource",
+    "validate_spec",
+]
+
+Reason = Literal["Invalid", "Required", "Duplicate", "NotFound", "NotSupported"]
+
+#: Looks up a referenced object in the resource's namespace: kind, name -> spec or None.
+Lookup = Callable[[str, str], Mapping[str, Any] | PlaitModel | None]
+
+#: Kind -> the model of its spec.
+SPEC_MODELS: dict[str, type[PlaitModel]] = {
+    "WorkflowDefinition": WorkflowDefinitionSpec,
+    "WorkflowInstance": WorkflowInstanceSpec,
+    "TaskDefinition": TaskDefinitionSpec,
+    "EventTrigger": EventTriggerSpec,
+    "Integration": IntegrationSpec,
+    "EventDefinition": EventDefinitionSpec,
+}
+
+# Variables each kind of expression may read.
+_TASK_VARS = frozenset({"params", "tasks", "workflow"})
+_WAIT_VARS = _TASK_VARS | {"event"}
+_EVENT_VARS = frozenset({"event"})
+_SCHEDULE_VARS = frozenset({"schedule"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a resource: where (field path) and what."""
+
+    path: str
+    message: str
+    reason: Reason = "Invalid"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidResourceError(ValidationError):
+    """A resource failed validation; ``problems`` lists every finding."""
+
+    def __init__(self, what: str, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        shown = "; ".join(str(p) for p in self.problems[:10])
+        more = len(self.problems) - 10
+        super().__init__(f"{what} is invalid: {shown}" + (f"; and {more} more" if more > 0 else ""))
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _loc_path(base: str, loc: Iterable[int | str]) -> str:
+    path = base
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "[key]":
+            path += f".{part}"
+    return path
+
+
+def _pydantic_problems(error: pydantic.ValidationError, base: str) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = item["loc"]
+        kind = item["type"]
+        if kind == "missing":
+            problems.append(Problem(_loc_path(base, loc), "required field is missing", "Required"))
+        elif kind == "extra_forbidden":
+            problems.append(Problem(_loc_path(base, loc), "unknown field", "NotSupported"))
+        elif "[key]" in loc:
+            problems.append(Problem(_loc_path(base, loc), f"invalid key: {item['msg']}"))
+        elif kind in ("literal_error", "enum"):
+            problems.append(Problem(_loc_path(base, loc), item["msg"], "NotSupported"))
+        else:
+            problems.append(Problem(_loc_path(base, loc), item["msg"]))
+    return problems
+
+
+def _parse(kind: str, spec: object, path: str = "spec") -> tuple[PlaitModel | None, list[Problem]]:
+    model = SPEC_MODELS.get(kind)
+    if model is None:
+        return None, [Problem("kind", f"unknown kind {kind!r}", "NotSupported")]
+    if isinstance(spec, model):
+        return spec, []
+    if isinstance(spec, PlaitModel):
+        spec = spec.to_dict()
+    if not isinstance(spec, Mapping):
+        return None, [Problem(path, f"must be an object, not {type(spec).__name__}")]
+    try:
+        return model.model_validate(dict(spec)), []
+    except pydantic.ValidationError as exc:
+        return None, _pydantic_problems(exc, path)
+
+
+def parse_spec(kind: str, spec: Mapping[str, Any] | PlaitModel) -> PlaitModel:
+    """The typed spec of a ``kind``; raises :class:`InvalidResourceError` on schema errors."""
+    parsed, problems = _parse(kind, spec)
+    if parsed is None:
+        raise InvalidResourceError(kind, problems)
+    return parsed
+
+
+def _lookup_spec(
+    lookup: Lookup | None, kind: str, name: str, path: str, problems: list[Problem]
+) -> PlaitModel | None:
+    """The referenced object's typed spec; a NotFound problem when it does not exist."""
+    if lookup is None:
+        return None
+    found = lookup(kind, name)
+    if found is None:
+        problems.append(Problem(path, f"{kind} {name!r} not found in this namespace", "NotFound"))
+        return None
+    parsed, errors = _parse(kind, found)
+    return parsed if not errors else None
+
+
+# --- expressions --------------------------------------------------------------------------
+
+
+def _check_expression(
+    expression: str,
+    path: str,
+    what: str,
+    problems: list[Problem],
+    *,
+    variables: frozenset[str],
+    parameters: Mapping[str, Parameter] | None = None,
+    tasks: Sequence[str] | None = None,
+    upstream: Callable[[str], bool] | None = None,
+) -> None:
+    """Parse one expression and check the names it reads; append findings to ``problems``.
+
+    ``upstream(name)`` says whether task ``name`` has finished whenever this expression runs;
+    when None, any task of the workflow may be referred to.
+    """
+    try:
+        program = expressions.compile(expression)
+    except expressions.ExpressionError as exc:
+        problems.append(Problem(path, f"{what}: not a valid CEL expression: {exc.detail}"))
+        return
+    for name in sorted(program.variables - variables):
+        problems.append(
+            Problem(
+                path,
+                f"{what}: unknown variable {name!r} (available: {', '.join(sorted(variables))})",
+            )
+        )
+    if parameters is not None and "params" in variables:
+        for ref in expressions.member_references(expression, "params"):
+            if ref != "*" and ref not in parameters:
+                known = ", ".join(parameters) or "none declared"
+                problems.append(
+                    Problem(path, f"{what}: params.{ref} is not a parameter (parameters: {known})")
+                )
+    if tasks is not None and "tasks" in variables:
+        known_tasks = set(tasks)
+        for ref in expressions.member_references(expression, "tasks"):
+            if ref == "*":
+                continue
+            if ref not in known_tasks:
+                hint = next((t for t in tasks if t.startswith(ref + "-")), None)
+                extra = f"; for a name with a dash write tasks['{hint}']" if hint else ""
+                problems.append(
+                    Problem(path, f"{what}: tasks.{ref} is not a task of this workflow{extra}")
+                )
+            elif upstream is not None and not upstream(ref):
+                problems.append(
+                    Problem(
+                        path,
+                        f"{what}: refers to task {ref!r}, which is not upstream; "
+                        f"add it (or a task after it) to dependencies",
+                    )
+                )
+
+
+# --- graphs -------------------------------------------------------------------------------
+
+
+def find_cycle(dependencies: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A dependency cycle as a path ``[a, b, c, a]`` (each depends on the next), or None.
+
+    Edges to names that are not keys are ignored. Iterative, so 5,000-task chains are fine;
+    the cycle reported is a shortest one through the first (in key order) task on a cycle.
+    """
+    nodes = list(dependencies)
+    known = set(nodes)
+    edges = {n: [d for d in dependencies[n] if d in known] for n in nodes}
+    # Peel off tasks whose dependencies are all peeled (Kahn): what remains reaches a cycle.
+    outdeg = {n: len(set(edges[n])) for n in nodes}
+    dependents: dict[str, list[str]] = {n: [] for n in nodes}
+    for n in nodes:
+        for d in set(edges[n]):
+            dependents[d].append(n)
+    ready = [n for n in nodes if outdeg[n] == 0]
+    removed = set()
+    while ready:
+        n = ready.pop()
+        removed.add(n)
+        for m in dependents[n]:
+            outdeg[m] -= 1
+            if outdeg[m] == 0:
+                ready.append(m)
+    remaining = [n for n in nodes if n not in removed]
+    if not remaining:
+        return None
+    # Every remaining node reaches a cycle; walk until a node repeats, then shorten by BFS.
+    walk: dict[str, int] = {}
+    node = remaining[0]
+    while node not in walk:
+        walk[node] = len(walk)
+        node = next(d for d in edges[node] if d not in removed)
+    start = node
+    parent: dict[str, str] = {}
+    queue = [start]
+    index = 0
+    while index < len(queue):
+        current = queue[index]
+        index += 1
+        for d in edges[current]:
+            if d == start:
+                chain: list[str] = []
+                back = current
+                while back != start:
+                    chain.append(back)
+                    back = parent[back]
+                return [start, *reversed(chain), start]
+            if d not in parent and d not in removed:
+                parent[d] = current
+                queue.append(d)
+    raise AssertionError("unreachable: a remaining node always lies on or before a cycle")
+
+
+def _ancestors(order: Sequence[str], edges: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Task -> bitset of every task upstream of it; ``order`` is topological."""
+    bit = {name: 1 << i for i, name in enumerate(order)}
+    result: dict[str, int] = {}
+    for name in order:
+        acc = 0
+        for d in edges[name]:
+            acc |= result[d] | bit[d]
+        result[name] = acc
+    return result
+
+
+def _topological(edges: Mapping[str, Sequence[str]]) -> list[str]:
+    """Dependencies first; ties broken by name so the order is stable. Assumes a DAG."""
+    remaining = {n: len(set(deps)) for n, deps in edges.items()}
+    dependents: dict[str, list[str]] = {n: [] for n in edges}
+    for n, deps in edges.items():
+        for d in set(deps):
+            dependents[d].append(n)
+    heap = [n for n, count in remaining.items() if count == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        n = heapq.heappop(heap)
+        order.append(n)
+        for m in dependents[n]:
+            remaining[m] -= 1
+            if remaining[m] == 0:
+                heapq.heappush(heap, m)
+    return order
+
+
+# --- parameters and arguments -------------------------------------------------------------
+
+_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, Mapping),
+    "array": lambda v: isinstance(v, list),
+}
+
+
+def _json_type(value: Any) -> str:
+    for name in ("boolean", "integer", "number", "string", "object", "array"):
+        if _JSON_TYPES[name](value):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _check_value(param: Parameter, value: Any, path: str, problems: list[Problem]) -> None:
+    if not _JSON_TYPES[param.type](value):
+        problems.append(Problem(path, f"{param.name} is a {param.type}, got a {_json_type(value)}"))
+    elif param.enum is not None and value not in param.enum:
+        problems.append(
+            Problem(path, f"{value!r} is not one of {', '.join(param.enum)}", "NotSupported")
+        )
+
+
+def _check_parameters(parameters: Sequence[Parameter], path: str, problems: list[Problem]) -> None:
+    seen: set[str] = set()
+    for i, param in enumerate(parameters):
+        here = f"{path}[{i}]"
+        if param.name in seen:
+            problems.append(Problem(f"{here}.name", f"duplicate name {param.name!r}", "Duplicate"))
+        seen.add(param.name)
+        if param.enum is not None and param.type != "string":
+            problems.append(Problem(f"{here}.enum", "enum is only supported for string parameters"))
+        if param.default is not None:
+            _check_value(param, param.default, f"{here}.default", problems)
+
+
+def check_arguments(
+    parameters: Sequence[Parameter], arguments: Mapping[str, Any], path: str = "spec.arguments"
+) -> list[Problem]:
+    """Arguments against a definition's parameters: names, required ones, types, enums."""
+    problems: list[Problem] = []
+    by_name = {p.name: p for p in parameters}
+    for name, value in arguments.items():
+        param = by_name.get(name)
+        if param is None:
+            known = ", ".join(by_name) or "none"
+            problems.append(
+                Problem(
+                    f"{path}.{name}", f"unknown parameter (parameters: {known})", "NotSupported"
+                )
+            )
+        else:
+            _check_value(param, value, f"{path}.{name}", problems)
+    for param in parameters:
+        if param.default is None and param.name not in arguments:
+            problems.append(
+                Problem(f"{path}.{param.name}", "required parameter has no value", "Required")
+            )
+    return problems
+
+
+# --- kinds --------------------------------------------------------------------------------
+
+
+def _check_integrations(
+    template_integrations: Sequence[Any] | None,
+    path: str,
+    lookup: Lookup | None,
+    problems: list[Problem],
+) -> None:
+    for i, ref in enumerate(template_integrations or ()):
+        _lookup_spec(lookup, "Integration", ref.name, f"{path}[{i}].name", problems)
+
+
+def _check_task(
+    task: Task,
+    path: str,
+    problems: list[Problem],
+    *,
+    parameters: Mapping[str, Parameter],
+    tasks: Sequence[str],
+    upstream: Callable[[str], bool] | None,
+    lookup: Lookup | None,
+) -> None:
+    what = f"task {task.name!r}"
+    context: dict[str, Any] = {"parameters": parameters, "tasks": tasks, "upstream": upstream}
+    if task.when is not None:
+        _check_expression(
+            task.when, f"{path}.when", f"{what} when", problems, variables=_TASK_VARS, **context
+        )
+    for name, expression in task.inputs.items():
+        _check_expression(
+            expression,
+            f"{path}.inputs.{name}",
+            f"{what} input {name!r}",
+            problems,
+            variables=_TASK_VARS,
+            **context,
+        )
+    if task.wait_for_event is not None:
+        _check_expression(
+            task.wait_for_event.correlation,
+            f"{path}.waitForEvent.correlation",
+            f"{what} correlation",
+            problems,
+            variables=_WAIT_VARS,
+            **context,
+        )
+    kinds = [k for k in ("task_ref", "template", "wait_for_event") if getattr(task, k) is not None]
+    if len(kinds) != 1:
+        problems.append(
+            Problem(path, f"{what}: exactly one of taskRef, template or waitForEvent must be set")
+        )
+    if task.template is not None:
+        _check_integrations(
+            task.template.integrations, f"{path}.template.integrations", lookup, problems
+        )
+    if task.task_ref is not None:
+        found = _lookup_spec(
+            lookup, "TaskDefinition", task.task_ref.name, f"{path}.taskRef.name", problems
+        )
+        if isinstance(found, TaskDefinitionSpec):
+            declared = {p.name: p for p in found.inputs}
+            for name in task.inputs:
+                if name not in declared:
+                    problems.append(
+                        Problem(
+                            f"{path}.inputs.{name}",
+                            f"{what}: TaskDefinition {task.task_ref.name!r} has no input {name!r} "
+                            f"(inputs: {', '.join(declared) or 'none'})",
+                            "NotSupported",
+                        )
+                    )
+            for name, param in declared.items():
+                if param.default is None and name not in task.inputs:
+                    problems.append(
+                        Problem(
+                            f"{path}.inputs",
+                            f"{what}: TaskDefinition {task.task_ref.name!r} "
+                            f"requires input {name!r}",
+                            "Required",
+                        )
+                    )
+
+
+def check_workflow_definition(
+    spec: WorkflowDefinitionSpec, lookup: Lookup | None = None
+) -> list[Problem]:
+    """The DAG, every expression and every reference of a WorkflowDefinition."""
+    problems: list[Problem] = []
+    _check_parameters(spec.parameters, "spec.parameters", problems)
+    parameters = {p.name: p for p in spec.parameters}
+    names = [t.name for t in spec.tasks]
+    index: dict[str, int] = {}
+    for i, task in enumerate(spec.tasks):
+        if task.name in index:
+            problems.append(
+                Problem(f"spec.tasks[{i}].name", f"duplicate task name {task.name!r}", "Duplicate")
+            )
+        else:
+            index[task.name] = i
+    edges: dict[str, list[str]] = {n: [] for n in index}
+    for i, task in enumerate(spec.tasks):
+        seen: set[str] = set()
+        for j, dep in enumerate(task.dependencies):
+            here = f"spec.tasks[{i}].dependencies[{j}]"
+            if dep == task.name:
+                problems.append(Problem(here, f"task {task.name!r} depends on itself"))
+            elif dep not in index:
+                problems.append(
+                    Problem(
+                        here,
+                        f"task {task.name!r} depends on {dep!r}, "
+                        "which is not a task of this workflow",
+                        "NotFound",
+                    )
+                )
+            elif dep in seen:
+                problems.append(Problem(here, f"dependency {dep!r} is listed twice", "Duplicate"))
+            elif index[task.name] == i:
+                edges[task.name].append(dep)
+            seen.add(dep)
+    cycle = find_cycle({n: [d for d in deps if d != n] for n, deps in edges.items()})
+    upstream_of: dict[str, int] | None = None
+    if cycle is not None:
+        problems.append(
+            Problem(
+                f"spec.tasks[{index[cycle[0]]}].dependencies",
+                f"dependency cycle: {' -> '.join(cycle)} (each task depends on the next)",
+            )
+        )
+    else:
+        order = _topological(edges)
+        upstream_of = _ancestors(order, edges)
+        bit = {name: 1 << i for i, name in enumerate(order)}
+
+    for i, task in enumerate(spec.tasks):
+        upstream: Callable[[str], bool] | None = None
+        if upstream_of is not None and task.name in upstream_of:
+            mask = upstream_of[task.name]
+            upstream = lambda name, mask=mask: bool(mask & bit.get(name, 0))  # noqa: E731
+        _check_task(
+            task,
+            f"spec.tasks[{i}]",
+            problems,
+            parameters=parameters,
+            tasks=names,
+            upstream=upstream,
+            lookup=lookup,
+        )
+    for name, expression in spec.outputs.items():
+        _check_expression(
+            expression,
+            f"spec.outputs.{name}",
+            f"output {name!r}",
+            problems,
+            variables=_TASK_VARS,
+            parameters=parameters,
+            tasks=names,
+        )
+    if spec.on_exit is not None:
+        exit_task = spec.on_exit
+        if exit_task.dependencies:
+            problems.append(
+                Problem(
+                    "spec.onExit.dependencies",
+                    "onExit runs after every task; it cannot have dependencies",
+                )
+            )
+        if exit_task.name in index:
+            problems.append(
+                Problem(
+                    "spec.onExit.name",
+                    f"{exit_task.name!r} is already the name of a task",
+                    "Duplicate",
+                )
+            )
+        _check_task(
+            exit_task,
+            "spec.onExit",
+            problems,
+            parameters=parameters,
+            tasks=names,
+            upstream=None,
+            lookup=lookup,
+        )
+    return problems
+
+
+def check_task_definition(spec: TaskDefinitionSpec, lookup: Lookup | None = None) -> list[Problem]:
+    """Inputs, outputs and integrations of a TaskDefinition."""
+    problems: list[Problem] = []
+    _check_parameters(spec.inputs, "spec.inputs", problems)
+    seen: set[str] = set()
+    for i, output in enumerate(spec.outputs):
+        if output.name in seen:
+            problems.append(
+                Problem(f"spec.outputs[{i}].name", f"duplicate name {output.name!r}", "Duplicate")
+            )
+        seen.add(output.name)
+    _check_integrations(spec.template.integrations, "spec.template.integrations", lookup, problems)
+    return problems
+
+
+def check_workflow_instance(
+    spec: WorkflowInstanceSpec, lookup: Lookup | None = None
+) -> list[Problem]:
+    """The definition exists and the arguments fit its parameters."""
+    problems: list[Problem] = []
+    definition = _lookup_spec(
+        lookup, "WorkflowDefinition", spec.workflow_ref.name, "spec.workflowRef.name", problems
+    )
+    if isinstance(definition, WorkflowDefinitionSpec):
+        problems += check_arguments(definition.parameters, spec.arguments)
+    return problems
+
+
+def check_instance_update(old: WorkflowInstanceSpec, new: WorkflowInstanceSpec) -> list[Problem]:
+    """What may not change once a run exists: its definition, its arguments, cancellation."""
+    problems: list[Problem] = []
+    if old.workflow_ref != new.workflow_ref:
+        problems.append(Problem("spec.workflowRef", "workflowRef is immutable"))
+    if old.arguments != new.arguments:
+        problems.append(Problem("spec.arguments", "arguments are immutable once a run exists"))
+    if old.cancel and not new.cancel:
+        problems.append(Problem("spec.cancel", "a cancelled run cannot be resumed"))
+    return problems
+
+
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    (
+        "month",
+        1,
+        12,
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+    ),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+_CRON_ITEM = re.compile(r"^(\*|\?|(\w+)(?:-(\w+))?)(?:/(\d+))?$")
+
+
+def _cron_problem(expression: str) -> str | None:
+    """Why ``expression`` is not a valid five-field cron expression, or None."""
+    text = expression.strip()
+    if text.lower() in _CRON_MACROS:
+        return None
+    fields = text.split()
+    if len(fields) != 5:
+        return f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
+    for value, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in value.split(","):
+            match = _CRON_ITEM.match(item)
+            if match is None:
+                return f"{label} field {value!r}: cannot read {item!r}"
+            bounds = [match.group(2), match.group(3)]
+            for bound in (b for b in bounds if b is not None):
+                number = (
+                    names.index(bound.lower()) + low
+                    if bound.lower() in names
+                    else int(bound)
+                    if bound.isdigit()
+                    else None
+                )
+                if number is None or not low <= number <= high:
+                    return f"{label} field {value!r}: {bound!r} is not in {low}-{high}"
+            if match.group(4) is not None and int(match.group(4)) == 0:
+                return f"{label} field {value!r}: step must be positive"
+    return None
+
+
+def check_event_trigger(spec: EventTriggerSpec, lookup: Lookup | None = None) -> list[Problem]:
+    """The filter and argument expressions, the schedule, and the workflow it starts."""
+    problems: list[Problem] = []
+    if (spec.event_type is None) == (spec.schedule is None):
+        problems.append(Problem("spec", "exactly one of eventType or schedule must be set"))
+    variables = _SCHEDULE_VARS if spec.schedule is not None else _EVENT_VARS
+    if spec.filter is not None:
+        if spec.event_type is None:
+            problems.append(Problem("spec.filter", "a scheduled trigger cannot have a filter"))
+        _check_expression(spec.filter, "spec.filter", "filter", problems, variables=_EVENT_VARS)
+    for name, expression in spec.arguments.items():
+        _check_expression(
+            expression,
+            f"spec.arguments.{name}",
+            f"argument {name!r}",
+            problems,
+            variables=variables,
+        )
+    if spec.schedule is not None:
+        reason = _cron_problem(spec.schedule.cron)
+        if reason is not None:
+            problems.append(Problem("spec.schedule.cron", f"invalid cron expression: {reason}"))
+        try:
+            zoneinfo.ZoneInfo(spec.schedule.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            problems.append(
+                Problem("spec.schedule.timeZone", f"unknown time zone {spec.schedule.time_zone!r}")
+            )
+    definition = _lookup_spec(
+        lookup, "WorkflowDefinition", spec.workflow_ref.name, "spec.workflowRef.name", problems
+    )
+    if isinstance(definition, WorkflowDefinitionSpec):
+        declared = {p.name: p for p in definition.parameters}
+        for name in spec.arguments:
+            if name not in declared:
+                problems.append(
+                    Problem(
+                        f"spec.arguments.{name}",
+                        f"workflow {spec.workflow_ref.name!r} has no parameter "
+                        f"{name!r} (parameters: {', '.join(declared) or 'none'})",
+                        "NotSupported",
+                    )
+                )
+        for name, param in declared.items():
+            if param.default is None and name not in spec.arguments:
+                problems.append(
+                    Problem(
+                        "spec.arguments",
+                        f"workflow parameter {name!r} is required and has no "
+                        "default: map a value to it",
+                        "Required",
+                    )
+                )
+    return problems
+
+
+_CREDENTIAL_SUFFIXES = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "privatekey",
+    "accesskey",
+    "credentials",
+    "passphrase",
+)
+
+
+def _credential_paths(value: Any, path: str) -> Iterable[str]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            normalized = re.sub(r"[^a-z]", "", str(key).lower())
+            here = f"{path}.{key}"
+            if normalized.endswith(_CREDENTIAL_SUFFIXES) and not isinstance(item, Mapping | list):
+                yield here
+            else:
+                yield from _credential_paths(item, here)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _credential_paths(item, f"{path}[{i}]")
+    elif isinstance(value, str) and "-----BEGIN" in value:
+        yield path
+
+
+def check_integration(spec: IntegrationSpec, lookup: Lookup | None = None) -> list[Problem]:
+    """Settings hold no credentials: those belong in the Secret named by secretRef."""
+    del lookup  # Secrets are the caller's business: they may legitimately arrive later.
+    return [
+        Problem(path, "looks like a credential; store it in the Secret named by secretRef")
+        for path in _credential_paths(spec.settings, "spec.settings")
+    ]
+
+
+_SCHEMA_TYPES = {"null", "boolean", "object", "array", "number", "integer", "string"}
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SUBSCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+
+
+def _schema_problems(schema: Any, path: str, depth: int = 0) -> Iterable[Problem]:
+    if isinstance(schema, bool):
+        return
+    if not isinstance(schema, Mapping):
+        yield Problem(path, "a JSON Schema must be an object or a boolean")
+        return
+    if depth > 64:
+        yield Problem(path, "schema is nested too deeply")
+        return
+    kinds = schema.get("type")
+    for kind in kinds if isinstance(kinds, list) else ([kinds] if kinds is not None else []):
+        if kind not in _SCHEMA_TYPES:
+            yield Problem(f"{path}.type", f"{kind!r} is not a JSON Schema type", "NotSupported")
+    required = schema.get("required")
+    if required is not None and not (
+        isinstance(required, list) and all(isinstance(r, str) for r in required)
+    ):
+        yield Problem(f"{path}.required", "must be a list of property names")
+    for key in _SUBSCHEMA_MAPS:
+        children = schema.get(key)
+        if children is None:
+            continue
+        if not isinstance(children, Mapping):
+            yield Problem(f"{path}.{key}", "must map names to schemas")
+            continue
+        for name, child in children.items():
+            yield from _schema_problems(child, f"{path}.{key}.{name}", depth + 1)
+    for key in _SUBSCHEMA_LISTS:
+        children = schema.get(key)
+        if children is None:
+            continue
+        if not isinstance(children, list):
+            yield Problem(f"{path}.{key}", "must be a list of schemas")
+            continue
+        for i, child in enumerate(children):
+            yield from _schema_problems(child, f"{path}.{key}[{i}]", depth + 1)
+    for key in _SUBSCHEMA_ONE:
+        if key in schema:
+            yield from _schema_problems(schema[key], f"{path}.{key}", depth + 1)
+
+
+def check_event_definition(
+    spec: EventDefinitionSpec, lookup: Lookup | None = None
+) -> list[Problem]:
+    """The data schema is a well-formed JSON Schema (the keywords Plait relies on)."""
+    del lookup
+    return list(_schema_problems(spec.schema_, "spec.schema"))
+
+
+_CHECKS: dict[type[PlaitModel], Callable[[Any, Lookup | None], list[Problem]]] = {
+    WorkflowDefinitionSpec: check_workflow_definition,
+    WorkflowInstanceSpec: check_workflow_instance,
+    TaskDefinitionSpec: check_task_definition,
+    EventTriggerSpec: check_event_trigger,
+    IntegrationSpec: check_integration,
+    EventDefinitionSpec: check_event_definition,
+}
+
+
+def check_spec(
+    kind: str, spec: Mapping[str, Any] | PlaitModel, lookup: Lookup | None = None
+) -> list[Problem]:
+    """Every problem of a ``kind``'s spec: schema errors, else semantic ones. Never raises."""
+    parsed, problems = _parse(kind, spec)
+    if parsed is None:
+        return problems
+    return _CHECKS[type(parsed)](parsed, lookup)
+
+
+def check_resource(obj: Mapping[str, Any], lookup: Lookup | None = None) -> list[Problem]:
+    """Every problem of a whole resource (apiVersion, kind, spec) as a user wrote it."""
+    expected = f"{API_GROUP}/{API_VERSION}"
+    if obj.get("apiVersion") != expected:
+        return [
+            Problem(
+                "apiVersion", f"expected {expected}, got {obj.get('apiVersion')!r}", "NotSupported"
+            )
+        ]
+    kind = obj.get("kind")
+    if kind not in SPEC_MODELS:
+        return [
+            Problem(
+                "kind", f"unknown kind {kind!r} (kinds: {', '.join(SPEC_MODELS)})", "NotSupported"
+            )
+        ]
+    if "spec" not in obj:
+        return [Problem("spec", "required field is missing", "Required")]
+    return check_spec(str(kind), obj["spec"], lookup)
+
+
+def validate_spec(
+    kind: str, spec: Mapping[str, Any] | PlaitModel, lookup: Lookup | None = None, name: str = ""
+) -> PlaitModel:
+    """The typed spec, or :class:`InvalidResourceError` listing every problem."""
+    problems = check_spec(kind, spec, lookup)
+    if problems:
+        raise InvalidResourceError(f"{kind} {name!r}" if name else kind, problems)
+    return parse_spec(kind, spec)
+
+
+def validate_resource(obj: Mapping[str, Any], lookup: Lookup | None = None) -> PlaitModel:
+    """The typed spec of a whole resource, or :class:`InvalidResourceError`."""
+    problems = check_resource(obj, lookup)
+    metadata = obj.get("metadata")
+    name = metadata.get("name", "") if isinstance(metadata, Mapping) else ""
+    if problems:
+        raise InvalidResourceError(f"{obj.get('kind', 'resource')} {name!r}", problems)
+    return parse_spec(str(obj["kind"]), obj["spec"])
+
+
+def references(kind: str, spec: Mapping[str, Any] | PlaitModel) -> set[tuple[str, str]]:
+    """The (kind, name) pairs the checks of this spec will look up; empty if it won't parse."""
+    parsed, _ = _parse(kind, spec)
+    found: set[tuple[str, str]] = set()
+    if isinstance(parsed, WorkflowDefinitionSpec):
+        for task in [*parsed.tasks, *([parsed.on_exit] if parsed.on_exit else [])]:
+            if task.task_ref is not None:
+                found.add(("TaskDefinition", task.task_ref.name))
+            if task.template is not None:
+                found |= {("Integration", i.name) for i in task.template.integrations or ()}
+    elif isinstance(parsed, TaskDefinitionSpec):
+        found |= {("Integration", i.name) for i in parsed.template.integrations or ()}
+    elif isinstance(parsed, WorkflowInstanceSpec | EventTriggerSpec):
+        found.add(("WorkflowDefinition", parsed.workflow_ref.name))
+    return found

@@ -1,0 +1,294 @@
+"""WorkflowDefinition (a DAG of tasks) and WorkflowInstance (one run of it).
+
+The instance's status is a bounded summary on purpose: which task is where lives in
+PostgreSQL, so a 10,000-task run never grows the object past etcd's size limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
+
+from plait.resources.common import (
+    AGE_COLUMN,
+    MAX_MAP_ENTRIES,
+    READY_COLUMN,
+    CelExpression,
+    ContainerTemplate,
+    DnsLabel,
+    Identifier,
+    KindInfo,
+    LocalObjectReference,
+    Parameters,
+    PlaitModel,
+    PrinterColumn,
+    RetryPolicy,
+    Status,
+    cel_rule,
+)
+
+__all__ = [
+    "MAX_TASKS",
+    "WORKFLOW_DEFINITION",
+    "WORKFLOW_INSTANCE",
+    "Failure",
+    "Phase",
+    "Task",
+    "TaskCounts",
+    "WaitForEvent",
+    "WorkflowDefinitionSpec",
+    "WorkflowDefinitionStatus",
+    "WorkflowInstanceSpec",
+    "WorkflowInstanceStatus",
+    "WorkflowReference",
+]
+
+#: Most tasks in one workflow: large fan-outs are a supported use, not an accident.
+MAX_TASKS = 5000
+
+ExpressionMap = Annotated[dict[Identifier, CelExpression], Field(max_length=MAX_MAP_ENTRIES)]
+
+
+class WaitForEvent(PlaitModel):
+    """Pause the task until a matching event arrives, instead of running a container."""
+
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    """CloudEvents type to wait for."""
+    correlation: CelExpression
+    """CEL over event, params and tasks; the first event for which it is true completes the
+    task, and the event's data becomes the task's outputs."""
+    timeout_seconds: Annotated[int, Field(ge=1, le=31536000)] | None = None
+    """How long to wait before the task fails; bounded only by the workflow when unset."""
+
+
+_ONE_KIND = cel_rule(
+    "(has(self.taskRef) ? 1 : 0) + (has(self.template) ? 1 : 0)"
+    " + (has(self.waitForEvent) ? 1 : 0) == 1",
+    "exactly one of taskRef, template or waitForEvent must be set",
+)
+
+
+class Task(PlaitModel):
+    """One node of the DAG: what runs (taskRef, template or waitForEvent) and when."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_ONE_KIND]})
+
+    name: DnsLabel
+    """Unique name of the task within the workflow; read in CEL as tasks.<name> (or
+    tasks['<name>'] when it contains a dash)."""
+    description: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """What the task does."""
+    dependencies: Annotated[
+        list[DnsLabel],
+        Field(max_length=MAX_TASKS, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(default_factory=list)
+    """Names of the tasks that must finish before this one starts."""
+    when: CelExpression | None = None
+    """CEL over params and upstream tasks; the task is skipped when it is false."""
+    task_ref: LocalObjectReference | None = None
+    """Run the TaskDefinition of this name."""
+    template: ContainerTemplate | None = None
+    """Run this container."""
+    wait_for_event: WaitForEvent | None = None
+    """Wait for an event instead of running a container."""
+    inputs: ExpressionMap = Field(default_factory=dict)
+    """Input name -> CEL over params and upstream tasks' outputs (e.g. tasks.fetch.outputs.url)."""
+    retries: RetryPolicy | None = None
+    """Retry policy; the TaskDefinition's, or none, when unset."""
+    timeout_seconds: Annotated[int, Field(ge=1, le=604800)] | None = None
+    """Deadline of one attempt, in seconds (the Job's activeDeadlineSeconds)."""
+
+
+class WorkflowDefinitionSpec(PlaitModel):
+    """A workflow: typed parameters, a DAG of tasks, declared outputs and an exit task."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.onExit) || !has(self.onExit.dependencies)"
+                    " || size(self.onExit.dependencies) == 0",
+                    "onExit runs after every task; it cannot have dependencies",
+                    ".onExit.dependencies",
+                ),
+                cel_rule(
+                    "!has(self.onExit) || !self.tasks.exists(t, t.name == self.onExit.name)",
+                    "onExit.name must differ from every task's name",
+                    ".onExit.name",
+                ),
+            ]
+        }
+    )
+
+    description: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    """What the workflow does."""
+    parameters: Parameters = Field(default_factory=list)
+    """Parameters the workflow is started with; read in CEL as params.<name>."""
+    tasks: Annotated[
+        list[Task],
+        Field(
+            min_length=1,
+            max_length=MAX_TASKS,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+        ),
+    ]
+    """The tasks; dependencies between them must form a DAG."""
+    outputs: ExpressionMap = Field(default_factory=dict)
+    """Output name -> CEL over params and tasks, evaluated when the workflow succeeds."""
+    on_exit: Task | None = None
+    """Task run once after the workflow finishes, whatever its outcome; it reads
+    workflow.phase and every task's outputs."""
+    timeout_seconds: Annotated[int, Field(ge=1, le=31536000)] | None = None
+    """Deadline of the whole run, in seconds; unfinished tasks are cancelled after it."""
+    parallelism: Annotated[int, Field(ge=1, le=10000)] | None = None
+    """Most tasks running at once; unlimited when unset."""
+
+
+class WorkflowDefinitionStatus(Status):
+    """Observed state of a WorkflowDefinition."""
+
+    version: Annotated[int, Field(ge=1)] | None = None
+    """Version number of the current spec in Plait's history; grows with each change."""
+
+
+class WorkflowReference(PlaitModel):
+    """A WorkflowDefinition in the same namespace, optionally pinned to one version."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    """Name of the WorkflowDefinition."""
+    version: Annotated[int, Field(ge=1)] | None = None
+    """Version to run; the current one when unset."""
+
+
+class WorkflowInstanceSpec(PlaitModel):
+    """A run of a workflow: which definition, with which arguments, and its controls."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.workflowRef == oldSelf.workflowRef",
+                    "workflowRef is immutable",
+                    ".workflowRef",
+                ),
+                cel_rule(
+                    "!has(oldSelf.cancel) || !oldSelf.cancel || (has(self.cancel) && self.cancel)",
+                    "a cancelled run cannot be resumed",
+                    ".cancel",
+                ),
+            ]
+        }
+    )
+
+    workflow_ref: WorkflowReference
+    """The WorkflowDefinition to run."""
+    arguments: Annotated[
+        dict[Identifier, Any],
+        Field(
+            max_length=MAX_MAP_ENTRIES,
+            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        ),
+    ] = Field(default_factory=dict)
+    """Parameter name -> value (any JSON value of the parameter's type)."""
+    cancel: bool = False
+    """Set to true to cancel the run: running tasks are stopped, the rest skipped. Final."""
+    suspend: bool = False
+    """Set to true to hold new tasks back; running ones finish. Set back to resume."""
+
+
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled"]
+
+
+class TaskCounts(PlaitModel):
+    """How many tasks are in each state."""
+
+    total: Annotated[int, Field(ge=0)] = 0
+    """Tasks in the workflow, the exit task included."""
+    pending: Annotated[int, Field(ge=0)] = 0
+    """Tasks waiting for their dependencies or a free slot."""
+    running: Annotated[int, Field(ge=0)] = 0
+    """Tasks with an attempt in progress or waiting for an event."""
+    succeeded: Annotated[int, Field(ge=0)] = 0
+    """Tasks that finished successfully."""
+    failed: Annotated[int, Field(ge=0)] = 0
+    """Tasks that failed after their last attempt."""
+    skipped: Annotated[int, Field(ge=0)] = 0
+    """Tasks whose when condition was false or whose upstream failed."""
+    cancelled: Annotated[int, Field(ge=0)] = 0
+    """Tasks stopped by cancellation or the workflow timeout."""
+
+
+class Failure(PlaitModel):
+    """The first task failure that decided the run's outcome."""
+
+    task: Annotated[str, StringConstraints(max_length=63)]
+    """Name of the failed task."""
+    attempt: Annotated[int, Field(ge=1)]
+    """Number of the failed attempt, from 1."""
+    exit_code: int | None = None
+    """Exit code of the container, when it ran."""
+    message: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """What went wrong, truncated."""
+
+
+class WorkflowInstanceStatus(Status):
+    """A bounded summary of the run; the details live in PostgreSQL."""
+
+    phase: Phase | None = None
+    """Pending, Running, Suspended, Succeeded, Failed or Cancelled."""
+    progress: Annotated[str, StringConstraints(max_length=32)] | None = None
+    """Finished tasks over all tasks, e.g. 3/5."""
+    counts: TaskCounts | None = None
+    """Tasks per state."""
+    definition_version: Annotated[int, Field(ge=1)] | None = None
+    """Version of the WorkflowDefinition this run executes."""
+    start_time: dt.datetime | None = None
+    """When the first task was started."""
+    completion_time: dt.datetime | None = None
+    """When the run reached a final phase."""
+    duration: Annotated[str, StringConstraints(max_length=32)] | None = None
+    """Time from start to completion (or to the last status update while running), e.g. 1m23s."""
+    failure: Failure | None = None
+    """The failure that decided the outcome, when the run failed."""
+
+
+WORKFLOW_DEFINITION = KindInfo(
+    kind="WorkflowDefinition",
+    plural="workflowdefinitions",
+    short_names=("wfd", "wfdef"),
+    spec=WorkflowDefinitionSpec,
+    status=WorkflowDefinitionStatus,
+    description="A workflow: typed parameters and a DAG of tasks, with outputs and an exit task.",
+    printer_columns=(
+        PrinterColumn("Version", ".status.version", "integer", "Current version"),
+        READY_COLUMN,
+        AGE_COLUMN,
+    ),
+)
+
+WORKFLOW_INSTANCE = KindInfo(
+    kind="WorkflowInstance",
+    plural="workflowinstances",
+    short_names=("wfi", "wfrun"),
+    spec=WorkflowInstanceSpec,
+    status=WorkflowInstanceStatus,
+    description="One run of a WorkflowDefinition with argument values.",
+    printer_columns=(
+        PrinterColumn("Definition", ".spec.workflowRef.name", description="WorkflowDefinition"),
+        PrinterColumn("Phase", ".status.phase", description="Phase of the run"),
+        PrinterColumn("Progress", ".status.progress", description="Finished/total tasks"),
+        AGE_COLUMN,
+        PrinterColumn("Duration", ".status.duration", description="Run time"),
+    ),
+    root_validations=(
+        cel_rule(
+            "self.metadata.name.size() <= 63",
+            "a WorkflowInstance name is used as a label value: at most 63 characters",
+        ),
+    ),
+)
