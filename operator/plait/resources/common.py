@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 #: A JSON object as pydantic's json_schema_extra expects it.
@@ -181,6 +181,12 @@ class EnvVar(PlaitModel):
     secret_key_ref: SecretKeySelector | None = None
     """Take the value from a Secret key instead."""
 
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if self.value is not None and self.secret_key_ref is not None:
+            raise ValueError("value and secretKeyRef are mutually exclusive")
+        return self
+
 
 class ResourceRequirements(PlaitModel):
     """Compute resources of a task's container, as in a Pod spec."""
@@ -263,6 +269,12 @@ class Backoff(PlaitModel):
     """Multiplier applied to the delay after each attempt."""
     max_seconds: Annotated[int, Field(ge=0, le=86400)] = 3600
     """Upper bound of the delay, in seconds."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_seconds < self.initial_seconds:
+            raise ValueError("maxSeconds must be at least initialSeconds")
+        return self
 
 
 class RetryPolicy(PlaitModel):

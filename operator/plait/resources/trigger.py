@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from plait.resources.common import (
     AGE_COLUMN,
@@ -93,6 +93,14 @@ class EventTriggerSpec(PlaitModel):
     """Most starts per period; unlimited when unset."""
     suspend: bool = False
     """Set to true to stop starting workflows; events meanwhile are not replayed."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.event_type is None) == (self.schedule is None):
+            raise ValueError("exactly one of eventType or schedule must be set")
+        if self.filter is not None and self.event_type is None:
+            raise ValueError("filter applies to events; a scheduled trigger cannot have one")
+        return self
 
 
 class EventTriggerStatus(Status):

@@ -128,7 +128,8 @@ def _pydantic_problems(error: pydantic.ValidationError, base: str) -> list[Probl
         elif kind in ("literal_error", "enum"):
             problems.append(Problem(_loc_path(base, loc), item["msg"], "NotSupported"))
         else:
-            problems.append(Problem(_loc_path(base, loc), item["msg"]))
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(Problem(_loc_path(base, loc), message))
     return problems
 
 
@@ -431,11 +432,6 @@ def _check_task(
             variables=_WAIT_VARS,
             **context,
         )
-    kinds = [k for k in ("task_ref", "template", "wait_for_event") if getattr(task, k) is not None]
-    if len(kinds) != 1:
-        problems.append(
-            Problem(path, f"{what}: exactly one of taskRef, template or waitForEvent must be set")
-        )
     if task.template is not None:
         _check_integrations(
             task.template.integrations, f"{path}.template.integrations", lookup, problems
@@ -544,24 +540,8 @@ def check_workflow_definition(
             tasks=names,
         )
     if spec.on_exit is not None:
-        exit_task = spec.on_exit
-        if exit_task.dependencies:
-            problems.append(
-                Problem(
-                    "spec.onExit.dependencies",
-                    "onExit runs after every task; it cannot have dependencies",
-                )
-            )
-        if exit_task.name in index:
-            problems.append(
-                Problem(
-                    "spec.onExit.name",
-                    f"{exit_task.name!r} is already the name of a task",
-                    "Duplicate",
-                )
-            )
         _check_task(
-            exit_task,
+            spec.on_exit,
             "spec.onExit",
             problems,
             parameters=parameters,
@@ -660,12 +640,8 @@ def _cron_problem(expression: str) -> str | None:
 def check_event_trigger(spec: EventTriggerSpec, lookup: Lookup | None = None) -> list[Problem]:
     """The filter and argument expressions, the schedule, and the workflow it starts."""
     problems: list[Problem] = []
-    if (spec.event_type is None) == (spec.schedule is None):
-        problems.append(Problem("spec", "exactly one of eventType or schedule must be set"))
     variables = _SCHEDULE_VARS if spec.schedule is not None else _EVENT_VARS
     if spec.filter is not None:
-        if spec.event_type is None:
-            problems.append(Problem("spec.filter", "a scheduled trigger cannot have a filter"))
         _check_expression(spec.filter, "spec.filter", "filter", problems, variables=_EVENT_VARS)
     for name, expression in spec.arguments.items():
         _check_expression(

@@ -7,9 +7,9 @@ PostgreSQL, so a 10,000-task run never grows the object past etcd's size limit.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from plait.resources.common import (
     AGE_COLUMN,
@@ -100,6 +100,13 @@ class Task(PlaitModel):
     timeout_seconds: Annotated[int, Field(ge=1, le=604800)] | None = None
     """Deadline of one attempt, in seconds (the Job's activeDeadlineSeconds)."""
 
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        chosen = [self.task_ref, self.template, self.wait_for_event]
+        if sum(x is not None for x in chosen) != 1:
+            raise ValueError(str(_ONE_KIND["message"]))
+        return self
+
 
 class WorkflowDefinitionSpec(PlaitModel):
     """A workflow: typed parameters, a DAG of tasks, declared outputs and an exit task."""
@@ -147,6 +154,15 @@ class WorkflowDefinitionSpec(PlaitModel):
     """Deadline of the whole run, in seconds; unfinished tasks are cancelled after it."""
     parallelism: Annotated[int, Field(ge=1, le=10000)] | None = None
     """Most tasks running at once; unlimited when unset."""
+
+    @model_validator(mode="after")
+    def _exit_task(self) -> Self:
+        if self.on_exit is not None:
+            if self.on_exit.dependencies:
+                raise ValueError("onExit runs after every task; it cannot have dependencies")
+            if any(t.name == self.on_exit.name for t in self.tasks):
+                raise ValueError("onExit.name must differ from every task's name")
+        return self
 
 
 class WorkflowDefinitionStatus(Status):
