@@ -88,9 +88,11 @@ def test_crd_names_and_conventions(info: Any) -> None:
     assert crd["metadata"]["name"] == f"{info.plural}.{API_GROUP}"
     assert crd["spec"]["scope"] == "Namespaced"
     assert names["categories"] == ["plait"]
-    assert names["shortNames"] and not set(names["shortNames"]) & BUILTIN_SHORT_NAMES
+    assert names["shortNames"]
+    assert not set(names["shortNames"]) & BUILTIN_SHORT_NAMES
     [version] = crd["spec"]["versions"]
-    assert version["name"] == API_VERSION and version["subresources"] == {"status": {}}
+    assert version["name"] == API_VERSION
+    assert version["subresources"] == {"status": {}}
     condition = _schema(crd)["properties"]["status"]["properties"]["conditions"]
     assert condition["x-kubernetes-list-type"] == "map"
     assert set(condition["items"]["properties"]) == {
@@ -143,7 +145,8 @@ def test_map_key_patterns_become_cel_rules() -> None:
     inputs = model_schema(KINDS[0].spec)["properties"]["tasks"]["items"]["properties"]["inputs"]
     [rule] = inputs["x-kubernetes-validations"]
     assert rule["rule"].startswith("self.all(k, ")
-    assert "patternProperties" not in inputs and "propertyNames" not in inputs
+    assert "patternProperties" not in inputs
+    assert "propertyNames" not in inputs
 
 
 def test_free_form_fields_preserve_unknown_fields_only_where_intended() -> None:

@@ -53,7 +53,9 @@ def test_diamond_is_a_diamond(examples: dict[tuple[str, str], dict[str, Any]]) -
         "right": {"split"},
         "join": {"left", "right"},
     }
-    assert spec.parameters and spec.outputs and spec.on_exit is not None
+    assert spec.parameters
+    assert spec.outputs
+    assert spec.on_exit is not None
     assert all(t.inputs for t in spec.tasks)
 
 

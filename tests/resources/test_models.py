@@ -59,10 +59,12 @@ def test_spec_parses_camel_case_and_exposes_snake_case() -> None:
     )
     assert spec.tasks[0].wait_for_event is not None
     assert spec.tasks[0].timeout_seconds == 5
-    assert spec.on_exit is not None and spec.on_exit.name == "done"
+    assert spec.on_exit is not None
+    assert spec.on_exit.name == "done"
     wire = spec.to_dict()
     assert wire["tasks"][0]["waitForEvent"]["eventType"] == "x"
-    assert "onExit" in wire and "description" not in wire
+    assert "onExit" in wire
+    assert "description" not in wire
     # Python code may build models with snake_case names.
     assert Task(name="b", template={"image": "x"}).template is not None  # type: ignore[arg-type]
 
@@ -91,7 +93,8 @@ def test_status_parses_what_the_reconciler_writes() -> None:
             ],
         }
     )
-    assert status.failure is not None and status.failure.exit_code == 1
+    assert status.failure is not None
+    assert status.failure.exit_code == 1
     assert status.to_dict()["conditions"][0]["lastTransitionTime"] == "2025-01-01T00:01:23Z"
 
 
@@ -118,7 +121,7 @@ def test_task_kind_rule_agrees_with_model(present: tuple[bool, bool, bool]) -> N
         "template": {"image": "busybox"},
         "waitForEvent": {"eventType": "e", "correlation": "true"},
     }
-    data = {"name": "a", **{k: v for (k, v), on in zip(kinds.items(), present) if on}}
+    data = {"name": "a", **{k: v for (k, v), on in zip(kinds.items(), present, strict=True) if on}}
     expected = sum(present) == 1
     assert _pydantic_accepts(Task, data) is expected
     assert _cel_accepts(_rules(Task), self=data) is expected

@@ -340,8 +340,10 @@ def _json_type(value: Any) -> str:
 
 def _check_value(param: Parameter, value: Any, path: str, problems: list[Problem]) -> None:
     if not _JSON_TYPES[param.type](value):
-        problems.append(Problem(path, f"{param.name} is a {param.type}, got a {_json_type(value)}"))
-    elif param.enum is not None and value not in param.enum:
+        problems.append(
+            Problem(path, f"{param.name} must be of type {param.type}, got {_json_type(value)}")
+        )
+    elif param.type == "string" and param.enum is not None and value not in param.enum:
         problems.append(
             Problem(path, f"{value!r} is not one of {', '.join(param.enum)}", "NotSupported")
         )
