@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,7 +134,8 @@ _TOKEN = re.compile(
 )
 
 
-def _tokens(expression: str) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=4096)
+def _tokens(expression: str) -> tuple[tuple[str, str], ...]:
     """(kind, text) tokens; unknown characters become ``error`` tokens, never exceptions."""
     out: list[tuple[str, str]] = []
     pos = 0
@@ -147,10 +149,10 @@ def _tokens(expression: str) -> list[tuple[str, str]]:
         if kind != "space":
             out.append((kind, match.group()))
         pos = match.end()
-    return out
+    return tuple(out)
 
 
-def _bound_names(tokens: list[tuple[str, str]]) -> set[str]:
+def _bound_names(tokens: Sequence[tuple[str, str]]) -> set[str]:
     """Names bound by macros: the ``x`` in ``list.map(x, ...)``."""
     bound: set[str] = set()
     for i in range(len(tokens) - 4):

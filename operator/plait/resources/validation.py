@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import re
 import zoneinfo
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -182,7 +182,7 @@ def _check_expression(
     *,
     variables: frozenset[str],
     parameters: Mapping[str, Parameter] | None = None,
-    tasks: Sequence[str] | None = None,
+    tasks: Set[str] | None = None,
     upstream: Callable[[str], bool] | None = None,
 ) -> None:
     """Parse one expression and check the names it reads; append findings to ``problems``.
@@ -210,12 +210,11 @@ def _check_expression(
                     Problem(path, f"{what}: params.{ref} is not a parameter (parameters: {known})")
                 )
     if tasks is not None and "tasks" in variables:
-        known_tasks = set(tasks)
         for ref in expressions.member_references(expression, "tasks"):
             if ref == "*":
                 continue
-            if ref not in known_tasks:
-                hint = next((t for t in tasks if t.startswith(ref + "-")), None)
+            if ref not in tasks:
+                hint = min((t for t in tasks if t.startswith(ref + "-")), default=None)
                 extra = f"; for a name with a dash write tasks['{hint}']" if hint else ""
                 problems.append(
                     Problem(path, f"{what}: tasks.{ref} is not a task of this workflow{extra}")
@@ -406,7 +405,7 @@ def _check_task(
     problems: list[Problem],
     *,
     parameters: Mapping[str, Parameter],
-    tasks: Sequence[str],
+    tasks: Set[str],
     upstream: Callable[[str], bool] | None,
     lookup: Lookup | None,
 ) -> None:
@@ -473,7 +472,7 @@ def check_workflow_definition(
     problems: list[Problem] = []
     _check_parameters(spec.parameters, "spec.parameters", problems)
     parameters = {p.name: p for p in spec.parameters}
-    names = [t.name for t in spec.tasks]
+    names = frozenset(t.name for t in spec.tasks)
     index: dict[str, int] = {}
     for i, task in enumerate(spec.tasks):
         if task.name in index:
