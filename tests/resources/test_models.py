@@ -183,9 +183,15 @@ def test_exit_task_rules_agree_with_model(on_exit: dict[str, Any], expected: boo
 def test_input_key_rule_agrees_with_model() -> None:
     schema = model_schema(Task)["properties"]["inputs"]
     rules = [r["rule"] for r in schema["x-kubernetes-validations"]]
-    for key, expected in [("ok_name", True), ("not-ok", False), ("9lives", False)]:
-        assert _pydantic_accepts(Task, _task(inputs={key: "1"})) is expected
-        assert _cel_accepts(rules, self={key: "1"}) is expected
+    # The CRD checks key length only (a regex per key is too costly for the apiserver);
+    # the model also checks the pattern.
+    for key, in_cel, in_model in [
+        ("ok_name", True, True),
+        ("x" * 64, False, False),
+        ("not-ok", True, False),
+    ]:
+        assert _pydantic_accepts(Task, _task(inputs={key: "1"})) is in_model
+        assert _cel_accepts(rules, self={key: "1"}) is in_cel
 
 
 @pytest.mark.parametrize(

@@ -352,18 +352,19 @@ def test_check_resource_checks_api_version_and_kind() -> None:
 
 
 def test_validate_raises_a_plait_validation_error_listing_problems() -> None:
-    obj = {
+    spec = _workflow(_task("a", ["b"]), _task("b", ["a"]))
+    obj: dict[str, Any] = {
         "apiVersion": "plait.dev/v1alpha1",
         "kind": "WorkflowDefinition",
         "metadata": {"name": "loop"},
-        "spec": _workflow(_task("a", ["b"]), _task("b", ["a"])),
+        "spec": spec,
     }
     with pytest.raises(
         ValidationError, match=r"WorkflowDefinition 'loop' is invalid: .*a -> b -> a"
     ):
         validate_resource(obj)
     with pytest.raises(InvalidResourceError) as caught:
-        validate_spec("WorkflowDefinition", obj["spec"], name="loop")
+        validate_spec("WorkflowDefinition", spec, name="loop")
     assert len(caught.value.problems) == 1
     obj["spec"] = _workflow(_task("a"))
     assert isinstance(validate_resource(obj), WorkflowDefinitionSpec)
