@@ -40,14 +40,24 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PLAIT"})
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PLAIT"},
+)
 @click.version_option(__version__, prog_name="plait")
-@click.option("--log-level", default="INFO", show_default=True, envvar="PLAIT_LOG_LEVEL",
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="Logging level of this process.")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    envvar="PLAIT_LOG_LEVEL",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Logging level of this process.",
+)
 def cli(log_level: str) -> None:
     """Plait: event-driven workflows on Kubernetes, with PostgreSQL as the system of record."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def main() -> None:

@@ -24,15 +24,20 @@ def make_job(name: str, *, exit_code: int, message: str) -> client.V1Job:
         spec=client.V1JobSpec(
             backoff_limit=0,
             template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(annotations={
-                    SIMULATION_ANNOTATIONS["exit_code"]: str(exit_code),
-                    SIMULATION_ANNOTATIONS["message"]: message,
-                    SIMULATION_ANNOTATIONS["duration"]: "300ms",
-                }),
+                metadata=client.V1ObjectMeta(
+                    annotations={
+                        SIMULATION_ANNOTATIONS["exit_code"]: str(exit_code),
+                        SIMULATION_ANNOTATIONS["message"]: message,
+                        SIMULATION_ANNOTATIONS["duration"]: "300ms",
+                    }
+                ),
                 spec=client.V1PodSpec(
                     restart_policy="Never",
-                    containers=[client.V1Container(
-                        name="main", image="busybox:1.36", command=["sh", "-c", script])],
+                    containers=[
+                        client.V1Container(
+                            name="main", image="busybox:1.36", command=["sh", "-c", script]
+                        )
+                    ],
                 ),
             ),
         ),
@@ -42,8 +47,12 @@ def make_job(name: str, *, exit_code: int, message: str) -> client.V1Job:
 def wait_for_job(kube: Kube, name: str, *, condition: str) -> client.V1Job:
     """Watch the Job until it has ``condition`` (Complete or Failed) set to True."""
     w = watch.Watch()
-    for event in w.stream(kube.batch.list_namespaced_job, kube.namespace,
-                          field_selector=f"metadata.name={name}", timeout_seconds=60):
+    for event in w.stream(
+        kube.batch.list_namespaced_job,
+        kube.namespace,
+        field_selector=f"metadata.name={name}",
+        timeout_seconds=60,
+    ):
         job: client.V1Job = event["object"]
         conditions = {c.type: c.status for c in (job.status.conditions or [])}
         if conditions.get(condition) == "True":
@@ -75,7 +84,8 @@ def test_job_runs_and_completes_with_the_chosen_message(kube: Kube) -> None:
 
 def test_failed_pod_fails_its_job_with_exit_code_and_message(kube: Kube) -> None:
     kube.batch.create_namespaced_job(
-        kube.namespace, make_job("bad", exit_code=3, message="disk full"))
+        kube.namespace, make_job("bad", exit_code=3, message="disk full")
+    )
     job = wait_for_job(kube, "bad", condition="Failed")
     assert job.status.failed == 1
     assert not job.status.succeeded

@@ -12,7 +12,8 @@ def test_connection_and_committed_transaction(postgres: str) -> None:
     with psycopg.connect(postgres) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
         version = conn.execute("SHOW server_version_num").fetchone()
-        assert version is not None and int(version[0]) >= 150000
+        assert version is not None
+        assert int(version[0]) >= 150000
 
 
 def test_rolled_back_transaction_leaves_nothing(postgres: str) -> None:

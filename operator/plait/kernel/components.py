@@ -29,21 +29,34 @@ class Component:
 
 
 COMPONENTS: tuple[Component, ...] = (
-    Component("workflow_orchestrator", "workflow_orchestrator_service",
-              "workflow definitions and instances, the DAG engine, subscriptions, triggers"),
-    Component("event_processing", "event_processing_service",
-              "event ingestion, definitions, sequences, the queue, dead letters"),
-    Component("task_execution", "task_execution_service",
-              "task definitions and task instances run as Kubernetes Jobs"),
-    Component("integration", "integration_service",
-              "the catalog of integration types and configured integrations"),
+    Component(
+        "workflow_orchestrator",
+        "workflow_orchestrator_service",
+        "workflow definitions and instances, the DAG engine, subscriptions, triggers",
+    ),
+    Component(
+        "event_processing",
+        "event_processing_service",
+        "event ingestion, definitions, sequences, the queue, dead letters",
+    ),
+    Component(
+        "task_execution",
+        "task_execution_service",
+        "task definitions and task instances run as Kubernetes Jobs",
+    ),
+    Component(
+        "integration",
+        "integration_service",
+        "the catalog of integration types and configured integrations",
+    ),
     Component("auth", "auth_service", "users, roles, permissions, API tokens"),
-    Component("testing_framework", "testing_framework_service",
-              "workflow tests, their runs and case results"),
-    Component("web_application", "web_application_service",
-              "the dashboard and its UI components"),
-    Component("observability", "observability_service",
-              "logs, metrics and traces of Plait itself"),
+    Component(
+        "testing_framework",
+        "testing_framework_service",
+        "workflow tests, their runs and case results",
+    ),
+    Component("web_application", "web_application_service", "the dashboard and its UI components"),
+    Component("observability", "observability_service", "logs, metrics and traces of Plait itself"),
 )
 
 _BY_NAME = {c.name: c for c in COMPONENTS}

@@ -48,7 +48,9 @@ def run_as_user(username: str, *paths: Path) -> Callable[[], None] | None:
         for root, dirs, files in os.walk(path):
             os.chown(root, entry.pw_uid, entry.pw_gid)
             for name in dirs + files:
-                os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+                os.chown(
+                    os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False
+                )
 
     def demote() -> None:
         os.setgid(entry.pw_gid)

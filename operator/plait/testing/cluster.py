@@ -61,8 +61,11 @@ def find_bin_dir(*, progress: bool = True) -> Path:
             "kube-controller-manager, kube-scheduler, kubectl and kwok"
         )
     proc = subprocess.run(
-        ["bash", str(script)], stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE,
-        text=True, check=False,
+        ["bash", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=None if progress else subprocess.PIPE,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise ClusterError(f"building the Kubernetes binaries failed (exit {proc.returncode})")
@@ -83,7 +86,10 @@ class LocalCluster:
     """One control plane; all of its files (data, certificates, logs) live in ``state_dir``."""
 
     def __init__(
-        self, *, state_dir: Path | None = None, bin_dir: Path | None = None,
+        self,
+        *,
+        state_dir: Path | None = None,
+        bin_dir: Path | None = None,
         progress: bool = True,
     ) -> None:
         self._owns_dir = state_dir is None
@@ -106,7 +112,9 @@ class LocalCluster:
         assert self.bin_dir is not None
         return subprocess.run(
             [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True, text=True, check=check,
+            capture_output=True,
+            text=True,
+            check=check,
         )
 
     def start(self, *, timeout: float = 120.0) -> LocalCluster:
@@ -149,7 +157,8 @@ class LocalCluster:
         self._say("generating the service-account signing key")
         subprocess.run(
             ["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         self.tokens = {
             "admin": secrets.token_hex(16),
@@ -158,8 +167,8 @@ class LocalCluster:
         }
         (pki / "tokens.csv").write_text(
             f'{self.tokens["admin"]},admin,admin,"system:masters"\n'
-            f'{self.tokens["controller-manager"]},system:kube-controller-manager,kcm\n'
-            f'{self.tokens["scheduler"]},system:kube-scheduler,scheduler\n'
+            f"{self.tokens['controller-manager']},system:kube-controller-manager,kcm\n"
+            f"{self.tokens['scheduler']},system:kube-scheduler,scheduler\n"
         )
         os.chmod(pki / "tokens.csv", 0o600)
 
@@ -223,7 +232,8 @@ class LocalCluster:
         self._wait(ready, timeout, "kube-apiserver /readyz")
         self._write_kubeconfig(self.kubeconfig, "admin", self.tokens["admin"])
         self._write_kubeconfig(
-            self.state_dir / "controller-manager.kubeconfig", "kcm",
+            self.state_dir / "controller-manager.kubeconfig",
+            "kcm",
             self.tokens["controller-manager"],
         )
         self._write_kubeconfig(
@@ -275,7 +285,9 @@ class LocalCluster:
         ]
         missing = [str(c) for c in configs if not c.exists()]
         if missing:
-            raise ClusterError(f"kwok stage files missing (rebuild with hack/build-k8s.sh): {missing}")
+            raise ClusterError(
+                f"kwok stage files missing (rebuild with hack/build-k8s.sh): {missing}"
+            )
         self._spawn(
             "kwok",
             f"--kubeconfig={self.kubeconfig}",
@@ -311,8 +323,12 @@ class LocalCluster:
 
         def node_ready() -> bool:
             out = self.kubectl(
-                "get", "node", NODE_NAME, "-o",
-                'jsonpath={.status.conditions[?(@.type=="Ready")].status}', check=False,
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+                check=False,
             )
             return out.stdout.strip() == "True"
 
@@ -329,8 +345,12 @@ class LocalCluster:
         self._say(f"starting {name}")
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self._procs[name] = subprocess.Popen(
-            [str(self.bin_dir / name), *args], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.state_dir,
+            [str(self.bin_dir / name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.state_dir,
         )
         log.close()
 
@@ -352,11 +372,19 @@ class LocalCluster:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "plait-local", "cluster": {
-                "server": self.server, "certificate-authority": str(self.ca_file)}}],
+            "clusters": [
+                {
+                    "name": "plait-local",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
+                }
+            ],
             "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "plait-local", "context": {
-                "cluster": "plait-local", "user": user, "namespace": "default"}}],
+            "contexts": [
+                {
+                    "name": "plait-local",
+                    "context": {"cluster": "plait-local", "user": user, "namespace": "default"},
+                }
+            ],
             "current-context": "plait-local",
         }
         path.write_text(json.dumps(config, indent=2))
@@ -405,8 +433,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Start or stop a local Kubernetes control plane with a kwok node.",
     )
     parser.add_argument("action", choices=["up", "down"])
-    parser.add_argument("--state-dir", type=Path, default=Path(".local/cluster"),
-                        help="where data, certificates, logs and the kubeconfig live")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".local/cluster"),
+        help="where data, certificates, logs and the kubeconfig live",
+    )
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir.resolve()
     if args.action == "down":
@@ -415,8 +447,11 @@ def main(argv: list[str] | None = None) -> int:
         print("control plane stopped" if stopped else "no control plane was running")
         return 0
     if (state_dir / "pids.json").exists():
-        print(f"a control plane is already running from {state_dir}; "
-              "stop it first with 'make cluster-down'", file=sys.stderr)
+        print(
+            f"a control plane is already running from {state_dir}; "
+            "stop it first with 'make cluster-down'",
+            file=sys.stderr,
+        )
         return 1
     shutil.rmtree(state_dir, ignore_errors=True)
     LocalCluster(state_dir=state_dir).start()

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -66,19 +67,45 @@ class PostgresServer:
         pwfile.write_text(self.password + "\n")
         demote = run_as_user("postgres", self.base_dir) if os.geteuid() == 0 else None
         self._run(
-            "initdb", "-D", str(self.data_dir), "-U", self.superuser, "-E", "UTF8",
-            "--no-sync", "--auth-local=trust", "--auth-host=scram-sha-256",
-            f"--pwfile={pwfile}", preexec=demote,
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.superuser,
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            preexec=demote,
         )
         pwfile.unlink()
-        options = " ".join([
-            f"-p {self.port}", f"-k {self.socket_dir}", "-c listen_addresses=127.0.0.1",
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
-            "-c max_connections=300", "-c shared_buffers=128MB",
-        ])
+        options = " ".join(
+            [
+                f"-p {self.port}",
+                f"-k {self.socket_dir}",
+                "-c listen_addresses=127.0.0.1",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=300",
+                "-c shared_buffers=128MB",
+            ]
+        )
         self._run(
-            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
-            "-l", str(self.log_file), "-o", options, preexec=demote,
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            preexec=demote,
         )
         self._running = True
         return self
@@ -87,8 +114,17 @@ class PostgresServer:
         if self._running:
             self._running = False
             demote = run_as_user("postgres") if os.geteuid() == 0 else None
-            self._run("pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.data_dir),
-                      preexec=demote, check=False)
+            self._run(
+                "pg_ctl",
+                "stop",
+                "-m",
+                "fast",
+                "-w",
+                "-D",
+                str(self.data_dir),
+                preexec=demote,
+                check=False,
+            )
         if self._owns_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
@@ -101,8 +137,9 @@ class PostgresServer:
         self.stop()
 
     # -- addresses -------------------------------------------------------------------------
-    def dsn(self, dbname: str = "postgres", *, user: str | None = None,
-            password: str | None = None) -> str:
+    def dsn(
+        self, dbname: str = "postgres", *, user: str | None = None, password: str | None = None
+    ) -> str:
         """libpq URL for ``dbname`` (as the superuser unless ``user`` is given)."""
         if user is None:
             user, password = self.superuser, self.password
@@ -119,16 +156,22 @@ class PostgresServer:
         return self.dsn(name)
 
     # -- internals -------------------------------------------------------------------------
-    def _run(self, tool: str, *args: str, preexec: object = None, check: bool = True) -> None:
+    def _run(
+        self, tool: str, *args: str, preexec: Callable[[], None] | None = None, check: bool = True
+    ) -> None:
         proc = subprocess.run(
-            [str(self.bindir / tool), *args], capture_output=True, text=True,
-            preexec_fn=preexec,  # type: ignore[arg-type]
-            check=False, cwd="/",
+            [str(self.bindir / tool), *args],
+            capture_output=True,
+            text=True,
+            preexec_fn=preexec,
+            check=False,
+            cwd="/",
         )
         if check and proc.returncode != 0:
             log = self.log_file.read_text() if self.log_file.exists() else ""
             raise DatabaseError(
-                f"{tool} failed with exit code {proc.returncode}: {proc.stderr.strip()}\n{log[-2000:]}"
+                f"{tool} failed with exit code {proc.returncode}: "
+                f"{proc.stderr.strip()}\n{log[-2000:]}"
             )
 
 
