@@ -256,7 +256,8 @@ def generate_crd(info: KindInfo) -> Schema:
                 "description": "REST resource this object represents.",
                 "type": "string",
             },
-            "metadata": {"description": "Standard object metadata.", "type": "object"},
+            # The apiserver allows nothing but the type here (metadata is its own schema).
+            "metadata": {"type": "object"},
             "spec": model_schema(info.spec),
             "status": model_schema(info.status),
         },
