@@ -7,9 +7,12 @@ who has to fix the problem: they name the thing, the problem, and what to do.
 
 __all__ = [
     "ClusterError",
+    "ChecksumMismatchError",
     "ConfigurationError",
+    "DatabaseAheadError",
     "DatabaseError",
     "MigrationError",
+    "NotFoundError",
     "PlaitError",
     "ValidationError",
 ]
@@ -29,6 +32,18 @@ class DatabaseError(PlaitError):
 
 class MigrationError(DatabaseError):
     """The schema cannot be brought to the version this code expects."""
+
+
+class DatabaseAheadError(MigrationError):
+    """The database holds migrations this code does not know: it was migrated by newer code."""
+
+
+class ChecksumMismatchError(MigrationError):
+    """An applied migration file was edited afterwards; the database and the file disagree."""
+
+
+class NotFoundError(PlaitError):
+    """The row or resource asked for does not exist."""
 
 
 class ValidationError(PlaitError):

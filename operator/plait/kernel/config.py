@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         default=None,
         description="libpq URL of the shared database (schema-per-component mode).",
     )
+    database_owner_role: str = Field(
+        default="plait_owner",
+        description="Role that owns Plait's schemas; migrations run as it (SET ROLE). "
+        "Empty: the connecting user owns them.",
+    )
     database_pool_min: int = Field(default=1, ge=0, description="Connections kept open.")
     database_pool_max: int = Field(default=10, ge=1, description="Upper bound of the pool.")
     migrate_on_start: bool = Field(
