@@ -1,0 +1,329 @@
+"""SQL of the workflow orchestrator: definitions, instances, triggers and subscriptions.
+
+Functions take an open connection so callers decide the transaction; every value is a
+query parameter. Rows come back as frozen dataclasses named after the table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from plait.kernel import versions
+from plait.kernel.database import Page, fetch_page
+from plait.workflow_orchestrator.states import FINAL_PHASES, SubscriptionStatus, WorkflowPhase
+
+__all__ = [
+    "EventSubscription",
+    "EventTrigger",
+    "WorkflowDefinition",
+    "WorkflowInstance",
+    "create_workflow_instance",
+    "delete_event_trigger",
+    "delete_workflow_definition",
+    "get_workflow_definition",
+    "get_workflow_instance",
+    "latest_workflow_definition",
+    "list_workflow_instances",
+    "match_subscriptions",
+    "matching_triggers",
+    "set_workflow_phase",
+    "subscribe",
+    "upsert_event_trigger",
+    "upsert_workflow_definition",
+]
+
+SCHEMA = "workflow_orchestrator_service"
+_INSTANCES = sql.SQL("workflow_orchestrator_service.workflow_instances")
+_STARTED = (WorkflowPhase.RUNNING, WorkflowPhase.SUSPENDED, WorkflowPhase.SUCCEEDED)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDefinition:
+    id: uuid.UUID
+    namespace: str
+    name: str
+    version: int
+    spec: dict[str, Any]
+    spec_hash: str
+    k8s_uid: uuid.UUID | None
+    created_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInstance:
+    id: uuid.UUID
+    namespace: str
+    name: str
+    workflow_name: str
+    workflow_version: int
+    phase: WorkflowPhase
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    message: str | None
+    trigger_id: uuid.UUID | None
+    event_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phase", WorkflowPhase(self.phase))
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrigger:
+    id: uuid.UUID
+    namespace: str
+    name: str
+    k8s_uid: uuid.UUID | None
+    event_type: str
+    event_source: str | None
+    filter: dict[str, Any]
+    workflow_name: str
+    inputs: dict[str, Any]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventSubscription:
+    id: uuid.UUID
+    workflow_instance_id: uuid.UUID
+    task_name: str
+    attempt: int
+    event_type: str
+    event_source: str | None
+    subject: str | None
+    filter: dict[str, Any]
+    status: SubscriptionStatus
+    matched_event_id: uuid.UUID | None
+    created_at: datetime
+    expires_at: datetime | None
+    resolved_at: datetime | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", SubscriptionStatus(self.status))
+
+
+# -- definitions ---------------------------------------------------------------------------
+async def upsert_workflow_definition(
+    conn: AsyncConnection[Any], namespace: str, name: str, spec: Mapping[str, Any],
+    *, k8s_uid: uuid.UUID | None = None,
+) -> tuple[WorkflowDefinition, bool]:
+    """Store ``spec`` as a new version unless it equals the latest; (version, created)."""
+    return await versions.upsert_version(
+        conn, WorkflowDefinition, SCHEMA, "workflow_definitions",
+        {"namespace": namespace, "name": name}, spec, {"k8s_uid": k8s_uid},
+    )
+
+
+async def latest_workflow_definition(
+    conn: AsyncConnection[Any], namespace: str, name: str
+) -> WorkflowDefinition | None:
+    return await versions.latest_version(
+        conn, WorkflowDefinition, SCHEMA, "workflow_definitions",
+        {"namespace": namespace, "name": name},
+    )
+
+
+async def get_workflow_definition(
+    conn: AsyncConnection[Any], namespace: str, name: str, version: int
+) -> WorkflowDefinition | None:
+    return await versions.get_version(
+        conn, WorkflowDefinition, SCHEMA, "workflow_definitions",
+        {"namespace": namespace, "name": name}, version,
+    )
+
+
+async def delete_workflow_definition(conn: AsyncConnection[Any], namespace: str, name: str) -> int:
+    """Soft-delete all versions (history stays for the instances that ran them)."""
+    return await versions.mark_deleted(
+        conn, SCHEMA, "workflow_definitions", {"namespace": namespace, "name": name}
+    )
+
+
+# -- instances -----------------------------------------------------------------------------
+async def create_workflow_instance(
+    conn: AsyncConnection[Any],
+    *,
+    id: uuid.UUID,
+    namespace: str,
+    name: str,
+    workflow_name: str,
+    workflow_version: int,
+    inputs: Mapping[str, Any] | None = None,
+    trigger_id: uuid.UUID | None = None,
+    event_id: uuid.UUID | None = None,
+) -> tuple[WorkflowInstance, bool]:
+    """Insert the instance ``id`` unless it exists; (instance, created). Idempotent by id."""
+    async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
+        await cur.execute(
+            "INSERT INTO workflow_orchestrator_service.workflow_instances "
+            "(id, namespace, name, workflow_name, workflow_version, inputs, trigger_id, event_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
+            (id, namespace, name, workflow_name, workflow_version, Jsonb(dict(inputs or {})),
+             trigger_id, event_id),
+        )
+        created = await cur.fetchone()
+    if created is not None:
+        return created, True
+    existing = await get_workflow_instance(conn, id)
+    assert existing is not None  # the conflict was on this id; instances are never deleted here
+    return existing, False
+
+
+async def get_workflow_instance(
+    conn: AsyncConnection[Any], id: uuid.UUID
+) -> WorkflowInstance | None:
+    async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_instances WHERE id = %s", (id,)
+        )
+        return await cur.fetchone()
+
+
+async def list_workflow_instances(
+    conn: AsyncConnection[Any], namespace: str, *, workflow_name: str | None = None,
+    limit: int = 50, cursor: str | None = None,
+) -> Page[WorkflowInstance]:
+    """Newest first, keyset-paginated (index workflow_instances_keyset / _by_workflow)."""
+    filters: dict[str, Any] = {"namespace": namespace}
+    if workflow_name is not None:
+        filters["workflow_name"] = workflow_name
+    return await fetch_page(conn, WorkflowInstance, _INSTANCES, filters, limit=limit, cursor=cursor)
+
+
+async def set_workflow_phase(
+    conn: AsyncConnection[Any], id: uuid.UUID, phase: WorkflowPhase, *,
+    message: str | None = None, outputs: Mapping[str, Any] | None = None,
+) -> WorkflowInstance | None:
+    """Move a not-yet-final instance to ``phase``; None if it is missing or already final.
+
+    started_at is set the first time the instance runs, finished_at when it ends.
+    """
+    async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
+        await cur.execute(
+            "UPDATE workflow_orchestrator_service.workflow_instances SET "
+            "phase = %(phase)s, updated_at = now(), "
+            "message = coalesce(%(message)s, message), outputs = coalesce(%(outputs)s, outputs), "
+            "started_at = CASE WHEN %(started)s THEN coalesce(started_at, now()) "
+            "ELSE started_at END, "
+            "finished_at = CASE WHEN %(final)s THEN now() END "
+            "WHERE id = %(id)s AND phase <> ALL(%(finals)s) RETURNING *",
+            {
+                "id": id, "phase": phase.value, "message": message,
+                "outputs": Jsonb(dict(outputs)) if outputs is not None else None,
+                "started": phase in _STARTED, "final": phase in FINAL_PHASES,
+                "finals": [p.value for p in FINAL_PHASES],
+            },
+        )
+        return await cur.fetchone()
+
+
+# -- triggers ------------------------------------------------------------------------------
+async def upsert_event_trigger(
+    conn: AsyncConnection[Any], *, namespace: str, name: str, event_type: str,
+    workflow_name: str, event_source: str | None = None,
+    filter: Mapping[str, Any] | None = None, inputs: Mapping[str, Any] | None = None,
+    enabled: bool = True, k8s_uid: uuid.UUID | None = None,
+) -> EventTrigger:
+    """Create or update the live trigger (namespace, name)."""
+    async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
+        await cur.execute(
+            "INSERT INTO workflow_orchestrator_service.workflow_event_triggers "
+            "(namespace, name, k8s_uid, event_type, event_source, filter, workflow_name, inputs, "
+            " enabled) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (namespace, name) WHERE deleted_at IS NULL DO UPDATE SET "
+            "k8s_uid = excluded.k8s_uid, event_type = excluded.event_type, "
+            "event_source = excluded.event_source, filter = excluded.filter, "
+            "workflow_name = excluded.workflow_name, inputs = excluded.inputs, "
+            "enabled = excluded.enabled, updated_at = now() RETURNING *",
+            (namespace, name, k8s_uid, event_type, event_source, Jsonb(dict(filter or {})),
+             workflow_name, Jsonb(dict(inputs or {})), enabled),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def delete_event_trigger(conn: AsyncConnection[Any], namespace: str, name: str) -> bool:
+    cur = await conn.execute(
+        "UPDATE workflow_orchestrator_service.workflow_event_triggers SET deleted_at = now(), "
+        "updated_at = now() WHERE namespace = %s AND name = %s AND deleted_at IS NULL",
+        (namespace, name),
+    )
+    return cur.rowcount > 0
+
+
+async def matching_triggers(
+    conn: AsyncConnection[Any], *, namespace: str, event_type: str, source: str,
+    attributes: Mapping[str, Any] | None = None,
+) -> list[EventTrigger]:
+    """Live, enabled triggers of the namespace that this event fires."""
+    async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_event_triggers "
+            "WHERE event_type = %s AND namespace = %s AND deleted_at IS NULL AND enabled "
+            "AND (event_source IS NULL OR event_source = %s) AND %s @> filter "
+            "ORDER BY name",
+            (event_type, namespace, source, Jsonb(dict(attributes or {}))),
+        )
+        return await cur.fetchall()
+
+
+# -- subscriptions -------------------------------------------------------------------------
+async def subscribe(
+    conn: AsyncConnection[Any], *, workflow_instance_id: uuid.UUID, task_name: str,
+    attempt: int, event_type: str, subject: str | None = None,
+    event_source: str | None = None, expires_at: datetime | None = None,
+) -> tuple[EventSubscription, bool]:
+    """Register a task attempt's wait for an event; idempotent per (instance, task, attempt)."""
+    async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
+        await cur.execute(
+            "INSERT INTO workflow_orchestrator_service.workflow_event_subscriptions "
+            "(workflow_instance_id, task_name, attempt, event_type, subject, event_source, "
+            " expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (workflow_instance_id, task_name, attempt) DO NOTHING RETURNING *",
+            (workflow_instance_id, task_name, attempt, event_type, subject, event_source,
+             expires_at),
+        )
+        created = await cur.fetchone()
+        if created is not None:
+            return created, True
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_event_subscriptions "
+            "WHERE workflow_instance_id = %s AND task_name = %s AND attempt = %s",
+            (workflow_instance_id, task_name, attempt),
+        )
+        existing = await cur.fetchone()
+    assert existing is not None
+    return existing, False
+
+
+async def match_subscriptions(
+    conn: AsyncConnection[Any], *, event_id: uuid.UUID, event_type: str, source: str,
+    subject: str | None,
+) -> list[EventSubscription]:
+    """Atomically mark the waiting subscriptions this event satisfies as Matched."""
+    async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
+        await cur.execute(
+            "UPDATE workflow_orchestrator_service.workflow_event_subscriptions SET "
+            "status = 'Matched', matched_event_id = %s, resolved_at = now() "
+            "WHERE status = 'Waiting' AND event_type = %s "
+            "AND (subject IS NULL OR subject = %s) AND (event_source IS NULL OR event_source = %s) "
+            "AND (expires_at IS NULL OR expires_at > now()) RETURNING *",
+            (event_id, event_type, subject, source),
+        )
+        return await cur.fetchall()
