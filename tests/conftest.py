@@ -16,7 +16,7 @@ import pytest
 
 from plait.testing import PostgresServer
 
-pytest_plugins = ["tests.fixtures.database", "tests.fixtures.kube"]
+pytest_plugins = ["tests.fixtures.database", "tests.fixtures.kube", "tests.fixtures.operator"]
 
 _db_counter = itertools.count()
 

@@ -217,7 +217,7 @@ class WorkflowInstanceSpec(PlaitModel):
     """Set to true to hold new tasks back; running ones finish. Set back to resume."""
 
 
-Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled"]
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled", "Error"]
 
 
 class TaskCounts(PlaitModel):
@@ -256,7 +256,7 @@ class WorkflowInstanceStatus(Status):
     """A bounded summary of the run; the details live in PostgreSQL."""
 
     phase: Phase | None = None
-    """Pending, Running, Suspended, Succeeded, Failed or Cancelled."""
+    """Pending, Running, Suspended, Succeeded, Failed, Cancelled, or Error (Plait could not run it)."""
     progress: Annotated[str, StringConstraints(max_length=32)] | None = None
     """Finished tasks over all tasks, e.g. 3/5."""
     counts: TaskCounts | None = None
