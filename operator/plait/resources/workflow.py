@@ -256,7 +256,7 @@ class WorkflowInstanceStatus(Status):
     """A bounded summary of the run; the details live in PostgreSQL."""
 
     phase: Phase | None = None
-    """Pending, Running, Suspended, Succeeded, Failed, Cancelled, or Error (Plait could not run it)."""
+    """Pending, Running, Suspended, Succeeded, Failed, Cancelled or Error (Plait failed)."""
     progress: Annotated[str, StringConstraints(max_length=32)] | None = None
     """Finished tasks over all tasks, e.g. 3/5."""
     counts: TaskCounts | None = None
