@@ -1,0 +1,197 @@
+"""SQL of task execution: versioned task definitions and idempotent task attempts.
+
+A task attempt is inserted before its Job is created; the unique keys (instance, task,
+attempt) and job_name make a replayed insert a no-op, which is what lets several operator
+replicas race on the same work without running an attempt twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from plait.kernel import versions
+from plait.kernel.database import Page, fetch_page
+from plait.task_execution.states import FINAL_STATES, TaskState
+
+__all__ = [
+    "TaskDefinition",
+    "TaskInstance",
+    "get_task_attempt",
+    "insert_task_attempt",
+    "latest_task_definition",
+    "list_task_attempts",
+    "purge_task_attempts",
+    "set_task_state",
+    "tasks_of_instance",
+    "upsert_task_definition",
+]
+
+SCHEMA = "task_execution_service"
+_STARTED = (TaskState.RUNNING, TaskState.WAITING, TaskState.SUCCEEDED)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDefinition:
+    id: uuid.UUID
+    namespace: str
+    name: str
+    version: int
+    spec: dict[str, Any]
+    spec_hash: str
+    k8s_uid: uuid.UUID | None
+    created_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInstance:
+    id: uuid.UUID
+    namespace: str
+    workflow_instance_id: uuid.UUID
+    task_name: str
+    attempt: int
+    job_name: str
+    definition_name: str | None
+    definition_version: int | None
+    state: TaskState
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    exit_code: int | None
+    message: str | None
+    trace_id: str | None
+    span_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", TaskState(self.state))
+
+
+async def upsert_task_definition(
+    conn: AsyncConnection[Any], namespace: str, name: str, spec: Mapping[str, Any],
+    *, k8s_uid: uuid.UUID | None = None,
+) -> tuple[TaskDefinition, bool]:
+    return await versions.upsert_version(
+        conn, TaskDefinition, SCHEMA, "task_definitions",
+        {"namespace": namespace, "name": name}, spec, {"k8s_uid": k8s_uid},
+    )
+
+
+async def latest_task_definition(
+    conn: AsyncConnection[Any], namespace: str, name: str
+) -> TaskDefinition | None:
+    return await versions.latest_version(
+        conn, TaskDefinition, SCHEMA, "task_definitions", {"namespace": namespace, "name": name}
+    )
+
+
+async def insert_task_attempt(
+    conn: AsyncConnection[Any], *, namespace: str, workflow_instance_id: uuid.UUID,
+    task_name: str, attempt: int, job_name: str, inputs: Mapping[str, Any] | None = None,
+    definition: tuple[str, int] | None = None, trace_id: str | None = None,
+    span_id: str | None = None,
+) -> tuple[TaskInstance, bool]:
+    """Record attempt ``attempt`` of a task unless it exists; (attempt, created)."""
+    definition_name, definition_version = definition or (None, None)
+    async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
+        await cur.execute(
+            "INSERT INTO task_execution_service.task_instances (namespace, workflow_instance_id, "
+            "task_name, attempt, job_name, definition_name, definition_version, inputs, "
+            "trace_id, span_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (workflow_instance_id, task_name, attempt) DO NOTHING RETURNING *",
+            (namespace, workflow_instance_id, task_name, attempt, job_name, definition_name,
+             definition_version, Jsonb(dict(inputs or {})), trace_id, span_id),
+        )
+        created = await cur.fetchone()
+    if created is not None:
+        return created, True
+    existing = await get_task_attempt(conn, workflow_instance_id, task_name, attempt)
+    assert existing is not None
+    return existing, False
+
+
+async def get_task_attempt(
+    conn: AsyncConnection[Any], workflow_instance_id: uuid.UUID, task_name: str, attempt: int
+) -> TaskInstance | None:
+    async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
+        await cur.execute(
+            "SELECT * FROM task_execution_service.task_instances "
+            "WHERE workflow_instance_id = %s AND task_name = %s AND attempt = %s",
+            (workflow_instance_id, task_name, attempt),
+        )
+        return await cur.fetchone()
+
+
+async def tasks_of_instance(
+    conn: AsyncConnection[Any], workflow_instance_id: uuid.UUID
+) -> list[TaskInstance]:
+    """Every attempt of every task of one workflow instance, by task then attempt."""
+    async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
+        await cur.execute(
+            "SELECT * FROM task_execution_service.task_instances WHERE workflow_instance_id = %s "
+            "ORDER BY task_name, attempt",
+            (workflow_instance_id,),
+        )
+        return await cur.fetchall()
+
+
+async def list_task_attempts(
+    conn: AsyncConnection[Any], namespace: str, *, limit: int = 50, cursor: str | None = None
+) -> Page[TaskInstance]:
+    return await fetch_page(
+        conn, TaskInstance, sql.SQL("task_execution_service.task_instances"),
+        {"namespace": namespace}, limit=limit, cursor=cursor,
+    )
+
+
+async def set_task_state(
+    conn: AsyncConnection[Any], job_name: str, state: TaskState, *,
+    exit_code: int | None = None, outputs: Mapping[str, Any] | None = None,
+    message: str | None = None,
+) -> TaskInstance | None:
+    """Move a not-yet-final attempt (found by its Job) to ``state``; None if final or missing."""
+    async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
+        await cur.execute(
+            "UPDATE task_execution_service.task_instances SET state = %(state)s, "
+            "updated_at = now(), exit_code = coalesce(%(exit_code)s, exit_code), "
+            "outputs = coalesce(%(outputs)s, outputs), message = coalesce(%(message)s, message), "
+            "started_at = CASE WHEN %(started)s THEN coalesce(started_at, now()) "
+            "ELSE started_at END, "
+            "finished_at = CASE WHEN %(final)s THEN now() END "
+            "WHERE job_name = %(job_name)s AND state <> ALL(%(finals)s) RETURNING *",
+            {
+                "state": state.value, "exit_code": exit_code,
+                "outputs": Jsonb(dict(outputs)) if outputs is not None else None,
+                "message": message, "started": state in _STARTED, "final": state in FINAL_STATES,
+                "job_name": job_name, "finals": [s.value for s in FINAL_STATES],
+            },
+        )
+        return await cur.fetchone()
+
+
+async def purge_task_attempts(
+    conn: AsyncConnection[Any], older_than: datetime, *, batch_size: int = 1000
+) -> int:
+    """Retention: delete finished attempts created before ``older_than``, in small batches."""
+    total = 0
+    while True:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "DELETE FROM task_execution_service.task_instances WHERE id IN ("
+                " SELECT id FROM task_execution_service.task_instances"
+                " WHERE created_at < %s AND finished_at IS NOT NULL LIMIT %s)",
+                (older_than, batch_size),
+            )
+        total += cur.rowcount
+        if cur.rowcount < batch_size:
+            return total
