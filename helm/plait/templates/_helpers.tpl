@@ -1,0 +1,138 @@
+{{/* Names: everything is prefixed by the full name, truncated to fit DNS labels. */}}
+{{- define "plait.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "plait.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Short names of the parts, leaving room for suffixes such as "-operator-metrics". */}}
+{{- define "plait.operator.fullname" -}}{{ include "plait.fullname" . | trunc 45 | trimSuffix "-" }}-operator{{- end -}}
+{{- define "plait.api.fullname" -}}{{ include "plait.fullname" . | trunc 45 | trimSuffix "-" }}-api{{- end -}}
+{{- define "plait.migrate.fullname" -}}{{ include "plait.fullname" . | trunc 45 | trimSuffix "-" }}-migrate{{- end -}}
+{{- define "plait.webhook.fullname" -}}{{ include "plait.fullname" . | trunc 45 | trimSuffix "-" }}-webhook{{- end -}}
+{{- define "plait.postgresql.fullname" -}}{{ include "plait.fullname" . | trunc 45 | trimSuffix "-" }}-postgresql{{- end -}}
+
+{{- define "plait.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "plait.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: plait
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "plait.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "plait.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of one part: call with (dict "root" $ "component" "operator"). */}}
+{{- define "plait.componentLabels" -}}
+{{ include "plait.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "plait.componentSelectorLabels" -}}
+{{ include "plait.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "plait.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The eight components, each with its own DSN in the database-per-component mode. */}}
+{{- define "plait.components" -}}
+workflow_orchestrator event_processing task_execution integration auth testing_framework web_application observability
+{{- end -}}
+
+{{/* Name of the Secret with the runtime DSNs: the bundled PostgreSQL's, or the user's. */}}
+{{- define "plait.databaseSecret" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- include "plait.postgresql.fullname" . -}}
+{{- else if .Values.database.existingSecret -}}
+{{- .Values.database.existingSecret -}}
+{{- else -}}
+{{- fail "database.existingSecret is required when postgresql.enabled is false: create a Secret with the DSN (kubectl create secret generic plait-database --from-literal=url=postgresql://... --from-literal=migration-url=postgresql://...) and set database.existingSecret=plait-database" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "plait.migrationSecret" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- include "plait.postgresql.fullname" . -}}
+{{- else -}}
+{{- default (include "plait.databaseSecret" .) .Values.database.migration.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+DSN environment variables: call with (dict "secret" NAME "urlKey" KEY "prefix" PREFIX
+"perComponent" BOOL "components" LIST). In the per-component mode each component gets
+PLAIT_DATABASE_URL_<COMPONENT>; otherwise one PLAIT_DATABASE_URL serves all of them.
+*/}}
+{{- define "plait.databaseEnv" -}}
+{{- if .perComponent }}
+{{- range $c := splitList " " .components }}
+- name: PLAIT_DATABASE_URL_{{ upper $c }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.secret }}
+      key: {{ printf "%s%s" $.prefix (replace "_" "-" $c) }}
+{{- end }}
+{{- else }}
+- name: PLAIT_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .urlKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "plait.runtimeDatabaseEnv" -}}
+{{- include "plait.databaseEnv" (dict "secret" (include "plait.databaseSecret" .) "urlKey" .Values.database.urlKey "prefix" .Values.database.componentKeyPrefix "perComponent" (and .Values.database.perComponent (not .Values.postgresql.enabled)) "components" (include "plait.components" .)) }}
+{{- end -}}
+
+{{- define "plait.migrationDatabaseEnv" -}}
+{{- include "plait.databaseEnv" (dict "secret" (include "plait.migrationSecret" .) "urlKey" .Values.database.migration.urlKey "prefix" .Values.database.migration.componentKeyPrefix "perComponent" (and .Values.database.perComponent (not .Values.postgresql.enabled)) "components" (include "plait.components" .)) }}
+{{- end -}}
+
+{{/* Environment every Plait process shares. */}}
+{{- define "plait.commonEnv" -}}
+- name: PLAIT_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+- name: PLAIT_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: PLAIT_POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end -}}
+
+{{/* Namespaces the operator watches when it is not cluster-wide. */}}
+{{- define "plait.watchNamespaces" -}}
+{{- if .Values.operator.watchNamespaces -}}
+{{- join " " (uniq .Values.operator.watchNamespaces) -}}
+{{- else -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
