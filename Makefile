@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help deps venv k8s-tools check lint format typecheck test test-unit demo \
         cluster-up cluster-down crds clean clean-cache
+.PHONY: manifests values-doc chart-check
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -67,3 +68,12 @@ clean: ## Remove the venv and caches inside the repository.
 
 clean-cache: ## Remove the built Kubernetes binaries (~/.cache/plait); the next run rebuilds.
 	rm -rf "$${PLAIT_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/plait}"
+
+manifests: venv k8s-tools ## Render manifests/ (plain YAML) from the Helm chart.
+	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python hack/render-manifests.py
+
+values-doc: venv ## Regenerate the values reference in docs/install.md from values.yaml.
+	@$(BIN)/python hack/gen-values-doc.py
+
+chart-check: venv k8s-tools ## Only the install checks: chart, manifests, image, security scan.
+	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/pytest tests/install $(PYTEST_ARGS)
