@@ -6,8 +6,8 @@ who has to fix the problem: they name the thing, the problem, and what to do.
 """
 
 __all__ = [
-    "ClusterError",
     "ChecksumMismatchError",
+    "ClusterError",
     "ConfigurationError",
     "DatabaseAheadError",
     "DatabaseError",

@@ -19,11 +19,15 @@ async def conn(connect_as: ConnectAs) -> psycopg.AsyncConnection:
 
 async def test_users_get_the_permissions_of_their_roles(conn: psycopg.AsyncConnection) -> None:
     assert [r.name for r in await repo.list_roles(conn)] == ["admin", "editor", "viewer"]
-    user = await repo.create_user(conn, "ada", email="Ada@example.org", password_hash=HASH,
-                                  roles=["viewer"])
+    user = await repo.create_user(
+        conn, "ada", email="Ada@example.org", password_hash=HASH, roles=["viewer"]
+    )
     assert await repo.get_user(conn, "ada") == user
     assert await repo.permissions_of(conn, user.id) == {
-        "workflows:read", "instances:read", "events:read", "integrations:read"
+        "workflows:read",
+        "instances:read",
+        "events:read",
+        "integrations:read",
     }
 
 

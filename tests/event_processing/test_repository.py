@@ -18,26 +18,36 @@ async def conn(connect_as: ConnectAs) -> psycopg.AsyncConnection:
 
 
 def event(id: str, **kw: object) -> repo.NewEvent:
-    fields: dict = {"namespace": "ci", "source": "/github/acme", "id": id, "type": "push",
-                    "data": {"ref": "main"}}
+    fields: dict = {
+        "namespace": "ci",
+        "source": "/github/acme",
+        "id": id,
+        "type": "push",
+        "data": {"ref": "main"},
+    }
     fields.update(kw)
     return repo.NewEvent(**fields)
 
 
-async def test_a_redelivered_event_is_stored_and_enqueued_once(conn: psycopg.AsyncConnection) -> None:
+async def test_a_redelivered_event_is_stored_and_enqueued_once(
+    conn: psycopg.AsyncConnection,
+) -> None:
     first, created = await repo.insert_event(conn, event("e1"))
-    assert created and first.data == {"ref": "main"}
+    assert created
+    assert first.data == {"ref": "main"}
     again, created = await repo.insert_event(conn, event("e1", data={"ref": "other"}))
     assert (again, created) == (first, False)
-    queued = await (await conn.execute(
-        "SELECT count(*) FROM event_processing_service.event_queue_state"
-    )).fetchone()
+    queued = await (
+        await conn.execute("SELECT count(*) FROM event_processing_service.event_queue_state")
+    ).fetchone()
     assert queued == (1,)
 
 
 async def test_duplicate_event_is_rejected_by_the_database(conn: psycopg.AsyncConnection) -> None:
-    sql = ("INSERT INTO event_processing_service.event_instances (namespace, source, event_id, type)"
-           " VALUES ('ci', '/s', 'same', 't')")
+    sql = (
+        "INSERT INTO event_processing_service.event_instances (namespace, source, event_id, type)"
+        " VALUES ('ci', '/s', 'same', 't')"
+    )
     await conn.execute(sql)
     with pytest.raises(psycopg.errors.UniqueViolation, match="event_instances_one_per_source_id"):
         await conn.execute(sql)
@@ -82,15 +92,19 @@ async def test_failures_retry_then_dead_letter_once(conn: psycopg.AsyncConnectio
     stored, _ = await repo.insert_event(conn, event("e1", subject="s"), max_attempts=2)
     await repo.lease(conn, "w")
     retry = await repo.fail(conn, stored.id, "w", "boom", retry_in=timedelta(0))
-    assert retry is not None and retry.state is QueueState.PENDING
+    assert retry is not None
+    assert retry.state is QueueState.PENDING
     await repo.lease(conn, "w")
     dead = await repo.fail(conn, stored.id, "w", "boom again")
-    assert dead is not None and dead.state is QueueState.DEAD_LETTERED
+    assert dead is not None
+    assert dead.state is QueueState.DEAD_LETTERED
     assert await repo.lease(conn, "w") == []
     letters = await repo.list_dead_letters(conn, "ci")
     [letter] = letters.items
-    assert letter.status is DeadLetterStatus.OPEN and letter.reason == "boom again"
-    assert letter.payload["id"] == "e1" and letter.payload["data"] == {"ref": "main"}
+    assert letter.status is DeadLetterStatus.OPEN
+    assert letter.reason == "boom again"
+    assert letter.payload["id"] == "e1"
+    assert letter.payload["data"] == {"ref": "main"}
     assert letter.attempts == 2
 
 
@@ -99,12 +113,14 @@ async def test_unknown_queue_state_is_rejected(conn: psycopg.AsyncConnection) ->
     with pytest.raises(psycopg.errors.CheckViolation, match="state_known"):
         await conn.execute(
             "UPDATE event_processing_service.event_queue_state SET state = 'Lost' "
-            "WHERE event_instance_id = %s", (stored.id,),
+            "WHERE event_instance_id = %s",
+            (stored.id,),
         )
     with pytest.raises(psycopg.errors.CheckViolation, match="lease_iff_leased"):
         await conn.execute(
             "UPDATE event_processing_service.event_queue_state SET state = 'Leased' "
-            "WHERE event_instance_id = %s", (stored.id,),
+            "WHERE event_instance_id = %s",
+            (stored.id,),
         )
 
 
@@ -112,10 +128,12 @@ async def test_list_events_pages_newest_first(conn: psycopg.AsyncConnection) -> 
     for i in range(5):
         await repo.insert_event(conn, event(f"e{i}"))
     first = await repo.list_events(conn, "ci", limit=2)
-    assert len(first.items) == 2 and first.next_cursor
+    assert len(first.items) == 2
+    assert first.next_cursor
     rest = await repo.list_events(conn, "ci", limit=10, cursor=first.next_cursor)
     ids = [e.event_id for e in first.items + rest.items]
-    assert sorted(ids) == [f"e{i}" for i in range(5)] and len(set(ids)) == 5
+    assert sorted(ids) == [f"e{i}" for i in range(5)]
+    assert len(set(ids)) == 5
     times = [(e.received_at, e.id) for e in first.items + rest.items]
     assert times == sorted(times, reverse=True)
 
@@ -132,10 +150,11 @@ async def test_purge_deletes_old_events_in_batches_and_keeps_dead_letters(
     assert await repo.purge_events(conn, cutoff, batch_size=2) == 6
     assert await repo.get_event(conn, "/github/acme", "e0") is None
     [letter] = (await repo.list_dead_letters(conn, "ci")).items
-    assert letter.event_instance_id is None and letter.payload["id"] == "dead"
-    queued = await (await conn.execute(
-        "SELECT count(*) FROM event_processing_service.event_queue_state"
-    )).fetchone()
+    assert letter.event_instance_id is None
+    assert letter.payload["id"] == "dead"
+    queued = await (
+        await conn.execute("SELECT count(*) FROM event_processing_service.event_queue_state")
+    ).fetchone()
     assert queued == (0,)
 
 
@@ -147,3 +166,10 @@ async def test_event_definition_versions(conn: psycopg.AsyncConnection) -> None:
     assert not created
     latest = await repo.latest_event_definition(conn, "ci", "push")
     assert latest == v1
+
+
+async def test_event_definition_soft_delete(conn: psycopg.AsyncConnection) -> None:
+    await repo.upsert_event_definition(conn, "ci", "push", "push", {"type": "push"})
+    assert await repo.delete_event_definition(conn, "ci", "push") == 1
+    assert await repo.latest_event_definition(conn, "ci", "push") is None
+    assert await repo.delete_event_definition(conn, "ci", "push") == 0

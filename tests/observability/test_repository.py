@@ -23,7 +23,8 @@ async def conn(connect_as: ConnectAs) -> psycopg.AsyncConnection:
 async def partitions(conn: psycopg.AsyncConnection, table: str) -> list[str]:
     cur = await conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = %s::regclass ORDER BY 1", (f"observability_service.{table}",),
+        "WHERE i.inhparent = %s::regclass ORDER BY 1",
+        (f"observability_service.{table}",),
     )
     return [r[0] for r in await cur.fetchall()]
 
@@ -31,24 +32,58 @@ async def partitions(conn: psycopg.AsyncConnection, table: str) -> list[str]:
 async def test_writes_land_in_daily_partitions_and_read_back(conn: psycopg.AsyncConnection) -> None:
     now = datetime.now(UTC)
     wf = uuid.uuid4()
-    await repo.insert_logs(conn, [
-        repo.LogRecord(now, LogLevel.INFO, "task_execution", "started", workflow_instance_id=wf),
-        repo.LogRecord(now + timedelta(seconds=1), LogLevel.ERROR, "task_execution", "failed",
-                       workflow_instance_id=wf, trace_id=TRACE),
-    ])
-    await repo.insert_metrics(conn, [
-        repo.MetricSample(now, "plait_tasks_total", MetricKind.COUNTER, 3.0, "task_execution",
-                          labels={"namespace": "ci"}),
-    ])
-    await repo.insert_spans(conn, [
-        repo.Span(now, now + timedelta(seconds=2), TRACE, "b7ad6b7169203331", "run", "orchestrator",
-                  status_code=SpanStatus.OK, events=[{"name": "start"}]),
-    ])
+    await repo.insert_logs(
+        conn,
+        [
+            repo.LogRecord(
+                now, LogLevel.INFO, "task_execution", "started", workflow_instance_id=wf
+            ),
+            repo.LogRecord(
+                now + timedelta(seconds=1),
+                LogLevel.ERROR,
+                "task_execution",
+                "failed",
+                workflow_instance_id=wf,
+                trace_id=TRACE,
+            ),
+        ],
+    )
+    await repo.insert_metrics(
+        conn,
+        [
+            repo.MetricSample(
+                now,
+                "plait_tasks_total",
+                MetricKind.COUNTER,
+                3.0,
+                "task_execution",
+                labels={"namespace": "ci"},
+            ),
+        ],
+    )
+    await repo.insert_spans(
+        conn,
+        [
+            repo.Span(
+                now,
+                now + timedelta(seconds=2),
+                TRACE,
+                "b7ad6b7169203331",
+                "run",
+                "orchestrator",
+                status_code=SpanStatus.OK,
+                events=[{"name": "start"}],
+            ),
+        ],
+    )
     logs = await repo.logs_of_instance(conn, wf)
-    assert [(r.level, r.message) for r in logs] == [(LogLevel.INFO, "started"),
-                                                    (LogLevel.ERROR, "failed")]
+    assert [(r.level, r.message) for r in logs] == [
+        (LogLevel.INFO, "started"),
+        (LogLevel.ERROR, "failed"),
+    ]
     [span] = await repo.spans_of_trace(conn, TRACE)
-    assert span.status_code is SpanStatus.OK and span.events == [{"name": "start"}]
+    assert span.status_code is SpanStatus.OK
+    assert span.events == [{"name": "start"}]
     today = f"observability_logs_p{now:%Y%m%d}"
     cur = await conn.execute(
         "SELECT tableoid::regclass::text FROM observability_service.observability_logs LIMIT 1"
@@ -56,17 +91,23 @@ async def test_writes_land_in_daily_partitions_and_read_back(conn: psycopg.Async
     assert await cur.fetchone() == (f"observability_service.{today}",)
 
 
-async def test_ensure_is_idempotent_and_drop_removes_old_days(conn: psycopg.AsyncConnection) -> None:
+async def test_ensure_is_idempotent_and_drop_removes_old_days(
+    conn: psycopg.AsyncConnection,
+) -> None:
     await repo.ensure_partitions(conn, days_ahead=7)  # the template may be from yesterday
     assert await repo.ensure_partitions(conn, days_ahead=7) == 0
     assert await repo.ensure_partitions(conn, days_ahead=9) == 6  # two more days x 3 tables
     today = datetime.now(UTC).date()
     tomorrow = today + timedelta(days=1)
     yesterday = today - timedelta(days=1)
-    await repo.insert_metrics(conn, [
-        repo.MetricSample(datetime.now(UTC) - timedelta(days=400), "old", MetricKind.GAUGE, 1.0,
-                          "api"),
-    ])
+    await repo.insert_metrics(
+        conn,
+        [
+            repo.MetricSample(
+                datetime.now(UTC) - timedelta(days=400), "old", MetricKind.GAUGE, 1.0, "api"
+            ),
+        ],
+    )
     assert await repo.drop_partitions_before(conn, tomorrow) == 6  # yesterday, today x 3 tables
     after = await partitions(conn, "observability_metrics")
     assert f"observability_metrics_p{yesterday:%Y%m%d}" not in after

@@ -18,30 +18,40 @@ async def conn(connect_as: ConnectAs) -> psycopg.AsyncConnection:
     return await connect_as("task_execution")
 
 
-async def attempt(conn: psycopg.AsyncConnection, wf: uuid.UUID, n: int = 1, task: str = "build"
-                  ) -> tuple[repo.TaskInstance, bool]:
+async def attempt(
+    conn: psycopg.AsyncConnection, wf: uuid.UUID, n: int = 1, task: str = "build"
+) -> tuple[repo.TaskInstance, bool]:
     return await repo.insert_task_attempt(
-        conn, namespace="ci", workflow_instance_id=wf, task_name=task, attempt=n,
-        job_name=f"wf-{wf.hex[:8]}-{task}-{n}", inputs={"x": 1},
+        conn,
+        namespace="ci",
+        workflow_instance_id=wf,
+        task_name=task,
+        attempt=n,
+        job_name=f"wf-{wf.hex[:8]}-{task}-{n}",
+        inputs={"x": 1},
     )
 
 
 async def test_insert_attempt_is_idempotent(conn: psycopg.AsyncConnection) -> None:
     wf = uuid.uuid4()
     first, created = await attempt(conn, wf)
-    assert created and first.state is TaskState.PENDING
+    assert created
+    assert first.state is TaskState.PENDING
     again, created = await attempt(conn, wf)
     assert (again, created) == (first, False)
     second, created = await attempt(conn, wf, 2)
-    assert created and second.attempt == 2
+    assert created
+    assert second.attempt == 2
     assert [t.attempt for t in await repo.tasks_of_instance(conn, wf)] == [1, 2]
 
 
 async def test_a_second_row_for_the_same_attempt_is_rejected(conn: psycopg.AsyncConnection) -> None:
     wf = uuid.uuid4()
-    insert = ("INSERT INTO task_execution_service.task_instances "
-              "(namespace, workflow_instance_id, task_name, attempt, job_name) "
-              "VALUES ('ci', %s, 'build', 1, %s)")
+    insert = (
+        "INSERT INTO task_execution_service.task_instances "
+        "(namespace, workflow_instance_id, task_name, attempt, job_name) "
+        "VALUES ('ci', %s, 'build', 1, %s)"
+    )
     await conn.execute(insert, (wf, "job-a"))
     with pytest.raises(psycopg.errors.UniqueViolation, match="one_row_per_attempt"):
         await conn.execute(insert, (wf, "job-b"))
@@ -59,18 +69,22 @@ async def test_impossible_task_states_are_rejected(conn: psycopg.AsyncConnection
     with pytest.raises(psycopg.errors.CheckViolation, match="success_exits_zero"):
         await conn.execute(
             f"UPDATE {table} SET state = 'Succeeded', exit_code = 1, started_at = now(), "
-            "finished_at = now() WHERE id = %s", (task.id,),
+            "finished_at = now() WHERE id = %s",
+            (task.id,),
         )
 
 
 async def test_state_changes_and_final_states_stick(conn: psycopg.AsyncConnection) -> None:
     task, _ = await attempt(conn, uuid.uuid4())
     running = await repo.set_task_state(conn, task.job_name, TaskState.RUNNING)
-    assert running is not None and running.started_at is not None
+    assert running is not None
+    assert running.started_at is not None
     done = await repo.set_task_state(
         conn, task.job_name, TaskState.SUCCEEDED, exit_code=0, outputs={"digest": "x"}
     )
-    assert done is not None and done.finished_at is not None and done.outputs == {"digest": "x"}
+    assert done is not None
+    assert done.finished_at is not None
+    assert done.outputs == {"digest": "x"}
     assert await repo.set_task_state(conn, task.job_name, TaskState.FAILED) is None
 
 
@@ -79,16 +93,27 @@ async def test_attempt_of_an_unknown_definition_version_is_refused(
 ) -> None:
     await repo.upsert_task_definition(conn, "ci", "compile", {"image": "gcc"})
     latest = await repo.latest_task_definition(conn, "ci", "compile")
-    assert latest is not None and latest.version == 1
+    assert latest is not None
+    assert latest.version == 1
     ok, _ = await repo.insert_task_attempt(
-        conn, namespace="ci", workflow_instance_id=uuid.uuid4(), task_name="c", attempt=1,
-        job_name="job-ok", definition=("compile", 1),
+        conn,
+        namespace="ci",
+        workflow_instance_id=uuid.uuid4(),
+        task_name="c",
+        attempt=1,
+        job_name="job-ok",
+        definition=("compile", 1),
     )
     assert ok.definition_version == 1
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         await repo.insert_task_attempt(
-            conn, namespace="ci", workflow_instance_id=uuid.uuid4(), task_name="c", attempt=1,
-            job_name="job-bad", definition=("compile", 2),
+            conn,
+            namespace="ci",
+            workflow_instance_id=uuid.uuid4(),
+            task_name="c",
+            attempt=1,
+            job_name="job-bad",
+            definition=("compile", 2),
         )
 
 
@@ -104,3 +129,9 @@ async def test_list_and_purge(conn: psycopg.AsyncConnection) -> None:
     cutoff = datetime.now(UTC) + timedelta(seconds=1)
     assert await repo.purge_task_attempts(conn, cutoff, batch_size=2) == 3
     assert [t.attempt for t in await repo.tasks_of_instance(conn, wf)] == [4]
+
+
+async def test_task_definition_soft_delete(conn: psycopg.AsyncConnection) -> None:
+    await repo.upsert_task_definition(conn, "ci", "compile", {"image": "gcc"})
+    assert await repo.delete_task_definition(conn, "ci", "compile") == 1
+    assert await repo.latest_task_definition(conn, "ci", "compile") is None

@@ -22,10 +22,15 @@ async def _run(conn: psycopg.AsyncConnection) -> repo.TestRun:
         conn, "ci", "build-test", workflow_name="build", spec={"cases": [{"name": "a"}]}
     )
     run, created = await repo.start_test_run(
-        conn, id=uuid.uuid4(), namespace="ci", test_name="build-test",
-        test_version=definition.version, total_cases=2,
+        conn,
+        id=uuid.uuid4(),
+        namespace="ci",
+        test_name="build-test",
+        test_version=definition.version,
+        total_cases=2,
     )
-    assert created and run.status is TestRunStatus.RUNNING
+    assert created
+    assert run.status is TestRunStatus.RUNNING
     return run
 
 
@@ -54,5 +59,6 @@ async def test_passed_with_failures_is_rejected(conn: psycopg.AsyncConnection) -
     with pytest.raises(psycopg.errors.CheckViolation, match="passed_means_no_failures"):
         await conn.execute(
             "UPDATE testing_framework_service.test_runs SET status = 'Passed', failed_cases = 1, "
-            "finished_at = now() WHERE id = %s", (run.id,),
+            "finished_at = now() WHERE id = %s",
+            (run.id,),
         )

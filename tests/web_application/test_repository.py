@@ -25,10 +25,12 @@ async def test_components_are_versioned_and_listed_at_their_latest(
     assert (v1.version, v2.version, created) == (1, 2, True)
     await repo.upsert_ui_component(conn, "home", UiComponentKind.PAGE, {"panels": ["runs"]})
     assert [(c.name, c.version) for c in await repo.list_ui_components(conn)] == [
-        ("home", 1), ("runs", 2)
+        ("home", 1),
+        ("runs", 2),
     ]
     old = await repo.get_ui_component_version(conn, "runs", 1)
-    assert old is not None and old.spec == {"columns": ["a"]}
+    assert old is not None
+    assert old.spec == {"columns": ["a"]}
     assert await repo.delete_ui_component(conn, "home") == 1
     assert await repo.latest_ui_component(conn, "home") is None
 

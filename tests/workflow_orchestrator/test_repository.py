@@ -20,7 +20,9 @@ async def conn(connect_as: ConnectAs) -> psycopg.AsyncConnection:
     return await connect_as("workflow_orchestrator")
 
 
-async def test_definition_versions_are_kept_and_reapply_is_a_no_op(conn: psycopg.AsyncConnection) -> None:
+async def test_definition_versions_are_kept_and_reapply_is_a_no_op(
+    conn: psycopg.AsyncConnection,
+) -> None:
     v1, created = await repo.upsert_workflow_definition(conn, "ci", "build", SPEC)
     assert (v1.version, created) == (1, True)
     again, created = await repo.upsert_workflow_definition(conn, "ci", "build", dict(SPEC))
@@ -28,9 +30,11 @@ async def test_definition_versions_are_kept_and_reapply_is_a_no_op(conn: psycopg
     v2, created = await repo.upsert_workflow_definition(conn, "ci", "build", {"tasks": []})
     assert (v2.version, created) == (2, True)
     latest = await repo.latest_workflow_definition(conn, "ci", "build")
-    assert latest is not None and latest.id == v2.id
+    assert latest is not None
+    assert latest.id == v2.id
     old = await repo.get_workflow_definition(conn, "ci", "build", 1)
-    assert old is not None and old.spec == SPEC
+    assert old is not None
+    assert old.spec == SPEC
 
 
 async def test_going_back_to_an_old_spec_is_a_new_version(conn: psycopg.AsyncConnection) -> None:
@@ -47,7 +51,8 @@ async def test_soft_delete_keeps_history_and_recreate_adds_a_version(
     assert await repo.delete_workflow_definition(conn, "ci", "build") == 1
     assert await repo.latest_workflow_definition(conn, "ci", "build") is None
     kept = await repo.get_workflow_definition(conn, "ci", "build", 1)
-    assert kept is not None and kept.deleted_at is not None
+    assert kept is not None
+    assert kept.deleted_at is not None
     again, created = await repo.upsert_workflow_definition(conn, "ci", "build", SPEC)
     assert (again.version, created) == (2, True)
 
@@ -56,7 +61,8 @@ async def test_versions_are_immutable(conn: psycopg.AsyncConnection) -> None:
     v1, _ = await repo.upsert_workflow_definition(conn, "ci", "build", SPEC)
     with pytest.raises(psycopg.errors.CheckViolation, match="immutable"):
         await conn.execute(
-            "UPDATE workflow_orchestrator_service.workflow_definitions SET spec = '{}' WHERE id = %s",
+            "UPDATE workflow_orchestrator_service.workflow_definitions SET spec = '{}' "
+            "WHERE id = %s",
             (v1.id,),
         )
 
@@ -64,8 +70,13 @@ async def test_versions_are_immutable(conn: psycopg.AsyncConnection) -> None:
 async def _instance(conn: psycopg.AsyncConnection, name: str = "run-1") -> repo.WorkflowInstance:
     await repo.upsert_workflow_definition(conn, "ci", "build", SPEC)
     instance, _ = await repo.create_workflow_instance(
-        conn, id=uuid.uuid4(), namespace="ci", name=name, workflow_name="build",
-        workflow_version=1, inputs={"ref": "main"},
+        conn,
+        id=uuid.uuid4(),
+        namespace="ci",
+        name=name,
+        workflow_name="build",
+        workflow_version=1,
+        inputs={"ref": "main"},
     )
     return instance
 
@@ -76,7 +87,12 @@ async def test_create_instance_is_idempotent_and_records_the_version(
     first = await _instance(conn)
     assert (first.phase, first.workflow_version) == (WorkflowPhase.PENDING, 1)
     again, created = await repo.create_workflow_instance(
-        conn, id=first.id, namespace="ci", name="run-1", workflow_name="build", workflow_version=1,
+        conn,
+        id=first.id,
+        namespace="ci",
+        name="run-1",
+        workflow_name="build",
+        workflow_version=1,
     )
     assert (again, created) == (first, False)
 
@@ -85,19 +101,29 @@ async def test_instance_of_an_unknown_version_is_refused(conn: psycopg.AsyncConn
     await repo.upsert_workflow_definition(conn, "ci", "build", SPEC)
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         await repo.create_workflow_instance(
-            conn, id=uuid.uuid4(), namespace="ci", name="x", workflow_name="build",
+            conn,
+            id=uuid.uuid4(),
+            namespace="ci",
+            name="x",
+            workflow_name="build",
             workflow_version=7,
         )
 
 
-async def test_phase_changes_set_times_and_final_phases_stick(conn: psycopg.AsyncConnection) -> None:
+async def test_phase_changes_set_times_and_final_phases_stick(
+    conn: psycopg.AsyncConnection,
+) -> None:
     instance = await _instance(conn)
     running = await repo.set_workflow_phase(conn, instance.id, WorkflowPhase.RUNNING)
-    assert running is not None and running.started_at is not None and running.finished_at is None
+    assert running is not None
+    assert running.started_at is not None
+    assert running.finished_at is None
     done = await repo.set_workflow_phase(
         conn, instance.id, WorkflowPhase.SUCCEEDED, outputs={"digest": "sha256:1"}
     )
-    assert done is not None and done.finished_at is not None and done.outputs == {"digest": "sha256:1"}
+    assert done is not None
+    assert done.finished_at is not None
+    assert done.outputs == {"digest": "sha256:1"}
     assert await repo.set_workflow_phase(conn, instance.id, WorkflowPhase.RUNNING) is None
 
 
@@ -109,9 +135,7 @@ async def test_unknown_phase_and_impossible_states_are_rejected(
     with pytest.raises(psycopg.errors.CheckViolation, match="phase_known"):
         await conn.execute(f"UPDATE {table} SET phase = 'Exploded' WHERE id = %s", (instance.id,))
     with pytest.raises(psycopg.errors.CheckViolation, match="finished_iff_final"):
-        await conn.execute(
-            f"UPDATE {table} SET phase = 'Failed' WHERE id = %s", (instance.id,)
-        )
+        await conn.execute(f"UPDATE {table} SET phase = 'Failed' WHERE id = %s", (instance.id,))
     with pytest.raises(psycopg.errors.CheckViolation, match="started_unless_pending"):
         await conn.execute(f"UPDATE {table} SET phase = 'Running' WHERE id = %s", (instance.id,))
 
@@ -127,7 +151,8 @@ async def test_keyset_pagination_walks_every_instance_once(conn: psycopg.AsyncCo
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
-    assert sorted(seen) == [f"run-{i}" for i in range(7)] and len(seen) == 7
+    assert sorted(seen) == [f"run-{i}" for i in range(7)]
+    assert len(seen) == 7
     only = await repo.list_workflow_instances(conn, "ci", workflow_name="other")
     assert only.items == []
     with pytest.raises(ValidationError):
@@ -136,52 +161,91 @@ async def test_keyset_pagination_walks_every_instance_once(conn: psycopg.AsyncCo
 
 async def test_triggers_upsert_match_and_delete(conn: psycopg.AsyncConnection) -> None:
     await repo.upsert_event_trigger(
-        conn, namespace="ci", name="on-push", event_type="com.github.push", workflow_name="build",
+        conn,
+        namespace="ci",
+        name="on-push",
+        event_type="com.github.push",
+        workflow_name="build",
         filter={"subject": "main"},
     )
     updated = await repo.upsert_event_trigger(
-        conn, namespace="ci", name="on-push", event_type="com.github.push", workflow_name="build",
-        event_source="/github/acme", filter={"subject": "main"},
+        conn,
+        namespace="ci",
+        name="on-push",
+        event_type="com.github.push",
+        workflow_name="build",
+        event_source="/github/acme",
+        filter={"subject": "main"},
     )
     assert updated.event_source == "/github/acme"
     match = await repo.matching_triggers(
-        conn, namespace="ci", event_type="com.github.push", source="/github/acme",
+        conn,
+        namespace="ci",
+        event_type="com.github.push",
+        source="/github/acme",
         attributes={"subject": "main"},
     )
     assert [t.id for t in match] == [updated.id]
-    assert await repo.matching_triggers(
-        conn, namespace="ci", event_type="com.github.push", source="/github/acme",
-        attributes={"subject": "dev"},
-    ) == []
+    assert (
+        await repo.matching_triggers(
+            conn,
+            namespace="ci",
+            event_type="com.github.push",
+            source="/github/acme",
+            attributes={"subject": "dev"},
+        )
+        == []
+    )
     assert await repo.delete_event_trigger(conn, "ci", "on-push")
-    assert await repo.matching_triggers(
-        conn, namespace="ci", event_type="com.github.push", source="/github/acme",
-        attributes={"subject": "main"},
-    ) == []
+    assert (
+        await repo.matching_triggers(
+            conn,
+            namespace="ci",
+            event_type="com.github.push",
+            source="/github/acme",
+            attributes={"subject": "main"},
+        )
+        == []
+    )
 
 
 async def test_subscriptions_are_idempotent_and_matched_once(conn: psycopg.AsyncConnection) -> None:
     instance = await _instance(conn)
     sub, created = await repo.subscribe(
-        conn, workflow_instance_id=instance.id, task_name="approve", attempt=1,
-        event_type="approval", subject="order-1",
+        conn,
+        workflow_instance_id=instance.id,
+        task_name="approve",
+        attempt=1,
+        event_type="approval",
+        subject="order-1",
     )
-    assert created and sub.status is SubscriptionStatus.WAITING
+    assert created
+    assert sub.status is SubscriptionStatus.WAITING
     again, created = await repo.subscribe(
-        conn, workflow_instance_id=instance.id, task_name="approve", attempt=1,
-        event_type="approval", subject="order-1",
+        conn,
+        workflow_instance_id=instance.id,
+        task_name="approve",
+        attempt=1,
+        event_type="approval",
+        subject="order-1",
     )
     assert (again.id, created) == (sub.id, False)
     event_id = uuid.uuid4()
-    assert await repo.match_subscriptions(
-        conn, event_id=event_id, event_type="approval", source="/ui", subject="order-2"
-    ) == []
+    assert (
+        await repo.match_subscriptions(
+            conn, event_id=event_id, event_type="approval", source="/ui", subject="order-2"
+        )
+        == []
+    )
     matched = await repo.match_subscriptions(
         conn, event_id=event_id, event_type="approval", source="/ui", subject="order-1"
     )
     assert [(m.id, m.status, m.matched_event_id) for m in matched] == [
         (sub.id, SubscriptionStatus.MATCHED, event_id)
     ]
-    assert await repo.match_subscriptions(
-        conn, event_id=uuid.uuid4(), event_type="approval", source="/ui", subject="order-1"
-    ) == []
+    assert (
+        await repo.match_subscriptions(
+            conn, event_id=uuid.uuid4(), event_type="approval", source="/ui", subject="order-1"
+        )
+        == []
+    )

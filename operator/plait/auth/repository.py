@@ -48,8 +48,13 @@ class Role:
 
 
 async def create_user(
-    conn: AsyncConnection[Any], username: str, *, email: str | None = None,
-    display_name: str = "", password_hash: str | None = None, roles: Sequence[str] = (),
+    conn: AsyncConnection[Any],
+    username: str,
+    *,
+    email: str | None = None,
+    display_name: str = "",
+    password_hash: str | None = None,
+    roles: Sequence[str] = (),
 ) -> User:
     """Create a user; roles must name existing roles (checked here, there is no join table)."""
     async with conn.cursor(row_factory=class_row(User)) as cur:
@@ -58,8 +63,13 @@ async def create_user(
             "SELECT %(username)s, %(email)s, %(display_name)s, %(password_hash)s, %(roles)s "
             "WHERE (SELECT count(*) FROM auth_service.roles WHERE name = ANY(%(roles)s)) "
             "= cardinality(%(roles)s) RETURNING *",
-            {"username": username, "email": email, "display_name": display_name,
-             "password_hash": password_hash, "roles": list(roles)},
+            {
+                "username": username,
+                "email": email,
+                "display_name": display_name,
+                "password_hash": password_hash,
+                "roles": list(roles),
+            },
         )
         user = await cur.fetchone()
     if user is None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -29,6 +28,7 @@ __all__ = [
     "NewEvent",
     "QueueItem",
     "complete",
+    "delete_event_definition",
     "fail",
     "get_event",
     "insert_event",
@@ -134,12 +134,21 @@ class DeadLetter:
 
 # -- definitions ---------------------------------------------------------------------------
 async def upsert_event_definition(
-    conn: AsyncConnection[Any], namespace: str, name: str, event_type: str,
-    spec: Mapping[str, Any], *, k8s_uid: uuid.UUID | None = None,
+    conn: AsyncConnection[Any],
+    namespace: str,
+    name: str,
+    event_type: str,
+    spec: Mapping[str, Any],
+    *,
+    k8s_uid: uuid.UUID | None = None,
 ) -> tuple[EventDefinition, bool]:
     return await versions.upsert_version(
-        conn, EventDefinition, SCHEMA, "event_definitions",
-        {"namespace": namespace, "name": name}, spec,
+        conn,
+        EventDefinition,
+        SCHEMA,
+        "event_definitions",
+        {"namespace": namespace, "name": name},
+        spec,
         {"event_type": event_type, "k8s_uid": k8s_uid},
     )
 
@@ -158,26 +167,20 @@ _SELECT_EVENT = (
 )
 
 
-async def insert_event(
-    conn: AsyncConnection[Any], event: NewEvent, *, max_attempts: int = 5
-) -> tuple[EventInstance, bool]:
-    """Store and enqueue ``event`` unless (source, id) is known; (stored event, created).
-
-    A keyed event takes the next position of its sequence in the same transaction; a
-    duplicate rolls that back, so positions have no gaps.
-    """
-    created: EventInstance | None = None
+async def _store(conn: AsyncConnection[Any], event: NewEvent, max_attempts: int) -> EventInstance:
     async with conn.transaction():  # a savepoint when the caller already opened one
         sequence_id, position = None, None
         if event.partition_key is not None:
-            row = await (await conn.execute(
-                "INSERT INTO event_processing_service.event_sequences "
-                "(namespace, partition_key, last_position) VALUES (%s, %s, 1) "
-                "ON CONFLICT (namespace, partition_key) DO UPDATE SET "
-                "last_position = event_sequences.last_position + 1, updated_at = now() "
-                "RETURNING id, last_position",
-                (event.namespace, event.partition_key),
-            )).fetchone()
+            row = await (
+                await conn.execute(
+                    "INSERT INTO event_processing_service.event_sequences "
+                    "(namespace, partition_key, last_position) VALUES (%s, %s, 1) "
+                    "ON CONFLICT (namespace, partition_key) DO UPDATE SET "
+                    "last_position = event_sequences.last_position + 1, updated_at = now() "
+                    "RETURNING id, last_position",
+                    (event.namespace, event.partition_key),
+                )
+            ).fetchone()
             assert row is not None
             sequence_id, position = row
         async with conn.cursor(row_factory=class_row(EventInstance)) as cur:
@@ -187,22 +190,50 @@ async def insert_event(
                 "data_base64, extensions, partition_key, sequence_id, sequence_position) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (source, event_id) DO NOTHING RETURNING *",
-                (event.namespace, event.source, event.id, event.type, event.subject,
-                 event.time, event.data_content_type, event.data_schema,
-                 Jsonb(event.data) if event.data is not None else None, event.data_base64,
-                 Jsonb(dict(event.extensions or {})), event.partition_key, sequence_id,
-                 position),
+                (
+                    event.namespace,
+                    event.source,
+                    event.id,
+                    event.type,
+                    event.subject,
+                    event.time,
+                    event.data_content_type,
+                    event.data_schema,
+                    Jsonb(event.data) if event.data is not None else None,
+                    event.data_base64,
+                    Jsonb(dict(event.extensions or {})),
+                    event.partition_key,
+                    sequence_id,
+                    position,
+                ),
             )
             created = await cur.fetchone()
         if created is None:
-            raise psycopg.Rollback()  # a duplicate: undo the sequence increment
+            raise _Duplicate  # rolls back the sequence increment with the savepoint
         await conn.execute(
             "INSERT INTO event_processing_service.event_queue_state "
             "(event_instance_id, max_attempts) VALUES (%s, %s)",
             (created.id, max_attempts),
         )
-    if created is not None:
-        return created, True
+    return created
+
+
+class _Duplicate(Exception):
+    """(source, id) was stored before: the attempt to store it again is rolled back."""
+
+
+async def insert_event(
+    conn: AsyncConnection[Any], event: NewEvent, *, max_attempts: int = 5
+) -> tuple[EventInstance, bool]:
+    """Store and enqueue ``event`` unless (source, id) is known; (stored event, created).
+
+    A keyed event takes the next position of its sequence in the same transaction; a
+    duplicate rolls that back, so positions have no gaps.
+    """
+    try:
+        return await _store(conn, event, max_attempts), True
+    except _Duplicate:
+        pass
     existing = await get_event(conn, event.source, event.id)
     assert existing is not None
     return existing, False
@@ -219,8 +250,13 @@ async def list_events(
 ) -> Page[EventInstance]:
     """Newest first, keyset-paginated on (received_at, id)."""
     return await fetch_page(
-        conn, EventInstance, sql.SQL("event_processing_service.event_instances"),
-        {"namespace": namespace}, limit=limit, cursor=cursor, time_column="received_at",
+        conn,
+        EventInstance,
+        sql.SQL("event_processing_service.event_instances"),
+        {"namespace": namespace},
+        limit=limit,
+        cursor=cursor,
+        time_column="received_at",
     )
 
 
@@ -248,7 +284,10 @@ async def purge_events(
 
 # -- queue ---------------------------------------------------------------------------------
 async def lease(
-    conn: AsyncConnection[Any], worker: str, *, limit: int = 10,
+    conn: AsyncConnection[Any],
+    worker: str,
+    *,
+    limit: int = 10,
     lease_for: timedelta = timedelta(seconds=60),
 ) -> list[QueueItem]:
     """Lease up to ``limit`` due events (pending, or leased by a worker whose lease expired).
@@ -284,7 +323,11 @@ async def complete(conn: AsyncConnection[Any], event_instance_id: uuid.UUID, wor
 
 
 async def fail(
-    conn: AsyncConnection[Any], event_instance_id: uuid.UUID, worker: str, error: str, *,
+    conn: AsyncConnection[Any],
+    event_instance_id: uuid.UUID,
+    worker: str,
+    error: str,
+    *,
     retry_in: timedelta = timedelta(seconds=10),
 ) -> QueueItem | None:
     """Record a failed dispatch: retry later, or dead-letter once attempts are used up.
@@ -305,7 +348,8 @@ async def fail(
             await conn.execute(
                 "INSERT INTO event_processing_service.dead_letter_queue (namespace, "
                 "event_instance_id, source, event_id, type, payload, reason, attempts) "
-                "SELECT namespace, id, source, event_id, type, jsonb_strip_nulls(jsonb_build_object("
+                "SELECT namespace, id, source, event_id, type, "
+                "jsonb_strip_nulls(jsonb_build_object("
                 " 'specversion', spec_version, 'id', event_id, 'source', source, 'type', type,"
                 " 'subject', subject, 'time', time, 'datacontenttype', data_content_type,"
                 " 'dataschema', data_schema, 'data', data, 'data_base64', data_base64,"
@@ -321,6 +365,17 @@ async def list_dead_letters(
     conn: AsyncConnection[Any], namespace: str, *, limit: int = 50, cursor: str | None = None
 ) -> Page[DeadLetter]:
     return await fetch_page(
-        conn, DeadLetter, sql.SQL("event_processing_service.dead_letter_queue"),
-        {"namespace": namespace}, limit=limit, cursor=cursor,
+        conn,
+        DeadLetter,
+        sql.SQL("event_processing_service.dead_letter_queue"),
+        {"namespace": namespace},
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+async def delete_event_definition(conn: AsyncConnection[Any], namespace: str, name: str) -> int:
+    """Soft-delete every version (events already received keep their type's history)."""
+    return await versions.mark_deleted(
+        conn, SCHEMA, "event_definitions", {"namespace": namespace, "name": name}
     )

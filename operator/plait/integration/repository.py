@@ -72,16 +72,30 @@ async def get_integration_type(
 
 
 async def upsert_integration(
-    conn: AsyncConnection[Any], namespace: str, name: str, *, integration_type: str,
-    settings: Mapping[str, Any], secret_name: str | None, spec: Mapping[str, Any],
+    conn: AsyncConnection[Any],
+    namespace: str,
+    name: str,
+    *,
+    integration_type: str,
+    settings: Mapping[str, Any],
+    secret_name: str | None,
+    spec: Mapping[str, Any],
     k8s_uid: uuid.UUID | None = None,
 ) -> tuple[IntegrationInstance, bool]:
     """Store a new version of an Integration unless its spec is unchanged; (row, created)."""
     return await versions.upsert_version(
-        conn, IntegrationInstance, SCHEMA, "integration_instances",
-        {"namespace": namespace, "name": name}, spec,
-        {"integration_type": integration_type, "settings": dict(settings),
-         "secret_name": secret_name, "k8s_uid": k8s_uid},
+        conn,
+        IntegrationInstance,
+        SCHEMA,
+        "integration_instances",
+        {"namespace": namespace, "name": name},
+        spec,
+        {
+            "integration_type": integration_type,
+            "settings": dict(settings),
+            "secret_name": secret_name,
+            "k8s_uid": k8s_uid,
+        },
     )
 
 
@@ -89,7 +103,10 @@ async def latest_integration(
     conn: AsyncConnection[Any], namespace: str, name: str
 ) -> IntegrationInstance | None:
     return await versions.latest_version(
-        conn, IntegrationInstance, SCHEMA, "integration_instances",
+        conn,
+        IntegrationInstance,
+        SCHEMA,
+        "integration_instances",
         {"namespace": namespace, "name": name},
     )
 

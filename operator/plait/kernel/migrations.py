@@ -73,9 +73,11 @@ CREATE TABLE IF NOT EXISTS public.{LEDGER_TABLE} (
     PRIMARY KEY (component, version)
 );
 COMMENT ON TABLE public.{LEDGER_TABLE} IS
-    'Ledger of applied migrations, one per database, written by plait migrate in the same transaction as the migration itself.';
+    'Ledger of applied migrations, one per database, written by plait migrate in the '
+    'same transaction as the migration itself.';
 COMMENT ON COLUMN public.{LEDGER_TABLE}.checksum IS
-    'sha256 (hex) of the file as applied; a later edit of an applied file is reported, never silently ignored.';
+    'sha256 (hex) of the file as applied; a later edit of an applied file is reported, '
+    'never silently ignored.';
 """
 
 
@@ -134,9 +136,7 @@ def load_migrations(component: Component, root: Path | None = None) -> list[Migr
             continue
         match = _FILE_NAME.match(path.name)
         if match is None:
-            raise MigrationError(
-                f"{path}: migration files must be named NNNN_lower_case_name.sql"
-            )
+            raise MigrationError(f"{path}: migration files must be named NNNN_lower_case_name.sql")
         migrations.append(
             Migration(component.name, int(match["version"]), match["name"], path, path.read_bytes())
         )
@@ -172,7 +172,9 @@ def applied_migrations(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
 
 
 def _pending(
-    component: Component, files: Sequence[Migration], applied: Iterable[AppliedMigration],
+    component: Component,
+    files: Sequence[Migration],
+    applied: Iterable[AppliedMigration],
     where: str,
 ) -> list[Migration]:
     """Check the ledger against the files; return the files not applied yet."""
@@ -312,7 +314,9 @@ def migrate(
         if create_roles:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 ensure_roles(
-                    conn, members, owner_role=owner or "",
+                    conn,
+                    members,
+                    owner_role=owner or "",
                     passwords=passwords_from_env(members, environ),
                 )
         result[describe_dsn(dsn)] = migrate_database(dsn, members, owner_role=owner, root=root)
@@ -328,11 +332,19 @@ def parse_components(names: Sequence[str]) -> list[Component]:
 
 
 @click.command("migrate")
-@click.option("--component", "component_names", multiple=True, metavar="NAME",
-              help="Only this component (repeatable); default: all eight.")
-@click.option("--create-roles", is_flag=True,
-              help="First create the owner and component roles if missing (needs CREATEROLE); "
-              "LOGIN passwords come from PLAIT_DATABASE_PASSWORD_<COMPONENT>.")
+@click.option(
+    "--component",
+    "component_names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this component (repeatable); default: all eight.",
+)
+@click.option(
+    "--create-roles",
+    is_flag=True,
+    help="First create the owner and component roles if missing (needs CREATEROLE); "
+    "LOGIN passwords come from PLAIT_DATABASE_PASSWORD_<COMPONENT>.",
+)
 def migrate_command(component_names: tuple[str, ...], create_roles: bool) -> None:
     """Apply pending SQL migrations to each component's database (idempotent)."""
     settings = Settings()

@@ -53,7 +53,9 @@ def passwords_from_env(
     return {c.name: env[password_env(c)] for c in components if env.get(password_env(c))}
 
 
-def scram_sha256_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
+def scram_sha256_verifier(
+    password: str, *, salt: bytes | None = None, iterations: int = 4096
+) -> str:
     """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677)."""
     salt = salt if salt is not None else secrets.token_bytes(16)
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
@@ -151,7 +153,8 @@ def grant_component(
         "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {role}",
         "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
         "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
+        "GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}",
         "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT EXECUTE ON FUNCTIONS TO {role}",
     ]
     with conn.transaction():

@@ -112,7 +112,10 @@ async def upsert_version(
 
 
 async def latest_version(
-    conn: AsyncConnection[Any], row_type: type[T], schema: str, table: str,
+    conn: AsyncConnection[Any],
+    row_type: type[T],
+    schema: str,
+    table: str,
     key: Mapping[str, Any],
 ) -> T | None:
     """The newest live (not deleted) version, or None."""
@@ -125,8 +128,12 @@ async def latest_version(
 
 
 async def get_version(
-    conn: AsyncConnection[Any], row_type: type[T], schema: str, table: str,
-    key: Mapping[str, Any], version: int,
+    conn: AsyncConnection[Any],
+    row_type: type[T],
+    schema: str,
+    table: str,
+    key: Mapping[str, Any],
+    version: int,
 ) -> T | None:
     """One exact version, deleted or not (instances keep pointing at what they ran)."""
     query = sql.SQL("SELECT * FROM {table} WHERE {match} AND version = %(version)s").format(

@@ -84,9 +84,22 @@ async def insert_logs(conn: AsyncConnection[Any], records: Sequence[LogRecord]) 
             "INSERT INTO observability_service.observability_logs (time, level, component, "
             "logger, message, attributes, namespace, workflow_instance_id, task_instance_id, "
             "trace_id, span_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [(r.time, r.level.value, r.component, r.logger, r.message, Jsonb(dict(r.attributes)),
-              r.namespace, r.workflow_instance_id, r.task_instance_id, r.trace_id, r.span_id)
-             for r in records],
+            [
+                (
+                    r.time,
+                    r.level.value,
+                    r.component,
+                    r.logger,
+                    r.message,
+                    Jsonb(dict(r.attributes)),
+                    r.namespace,
+                    r.workflow_instance_id,
+                    r.task_instance_id,
+                    r.trace_id,
+                    r.span_id,
+                )
+                for r in records
+            ],
         )
 
 
@@ -95,8 +108,10 @@ async def insert_metrics(conn: AsyncConnection[Any], samples: Sequence[MetricSam
         await cur.executemany(
             "INSERT INTO observability_service.observability_metrics (time, name, kind, value, "
             "labels, unit, component) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [(s.time, s.name, s.kind.value, s.value, Jsonb(dict(s.labels)), s.unit, s.component)
-             for s in samples],
+            [
+                (s.time, s.name, s.kind.value, s.value, Jsonb(dict(s.labels)), s.unit, s.component)
+                for s in samples
+            ],
         )
 
 
@@ -107,11 +122,24 @@ async def insert_spans(conn: AsyncConnection[Any], spans: Sequence[Span]) -> Non
             "trace_id, span_id, parent_span_id, name, kind, status_code, status_message, "
             "component, attributes, events, workflow_instance_id) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [(s.start_time, s.end_time, s.trace_id, s.span_id, s.parent_span_id, s.name,
-              s.kind.value, s.status_code.value, s.status_message, s.component,
-              Jsonb(dict(s.attributes)), Jsonb([dict(e) for e in s.events]),
-              s.workflow_instance_id)
-             for s in spans],
+            [
+                (
+                    s.start_time,
+                    s.end_time,
+                    s.trace_id,
+                    s.span_id,
+                    s.parent_span_id,
+                    s.name,
+                    s.kind.value,
+                    s.status_code.value,
+                    s.status_message,
+                    s.component,
+                    Jsonb(dict(s.attributes)),
+                    Jsonb([dict(e) for e in s.events]),
+                    s.workflow_instance_id,
+                )
+                for s in spans
+            ],
         )
 
 
@@ -146,7 +174,9 @@ async def spans_of_trace(conn: AsyncConnection[Any], trace_id: str) -> list[Span
         )
         rows = await cur.fetchall()
     return [
-        Span(**{**row, "kind": SpanKind(row["kind"]), "status_code": SpanStatus(row["status_code"])})
+        Span(
+            **{**row, "kind": SpanKind(row["kind"]), "status_code": SpanStatus(row["status_code"])}
+        )
         for row in rows
     ]
 

@@ -24,6 +24,7 @@ from plait.task_execution.states import FINAL_STATES, TaskState
 __all__ = [
     "TaskDefinition",
     "TaskInstance",
+    "delete_task_definition",
     "get_task_attempt",
     "insert_task_attempt",
     "latest_task_definition",
@@ -78,12 +79,21 @@ class TaskInstance:
 
 
 async def upsert_task_definition(
-    conn: AsyncConnection[Any], namespace: str, name: str, spec: Mapping[str, Any],
-    *, k8s_uid: uuid.UUID | None = None,
+    conn: AsyncConnection[Any],
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    k8s_uid: uuid.UUID | None = None,
 ) -> tuple[TaskDefinition, bool]:
     return await versions.upsert_version(
-        conn, TaskDefinition, SCHEMA, "task_definitions",
-        {"namespace": namespace, "name": name}, spec, {"k8s_uid": k8s_uid},
+        conn,
+        TaskDefinition,
+        SCHEMA,
+        "task_definitions",
+        {"namespace": namespace, "name": name},
+        spec,
+        {"k8s_uid": k8s_uid},
     )
 
 
@@ -96,9 +106,16 @@ async def latest_task_definition(
 
 
 async def insert_task_attempt(
-    conn: AsyncConnection[Any], *, namespace: str, workflow_instance_id: uuid.UUID,
-    task_name: str, attempt: int, job_name: str, inputs: Mapping[str, Any] | None = None,
-    definition: tuple[str, int] | None = None, trace_id: str | None = None,
+    conn: AsyncConnection[Any],
+    *,
+    namespace: str,
+    workflow_instance_id: uuid.UUID,
+    task_name: str,
+    attempt: int,
+    job_name: str,
+    inputs: Mapping[str, Any] | None = None,
+    definition: tuple[str, int] | None = None,
+    trace_id: str | None = None,
     span_id: str | None = None,
 ) -> tuple[TaskInstance, bool]:
     """Record attempt ``attempt`` of a task unless it exists; (attempt, created)."""
@@ -109,8 +126,18 @@ async def insert_task_attempt(
             "task_name, attempt, job_name, definition_name, definition_version, inputs, "
             "trace_id, span_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (workflow_instance_id, task_name, attempt) DO NOTHING RETURNING *",
-            (namespace, workflow_instance_id, task_name, attempt, job_name, definition_name,
-             definition_version, Jsonb(dict(inputs or {})), trace_id, span_id),
+            (
+                namespace,
+                workflow_instance_id,
+                task_name,
+                attempt,
+                job_name,
+                definition_name,
+                definition_version,
+                Jsonb(dict(inputs or {})),
+                trace_id,
+                span_id,
+            ),
         )
         created = await cur.fetchone()
     if created is not None:
@@ -149,14 +176,22 @@ async def list_task_attempts(
     conn: AsyncConnection[Any], namespace: str, *, limit: int = 50, cursor: str | None = None
 ) -> Page[TaskInstance]:
     return await fetch_page(
-        conn, TaskInstance, sql.SQL("task_execution_service.task_instances"),
-        {"namespace": namespace}, limit=limit, cursor=cursor,
+        conn,
+        TaskInstance,
+        sql.SQL("task_execution_service.task_instances"),
+        {"namespace": namespace},
+        limit=limit,
+        cursor=cursor,
     )
 
 
 async def set_task_state(
-    conn: AsyncConnection[Any], job_name: str, state: TaskState, *,
-    exit_code: int | None = None, outputs: Mapping[str, Any] | None = None,
+    conn: AsyncConnection[Any],
+    job_name: str,
+    state: TaskState,
+    *,
+    exit_code: int | None = None,
+    outputs: Mapping[str, Any] | None = None,
     message: str | None = None,
 ) -> TaskInstance | None:
     """Move a not-yet-final attempt (found by its Job) to ``state``; None if final or missing."""
@@ -170,10 +205,14 @@ async def set_task_state(
             "finished_at = CASE WHEN %(final)s THEN now() END "
             "WHERE job_name = %(job_name)s AND state <> ALL(%(finals)s) RETURNING *",
             {
-                "state": state.value, "exit_code": exit_code,
+                "state": state.value,
+                "exit_code": exit_code,
                 "outputs": Jsonb(dict(outputs)) if outputs is not None else None,
-                "message": message, "started": state in _STARTED, "final": state in FINAL_STATES,
-                "job_name": job_name, "finals": [s.value for s in FINAL_STATES],
+                "message": message,
+                "started": state in _STARTED,
+                "final": state in FINAL_STATES,
+                "job_name": job_name,
+                "finals": [s.value for s in FINAL_STATES],
             },
         )
         return await cur.fetchone()
@@ -195,3 +234,10 @@ async def purge_task_attempts(
         total += cur.rowcount
         if cur.rowcount < batch_size:
             return total
+
+
+async def delete_task_definition(conn: AsyncConnection[Any], namespace: str, name: str) -> int:
+    """Soft-delete every version (instances that ran one keep pointing at it)."""
+    return await versions.mark_deleted(
+        conn, SCHEMA, "task_definitions", {"namespace": namespace, "name": name}
+    )

@@ -27,6 +27,11 @@ class TaskState(StrEnum):
 
 
 FINAL_STATES = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED,
-     TaskState.TIMED_OUT}
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.SKIPPED,
+        TaskState.CANCELLED,
+        TaskState.TIMED_OUT,
+    }
 )

@@ -86,18 +86,33 @@ class TestCaseResult:
 
 
 async def upsert_test_definition(
-    conn: AsyncConnection[Any], namespace: str, name: str, *, workflow_name: str,
-    spec: Mapping[str, Any], k8s_uid: uuid.UUID | None = None,
+    conn: AsyncConnection[Any],
+    namespace: str,
+    name: str,
+    *,
+    workflow_name: str,
+    spec: Mapping[str, Any],
+    k8s_uid: uuid.UUID | None = None,
 ) -> tuple[TestDefinition, bool]:
     return await versions.upsert_version(
-        conn, TestDefinition, SCHEMA, "test_definitions", {"namespace": namespace, "name": name},
-        spec, {"workflow_name": workflow_name, "k8s_uid": k8s_uid},
+        conn,
+        TestDefinition,
+        SCHEMA,
+        "test_definitions",
+        {"namespace": namespace, "name": name},
+        spec,
+        {"workflow_name": workflow_name, "k8s_uid": k8s_uid},
     )
 
 
 async def start_test_run(
-    conn: AsyncConnection[Any], *, id: uuid.UUID, namespace: str, test_name: str,
-    test_version: int, total_cases: int,
+    conn: AsyncConnection[Any],
+    *,
+    id: uuid.UUID,
+    namespace: str,
+    test_name: str,
+    test_version: int,
+    total_cases: int,
 ) -> tuple[TestRun, bool]:
     """Create run ``id`` in Running unless it exists; (run, created)."""
     async with conn.cursor(row_factory=class_row(TestRun)) as cur:
@@ -117,9 +132,15 @@ async def start_test_run(
 
 
 async def record_case(
-    conn: AsyncConnection[Any], test_run_id: uuid.UUID, case_name: str, outcome: CaseOutcome,
-    *, message: str | None = None, details: Mapping[str, Any] | None = None,
-    workflow_instance_id: uuid.UUID | None = None, duration_ms: int | None = None,
+    conn: AsyncConnection[Any],
+    test_run_id: uuid.UUID,
+    case_name: str,
+    outcome: CaseOutcome,
+    *,
+    message: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    workflow_instance_id: uuid.UUID | None = None,
+    duration_ms: int | None = None,
 ) -> tuple[TestCaseResult, bool]:
     """Record a case's result once; a repeated report returns the first one."""
     async with conn.cursor(row_factory=class_row(TestCaseResult)) as cur:
@@ -128,8 +149,15 @@ async def record_case(
             "outcome, message, details, workflow_instance_id, duration_ms) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (test_run_id, case_name) DO NOTHING RETURNING *",
-            (test_run_id, case_name, outcome.value, message, Jsonb(dict(details or {})),
-             workflow_instance_id, duration_ms),
+            (
+                test_run_id,
+                case_name,
+                outcome.value,
+                message,
+                Jsonb(dict(details or {})),
+                workflow_instance_id,
+                duration_ms,
+            ),
         )
         created = await cur.fetchone()
         if created is not None:
@@ -155,7 +183,10 @@ async def results_of(conn: AsyncConnection[Any], test_run_id: uuid.UUID) -> list
 
 
 async def finish_test_run(
-    conn: AsyncConnection[Any], test_run_id: uuid.UUID, *, cancelled: bool = False,
+    conn: AsyncConnection[Any],
+    test_run_id: uuid.UUID,
+    *,
+    cancelled: bool = False,
     message: str | None = None,
 ) -> TestRun | None:
     """Close a running run with counts from its recorded cases; None if already final.
@@ -176,7 +207,11 @@ async def finish_test_run(
             " WHEN c.failed > 0 THEN 'Failed' ELSE 'Passed' END, "
             "message = %(message)s, finished_at = now() "
             "FROM c WHERE r.id = %(id)s AND r.status <> ALL(%(finals)s) RETURNING r.*",
-            {"id": test_run_id, "cancelled": cancelled, "message": message,
-             "finals": [s.value for s in _FINAL]},
+            {
+                "id": test_run_id,
+                "cancelled": cancelled,
+                "message": message,
+                "finals": [s.value for s in _FINAL],
+            },
         )
         return await cur.fetchone()

@@ -119,13 +119,22 @@ class EventSubscription:
 
 # -- definitions ---------------------------------------------------------------------------
 async def upsert_workflow_definition(
-    conn: AsyncConnection[Any], namespace: str, name: str, spec: Mapping[str, Any],
-    *, k8s_uid: uuid.UUID | None = None,
+    conn: AsyncConnection[Any],
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    k8s_uid: uuid.UUID | None = None,
 ) -> tuple[WorkflowDefinition, bool]:
     """Store ``spec`` as a new version unless it equals the latest; (version, created)."""
     return await versions.upsert_version(
-        conn, WorkflowDefinition, SCHEMA, "workflow_definitions",
-        {"namespace": namespace, "name": name}, spec, {"k8s_uid": k8s_uid},
+        conn,
+        WorkflowDefinition,
+        SCHEMA,
+        "workflow_definitions",
+        {"namespace": namespace, "name": name},
+        spec,
+        {"k8s_uid": k8s_uid},
     )
 
 
@@ -133,7 +142,10 @@ async def latest_workflow_definition(
     conn: AsyncConnection[Any], namespace: str, name: str
 ) -> WorkflowDefinition | None:
     return await versions.latest_version(
-        conn, WorkflowDefinition, SCHEMA, "workflow_definitions",
+        conn,
+        WorkflowDefinition,
+        SCHEMA,
+        "workflow_definitions",
         {"namespace": namespace, "name": name},
     )
 
@@ -142,8 +154,12 @@ async def get_workflow_definition(
     conn: AsyncConnection[Any], namespace: str, name: str, version: int
 ) -> WorkflowDefinition | None:
     return await versions.get_version(
-        conn, WorkflowDefinition, SCHEMA, "workflow_definitions",
-        {"namespace": namespace, "name": name}, version,
+        conn,
+        WorkflowDefinition,
+        SCHEMA,
+        "workflow_definitions",
+        {"namespace": namespace, "name": name},
+        version,
     )
 
 
@@ -173,8 +189,16 @@ async def create_workflow_instance(
             "INSERT INTO workflow_orchestrator_service.workflow_instances "
             "(id, namespace, name, workflow_name, workflow_version, inputs, trigger_id, event_id) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
-            (id, namespace, name, workflow_name, workflow_version, Jsonb(dict(inputs or {})),
-             trigger_id, event_id),
+            (
+                id,
+                namespace,
+                name,
+                workflow_name,
+                workflow_version,
+                Jsonb(dict(inputs or {})),
+                trigger_id,
+                event_id,
+            ),
         )
         created = await cur.fetchone()
     if created is not None:
@@ -195,8 +219,12 @@ async def get_workflow_instance(
 
 
 async def list_workflow_instances(
-    conn: AsyncConnection[Any], namespace: str, *, workflow_name: str | None = None,
-    limit: int = 50, cursor: str | None = None,
+    conn: AsyncConnection[Any],
+    namespace: str,
+    *,
+    workflow_name: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
 ) -> Page[WorkflowInstance]:
     """Newest first, keyset-paginated (index workflow_instances_keyset / _by_workflow)."""
     filters: dict[str, Any] = {"namespace": namespace}
@@ -206,8 +234,12 @@ async def list_workflow_instances(
 
 
 async def set_workflow_phase(
-    conn: AsyncConnection[Any], id: uuid.UUID, phase: WorkflowPhase, *,
-    message: str | None = None, outputs: Mapping[str, Any] | None = None,
+    conn: AsyncConnection[Any],
+    id: uuid.UUID,
+    phase: WorkflowPhase,
+    *,
+    message: str | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> WorkflowInstance | None:
     """Move a not-yet-final instance to ``phase``; None if it is missing or already final.
 
@@ -223,9 +255,12 @@ async def set_workflow_phase(
             "finished_at = CASE WHEN %(final)s THEN now() END "
             "WHERE id = %(id)s AND phase <> ALL(%(finals)s) RETURNING *",
             {
-                "id": id, "phase": phase.value, "message": message,
+                "id": id,
+                "phase": phase.value,
+                "message": message,
                 "outputs": Jsonb(dict(outputs)) if outputs is not None else None,
-                "started": phase in _STARTED, "final": phase in FINAL_PHASES,
+                "started": phase in _STARTED,
+                "final": phase in FINAL_PHASES,
                 "finals": [p.value for p in FINAL_PHASES],
             },
         )
@@ -234,10 +269,17 @@ async def set_workflow_phase(
 
 # -- triggers ------------------------------------------------------------------------------
 async def upsert_event_trigger(
-    conn: AsyncConnection[Any], *, namespace: str, name: str, event_type: str,
-    workflow_name: str, event_source: str | None = None,
-    filter: Mapping[str, Any] | None = None, inputs: Mapping[str, Any] | None = None,
-    enabled: bool = True, k8s_uid: uuid.UUID | None = None,
+    conn: AsyncConnection[Any],
+    *,
+    namespace: str,
+    name: str,
+    event_type: str,
+    workflow_name: str,
+    event_source: str | None = None,
+    filter: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    enabled: bool = True,
+    k8s_uid: uuid.UUID | None = None,
 ) -> EventTrigger:
     """Create or update the live trigger (namespace, name)."""
     async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
@@ -250,8 +292,17 @@ async def upsert_event_trigger(
             "event_source = excluded.event_source, filter = excluded.filter, "
             "workflow_name = excluded.workflow_name, inputs = excluded.inputs, "
             "enabled = excluded.enabled, updated_at = now() RETURNING *",
-            (namespace, name, k8s_uid, event_type, event_source, Jsonb(dict(filter or {})),
-             workflow_name, Jsonb(dict(inputs or {})), enabled),
+            (
+                namespace,
+                name,
+                k8s_uid,
+                event_type,
+                event_source,
+                Jsonb(dict(filter or {})),
+                workflow_name,
+                Jsonb(dict(inputs or {})),
+                enabled,
+            ),
         )
         row = await cur.fetchone()
     assert row is not None
@@ -268,7 +319,11 @@ async def delete_event_trigger(conn: AsyncConnection[Any], namespace: str, name:
 
 
 async def matching_triggers(
-    conn: AsyncConnection[Any], *, namespace: str, event_type: str, source: str,
+    conn: AsyncConnection[Any],
+    *,
+    namespace: str,
+    event_type: str,
+    source: str,
     attributes: Mapping[str, Any] | None = None,
 ) -> list[EventTrigger]:
     """Live, enabled triggers of the namespace that this event fires."""
@@ -285,9 +340,15 @@ async def matching_triggers(
 
 # -- subscriptions -------------------------------------------------------------------------
 async def subscribe(
-    conn: AsyncConnection[Any], *, workflow_instance_id: uuid.UUID, task_name: str,
-    attempt: int, event_type: str, subject: str | None = None,
-    event_source: str | None = None, expires_at: datetime | None = None,
+    conn: AsyncConnection[Any],
+    *,
+    workflow_instance_id: uuid.UUID,
+    task_name: str,
+    attempt: int,
+    event_type: str,
+    subject: str | None = None,
+    event_source: str | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[EventSubscription, bool]:
     """Register a task attempt's wait for an event; idempotent per (instance, task, attempt)."""
     async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
@@ -296,8 +357,15 @@ async def subscribe(
             "(workflow_instance_id, task_name, attempt, event_type, subject, event_source, "
             " expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (workflow_instance_id, task_name, attempt) DO NOTHING RETURNING *",
-            (workflow_instance_id, task_name, attempt, event_type, subject, event_source,
-             expires_at),
+            (
+                workflow_instance_id,
+                task_name,
+                attempt,
+                event_type,
+                subject,
+                event_source,
+                expires_at,
+            ),
         )
         created = await cur.fetchone()
         if created is not None:
@@ -313,7 +381,11 @@ async def subscribe(
 
 
 async def match_subscriptions(
-    conn: AsyncConnection[Any], *, event_id: uuid.UUID, event_type: str, source: str,
+    conn: AsyncConnection[Any],
+    *,
+    event_id: uuid.UUID,
+    event_type: str,
+    source: str,
     subject: str | None,
 ) -> list[EventSubscription]:
     """Atomically mark the waiting subscriptions this event satisfies as Matched."""

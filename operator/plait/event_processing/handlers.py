@@ -1,0 +1,39 @@
+"""How EventDefinitions are persisted: versioned, keyed by name, indexed by event type."""
+
+from __future__ import annotations
+
+import uuid
+
+from plait.controller.reconcile import Applied, KindBinding, ObjectRef
+from plait.event_processing import repository
+from plait.kernel.database import Database
+from plait.resources import EVENT_DEFINITION
+from plait.resources.common import PlaitModel
+from plait.resources.event import EventDefinitionSpec
+
+__all__ = ["BINDINGS", "EventDefinitionStore"]
+
+COMPONENT = "event_processing"
+
+
+class EventDefinitionStore:
+    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+        assert isinstance(spec, EventDefinitionSpec)
+        document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        async with db.connection(COMPONENT) as conn:
+            definition, created = await repository.upsert_event_definition(
+                conn, ref.namespace, ref.name, spec.type, document, k8s_uid=uuid.UUID(ref.uid)
+            )
+        verb = "stored as" if created else "unchanged at"
+        return Applied(
+            reason="Accepted",
+            message=f"spec {verb} version {definition.version}",
+            status={"version": definition.version},
+        )
+
+    async def delete(self, db: Database, ref: ObjectRef) -> None:
+        async with db.connection(COMPONENT) as conn:
+            await repository.delete_event_definition(conn, ref.namespace, ref.name)
+
+
+BINDINGS = (KindBinding(EVENT_DEFINITION, EventDefinitionStore()),)

@@ -1,0 +1,79 @@
+"""How Integrations are persisted: non-secret settings and the Secret's name, never its data.
+
+The type must be one of the catalog's (``integration_definitions``) and the settings must
+match that type's JSON Schema; anything else is reported on the object (Ready=False) and
+not stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from jsonschema import Draft202012Validator
+
+from plait.controller.reconcile import Applied, KindBinding, ObjectRef
+from plait.integration import repository
+from plait.kernel.database import Database
+from plait.resources import INTEGRATION
+from plait.resources.common import PlaitModel
+from plait.resources.integration import IntegrationSpec
+
+__all__ = ["BINDINGS", "IntegrationStore"]
+
+COMPONENT = "integration"
+
+
+class IntegrationStore:
+    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+        assert isinstance(spec, IntegrationSpec)
+        document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        async with db.connection(COMPONENT) as conn:
+            catalog_type = await repository.get_integration_type(conn, spec.type)
+            if catalog_type is None:
+                known = ", ".join(t.type for t in await repository.list_integration_types(conn))
+                return Applied(
+                    reason="UnknownType",
+                    message=f"spec.type: {spec.type!r} is not an integration type; "
+                    f"known types: {known}",
+                    condition_status="False",
+                )
+            errors = sorted(
+                Draft202012Validator(catalog_type.settings_schema).iter_errors(spec.settings or {}),
+                key=lambda e: list(e.absolute_path),
+            )
+            if errors:
+                return Applied(
+                    reason="InvalidSettings",
+                    message="; ".join(
+                        "spec.settings"
+                        + "".join(
+                            f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.absolute_path
+                        )
+                        + f": {e.message}"
+                        for e in errors[:5]
+                    ),
+                    condition_status="False",
+                )
+            integration, created = await repository.upsert_integration(
+                conn,
+                ref.namespace,
+                ref.name,
+                integration_type=spec.type,
+                settings=spec.settings or {},
+                secret_name=spec.secret_ref.name if spec.secret_ref else None,
+                spec=document,
+                k8s_uid=uuid.UUID(ref.uid),
+            )
+        verb = "stored as" if created else "unchanged at"
+        return Applied(
+            reason="Accepted",
+            message=f"spec {verb} version {integration.version}",
+            status={},
+        )
+
+    async def delete(self, db: Database, ref: ObjectRef) -> None:
+        async with db.connection(COMPONENT) as conn:
+            await repository.delete_integration(conn, ref.namespace, ref.name)
+
+
+BINDINGS = (KindBinding(INTEGRATION, IntegrationStore()),)

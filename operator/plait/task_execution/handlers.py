@@ -1,0 +1,37 @@
+"""How TaskDefinitions are persisted: every accepted spec an immutable version."""
+
+from __future__ import annotations
+
+import uuid
+
+from plait.controller.reconcile import Applied, KindBinding, ObjectRef
+from plait.kernel.database import Database
+from plait.resources import TASK_DEFINITION
+from plait.resources.common import PlaitModel
+from plait.task_execution import repository
+
+__all__ = ["BINDINGS", "TaskDefinitionStore"]
+
+COMPONENT = "task_execution"
+
+
+class TaskDefinitionStore:
+    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+        document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        async with db.connection(COMPONENT) as conn:
+            definition, created = await repository.upsert_task_definition(
+                conn, ref.namespace, ref.name, document, k8s_uid=uuid.UUID(ref.uid)
+            )
+        verb = "stored as" if created else "unchanged at"
+        return Applied(
+            reason="Accepted",
+            message=f"spec {verb} version {definition.version}",
+            status={"version": definition.version},
+        )
+
+    async def delete(self, db: Database, ref: ObjectRef) -> None:
+        async with db.connection(COMPONENT) as conn:
+            await repository.delete_task_definition(conn, ref.namespace, ref.name)
+
+
+BINDINGS = (KindBinding(TASK_DEFINITION, TaskDefinitionStore()),)

@@ -1,0 +1,132 @@
+"""How WorkflowDefinitions and WorkflowInstances are persisted by the operator.
+
+The reconciler (:mod:`plait.controller.reconcile`) validates and calls these stores;
+they only translate a typed spec into repository calls.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import kopf
+
+from plait.controller.reconcile import Applied, KindBinding, ObjectRef
+from plait.kernel.database import Database
+from plait.resources import WORKFLOW_DEFINITION, WORKFLOW_INSTANCE
+from plait.resources.common import PlaitModel
+from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
+from plait.workflow_orchestrator import repository
+from plait.workflow_orchestrator.states import FINAL_PHASES, WorkflowPhase
+
+__all__ = ["BINDINGS", "WorkflowDefinitionStore", "WorkflowInstanceStore"]
+
+COMPONENT = "workflow_orchestrator"
+
+
+def spec_document(spec: PlaitModel) -> dict[str, object]:
+    """The canonical JSON form of a spec: what is stored and hashed."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class WorkflowDefinitionStore:
+    """Every accepted spec becomes an immutable version; unchanged specs write nothing."""
+
+    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+        assert isinstance(spec, WorkflowDefinitionSpec)
+        async with db.connection(COMPONENT) as conn:
+            definition, created = await repository.upsert_workflow_definition(
+                conn, ref.namespace, ref.name, spec_document(spec), k8s_uid=uuid.UUID(ref.uid)
+            )
+        verb = "stored as" if created else "unchanged at"
+        return Applied(
+            reason="Accepted",
+            message=f"spec {verb} version {definition.version}",
+            status={"version": definition.version},
+        )
+
+    async def delete(self, db: Database, ref: ObjectRef) -> None:
+        async with db.connection(COMPONENT) as conn:
+            await repository.delete_workflow_definition(conn, ref.namespace, ref.name)
+
+
+class WorkflowInstanceStore:
+    """Records a run against the exact definition version it will execute."""
+
+    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+        assert isinstance(spec, WorkflowInstanceSpec)
+        workflow = spec.workflow_ref
+        async with db.connection(COMPONENT) as conn:
+            existing = await repository.get_workflow_instance(conn, uuid.UUID(ref.uid))
+            if existing is None:
+                if workflow.version is not None:
+                    definition = await repository.get_workflow_definition(
+                        conn, ref.namespace, workflow.name, workflow.version
+                    )
+                else:
+                    definition = await repository.latest_workflow_definition(
+                        conn, ref.namespace, workflow.name
+                    )
+                if definition is None or definition.deleted_at is not None:
+                    # The definition's own reconciliation may simply not have run yet.
+                    raise kopf.TemporaryError(
+                        f"WorkflowDefinition {workflow.name!r}"
+                        + (f" version {workflow.version}" if workflow.version else "")
+                        + " is not stored yet",
+                        delay=2,
+                    )
+                existing, _ = await repository.create_workflow_instance(
+                    conn,
+                    id=uuid.UUID(ref.uid),
+                    namespace=ref.namespace,
+                    name=ref.name,
+                    workflow_name=definition.name,
+                    workflow_version=definition.version,
+                    inputs=spec.arguments or {},
+                )
+            definition = await repository.get_workflow_definition(
+                conn, ref.namespace, existing.workflow_name, existing.workflow_version
+            )
+        total = len((definition.spec if definition else {}).get("tasks", []))
+        phase = existing.phase
+        status: dict[str, object] = {
+            "phase": phase.value,
+            "definitionVersion": existing.workflow_version,
+        }
+        if phase is WorkflowPhase.PENDING:
+            status["progress"] = f"0/{total}"
+            status["counts"] = {"total": total, "pending": total}
+        if phase in FINAL_PHASES:
+            succeeded = phase is WorkflowPhase.SUCCEEDED
+            return Applied(
+                reason=phase.value,
+                message=existing.message or f"the workflow {phase.value.lower()}",
+                status=status,
+                condition_status="True" if succeeded else "False",
+            )
+        return Applied(
+            reason=phase.value,
+            message=existing.message
+            or f"runs {existing.workflow_name} version {existing.workflow_version}",
+            status=status,
+            condition_status="Unknown",
+        )
+
+    async def delete(self, db: Database, ref: ObjectRef) -> None:
+        async with db.connection(COMPONENT) as conn:
+            await repository.set_workflow_phase(
+                conn,
+                uuid.UUID(ref.uid),
+                WorkflowPhase.CANCELLED,
+                message="the WorkflowInstance was deleted",
+            )
+
+
+BINDINGS = (
+    KindBinding(WORKFLOW_DEFINITION, WorkflowDefinitionStore()),
+    KindBinding(
+        WORKFLOW_INSTANCE,
+        WorkflowInstanceStore(),
+        condition_type="Succeeded",
+        rejected_status={"phase": "Failed"},
+    ),
+)
