@@ -6,11 +6,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from plait.kernel.components import COMPONENTS
+from plait.kernel.components import COMPONENTS, Component
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.kernel.migrations import LEDGER_TABLE
 from plait.kernel.roles import DEFAULT_OWNER_ROLE, ensure_roles, scram_sha256_verifier
+from plait.testing import PostgresServer
 
 A_TABLE = {
     "workflow_orchestrator_service": "workflow_definitions",
@@ -35,7 +36,9 @@ def test_event_processing_cannot_read_auth_users(component_dsns: dict[str, str])
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
-def test_role_reads_its_schema_and_nothing_else(component_dsns: dict[str, str], component) -> None:  # type: ignore[no-untyped-def]
+def test_role_reads_its_schema_and_nothing_else(
+    component_dsns: dict[str, str], component: Component
+) -> None:
     with psycopg.connect(component_dsns[component.name], autocommit=True) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (component.role,)
         own = sql.SQL("SELECT count(*) FROM {}.{}").format(
@@ -86,8 +89,7 @@ def test_component_roles_are_not_the_owner(migrated_database: str) -> None:
 
 
 def test_ensure_roles_is_idempotent_and_sets_passwords_as_verifiers(
-    postgres_server,
-    role_passwords: dict[str, str],  # type: ignore[no-untyped-def]
+    postgres_server: PostgresServer, role_passwords: dict[str, str]
 ) -> None:
     with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
         assert ensure_roles(conn, COMPONENTS, passwords=role_passwords) == []
