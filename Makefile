@@ -69,7 +69,7 @@ clean: ## Remove the venv and caches inside the repository.
 clean-cache: ## Remove the built Kubernetes binaries (~/.cache/plait); the next run rebuilds.
 	rm -rf "$${PLAIT_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/plait}"
 
-manifests: venv k8s-tools ## Render manifests/ (plain YAML) from the Helm chart.
+manifests: venv k8s-tools ## Copy crds/ into the chart and render manifests/ (plain YAML) from it.
 	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python hack/render-manifests.py
 
 values-doc: venv ## Regenerate the values reference in docs/install.md from values.yaml.
