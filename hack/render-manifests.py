@@ -131,7 +131,9 @@ def main() -> int:
     opts = parser.parse_args()
     stale_crds = sync_crds(check=opts.check)
     if opts.check and stale_crds:
-        print(f"helm/plait/crds/ differs from crds/ ({', '.join(stale_crds)}): run `make manifests`")
+        print(
+            f"helm/plait/crds/ differs from crds/ ({', '.join(stale_crds)}): run `make manifests`"
+        )
         return 1
     wanted = render()
     if opts.check:

@@ -75,7 +75,9 @@ def parse(text: str) -> list[dict[str, Any]]:
 def find(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
     """The one object of ``kind`` whose name ends with ``name_suffix``."""
     hits = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
-    assert len(hits) == 1, f"expected one {kind} *{name_suffix}, got {[h['metadata'] for h in hits]}"
+    assert len(hits) == 1, (
+        f"expected one {kind} *{name_suffix}, got {[h['metadata'] for h in hits]}"
+    )
     return hits[0]
 
 
@@ -102,7 +104,9 @@ def checkov() -> Path:
         os.environ.get("PLAIT_CACHE_DIR")
         or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "plait"
     )
-    env_dir = cache / "tools" / f"checkov-{CHECKOV_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}"
+    env_dir = (
+        cache / "tools" / f"checkov-{CHECKOV_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}"
+    )
     exe = env_dir / "bin" / "checkov"
     if not exe.exists():
         venv.create(env_dir, with_pip=True, clear=True)

@@ -84,7 +84,8 @@ def test_chart_crds_are_the_generated_crds() -> None:
     theirs = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     assert ours == theirs, "run `make manifests` (it copies crds/ into the chart)"
     _, mismatch, errors = filecmp.cmpfiles(ROOT / "crds", CHART / "crds", theirs, shallow=False)
-    assert not (mismatch or errors), f"stale: {mismatch + errors}; run `make manifests`"
+    assert not mismatch, f"stale: {mismatch}; run `make manifests`"
+    assert not errors, f"unreadable: {errors}"
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,8 @@ def test_every_pod_is_restricted_with_resources(helm: Helm, values: list[Path]) 
             assert {"cpu", "memory"} <= set(c["resources"]["requests"]), name
             assert {"cpu", "memory"} <= set(c["resources"]["limits"]), name
             if not name.endswith("-migrate"):
-                assert "livenessProbe" in c and "readinessProbe" in c, name
+                assert "livenessProbe" in c, name
+                assert "readinessProbe" in c, name
 
 
 def test_processes_get_their_commands_probes_and_tokens(helm: Helm) -> None:
@@ -180,9 +182,7 @@ def test_database_secret_shared_and_per_component(helm: Helm) -> None:
     migrate_env = {e["name"]: e for e in specs["plait-migrate"]["containers"][0]["env"]}
     assert migrate_env["PLAIT_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "migration-url"
 
-    specs = pod_specs(
-        helm.render(values=[PRODUCTION_VALUES], sets=["database.perComponent=true"])
-    )
+    specs = pod_specs(helm.render(values=[PRODUCTION_VALUES], sets=["database.perComponent=true"]))
     for workload, prefix in [("plait-operator", "url-"), ("plait-migrate", "migration-url-")]:
         env = {e["name"]: e for e in specs[workload]["containers"][0]["env"]}
         assert "PLAIT_DATABASE_URL" not in env
@@ -217,7 +217,9 @@ def test_operator_rbac_cluster_wide_is_exact(helm: Helm) -> None:
                 assert "*" not in rule[field], doc["metadata"]["name"]
             assert "admissionregistration.k8s.io" not in rule["apiGroups"]
     # The API gets no role at all.
-    assert not [d for d in docs if d["kind"] in {"Role", "RoleBinding"} and "-api" in d["metadata"]["name"]]
+    assert not [
+        d for d in docs if d["kind"] in {"Role", "RoleBinding"} and "-api" in d["metadata"]["name"]
+    ]
 
 
 def test_operator_rbac_namespaced(helm: Helm) -> None:
@@ -233,7 +235,9 @@ def test_operator_rbac_namespaced(helm: Helm) -> None:
     for role in roles:
         got = rules_of([role], "Role", "plait-operator")
         assert got == expected_operator_rules(secrets=False, namespaces=False)
-    assert not [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "plait-operator"]
+    assert not [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "plait-operator"
+    ]
     operator = pod_specs(docs)["plait-operator"]["containers"][0]
     assert operator["args"] == ["operator", "--namespace=team-a", "--namespace=team-b"]
     webhook = find(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
@@ -245,7 +249,12 @@ def test_api_token_secret_grants_exactly_one_secret(helm: Helm) -> None:
     docs = helm.render(sets=["api.tokenSecretName=plait-api-token"])
     role = find(docs, "Role", "plait-api")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["plait-api-token"], "verbs": ["get"]}
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["plait-api-token"],
+            "verbs": ["get"],
+        }
     ]
     assert pod_specs(docs)["plait-api"]["automountServiceAccountToken"] is True
 
@@ -296,12 +305,15 @@ def test_webhook_from_cert_manager(helm: Helm) -> None:
 
 def test_optional_parts(helm: Helm) -> None:
     docs = helm.render(
-        values=[PRODUCTION_VALUES], sets=["metrics.serviceMonitor.enabled=true", "webhook.enabled=false"]
+        values=[PRODUCTION_VALUES],
+        sets=["metrics.serviceMonitor.enabled=true", "webhook.enabled=false"],
     )
     monitor = find(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     metrics_services = [
-        d for d in docs if d["kind"] == "Service" and d["metadata"]["labels"].get("plait.dev/metrics")
+        d
+        for d in docs
+        if d["kind"] == "Service" and d["metadata"]["labels"].get("plait.dev/metrics")
     ]
     assert sorted(s["metadata"]["name"] for s in metrics_services) == [
         "plait-api-metrics",
@@ -329,7 +341,8 @@ def test_kwok_values_only_relax_what_kwok_cannot_do() -> None:
 
 def _load_script(name: str) -> Any:
     spec = importlib.util.spec_from_file_location(name.replace("-", "_"), ROOT / "hack" / name)
-    assert spec and spec.loader
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

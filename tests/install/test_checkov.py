@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.install.conftest import PRODUCTION_VALUES, ROOT, Helm, parse
+from tests.install.conftest import CHART, KUBE_VERSION, PRODUCTION_VALUES, ROOT, Helm, parse
 
 CONFIG = ROOT / ".checkov.yaml"
 
@@ -48,18 +48,21 @@ def test_checkov_finds_nothing_unexplained(checkov: Path, helm: Helm, tmp_path: 
     targets = {"manifests": ROOT / "manifests"}
     renders = {
         "default values": [],
-        "production values": ["-f", str(PRODUCTION_VALUES), "--set", "metrics.serviceMonitor.enabled=true"],
+        "production values": [
+            "-f", str(PRODUCTION_VALUES),
+            "--set", "metrics.serviceMonitor.enabled=true",
+        ],
         "namespaced, cert-manager": [
             "--set", "operator.allNamespaces=false",
             "--set", "webhook.certManager.enabled=true",
             "--set", "api.tokenSecretName=plait-api-token",
         ],
     }  # fmt: skip
-    for name, args in renders.items():
+    for name, extra in renders.items():
         folder = tmp_path / name.replace(" ", "-").replace(",", "")
         folder.mkdir()
-        rendered = helm.run("template", "plait", str(ROOT / "helm" / "plait"), "-n", "plait",
-                            "--kube-version", "1.29.0", *args).stdout  # fmt: skip
+        args = ["template", "plait", str(CHART), "-n", "plait", "--kube-version", KUBE_VERSION]
+        rendered = helm.run(*args, *extra).stdout
         (folder / "plait.yaml").write_text(rendered)
         targets[name] = folder
     running = {name: scan(checkov, target) for name, target in targets.items()}
@@ -71,7 +74,9 @@ def test_checkov_finds_nothing_unexplained(checkov: Path, helm: Helm, tmp_path: 
         assert summary["passed"] > 100, f"{name}: checkov checked almost nothing: {summary}"
         failed = report["results"]["failed_checks"]
         if failed:
-            failures[name] = [f"{c['check_id']} {c['check_name']} on {c['resource']}" for c in failed]
+            failures[name] = [
+                f"{c['check_id']} {c['check_name']} on {c['resource']}" for c in failed
+            ]
     assert not failures, json.dumps(failures, indent=2)
 
 
@@ -84,7 +89,9 @@ def test_checkov_suppressions_have_reasons(helm: Helm) -> None:
         assert re.fullmatch(r"\s+- CKV2?_K8S_\d+\s+", check), line
         assert len(reason.strip()) > 40, f"give the reason for {check.strip()} on its line"
     annotated = 0
-    for doc in parse(helm.template().stdout) + parse(helm.template(values=[PRODUCTION_VALUES]).stdout):
+    for doc in parse(helm.template().stdout) + parse(
+        helm.template(values=[PRODUCTION_VALUES]).stdout
+    ):
         for key, value in (doc["metadata"].get("annotations") or {}).items():
             if key.startswith("checkov.io/skip"):
                 annotated += 1

@@ -55,9 +55,11 @@ def test_hadolint_would_catch_a_bad_dockerfile(hadolint: str, tmp_path: Path) ->
 def test_dockerfile_contract() -> None:
     text = DOCKERFILE.read_text()
     froms = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.MULTILINE)
-    assert len(froms) == 2 and froms[0][1] == "builder", "multi-stage: builder, then final"
+    assert len(froms) == 2, "multi-stage: builder, then final"
+    assert froms[0][1] == "builder"
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.MULTILINE)
-    assert base and re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base[1]), "pin the slim base"
+    assert base is not None
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base[1]), "pin the slim base"
     final = text.split("\nFROM ", 2)[2]
     # The final stage gets only the virtualenv: no sources, no compilers, no pip installs.
     assert re.findall(r"^COPY .*", final, re.MULTILINE) == [
