@@ -240,9 +240,9 @@ def test_operator_rbac_namespaced(helm: Helm) -> None:
     ]
     operator = pod_specs(docs)["plait-operator"]["containers"][0]
     assert operator["args"] == ["operator", "--namespace=team-a", "--namespace=team-b"]
-    webhook = find(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
-    expr = webhook["namespaceSelector"]["matchExpressions"][0]
-    assert expr["values"] == ["team-a", "team-b"]
+    for webhook in find(docs, "ValidatingWebhookConfiguration")["webhooks"]:
+        expr = webhook["namespaceSelector"]["matchExpressions"][0]
+        assert expr["values"] == ["team-a", "team-b"]
 
 
 def test_api_token_secret_grants_exactly_one_secret(helm: Helm) -> None:
@@ -261,14 +261,22 @@ def test_api_token_secret_grants_exactly_one_secret(helm: Helm) -> None:
 
 def test_webhook_self_signed_certificate_matches_service(helm: Helm, tmp_path: Path) -> None:
     docs = helm.render(namespace="ops")
-    vwc = find(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
-    assert vwc["sideEffects"] == "None"
-    assert vwc["failurePolicy"] == "Fail"
-    assert vwc["timeoutSeconds"] <= 10
+    webhooks = find(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    # One per kind, each at the path of its Kopf handler (validate-<plural>).
+    assert [w["clientConfig"]["service"]["path"] for w in webhooks] == [
+        f"/validate-{kind}" for kind in PLAIT_KINDS
+    ]
+    assert [w["rules"][0]["resources"] for w in webhooks] == [[kind] for kind in PLAIT_KINDS]
+    for w in webhooks:
+        assert w["sideEffects"] == "None"
+        assert w["failurePolicy"] == "Fail"
+        assert w["timeoutSeconds"] <= 10
+        assert w["clientConfig"]["caBundle"] == webhooks[0]["clientConfig"]["caBundle"]
+    vwc = webhooks[0]
     assert vwc["clientConfig"]["service"] == {
         "name": "plait-webhook",
         "namespace": "ops",
-        "path": "/",
+        "path": "/validate-workflowdefinitions",
         "port": 443,
     }
     secret = find(docs, "Secret", "-webhook-tls")
