@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "db": "plait.kernel.dbcli:db_command",
     "migrate": "plait.kernel.migrations:migrate_command",
     "crds": "plait.resources.crd:crds_command",
+    "operator": "plait.controller.app:operator_command",
 }
 
 

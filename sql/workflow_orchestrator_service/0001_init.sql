@@ -53,34 +53,53 @@ CREATE TRIGGER workflow_definitions_immutable
     FOR EACH ROW EXECUTE FUNCTION workflow_orchestrator_service.forbid_version_change();
 
 CREATE TABLE workflow_orchestrator_service.workflow_event_triggers (
-    id             uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
-    namespace      text        NOT NULL
+    id                  uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    namespace           text        NOT NULL
         CONSTRAINT workflow_event_triggers_namespace_dns_label
         CHECK (namespace ~ '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$' AND length(namespace) <= 63),
-    name           text        NOT NULL
+    name                text        NOT NULL
         CONSTRAINT workflow_event_triggers_name_dns_subdomain
         CHECK (name ~ '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$' AND length(name) <= 253),
-    k8s_uid        uuid,
-    event_type     text        NOT NULL CONSTRAINT workflow_event_triggers_event_type_nonempty CHECK (event_type <> ''),
-    event_source   text        CONSTRAINT workflow_event_triggers_event_source_nonempty CHECK (event_source <> ''),
-    filter         jsonb       NOT NULL DEFAULT '{}'
-        CONSTRAINT workflow_event_triggers_filter_object CHECK (jsonb_typeof(filter) = 'object'),
-    workflow_name  text        NOT NULL,
-    inputs         jsonb       NOT NULL DEFAULT '{}'
-        CONSTRAINT workflow_event_triggers_inputs_object CHECK (jsonb_typeof(inputs) = 'object'),
-    enabled        boolean     NOT NULL DEFAULT true,
-    created_at     timestamptz NOT NULL DEFAULT now(),
-    updated_at     timestamptz NOT NULL DEFAULT now(),
-    deleted_at     timestamptz
+    k8s_uid             uuid,
+    event_type          text        CONSTRAINT workflow_event_triggers_event_type_nonempty CHECK (event_type <> ''),
+    schedule            text        CONSTRAINT workflow_event_triggers_schedule_nonempty CHECK (schedule <> ''),
+    filter              text        CONSTRAINT workflow_event_triggers_filter_nonempty CHECK (filter <> ''),
+    workflow_name       text        NOT NULL,
+    workflow_version    integer     CONSTRAINT workflow_event_triggers_workflow_version_positive CHECK (workflow_version >= 1),
+    arguments           jsonb       NOT NULL DEFAULT '{}'
+        CONSTRAINT workflow_event_triggers_arguments_object CHECK (jsonb_typeof(arguments) = 'object'),
+    concurrency_policy  text        NOT NULL DEFAULT 'Allow'
+        CONSTRAINT workflow_event_triggers_concurrency_policy_known
+        CHECK (concurrency_policy IN ('Allow', 'Forbid', 'Replace')),
+    spec                jsonb       NOT NULL
+        CONSTRAINT workflow_event_triggers_spec_object CHECK (jsonb_typeof(spec) = 'object'),
+    spec_hash           text        NOT NULL
+        CONSTRAINT workflow_event_triggers_spec_hash_sha256 CHECK (spec_hash ~ '^[0-9a-f]{64}$'),
+    enabled             boolean     NOT NULL DEFAULT true,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    deleted_at          timestamptz,
+    CONSTRAINT workflow_event_triggers_event_xor_schedule
+        CHECK ((event_type IS NULL) <> (schedule IS NULL)),
+    CONSTRAINT workflow_event_triggers_filter_needs_event
+        CHECK (filter IS NULL OR event_type IS NOT NULL)
 );
 COMMENT ON TABLE workflow_orchestrator_service.workflow_event_triggers IS
-    'Current state of each EventTrigger: which events (type, optional source, attribute filter) start which workflow. Not versioned: a trigger has no history worth replaying, and the instances it started record its id.';
-COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.event_source IS
-    'Exact CloudEvents source to match; null matches any source.';
+    'Current state of each EventTrigger: which events (a type and a CEL filter) or which cron schedule starts which workflow, with what arguments. Not versioned: the full spec is kept with its hash, and the instances a trigger started record its id.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.event_type IS
+    'CloudEvents type that fires the trigger; null for a cron trigger (exactly one of event_type and schedule is set).';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.schedule IS
+    'Cron expression of a scheduled trigger (its time zone and catch-up policy are in spec).';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.filter IS
-    'Exact matches on other CloudEvents attributes (e.g. {"subject": "main"}); {} matches every event of the type.';
-COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.inputs IS
-    'Inputs of the started instance; string values may reference the event (resolved by the orchestrator).';
+    'CEL expression over the event that must hold for the trigger to fire; null fires on every event of the type.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.workflow_version IS
+    'Pinned definition version; null starts the latest version at the time of each event.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.arguments IS
+    'Workflow argument name -> CEL expression over the event, evaluated per event.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.spec IS
+    'The whole accepted spec (rate limit, catch-up policy, ...) as canonical JSON; spec_hash makes re-applying it a no-op.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.enabled IS
+    'False while the trigger is suspended (spec.suspend).';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.deleted_at IS
     'Soft delete: the row stays so instances it started can still name it; a live trigger of the same name may then be created again.';
 CREATE UNIQUE INDEX workflow_event_triggers_live_name
@@ -89,9 +108,14 @@ COMMENT ON INDEX workflow_orchestrator_service.workflow_event_triggers_live_name
     'One live trigger per (namespace, name): the upsert target of the operator.';
 CREATE INDEX workflow_event_triggers_dispatch
     ON workflow_orchestrator_service.workflow_event_triggers (event_type)
-    WHERE deleted_at IS NULL AND enabled;
+    WHERE deleted_at IS NULL AND enabled AND event_type IS NOT NULL;
 COMMENT ON INDEX workflow_orchestrator_service.workflow_event_triggers_dispatch IS
     'Dispatch looks up the enabled triggers of an incoming event''s type.';
+CREATE INDEX workflow_event_triggers_scheduled
+    ON workflow_orchestrator_service.workflow_event_triggers (id)
+    WHERE deleted_at IS NULL AND enabled AND schedule IS NOT NULL;
+COMMENT ON INDEX workflow_orchestrator_service.workflow_event_triggers_scheduled IS
+    'The cron scheduler scans only the enabled scheduled triggers.';
 
 CREATE TABLE workflow_orchestrator_service.workflow_instances (
     id                uuid        PRIMARY KEY DEFAULT gen_random_uuid(),

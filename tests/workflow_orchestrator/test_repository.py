@@ -160,53 +160,51 @@ async def test_keyset_pagination_walks_every_instance_once(conn: psycopg.AsyncCo
 
 
 async def test_triggers_upsert_match_and_delete(conn: psycopg.AsyncConnection) -> None:
-    await repo.upsert_event_trigger(
-        conn,
-        namespace="ci",
-        name="on-push",
-        event_type="com.github.push",
-        workflow_name="build",
-        filter={"subject": "main"},
+    spec = {
+        "eventType": "com.github.push",
+        "filter": "event.subject == 'main'",
+        "workflowRef": {"name": "build"},
+        "arguments": {"ref": "event.data.ref"},
+    }
+    first, changed = await repo.upsert_event_trigger(
+        conn, namespace="ci", name="on-push", spec=spec
     )
-    updated = await repo.upsert_event_trigger(
-        conn,
-        namespace="ci",
-        name="on-push",
-        event_type="com.github.push",
-        workflow_name="build",
-        event_source="/github/acme",
-        filter={"subject": "main"},
+    assert changed
+    assert (first.event_type, first.schedule, first.filter) == (
+        "com.github.push",
+        None,
+        "event.subject == 'main'",
     )
-    assert updated.event_source == "/github/acme"
-    match = await repo.matching_triggers(
-        conn,
-        namespace="ci",
-        event_type="com.github.push",
-        source="/github/acme",
-        attributes={"subject": "main"},
+    assert first.arguments == {"ref": "event.data.ref"}
+    again, changed = await repo.upsert_event_trigger(
+        conn, namespace="ci", name="on-push", spec=spec
     )
-    assert [t.id for t in match] == [updated.id]
-    assert (
-        await repo.matching_triggers(
-            conn,
-            namespace="ci",
-            event_type="com.github.push",
-            source="/github/acme",
-            attributes={"subject": "dev"},
-        )
-        == []
+    assert not changed
+    assert again.updated_at == first.updated_at
+    suspended = {**spec, "suspend": True, "concurrencyPolicy": "Forbid"}
+    updated, changed = await repo.upsert_event_trigger(
+        conn, namespace="ci", name="on-push", spec=suspended
     )
+    assert changed
+    assert (updated.id, updated.enabled, updated.concurrency_policy) == (first.id, False, "Forbid")
+    assert await repo.matching_triggers(conn, namespace="ci", event_type="com.github.push") == []
+    await repo.upsert_event_trigger(conn, namespace="ci", name="on-push", spec=spec)
+    match = await repo.matching_triggers(conn, namespace="ci", event_type="com.github.push")
+    assert [t.id for t in match] == [first.id]
+    assert await repo.matching_triggers(conn, namespace="ci", event_type="other") == []
     assert await repo.delete_event_trigger(conn, "ci", "on-push")
-    assert (
-        await repo.matching_triggers(
-            conn,
-            namespace="ci",
-            event_type="com.github.push",
-            source="/github/acme",
-            attributes={"subject": "main"},
-        )
-        == []
-    )
+    assert await repo.matching_triggers(conn, namespace="ci", event_type="com.github.push") == []
+
+
+async def test_trigger_needs_exactly_one_of_event_type_and_schedule(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    both = {"eventType": "x", "schedule": {"cron": "* * * * *"}, "workflowRef": {"name": "w"}}
+    with pytest.raises(psycopg.errors.CheckViolation, match="event_xor_schedule"):
+        await repo.upsert_event_trigger(conn, namespace="ci", name="both", spec=both)
+    cron = {"schedule": {"cron": "*/5 * * * *"}, "workflowRef": {"name": "w", "version": 2}}
+    row, _ = await repo.upsert_event_trigger(conn, namespace="ci", name="cron", spec=cron)
+    assert (row.event_type, row.schedule, row.workflow_version) == (None, "*/5 * * * *", 2)
 
 
 async def test_subscriptions_are_idempotent_and_matched_once(conn: psycopg.AsyncConnection) -> None:

@@ -54,7 +54,7 @@ class IntegrationStore:
                     ),
                     condition_status="False",
                 )
-            integration, created = await repository.upsert_integration(
+            integration, _ = await repository.upsert_integration(
                 conn,
                 ref.namespace,
                 ref.name,
@@ -64,12 +64,7 @@ class IntegrationStore:
                 spec=document,
                 k8s_uid=uuid.UUID(ref.uid),
             )
-        verb = "stored as" if created else "unchanged at"
-        return Applied(
-            reason="Accepted",
-            message=f"spec {verb} version {integration.version}",
-            status={},
-        )
+        return Applied.version(integration.version, in_status=False)
 
     async def delete(self, db: Database, ref: ObjectRef) -> None:
         async with db.connection(COMPONENT) as conn:

@@ -19,15 +19,10 @@ class TaskDefinitionStore:
     async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
         document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
         async with db.connection(COMPONENT) as conn:
-            definition, created = await repository.upsert_task_definition(
+            definition, _ = await repository.upsert_task_definition(
                 conn, ref.namespace, ref.name, document, k8s_uid=uuid.UUID(ref.uid)
             )
-        verb = "stored as" if created else "unchanged at"
-        return Applied(
-            reason="Accepted",
-            message=f"spec {verb} version {definition.version}",
-            status={"version": definition.version},
-        )
+        return Applied.version(definition.version)
 
     async def delete(self, db: Database, ref: ObjectRef) -> None:
         async with db.connection(COMPONENT) as conn:

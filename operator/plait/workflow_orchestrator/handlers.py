@@ -1,4 +1,4 @@
-"""How WorkflowDefinitions and WorkflowInstances are persisted by the operator.
+"""How WorkflowDefinitions, WorkflowInstances and EventTriggers are persisted.
 
 The reconciler (:mod:`plait.controller.reconcile`) validates and calls these stores;
 they only translate a typed spec into repository calls.
@@ -12,13 +12,14 @@ import kopf
 
 from plait.controller.reconcile import Applied, KindBinding, ObjectRef
 from plait.kernel.database import Database
-from plait.resources import WORKFLOW_DEFINITION, WORKFLOW_INSTANCE
+from plait.resources import EVENT_TRIGGER, WORKFLOW_DEFINITION, WORKFLOW_INSTANCE
 from plait.resources.common import PlaitModel
+from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
 from plait.workflow_orchestrator import repository
 from plait.workflow_orchestrator.states import FINAL_PHASES, WorkflowPhase
 
-__all__ = ["BINDINGS", "WorkflowDefinitionStore", "WorkflowInstanceStore"]
+__all__ = ["BINDINGS", "EventTriggerStore", "WorkflowDefinitionStore", "WorkflowInstanceStore"]
 
 COMPONENT = "workflow_orchestrator"
 
@@ -34,15 +35,10 @@ class WorkflowDefinitionStore:
     async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
         assert isinstance(spec, WorkflowDefinitionSpec)
         async with db.connection(COMPONENT) as conn:
-            definition, created = await repository.upsert_workflow_definition(
+            definition, _ = await repository.upsert_workflow_definition(
                 conn, ref.namespace, ref.name, spec_document(spec), k8s_uid=uuid.UUID(ref.uid)
             )
-        verb = "stored as" if created else "unchanged at"
-        return Applied(
-            reason="Accepted",
-            message=f"spec {verb} version {definition.version}",
-            status={"version": definition.version},
-        )
+        return Applied.version(definition.version)
 
     async def delete(self, db: Database, ref: ObjectRef) -> None:
         async with db.connection(COMPONENT) as conn:
@@ -121,8 +117,38 @@ class WorkflowInstanceStore:
             )
 
 
+class EventTriggerStore:
+    """The trigger's current spec, ready for the dispatcher and the cron scheduler."""
+
+    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+        assert isinstance(spec, EventTriggerSpec)
+        async with db.connection(COMPONENT) as conn:
+            trigger, _ = await repository.upsert_event_trigger(
+                conn,
+                namespace=ref.namespace,
+                name=ref.name,
+                spec=spec_document(spec),
+                k8s_uid=uuid.UUID(ref.uid),
+            )
+        what = (
+            f"events of type {trigger.event_type}"
+            if trigger.event_type
+            else (f"schedule {trigger.schedule}")
+        )
+        state = "suspended" if not trigger.enabled else "active"
+        return Applied(
+            reason="Suspended" if not trigger.enabled else "Accepted",
+            message=f"{state}: starts {trigger.workflow_name} on {what}",
+        )
+
+    async def delete(self, db: Database, ref: ObjectRef) -> None:
+        async with db.connection(COMPONENT) as conn:
+            await repository.delete_event_trigger(conn, ref.namespace, ref.name)
+
+
 BINDINGS = (
     KindBinding(WORKFLOW_DEFINITION, WorkflowDefinitionStore()),
+    KindBinding(EVENT_TRIGGER, EventTriggerStore(), admit_missing_references=True),
     KindBinding(
         WORKFLOW_INSTANCE,
         WorkflowInstanceStore(),

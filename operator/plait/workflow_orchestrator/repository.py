@@ -86,11 +86,15 @@ class EventTrigger:
     namespace: str
     name: str
     k8s_uid: uuid.UUID | None
-    event_type: str
-    event_source: str | None
-    filter: dict[str, Any]
+    event_type: str | None
+    schedule: str | None
+    filter: str | None
     workflow_name: str
-    inputs: dict[str, Any]
+    workflow_version: int | None
+    arguments: dict[str, Any]
+    concurrency_policy: str
+    spec: dict[str, Any]
+    spec_hash: str
     enabled: bool
     created_at: datetime
     updated_at: datetime
@@ -273,40 +277,61 @@ async def upsert_event_trigger(
     *,
     namespace: str,
     name: str,
-    event_type: str,
-    workflow_name: str,
-    event_source: str | None = None,
-    filter: Mapping[str, Any] | None = None,
-    inputs: Mapping[str, Any] | None = None,
-    enabled: bool = True,
+    spec: Mapping[str, Any],
     k8s_uid: uuid.UUID | None = None,
-) -> EventTrigger:
-    """Create or update the live trigger (namespace, name)."""
+) -> tuple[EventTrigger, bool]:
+    """Make the live trigger (namespace, name) match ``spec`` (an EventTrigger spec as
+    canonical JSON); (row, changed). An unchanged spec writes nothing."""
+    digest = versions.spec_hash(spec)
+    workflow = spec.get("workflowRef") or {}
+    schedule = spec.get("schedule") or {}
+    params = {
+        "namespace": namespace,
+        "name": name,
+        "k8s_uid": k8s_uid,
+        "event_type": spec.get("eventType"),
+        "schedule": schedule.get("cron"),
+        "filter": spec.get("filter"),
+        "workflow_name": workflow.get("name"),
+        "workflow_version": workflow.get("version"),
+        "arguments": Jsonb(dict(spec.get("arguments") or {})),
+        "concurrency_policy": spec.get("concurrencyPolicy", "Allow"),
+        "spec": Jsonb(dict(spec)),
+        "spec_hash": digest,
+        "enabled": not spec.get("suspend", False),
+    }
     async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
         await cur.execute(
             "INSERT INTO workflow_orchestrator_service.workflow_event_triggers "
-            "(namespace, name, k8s_uid, event_type, event_source, filter, workflow_name, inputs, "
-            " enabled) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "(namespace, name, k8s_uid, event_type, schedule, filter, workflow_name, "
+            " workflow_version, arguments, concurrency_policy, spec, spec_hash, enabled) "
+            "VALUES (%(namespace)s, %(name)s, %(k8s_uid)s, %(event_type)s, %(schedule)s, "
+            " %(filter)s, %(workflow_name)s, %(workflow_version)s, %(arguments)s, "
+            " %(concurrency_policy)s, %(spec)s, %(spec_hash)s, %(enabled)s) "
             "ON CONFLICT (namespace, name) WHERE deleted_at IS NULL DO UPDATE SET "
             "k8s_uid = excluded.k8s_uid, event_type = excluded.event_type, "
-            "event_source = excluded.event_source, filter = excluded.filter, "
-            "workflow_name = excluded.workflow_name, inputs = excluded.inputs, "
-            "enabled = excluded.enabled, updated_at = now() RETURNING *",
-            (
-                namespace,
-                name,
-                k8s_uid,
-                event_type,
-                event_source,
-                Jsonb(dict(filter or {})),
-                workflow_name,
-                Jsonb(dict(inputs or {})),
-                enabled,
-            ),
+            "schedule = excluded.schedule, filter = excluded.filter, "
+            "workflow_name = excluded.workflow_name, "
+            "workflow_version = excluded.workflow_version, arguments = excluded.arguments, "
+            "concurrency_policy = excluded.concurrency_policy, spec = excluded.spec, "
+            "spec_hash = excluded.spec_hash, enabled = excluded.enabled, updated_at = now() "
+            "WHERE workflow_event_triggers.spec_hash IS DISTINCT FROM excluded.spec_hash "
+            "OR workflow_event_triggers.k8s_uid IS DISTINCT FROM excluded.k8s_uid "
+            "RETURNING *",
+            params,
         )
         row = await cur.fetchone()
-    assert row is not None
-    return row
+    if row is not None:
+        return row, True
+    async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_event_triggers "
+            "WHERE namespace = %s AND name = %s AND deleted_at IS NULL",
+            (namespace, name),
+        )
+        existing = await cur.fetchone()
+    assert existing is not None  # the conflict was on this live row
+    return existing, False
 
 
 async def delete_event_trigger(conn: AsyncConnection[Any], namespace: str, name: str) -> bool:
@@ -319,21 +344,16 @@ async def delete_event_trigger(conn: AsyncConnection[Any], namespace: str, name:
 
 
 async def matching_triggers(
-    conn: AsyncConnection[Any],
-    *,
-    namespace: str,
-    event_type: str,
-    source: str,
-    attributes: Mapping[str, Any] | None = None,
+    conn: AsyncConnection[Any], *, namespace: str, event_type: str
 ) -> list[EventTrigger]:
-    """Live, enabled triggers of the namespace that this event fires."""
+    """Live, enabled triggers of the namespace for this event type (their CEL filters are
+    evaluated by the dispatcher, which holds the event)."""
     async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
         await cur.execute(
             "SELECT * FROM workflow_orchestrator_service.workflow_event_triggers "
             "WHERE event_type = %s AND namespace = %s AND deleted_at IS NULL AND enabled "
-            "AND (event_source IS NULL OR event_source = %s) AND %s @> filter "
             "ORDER BY name",
-            (event_type, namespace, source, Jsonb(dict(attributes or {}))),
+            (event_type, namespace),
         )
         return await cur.fetchall()
 

@@ -1,0 +1,261 @@
+"""``plait operator``: Kopf with Plait's settings, its handlers, health, metrics, webhook.
+
+Kopf is configured so that nothing of it leaks into users' objects under Kopf's names:
+the finalizer, the progress and diff-base annotations all live under ``plait.dev/``.
+Events are posted only for warnings and errors (each Event is an API write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from plait.controller.diffbase import SpecDigestDiffBaseStorage
+from plait.controller.options import FINALIZER, OperatorOptions
+from plait.controller.reconcile import KindBinding, register_kind
+from plait.controller.webhook import build_webhook_server
+from plait.kernel.config import Settings
+from plait.kernel.database import Database
+
+__all__ = ["build_registry", "configure_settings", "operator_command", "run_operator"]
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_CONFIGURATION = "plait.dev"
+
+
+def configure_settings(settings: kopf.OperatorSettings, options: OperatorOptions) -> None:
+    """Plait's names for Kopf's bookkeeping, and quiet, write-thrifty defaults."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="plait.dev")
+    settings.persistence.diffbase_storage = SpecDigestDiffBaseStorage(
+        prefix="plait.dev", key="last-handled-spec"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+    if options.webhook_port:
+        settings.admission.server = build_webhook_server(options)
+        if options.webhook_manage:
+            settings.admission.managed = WEBHOOK_CONFIGURATION
+
+
+def bindings() -> list[KindBinding]:
+    """Every kind with the component store that persists it."""
+    from plait.event_processing.handlers import BINDINGS as event_processing
+    from plait.integration.handlers import BINDINGS as integration
+    from plait.task_execution.handlers import BINDINGS as task_execution
+    from plait.workflow_orchestrator.handlers import BINDINGS as workflow_orchestrator
+
+    return [*workflow_orchestrator, *task_execution, *integration, *event_processing]
+
+
+def build_registry(
+    database: Database, options: OperatorOptions, kinds: Sequence[KindBinding] | None = None
+) -> kopf.OperatorRegistry:
+    """A fresh registry with every kind's handlers (a fresh one per run keeps tests apart)."""
+    registry = kopf.OperatorRegistry()
+    # A private registry has none of Kopf's default login handlers: credentials come from
+    # the kubernetes client (in-cluster service account, or KUBECONFIG).
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    for binding in kinds if kinds is not None else bindings():
+        register_kind(
+            registry,
+            binding,
+            database,
+            resync_seconds=options.resync_seconds,
+            webhook=bool(options.webhook_port),
+        )
+    return registry
+
+
+async def _serve_health(options: OperatorOptions, ready: asyncio.Event) -> web.AppRunner | None:
+    if not options.health_port:
+        return None
+
+    async def healthz(_: web.Request) -> web.Response:
+        if ready.is_set():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="starting\n")
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", healthz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, options.health_address, options.health_port).start()
+    return runner
+
+
+async def run_operator(
+    options: OperatorOptions,
+    settings: Settings | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when run from the CLI)."""
+    settings = settings or Settings()
+    if options.migrate:
+        from plait.kernel.migrations import migrate
+
+        await asyncio.to_thread(migrate, settings)
+    stop = stop or asyncio.Event()
+    ready = asyncio.Event()
+    async with await Database.open(settings) as database:
+        registry = build_registry(database, options)
+        kopf_settings = kopf.OperatorSettings()
+        configure_settings(kopf_settings, options)
+
+        @kopf.on.startup(registry=registry)
+        async def _started(**_: Any) -> None:
+            ready.set()
+
+        runner = await _serve_health(options, ready)
+        try:
+            await kopf.operator(
+                registry=registry,
+                settings=kopf_settings,
+                standalone=options.peering is None,
+                peering_name=options.peering,
+                clusterwide=options.all_namespaces,
+                namespaces=list(options.namespaces),
+                stop_flag=stop,
+            )
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+
+
+def current_namespace() -> str:
+    """The pod's namespace in a cluster, else the kubeconfig context's, else "default"."""
+    in_cluster = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    if in_cluster.exists():
+        return in_cluster.read_text().strip()
+    from kubernetes import config
+
+    with contextlib.suppress(Exception):
+        _, context = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        namespace = context.get("context", {}).get("namespace")
+        if namespace:
+            return str(namespace)
+    return "default"
+
+
+@click.command("operator")
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    envvar="PLAIT_NAMESPACES",
+    help="Namespace to watch (repeatable); default: the current one.",
+)
+@click.option(
+    "-A",
+    "--all-namespaces",
+    is_flag=True,
+    envvar="PLAIT_ALL_NAMESPACES",
+    help="Watch every namespace.",
+)
+@click.option(
+    "--health-port",
+    type=int,
+    default=8080,
+    show_default=True,
+    envvar="PLAIT_HEALTH_PORT",
+    help="Port of /healthz and /metrics (0: off).",
+)
+@click.option(
+    "--webhook-port",
+    type=int,
+    default=9443,
+    show_default=True,
+    envvar="PLAIT_WEBHOOK_PORT",
+    help="Admission webhook HTTPS port (0: off).",
+)
+@click.option(
+    "--webhook-host",
+    envvar="PLAIT_WEBHOOK_HOST",
+    help="Address the API server dials for the webhook (with --webhook-manage).",
+)
+@click.option(
+    "--webhook-cert-dir",
+    type=click.Path(path_type=Path),
+    envvar="PLAIT_WEBHOOK_CERT_DIR",
+    help="Folder with tls.crt and tls.key; self-signed when unset.",
+)
+@click.option(
+    "--webhook-manage",
+    is_flag=True,
+    envvar="PLAIT_WEBHOOK_MANAGE",
+    help="Create and maintain the ValidatingWebhookConfiguration (development).",
+)
+@click.option(
+    "--resync-seconds",
+    type=float,
+    default=300.0,
+    show_default=True,
+    envvar="PLAIT_RESYNC_SECONDS",
+    help="Interval of the drift-repairing resync.",
+)
+@click.option(
+    "--migrate",
+    is_flag=True,
+    envvar="PLAIT_MIGRATE_ON_START",
+    help="Apply pending database migrations first.",
+)
+@click.option("--peering", envvar="PLAIT_PEERING", help="Kopf peering name (several replicas).")
+def operator_command(
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    health_port: int,
+    webhook_port: int,
+    webhook_host: str | None,
+    webhook_cert_dir: Path | None,
+    webhook_manage: bool,
+    resync_seconds: float,
+    migrate: bool,
+    peering: str | None,
+) -> None:
+    """Run the operator: reconcile Plait's resources into PostgreSQL and run workflows."""
+    if namespaces and all_namespaces:
+        raise click.UsageError("--namespace and --all-namespaces exclude each other")
+    if not namespaces and not all_namespaces:
+        namespaces = (current_namespace(),)
+    options = OperatorOptions(
+        namespaces=namespaces,
+        all_namespaces=all_namespaces,
+        health_port=health_port,
+        webhook_port=webhook_port,
+        webhook_host=webhook_host,
+        webhook_cert_dir=webhook_cert_dir,
+        webhook_manage=webhook_manage,
+        resync_seconds=resync_seconds,
+        migrate=migrate,
+        peering=peering,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_operator(options, stop=stop)
+
+    asyncio.run(main())

@@ -1,0 +1,250 @@
+"""Level-based reconciliation of Plait's kinds into PostgreSQL, the same for every kind.
+
+Each kind is bound to a :class:`Store` (its component's code that writes its rows). For
+every create, update, resume and periodic resync the reconciler:
+
+1. validates the whole object (schema, DAG, CEL, references, using Kopf indexes, so no
+   API call is made); a problem sets the condition to False with the exact message,
+   posts a Warning Event once per distinct message, and writes nothing to the database;
+2. otherwise asks the store to make the rows match the spec (idempotent: an unchanged
+   spec writes nothing) and reports the result in ``status``.
+
+Deletion marks the rows deleted (history kept) before Kopf removes Plait's finalizer.
+The validating webhook runs the same checks before an object is stored at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import kopf
+
+from plait import API_GROUP, API_VERSION
+from plait.controller.conditions import Condition, merge_conditions
+from plait.kernel.database import Database
+from plait.resources import KindInfo
+from plait.resources.common import PlaitModel
+from plait.resources.validation import Problem, check_resource, parse_spec
+
+__all__ = ["Applied", "KindBinding", "ObjectRef", "Store", "register_kind"]
+
+logger = logging.getLogger(__name__)
+
+#: How soon an object waiting for a referenced object is reconciled again.
+REFERENCE_RETRY_SECONDS = 3
+
+#: The kinds other kinds refer to by name; an in-memory Kopf index is kept for each.
+REFERENCED_KINDS = ("WorkflowDefinition", "TaskDefinition", "Integration", "EventDefinition")
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Which object a store call is about."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a store did: the condition to report and extra status fields."""
+
+    reason: str
+    message: str
+    status: Mapping[str, Any] = field(default_factory=dict)
+    condition_status: str = "True"
+
+    @classmethod
+    def version(cls, version: int, *, in_status: bool = True) -> Applied:
+        """An accepted versioned spec. The message states the result, never whether this
+        call wrote it, so a repeated reconciliation computes the same status."""
+        return cls(
+            reason="Accepted",
+            message=f"the spec is stored as version {version}",
+            status={"version": version} if in_status else {},
+        )
+
+
+class Store(Protocol):
+    """A component's writer of one kind's rows."""
+
+    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+        """Make the rows match ``spec``; must be idempotent."""
+
+    async def delete(self, db: Database, ref: ObjectRef) -> None:
+        """Mark the object's rows deleted; must be idempotent."""
+
+
+@dataclass(frozen=True)
+class KindBinding:
+    """A kind, the store that persists it, and the condition type it reports."""
+
+    info: KindInfo
+    store: Store
+    condition_type: str = "Ready"
+    rejected_status: Mapping[str, Any] = field(default_factory=dict)
+    """Extra status fields set when the object is invalid (an instance's phase, say)."""
+    admit_missing_references: bool = False
+    """Let the webhook admit the object while what it refers to does not exist yet (a
+    trigger may be applied before its workflow); it then waits with Ready=False."""
+
+
+def _index_name(kind: str) -> str:
+    return f"plait_{kind.lower()}_index"
+
+
+def _lookup_from_indexes(namespace: str, indexes: Mapping[str, Any]) -> Any:
+    """A validation lookup over Kopf's in-memory indexes: (kind, name) -> spec or None."""
+
+    def lookup(kind: str, name: str) -> Mapping[str, Any] | None:
+        index = indexes.get(_index_name(kind))
+        if index is None:
+            return None
+        found = index.get((namespace, name))
+        if not found:
+            return None
+        for spec in found:
+            return dict(spec)
+        return None
+
+    return lookup
+
+
+def _problem_reason(problems: list[Problem]) -> str:
+    if all(p.reason == "NotFound" for p in problems):
+        return "ReferenceNotFound"
+    return "InvalidSpec"
+
+
+def _problem_message(problems: list[Problem]) -> str:
+    shown = "; ".join(str(p) for p in problems[:10])
+    more = len(problems) - 10
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def register_kind(
+    registry: kopf.OperatorRegistry,
+    binding: KindBinding,
+    database: Database,
+    *,
+    resync_seconds: float,
+    webhook: bool,
+) -> None:
+    """Register the index, change handlers, resync timer, deletion and webhook of a kind."""
+    info = binding.info
+    resource = (API_GROUP, API_VERSION, info.plural)
+
+    if info.kind in REFERENCED_KINDS:
+
+        def index(*, namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> Any:
+            return {(namespace, name): dict(spec)}
+
+        index.__name__ = _index_name(info.kind)
+        kopf.index(*resource, id=_index_name(info.kind), registry=registry)(index)
+
+    async def reconcile(
+        body: kopf.Body,
+        spec: kopf.Spec,
+        meta: kopf.Meta,
+        status: kopf.Status,
+        patch: kopf.Patch,
+        **kwargs: Any,
+    ) -> None:
+        namespace, name = meta["namespace"], meta["name"]
+        generation = int(meta.get("generation") or 0)
+        problems = check_resource(dict(body), _lookup_from_indexes(namespace, kwargs))
+        previous = {c.get("type"): c for c in status.get("conditions") or ()}
+        if problems:
+            reason, message = _problem_reason(problems), _problem_message(problems)
+            old = previous.get(binding.condition_type) or {}
+            if (old.get("reason"), old.get("message")) != (reason, message):
+                kopf.warn(body, reason=reason, message=message)
+            _set_status(
+                patch,
+                status,
+                generation,
+                Condition(binding.condition_type, "False", reason, message, generation),
+                binding.rejected_status,
+            )
+            if reason == "ReferenceNotFound":
+                # Objects applied together arrive in any order: look again shortly. Kopf
+                # still applies the status patch above before retrying.
+                raise kopf.TemporaryError(message, delay=REFERENCE_RETRY_SECONDS)
+            return
+        ref = ObjectRef(namespace, name, str(meta["uid"]), generation)
+        applied = await binding.store.apply(database, ref, parse_spec(info.kind, dict(spec)))
+        _set_status(
+            patch,
+            status,
+            generation,
+            Condition(
+                binding.condition_type,
+                applied.condition_status,
+                applied.reason,
+                applied.message,
+                generation,
+            ),
+            applied.status,
+        )
+
+    handler_id = f"reconcile-{info.plural}"
+    kopf.on.resume(*resource, id=handler_id, registry=registry)(reconcile)
+    kopf.on.create(*resource, id=handler_id, registry=registry)(reconcile)
+    kopf.on.update(*resource, id=handler_id, field="spec", registry=registry)(reconcile)
+    kopf.timer(
+        *resource,
+        id=f"resync-{info.plural}",
+        interval=resync_seconds,
+        initial_delay=resync_seconds,
+        idle=resync_seconds / 2,
+        registry=registry,
+    )(reconcile)
+
+    async def delete(meta: kopf.Meta, **_: Any) -> None:
+        ref = ObjectRef(
+            meta["namespace"], meta["name"], str(meta["uid"]), int(meta.get("generation") or 0)
+        )
+        await binding.store.delete(database, ref)
+
+    kopf.on.delete(*resource, id=f"delete-{info.plural}", registry=registry)(delete)
+
+    if webhook:
+
+        def validate(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+            lookup = _lookup_from_indexes(namespace or "", kwargs)
+            problems = check_resource(dict(body), lookup)
+            if binding.admit_missing_references:
+                problems = [p for p in problems if p.reason != "NotFound"]
+            if problems:
+                raise kopf.AdmissionError(_problem_message(problems), code=422)
+
+        kopf.on.validate(
+            *resource,
+            id=f"validate-{info.plural}",
+            operations=["CREATE", "UPDATE"],
+            subresource=None,
+            registry=registry,
+        )(validate)
+
+
+def _set_status(
+    patch: kopf.Patch,
+    status: Mapping[str, Any],
+    generation: int,
+    condition: Condition,
+    extra: Mapping[str, Any],
+) -> None:
+    """Write only what differs from the current status (an unchanged status writes nothing)."""
+    desired: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": merge_conditions(status.get("conditions"), [condition]),
+        **extra,
+    }
+    for key, value in desired.items():
+        if status.get(key) != value:
+            patch.status[key] = value
