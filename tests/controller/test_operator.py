@@ -333,3 +333,32 @@ def test_integration_settings_are_checked_against_the_catalog_schema(
     assert rows(
         migrated_database, "SELECT count(*) FROM integration_service.integration_instances"
     ) == [(0,)]
+
+
+def test_a_five_thousand_task_definition_is_reconciled_with_small_annotations(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    tasks = [
+        {"name": f"t{i}", "template": {"image": "busybox"}, "dependencies": [f"t{i - 1}"]}
+        if i
+        else {"name": "t0", "template": {"image": "busybox"}}
+        for i in range(5000)
+    ]
+    big = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowDefinition",
+        "metadata": {"name": "big"},
+        "spec": {"tasks": tasks},
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(big))
+    obj = wait_condition(cluster, "wfd", "big", "Ready", "True", timeout=120)
+    annotations = obj["metadata"].get("annotations", {})
+    assert annotations, "Kopf's bookkeeping annotations are expected"
+    assert all(len(v) < 1024 for v in annotations.values()), annotations
+    stored = rows(
+        migrated_database,
+        "SELECT jsonb_array_length(spec->'tasks') FROM "
+        "workflow_orchestrator_service.workflow_definitions WHERE name = 'big'",
+    )
+    assert stored == [(5000,)]
