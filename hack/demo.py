@@ -58,7 +58,7 @@ def main() -> int:
         env = {
             **os.environ,
             "PLAIT_DATABASE_URL": dsn,
-            **{f"PLAIT_DB_PASSWORD_{c.env_suffix}": passwords[c.name] for c in COMPONENTS},
+            **{f"PLAIT_DATABASE_PASSWORD_{c.env_suffix}": passwords[c.name] for c in COMPONENTS},
         }
         subprocess.run(
             [sys.executable, "-m", "plait", "migrate", "--create-roles"], env=env, check=True
@@ -105,6 +105,10 @@ def main() -> int:
         stack.callback(stop_process, operator)
 
         def healthy() -> bool:
+            if operator.poll() is not None:
+                log.flush()
+                tail = (cluster.state_dir / "operator.log").read_text()[-3000:]
+                raise SystemExit(f"the operator exited with {operator.returncode}:\n{tail}")
             with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2) as r:
                 return bool(r.status == 200)
 
@@ -159,7 +163,8 @@ def main() -> int:
                 "SELECT name, workflow_name, workflow_version, phase "
                 "FROM workflow_orchestrator_service.workflow_instances",
                 "SELECT name, version FROM task_execution_service.task_definitions",
-                "SELECT name, type FROM integration_service.integration_instances",
+                "SELECT name, integration_type, secret_name "
+                "FROM integration_service.integration_instances",
             ):
                 cur = conn.execute(query)
                 print(f"-- {query}")

@@ -15,19 +15,20 @@ The validating webhook runs the same checks before an object is stored at all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import kopf
 
 from plait import API_GROUP, API_VERSION
 from plait.controller.conditions import Condition, merge_conditions
 from plait.kernel.database import Database
-from plait.resources import KindInfo
+from plait.resources import KINDS_BY_NAME, KindInfo
 from plait.resources.common import PlaitModel
-from plait.resources.validation import Problem, check_resource, parse_spec
+from plait.resources.validation import Problem, check_resource, parse_spec, references
 
 __all__ = ["Applied", "KindBinding", "ObjectRef", "Store", "register_kind"]
 
@@ -215,9 +216,12 @@ def register_kind(
 
     if webhook:
 
-        def validate(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
-            lookup = _lookup_from_indexes(namespace or "", kwargs)
-            problems = check_resource(dict(body), lookup)
+        async def validate(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+            # Admission must agree with the API server, not with a watch cache that may
+            # trail it by an event: references are read live (a few GETs per request).
+            wanted = references(info.kind, dict(body.get("spec") or {}))
+            found = await asyncio.to_thread(_read_references, namespace or "", wanted)
+            problems = check_resource(dict(body), lambda kind, name: found.get((kind, name)))
             if binding.admit_missing_references:
                 problems = [p for p in problems if p.reason != "NotFound"]
             if problems:
@@ -230,6 +234,31 @@ def register_kind(
             subresource=None,
             registry=registry,
         )(validate)
+
+
+def _read_references(
+    namespace: str, wanted: set[tuple[str, str]]
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """The specs of the referenced objects that exist, read from the API server."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi()
+    found: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for kind, name in sorted(wanted):
+        try:
+            obj = cast(
+                dict[str, Any],
+                api.get_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, KINDS_BY_NAME[kind].plural, name
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        found[(kind, name)] = obj.get("spec") or {}
+    return found
 
 
 def _set_status(

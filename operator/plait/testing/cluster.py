@@ -107,15 +107,22 @@ class LocalCluster:
     def server(self) -> str:
         return f"https://127.0.0.1:{self.ports.apiserver}"
 
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the built kubectl against this cluster."""
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the built kubectl against this cluster; with ``check``, a failure raises
+        :class:`ClusterError` carrying kubectl's own message."""
         assert self.bin_dir is not None
-        return subprocess.run(
+        proc = subprocess.run(
             [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
             capture_output=True,
             text=True,
-            check=check,
+            input=input,
+            check=False,
         )
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
 
     def start(self, *, timeout: float = 120.0) -> LocalCluster:
         self._started_at = time.monotonic()
