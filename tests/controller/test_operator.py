@@ -244,6 +244,10 @@ def test_webhook_refuses_invalid_resources_with_the_exact_problem(
         assert proc.returncode != 0
         assert "nowhere" in proc.stderr
         assert all_names(cluster, "wfd") == []
+        # Objects applied in one go reference each other a moment after creation: the
+        # webhook must see them (it reads the API server, not a trailing watch cache).
+        cluster.kubectl("apply", "-f", str(EXAMPLES))
+        assert all_names(cluster, "wfd") == ["diamond"]
     finally:
         cluster.cluster.kubectl(
             "delete", "validatingwebhookconfiguration", "plait.dev", "--ignore-not-found"
