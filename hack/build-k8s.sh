@@ -80,12 +80,22 @@ GO
 -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION \
 -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   log "compiling etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (the long step)"
-  (cd "$WORK/kube" && go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" \
+  # `go build -v` names each package as it compiles; count them for a progress line
+  # every 250 packages (about 3,000 in all on a cold cache) instead of ten silent minutes.
+  (cd "$WORK/kube" && go build -v -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" \
       go.etcd.io/etcd/server/v3 \
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubectl)
+      k8s.io/kubernetes/cmd/kubectl 2>&1) | {
+    n=0
+    while IFS= read -r line; do
+      case "$line" in
+        *" "*|*:*) printf '%s\n' "$line" >&2 ;;  # errors and warnings pass through
+        *) n=$((n + 1)); if [ $((n % 250)) -eq 0 ]; then log "compiled $n packages"; fi ;;
+      esac
+    done
+  }
   # `go build` names the etcd binary after its package path's last element.
   [ -x "$BIN_DIR/v3" ] && mv "$BIN_DIR/v3" "$BIN_DIR/etcd"
   [ -x "$BIN_DIR/server" ] && mv "$BIN_DIR/server" "$BIN_DIR/etcd"

@@ -270,6 +270,8 @@ def test_restarting_the_operator_changes_nothing(
         " (SELECT count(*) FROM workflow_orchestrator_service.workflow_instances)",
     )
     operator.stop()
+    assert operator.proc is not None
+    assert operator.proc.returncode == 0, "SIGTERM must stop the operator cleanly"
     restarted = start_operator()
     # Every object is resumed; wait until the new process has handled all of them.
     wait_until(
@@ -334,6 +336,17 @@ def test_integration_settings_are_checked_against_the_catalog_schema(
     ready = condition(wait_condition(cluster, "integrations", "odd", "Ready", "False"), "Ready")
     assert ready["reason"] == "UnknownType"
     assert "known types: github, http, postgres, s3, slack" in ready["message"]
+    events = json.loads(
+        cluster.kubectl(
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=odd,type=Warning",
+            "-o",
+            "json",
+        )
+    )["items"]
+    assert [e["reason"] for e in events] == ["UnknownType"]
     assert rows(
         migrated_database, "SELECT count(*) FROM integration_service.integration_instances"
     ) == [(0,)]

@@ -162,9 +162,7 @@ def register_kind(
         previous = {c.get("type"): c for c in status.get("conditions") or ()}
         if problems:
             reason, message = _problem_reason(problems), _problem_message(problems)
-            old = previous.get(binding.condition_type) or {}
-            if (old.get("reason"), old.get("message")) != (reason, message):
-                kopf.warn(body, reason=reason, message=message)
+            _warn_once(body, previous.get(binding.condition_type), reason, message)
             _set_status(
                 patch,
                 status,
@@ -179,6 +177,8 @@ def register_kind(
             return
         ref = ObjectRef(namespace, name, str(meta["uid"]), generation)
         applied = await binding.store.apply(database, ref, parse_spec(info.kind, dict(spec)))
+        if applied.condition_status == "False":
+            _warn_once(body, previous.get(binding.condition_type), applied.reason, applied.message)
         _set_status(
             patch,
             status,
@@ -234,6 +234,14 @@ def register_kind(
             subresource=None,
             registry=registry,
         )(validate)
+
+
+def _warn_once(body: kopf.Body, old: Mapping[str, Any] | None, reason: str, message: str) -> None:
+    """A Warning Event for a rejection, unless the condition already says the same
+    (the periodic resync must not post the same Event again and again)."""
+    old = old or {}
+    if (old.get("reason"), old.get("message")) != (reason, message):
+        kopf.warn(body, reason=reason, message=message)
 
 
 def _read_references(
