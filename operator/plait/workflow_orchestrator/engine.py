@@ -1,0 +1,361 @@
+"""The DAG engine's decisions, as a pure function of what is recorded.
+
+:func:`plan` looks at a definition, the run's arguments and every task attempt recorded so
+far, and says what must happen next: which attempts to start (with their evaluated
+inputs), which tasks to skip and why, when a retry falls due, and whether the run is over
+(its phase, outputs and failure reason). It does no I/O, so the same records always give
+the same plan: any number of operator processes, before or after a crash, agree on it, and
+the idempotent writes that carry it out (attempt rows keyed by task and attempt number,
+Jobs named after them) make repeating a plan harmless.
+
+CEL sees ``params`` (arguments over parameter defaults), ``tasks.<name>.outputs`` and
+``tasks.<name>.phase`` of finished upstream tasks, and, in the exit task,
+``workflow.phase``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from plait.errors import ValidationError
+from plait.kernel import expressions
+from plait.resources.common import Backoff
+from plait.resources.workflow import Task, WorkflowDefinitionSpec
+from plait.task_execution.states import FINAL_STATES, TaskState
+from plait.workflow_orchestrator.states import WorkflowPhase
+
+__all__ = [
+    "Attempt",
+    "Failure",
+    "Launch",
+    "Plan",
+    "Skip",
+    "backoff_seconds",
+    "parameters_with_defaults",
+    "plan",
+]
+
+#: Attempt states after which a retry may follow (when the policy allows it).
+RETRYABLE = frozenset({TaskState.FAILED, TaskState.TIMED_OUT})
+#: Upstream states that let a dependent task run.
+SATISFIED = frozenset({TaskState.SUCCEEDED, TaskState.SKIPPED})
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the engine needs to know of one recorded task attempt."""
+
+    task: str
+    attempt: int
+    state: TaskState
+    outputs: Mapping[str, Any] | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    finished_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Start attempt ``attempt`` of ``task`` with these evaluated inputs."""
+
+    task: str
+    attempt: int
+    inputs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Record ``task`` as skipped (or, with ``failed``, as failed before it could start)."""
+
+    task: str
+    reason: str
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a run failed: which task and attempt, with the exit code and message."""
+
+    task: str | None
+    attempt: int | None
+    exit_code: int | None
+    message: str
+
+    def as_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {"message": self.message[:4096]}
+        if self.task is not None:
+            status["task"] = self.task
+        if self.attempt is not None:
+            status["attempt"] = self.attempt
+        if self.exit_code is not None:
+            status["exitCode"] = self.exit_code
+        return status
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything that should happen now; empty lists mean "nothing to do yet"."""
+
+    launches: list[Launch] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    retry_at: dt.datetime | None = None
+    phase: WorkflowPhase | None = None
+    """The final phase when the run is over, else None."""
+    outputs: Mapping[str, Any] | None = None
+    failure: Failure | None = None
+
+
+def parameters_with_defaults(
+    spec: WorkflowDefinitionSpec, arguments: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The values CEL sees as ``params``: defaults, overridden by the run's arguments."""
+    values = {p.name: p.default for p in spec.parameters if p.default is not None}
+    values.update(arguments)
+    return values
+
+
+def backoff_seconds(backoff: Backoff | None, failed_attempt: int) -> float:
+    """Delay before the attempt that follows ``failed_attempt`` (1-based)."""
+    policy = backoff or Backoff()
+    delay = policy.initial_seconds * policy.factor ** (failed_attempt - 1)
+    return float(min(delay, policy.max_seconds))
+
+
+def _latest(attempts: Iterable[Attempt]) -> dict[str, Attempt]:
+    latest: dict[str, Attempt] = {}
+    for a in attempts:
+        if a.task not in latest or a.attempt > latest[a.task].attempt:
+            latest[a.task] = a
+    return latest
+
+
+def _topological(tasks: Sequence[Task]) -> list[Task]:
+    """Dependencies first (the definition was validated acyclic); stable by position."""
+    by_name = {t.name: t for t in tasks}
+    ordered: list[Task] = []
+    seen: set[str] = set()
+
+    def visit(task: Task) -> None:
+        stack = [(task, iter(task.dependencies))]
+        while stack:
+            current, deps = stack[-1]
+            dep = next(deps, None)
+            if dep is None:
+                stack.pop()
+                if current.name not in seen:
+                    seen.add(current.name)
+                    ordered.append(current)
+            elif dep not in seen and dep in by_name:
+                stack.append((by_name[dep], iter(by_name[dep].dependencies)))
+
+    for task in tasks:
+        if task.name not in seen:
+            visit(task)
+    return ordered
+
+
+def _evaluate(expression: str, activation: Mapping[str, Any]) -> Any:
+    return expressions.evaluate(expressions.compile(expression), activation)
+
+
+def _task_view(attempt: Attempt) -> dict[str, Any]:
+    return {"phase": attempt.state.value, "outputs": dict(attempt.outputs or {})}
+
+
+def plan(
+    spec: WorkflowDefinitionSpec,
+    arguments: Mapping[str, Any],
+    attempts: Iterable[Attempt],
+    *,
+    now: dt.datetime,
+    suspended: bool = False,
+    deadline: dt.datetime | None = None,
+) -> Plan:
+    """What to do next for one run; see the module docstring. Past ``deadline`` (the
+    workflow's timeout) the run fails, and its running attempts are to be cancelled."""
+    latest = _latest(attempts)
+    if deadline is not None and now >= deadline:
+        return Plan(
+            phase=WorkflowPhase.FAILED,
+            failure=Failure(
+                None, None, None, f"the workflow timed out after {spec.timeout_seconds}s"
+            ),
+        )
+    params = parameters_with_defaults(spec, arguments)
+    finished = {name: _task_view(a) for name, a in latest.items() if a.state in FINAL_STATES}
+    launches: list[Launch] = []
+    skips: list[Skip] = []
+    retry_at: dt.datetime | None = None
+    failed: list[Attempt] = []  # tasks that failed for good, in order of finishing
+    blocked: set[str] = set()  # failed for good, or skipped because something upstream was
+    active = sum(1 for a in latest.values() if a.state not in FINAL_STATES)
+    budget = (spec.parallelism or len(spec.tasks) + 1) - active
+    pending_work = active > 0
+
+    for task in _topological(spec.tasks):
+        mine = latest.get(task.name)
+        if mine is not None and mine.state not in FINAL_STATES:
+            continue  # running (or about to): wait for it
+        if mine is not None and mine.state in RETRYABLE:
+            limit = task.retries.limit if task.retries else 0
+            if mine.attempt <= limit:
+                pending_work = True
+                due = (mine.finished_at or now) + dt.timedelta(
+                    seconds=backoff_seconds(
+                        task.retries.backoff if task.retries else None, mine.attempt
+                    )
+                )
+                if due > now:
+                    retry_at = due if retry_at is None else min(retry_at, due)
+                elif not suspended and budget > 0:
+                    launch = _launch(task, mine.attempt + 1, params, finished)
+                    if isinstance(launch, Skip):
+                        skips.append(launch)
+                    else:
+                        launches.append(launch)
+                        budget -= 1
+                continue
+            failed.append(mine)
+            blocked.add(task.name)
+            continue
+        if mine is not None:
+            if mine.state is TaskState.CANCELLED:
+                failed.append(mine)
+                blocked.add(task.name)
+            elif mine.state is TaskState.SKIPPED and any(d in blocked for d in task.dependencies):
+                blocked.add(task.name)
+            continue
+        # Never attempted: does it run, wait, or get skipped?
+        # A dependency that failed for good means this task can never run: skip it now.
+        upstream_failed = [d for d in task.dependencies if d in blocked]
+        if upstream_failed:
+            skips.append(Skip(task.name, f"upstream task {upstream_failed[0]} did not succeed"))
+            blocked.add(task.name)
+            continue
+        deps = [latest.get(d) for d in task.dependencies]
+        if any(d is None or d.state not in FINAL_STATES for d in deps):
+            pending_work = True
+            continue
+        if any(d is not None and d.state not in SATISFIED for d in deps):
+            continue  # an upstream task failed and waits for its retry
+        pending_work = True
+        if suspended or budget <= 0:
+            continue
+        decision = _launch(task, 1, params, finished)
+        if isinstance(decision, Skip):
+            skips.append(decision)
+            if decision.failed:
+                blocked.add(task.name)
+        else:
+            launches.append(decision)
+            budget -= 1
+
+    if pending_work or launches or skips:
+        return Plan(launches=launches, skips=skips, retry_at=retry_at)
+    outcome = _finish(spec, params, finished, failed)
+    if spec.on_exit is None:
+        return outcome
+    return _exit_task(spec.on_exit, outcome, params, latest, finished, suspended)
+
+
+def _exit_task(
+    task: Task,
+    outcome: Plan,
+    params: Mapping[str, Any],
+    latest: Mapping[str, Attempt],
+    finished: Mapping[str, Any],
+    suspended: bool,
+) -> Plan:
+    """Run the exit task once the DAG is over; the run ends when the exit task does.
+
+    It sees ``workflow.phase`` (the DAG's outcome). Its own failure fails a run that had
+    succeeded, and never hides the failure of one that had not.
+    """
+    mine = latest.get(task.name)
+    if mine is None:
+        if suspended:
+            return Plan()
+        assert outcome.phase is not None
+        activation_extra = {"workflow": {"phase": outcome.phase.value}}
+        decision = _launch(task, 1, params, finished, activation_extra)
+        if isinstance(decision, Skip):
+            return Plan(skips=[decision])
+        return Plan(launches=[decision])
+    if mine.state not in FINAL_STATES:
+        return Plan()
+    if mine.state in (TaskState.SUCCEEDED, TaskState.SKIPPED) or outcome.failure is not None:
+        return outcome
+    return Plan(
+        phase=WorkflowPhase.FAILED,
+        failure=Failure(
+            task.name,
+            mine.attempt,
+            mine.exit_code,
+            f"exit task {task.name} attempt {mine.attempt} failed"
+            + (f": {mine.message}" if mine.message else ""),
+        ),
+    )
+
+
+def _launch(
+    task: Task,
+    attempt: int,
+    params: Mapping[str, Any],
+    finished: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> Launch | Skip:
+    """The launch of an attempt, or a skip when ``when`` is false, or a failure when an
+    expression cannot be evaluated (a data problem no retry can fix)."""
+    activation = {"params": dict(params), "tasks": dict(finished), **(extra or {})}
+    try:
+        if task.when is not None:
+            verdict = _evaluate(task.when, activation)
+            if verdict is not True:
+                return Skip(task.name, f"when: {task.when!r} is {_show(verdict)}")
+        inputs = {name: _evaluate(expr, activation) for name, expr in task.inputs.items()}
+    except ValidationError as exc:
+        return Skip(task.name, f"cannot start: {exc}", failed=True)
+    return Launch(task.name, attempt, inputs)
+
+
+def _show(value: Any) -> str:
+    return "false" if value is False else f"{value!r}, not true"
+
+
+def _finish(
+    spec: WorkflowDefinitionSpec,
+    params: Mapping[str, Any],
+    finished: Mapping[str, Any],
+    failed: list[Attempt],
+) -> Plan:
+    """Every task is final: the run's phase, outputs or failure."""
+    if failed:
+        first = min(
+            failed, key=lambda a: (a.finished_at or dt.datetime.max.replace(tzinfo=dt.UTC), a.task)
+        )
+        verb = {TaskState.TIMED_OUT: "timed out", TaskState.CANCELLED: "was cancelled"}.get(
+            first.state, "failed"
+        )
+        detail = f": {first.message}" if first.message else ""
+        code = f" with exit code {first.exit_code}" if first.exit_code not in (None, 0) else ""
+        return Plan(
+            phase=WorkflowPhase.FAILED,
+            failure=Failure(
+                first.task,
+                first.attempt,
+                first.exit_code,
+                f"task {first.task} attempt {first.attempt} {verb}{code}{detail}",
+            ),
+        )
+    activation = {"params": dict(params), "tasks": dict(finished)}
+    try:
+        outputs = {name: _evaluate(expr, activation) for name, expr in spec.outputs.items()}
+    except ValidationError as exc:
+        return Plan(
+            phase=WorkflowPhase.FAILED,
+            failure=Failure(None, None, None, f"workflow outputs: {exc}"),
+        )
+    return Plan(phase=WorkflowPhase.SUCCEEDED, outputs=outputs)

@@ -1,0 +1,259 @@
+"""The engine's plans, on definitions and attempt histories built in memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plait.resources.workflow import WorkflowDefinitionSpec
+from plait.task_execution.states import TaskState
+from plait.workflow_orchestrator.engine import Attempt, Launch, Plan, backoff_seconds, plan
+from plait.workflow_orchestrator.states import WorkflowPhase
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+IMAGE = {"image": "busybox"}
+
+
+def definition(*tasks: dict[str, Any], **extra: Any) -> WorkflowDefinitionSpec:
+    return WorkflowDefinitionSpec.model_validate(
+        {"tasks": [{"template": IMAGE, **t} for t in tasks], **extra}
+    )
+
+
+DIAMOND = definition(
+    {"name": "a", "inputs": {"n": "params.n * 2"}},
+    {"name": "b", "dependencies": ["a"], "inputs": {"x": "tasks.a.outputs.x + 1"}},
+    {"name": "c", "dependencies": ["a"]},
+    {"name": "d", "dependencies": ["b", "c"]},
+    parameters=[{"name": "n", "type": "integer", "default": 1}],
+    outputs={"total": "tasks.b.outputs.y"},
+)
+
+
+def done(task: str, attempt: int = 1, state: TaskState = TaskState.SUCCEEDED, **kw: Any) -> Attempt:
+    return Attempt(task, attempt, state, finished_at=kw.pop("at", T0), **kw)
+
+
+def names(p: Plan) -> list[str]:
+    return [launch.task for launch in p.launches]
+
+
+def test_a_diamond_runs_level_by_level_with_data_flowing_down() -> None:
+    first = plan(DIAMOND, {"n": 5}, [], now=T0)
+    assert first.launches == [Launch("a", 1, {"n": 10})]
+    assert first.phase is None
+    running = plan(DIAMOND, {}, [Attempt("a", 1, TaskState.RUNNING)], now=T0)
+    assert running == Plan()
+    history = [done("a", outputs={"x": 41})]
+    second = plan(DIAMOND, {}, history, now=T0)
+    assert second.launches == [Launch("b", 1, {"x": 42}), Launch("c", 1, {})]
+    history += [done("b", outputs={"y": "B"}), done("c")]
+    assert names(plan(DIAMOND, {}, history, now=T0)) == ["d"]
+    history.append(done("d"))
+    final = plan(DIAMOND, {}, history, now=T0)
+    assert (final.phase, final.outputs, final.failure) == (
+        WorkflowPhase.SUCCEEDED,
+        {"total": "B"},
+        None,
+    )
+
+
+def test_when_false_skips_the_task_and_its_dependents_still_run() -> None:
+    spec = definition(
+        {"name": "a"},
+        {"name": "b", "dependencies": ["a"], "when": "params.deploy"},
+        {"name": "c", "dependencies": ["b"]},
+        parameters=[{"name": "deploy", "type": "boolean", "default": False}],
+    )
+    p = plan(spec, {}, [done("a")], now=T0)
+    assert p.launches == []
+    assert [(s.task, s.reason, s.failed) for s in p.skips] == [
+        ("b", "when: 'params.deploy' is false", False)
+    ]
+    p = plan(spec, {}, [done("a"), done("b", state=TaskState.SKIPPED)], now=T0)
+    assert names(p) == ["c"]
+    assert names(plan(spec, {"deploy": True}, [done("a")], now=T0)) == ["b"]
+
+
+def test_a_failure_skips_what_depends_on_it_and_fails_the_run_with_its_reason() -> None:
+    history = [
+        done("a"),
+        done(
+            "b",
+            state=TaskState.FAILED,
+            exit_code=3,
+            message="disk full",
+            at=T0 + dt.timedelta(seconds=5),
+        ),
+    ]
+    p = plan(DIAMOND, {}, history, now=T0)
+    assert names(p) == ["c"]
+    assert [(s.task, s.reason) for s in p.skips] == [("d", "upstream task b did not succeed")]
+    history += [done("c"), done("d", state=TaskState.SKIPPED)]
+    final = plan(DIAMOND, {}, history, now=T0)
+    assert final.phase is WorkflowPhase.FAILED
+    assert final.failure is not None
+    assert final.failure.as_status() == {
+        "task": "b",
+        "attempt": 1,
+        "exitCode": 3,
+        "message": "task b attempt 1 failed with exit code 3: disk full",
+    }
+
+
+def test_retries_wait_for_the_backoff_then_start_the_next_attempt() -> None:
+    spec = definition(
+        {
+            "name": "a",
+            "retries": {
+                "limit": 2,
+                "backoff": {"initialSeconds": 10, "factor": 3, "maxSeconds": 20},
+            },
+        }
+    )
+    failed_once = [done("a", state=TaskState.FAILED, exit_code=1)]
+    early = plan(spec, {}, failed_once, now=T0 + dt.timedelta(seconds=9))
+    assert (early.launches, early.retry_at, early.phase) == (
+        [],
+        T0 + dt.timedelta(seconds=10),
+        None,
+    )
+    assert plan(spec, {}, failed_once, now=T0 + dt.timedelta(seconds=10)).launches == [
+        Launch("a", 2, {})
+    ]
+    failed_twice = [*failed_once, done("a", 2, TaskState.TIMED_OUT)]
+    assert plan(spec, {}, failed_twice, now=T0 + dt.timedelta(seconds=19)).retry_at == (
+        T0 + dt.timedelta(seconds=20)
+    )  # 10 * 3 = 30, capped at 20
+    failed_thrice = [*failed_twice, done("a", 3, TaskState.FAILED, exit_code=1)]
+    final = plan(spec, {}, failed_thrice, now=T0 + dt.timedelta(hours=1))
+    assert final.phase is WorkflowPhase.FAILED
+    assert final.failure is not None
+    assert final.failure.attempt == 3
+    assert backoff_seconds(None, 1) == 10.0
+
+
+def test_parallelism_caps_running_attempts_and_suspension_starts_nothing() -> None:
+    spec = definition(*({"name": f"t{i}"} for i in range(5)), parallelism=2)
+    assert names(plan(spec, {}, [], now=T0)) == ["t0", "t1"]
+    running = [Attempt("t0", 1, TaskState.RUNNING), done("t1")]
+    assert names(plan(spec, {}, running, now=T0)) == ["t2"]
+    assert plan(spec, {}, [], now=T0, suspended=True) == Plan()
+
+
+def test_an_expression_that_cannot_be_evaluated_fails_the_task() -> None:
+    spec = definition({"name": "a", "inputs": {"x": "params.missing + 1"}})
+    p = plan(spec, {}, [], now=T0)
+    assert p.launches == []
+    assert len(p.skips) == 1
+    assert p.skips[0].failed
+    assert "missing" in p.skips[0].reason
+
+
+def test_outputs_that_cannot_be_evaluated_fail_the_run() -> None:
+    spec = definition({"name": "a"}, outputs={"x": "tasks.a.outputs.nothing"})
+    final = plan(spec, {}, [done("a", outputs={})], now=T0)
+    assert final.phase is WorkflowPhase.FAILED
+    assert final.failure is not None
+    assert final.failure.message.startswith("workflow outputs:")
+
+
+def test_the_exit_task_runs_last_sees_the_phase_and_its_failure_counts() -> None:
+    spec = definition(
+        {"name": "a"},
+        onExit={"name": "notify", "template": IMAGE, "inputs": {"phase": "workflow.phase"}},
+    )
+    failed = [done("a", state=TaskState.FAILED, exit_code=2)]
+    p = plan(spec, {}, failed, now=T0)
+    assert p.launches == [Launch("notify", 1, {"phase": "Failed"})]
+    assert p.phase is None
+    final = plan(spec, {}, [*failed, done("notify")], now=T0)
+    assert final.phase is WorkflowPhase.FAILED
+    assert final.failure is not None
+    assert final.failure.task == "a"
+    ok_then_exit_fails = [done("a"), done("notify", state=TaskState.FAILED, message="boom")]
+    final = plan(spec, {}, ok_then_exit_fails, now=T0)
+    assert final.phase is WorkflowPhase.FAILED
+    assert final.failure is not None
+    assert final.failure.task == "notify"
+
+
+def test_past_the_deadline_the_run_fails() -> None:
+    spec = definition({"name": "a"}, timeoutSeconds=60)
+    p = plan(
+        spec,
+        {},
+        [Attempt("a", 1, TaskState.RUNNING)],
+        now=T0,
+        deadline=T0 - dt.timedelta(seconds=1),
+    )
+    assert p.phase is WorkflowPhase.FAILED
+    assert p.failure is not None
+    assert p.failure.message == "the workflow timed out after 60s"
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> tuple[WorkflowDefinitionSpec, dict[tuple[str, int], bool]]:
+    n = draw(st.integers(1, 8))
+    tasks = []
+    for i in range(n):
+        deps = draw(st.lists(st.integers(0, i - 1), max_size=3, unique=True)) if i else []
+        tasks.append(
+            {
+                "name": f"t{i}",
+                "dependencies": [f"t{d}" for d in deps],
+                "retries": {"limit": draw(st.integers(0, 2)), "backoff": {"initialSeconds": 0}},
+            }
+        )
+    outcomes = draw(
+        st.dictionaries(
+            st.tuples(st.sampled_from([f"t{i}" for i in range(n)]), st.integers(1, 3)),
+            st.booleans(),
+        )
+    )
+    return definition(*tasks, parallelism=draw(st.integers(1, 4))), outcomes
+
+
+@settings(max_examples=200, deadline=None)
+@given(runs())
+def test_any_run_terminates_respecting_dependencies_retries_and_parallelism(
+    run: tuple[WorkflowDefinitionSpec, dict[tuple[str, int], bool]],
+) -> None:
+    spec, outcomes = run
+    deps = {t.name: set(t.dependencies) for t in spec.tasks}
+    limits = {t.name: t.retries.limit if t.retries else 0 for t in spec.tasks}
+    history: list[Attempt] = []
+    for _ in range(200):
+        p = plan(spec, {}, history, now=T0)
+        if p.phase is not None:
+            break
+        assert p.launches or p.skips, "a run that is not over must have something to do"
+        assert len(p.launches) <= (spec.parallelism or 99)
+        for skip in p.skips:
+            history.append(done(skip.task, state=TaskState.SKIPPED))
+        for launch in p.launches:
+            succeeded = {a.task for a in history if a.state is TaskState.SUCCEEDED}
+            skipped = {a.task for a in history if a.state is TaskState.SKIPPED}
+            assert deps[launch.task] <= succeeded | skipped
+            assert launch.attempt <= limits[launch.task] + 1
+            ok = outcomes.get((launch.task, launch.attempt), True)
+            history.append(
+                done(launch.task, launch.attempt, TaskState.SUCCEEDED if ok else TaskState.FAILED)
+            )
+    else:
+        raise AssertionError("the run never ended")
+    gave_up = {
+        t
+        for t in deps
+        if not any(
+            a.task == t and a.state in (TaskState.SUCCEEDED, TaskState.SKIPPED) for a in history
+        )
+    }
+    failed_for_good = {a.task for a in history if a.state is TaskState.FAILED} - {
+        a.task for a in history if a.state is TaskState.SUCCEEDED
+    }
+    assert gave_up == failed_for_good
+    assert (p.phase is WorkflowPhase.SUCCEEDED) == (not failed_for_good)
