@@ -135,6 +135,8 @@ CREATE TABLE workflow_orchestrator_service.workflow_instances (
     outputs           jsonb
         CONSTRAINT workflow_instances_outputs_object CHECK (jsonb_typeof(outputs) = 'object'),
     message           text,
+    failure           jsonb
+        CONSTRAINT workflow_instances_failure_object CHECK (jsonb_typeof(failure) = 'object'),
     trigger_id        uuid        REFERENCES workflow_orchestrator_service.workflow_event_triggers (id),
     event_id          uuid,
     created_at        timestamptz NOT NULL DEFAULT now(),
@@ -167,6 +169,8 @@ COMMENT ON COLUMN workflow_orchestrator_service.workflow_instances.workflow_vers
     'The exact definition version this instance runs; the foreign key (namespace, workflow_name, workflow_version) pins it.';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_instances.phase IS
     'Pending, Running, Suspended, Succeeded, Failed, Cancelled or Error (plait.workflow_orchestrator.states.WorkflowPhase lists the same values; a test keeps them equal).';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_instances.failure IS
+    'Why a finished run did not succeed: {task, attempt, exitCode, message}, as shown in the WorkflowInstance status.';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_instances.event_id IS
     'event_processing_service.event_instances.id of the event that started it (no foreign key: another component''s schema).';
 CREATE INDEX workflow_instances_keyset

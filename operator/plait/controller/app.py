@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plait.controller.diffbase import SpecDigestDiffBaseStorage
 from plait.controller.options import FINALIZER, OperatorOptions
-from plait.controller.reconcile import KindBinding, register_kind
+from plait.controller.reconcile import KindBinding, OperatorContext, register_kind
 from plait.controller.webhook import build_webhook_server
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
+from plait.kernel.kube import Kube
+from plait.task_execution.service import TaskExecution
+from plait.workflow_orchestrator.runtime import Orchestrator, register_runtime
 
 __all__ = ["build_registry", "configure_settings", "operator_command", "run_operator"]
 
@@ -62,21 +66,23 @@ def bindings() -> list[KindBinding]:
 
 
 def build_registry(
-    database: Database, options: OperatorOptions, kinds: Sequence[KindBinding] | None = None
+    ctx: OperatorContext, options: OperatorOptions, kinds: Sequence[KindBinding] | None = None
 ) -> kopf.OperatorRegistry:
     """A fresh registry with every kind's handlers (a fresh one per run keeps tests apart)."""
     registry = kopf.OperatorRegistry()
     # A private registry has none of Kopf's default login handlers: credentials come from
-    # the kubernetes client (in-cluster service account, or KUBECONFIG).
+    # the kubernetes client (in-cluster service account, or KUBECONFIG), which this also
+    # loads for Plait's own calls (plait.kernel.kube).
     kopf.on.login(registry=registry)(kopf.login_via_client)
     for binding in kinds if kinds is not None else bindings():
         register_kind(
             registry,
             binding,
-            database,
+            ctx,
             resync_seconds=options.resync_seconds,
             webhook=bool(options.webhook_port),
         )
+    register_runtime(registry, ctx.orchestrator)
     return registry
 
 
@@ -116,8 +122,14 @@ async def run_operator(
         await asyncio.to_thread(migrate, settings)
     stop = stop or asyncio.Event()
     ready = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Kubernetes client calls run in threads: enough of them for many launches at once.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=options.api_threads))
     async with await Database.open(settings) as database:
-        registry = build_registry(database, options)
+        kube = Kube(pool_size=options.api_threads)
+        tasks = TaskExecution(database, kube, job_ttl_seconds=options.job_ttl_seconds)
+        ctx = OperatorContext(database, kube, Orchestrator(database, kube, tasks))
+        registry = build_registry(ctx, options)
         kopf_settings = kopf.OperatorSettings()
         configure_settings(kopf_settings, options)
 
@@ -139,6 +151,7 @@ async def run_operator(
         finally:
             if runner is not None:
                 await runner.cleanup()
+            kube.close()
 
 
 def current_namespace() -> str:

@@ -51,6 +51,13 @@ class OperatorOptions:
     migrate: bool = False
     """Apply pending database migrations before starting."""
 
+    job_ttl_seconds: int = 600
+    """Finished Jobs are deleted by Kubernetes this long after they end (their results are
+    in PostgreSQL by then); the operator must not be down longer than this."""
+
+    api_threads: int = 32
+    """Threads (and HTTP connections) for Plait's own Kubernetes calls."""
+
     peering: str | None = None
     """Kopf peering name for several replicas; None runs standalone. Correctness never
     depends on it (deterministic names and database uniqueness do)."""

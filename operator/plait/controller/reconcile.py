@@ -19,18 +19,22 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import kopf
 
 from plait import API_GROUP, API_VERSION
 from plait.controller.conditions import Condition, merge_conditions
 from plait.kernel.database import Database
+from plait.kernel.kube import Kube
 from plait.resources import KINDS_BY_NAME, KindInfo
 from plait.resources.common import PlaitModel
 from plait.resources.validation import Problem, check_resource, parse_spec, references
 
-__all__ = ["Applied", "KindBinding", "ObjectRef", "Store", "register_kind"]
+__all__ = ["Applied", "KindBinding", "ObjectRef", "OperatorContext", "Store", "register_kind"]
+
+if TYPE_CHECKING:
+    from plait.workflow_orchestrator.runtime import Orchestrator
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,15 @@ REFERENCE_RETRY_SECONDS = 3
 
 #: The kinds other kinds refer to by name; an in-memory Kopf index is kept for each.
 REFERENCED_KINDS = ("WorkflowDefinition", "TaskDefinition", "Integration", "EventDefinition")
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    """What stores work with: the database pools, the Kubernetes calls, the orchestrator."""
+
+    db: Database
+    kube: Kube
+    orchestrator: Orchestrator
 
 
 @dataclass(frozen=True)
@@ -74,10 +87,10 @@ class Applied:
 class Store(Protocol):
     """A component's writer of one kind's rows."""
 
-    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+    async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
         """Make the rows match ``spec``; must be idempotent."""
 
-    async def delete(self, db: Database, ref: ObjectRef) -> None:
+    async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         """Mark the object's rows deleted; must be idempotent."""
 
 
@@ -131,7 +144,7 @@ def _problem_message(problems: list[Problem]) -> str:
 def register_kind(
     registry: kopf.OperatorRegistry,
     binding: KindBinding,
-    database: Database,
+    ctx: OperatorContext,
     *,
     resync_seconds: float,
     webhook: bool,
@@ -176,7 +189,7 @@ def register_kind(
                 raise kopf.TemporaryError(message, delay=REFERENCE_RETRY_SECONDS)
             return
         ref = ObjectRef(namespace, name, str(meta["uid"]), generation)
-        applied = await binding.store.apply(database, ref, parse_spec(info.kind, dict(spec)))
+        applied = await binding.store.apply(ctx, ref, parse_spec(info.kind, dict(spec)))
         if applied.condition_status == "False":
             _warn_once(body, previous.get(binding.condition_type), applied.reason, applied.message)
         _set_status(
@@ -210,7 +223,7 @@ def register_kind(
         ref = ObjectRef(
             meta["namespace"], meta["name"], str(meta["uid"]), int(meta.get("generation") or 0)
         )
-        await binding.store.delete(database, ref)
+        await binding.store.delete(ctx, ref)
 
     kopf.on.delete(*resource, id=f"delete-{info.plural}", registry=registry)(delete)
 

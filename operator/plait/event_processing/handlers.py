@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from plait.controller.reconcile import Applied, KindBinding, ObjectRef
+from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.event_processing import repository
-from plait.kernel.database import Database
 from plait.resources import EVENT_DEFINITION
 from plait.resources.common import PlaitModel
 from plait.resources.event import EventDefinitionSpec
@@ -17,17 +16,17 @@ COMPONENT = "event_processing"
 
 
 class EventDefinitionStore:
-    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+    async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
         assert isinstance(spec, EventDefinitionSpec)
         document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-        async with db.connection(COMPONENT) as conn:
+        async with ctx.db.connection(COMPONENT) as conn:
             definition, _ = await repository.upsert_event_definition(
                 conn, ref.namespace, ref.name, spec.type, document, k8s_uid=uuid.UUID(ref.uid)
             )
         return Applied.version(definition.version)
 
-    async def delete(self, db: Database, ref: ObjectRef) -> None:
-        async with db.connection(COMPONENT) as conn:
+    async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
+        async with ctx.db.connection(COMPONENT) as conn:
             await repository.delete_event_definition(conn, ref.namespace, ref.name)
 
 

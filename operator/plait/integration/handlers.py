@@ -11,9 +11,8 @@ import uuid
 
 from jsonschema import Draft202012Validator
 
-from plait.controller.reconcile import Applied, KindBinding, ObjectRef
+from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.integration import repository
-from plait.kernel.database import Database
 from plait.resources import INTEGRATION
 from plait.resources.common import PlaitModel
 from plait.resources.integration import IntegrationSpec
@@ -24,10 +23,10 @@ COMPONENT = "integration"
 
 
 class IntegrationStore:
-    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+    async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
         assert isinstance(spec, IntegrationSpec)
         document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-        async with db.connection(COMPONENT) as conn:
+        async with ctx.db.connection(COMPONENT) as conn:
             catalog_type = await repository.get_integration_type(conn, spec.type)
             if catalog_type is None:
                 known = ", ".join(t.type for t in await repository.list_integration_types(conn))
@@ -66,8 +65,8 @@ class IntegrationStore:
             )
         return Applied.version(integration.version, in_status=False)
 
-    async def delete(self, db: Database, ref: ObjectRef) -> None:
-        async with db.connection(COMPONENT) as conn:
+    async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
+        async with ctx.db.connection(COMPONENT) as conn:
             await repository.delete_integration(conn, ref.namespace, ref.name)
 
 

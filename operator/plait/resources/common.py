@@ -197,6 +197,27 @@ class ResourceRequirements(PlaitModel):
     """Maximum resources the container may use."""
 
 
+class PodMetadata(PlaitModel):
+    """Extra metadata for the Pods of a task (service-mesh or scheduling hints, say)."""
+
+    labels: Annotated[
+        dict[
+            Annotated[str, StringConstraints(max_length=317)],
+            Annotated[str, StringConstraints(max_length=63)],
+        ],
+        Field(max_length=32),
+    ] = Field(default_factory=dict)
+    """Labels of the Pods."""
+    annotations: Annotated[
+        dict[
+            Annotated[str, StringConstraints(max_length=317)],
+            Annotated[str, StringConstraints(max_length=4096)],
+        ],
+        Field(max_length=32),
+    ] = Field(default_factory=dict)
+    """Annotations of the Pods."""
+
+
 class ContainerTemplate(PlaitModel):
     """The container a task runs: one Job per attempt is created from it."""
 
@@ -246,6 +267,8 @@ class ContainerTemplate(PlaitModel):
     """Integrations whose settings and credentials are made available to the container."""
     service_account_name: DnsLabel | None = None
     """Service account the task's Pod runs as; the namespace's default when unset."""
+    pod_metadata: PodMetadata | None = None
+    """Labels and annotations added to the task's Pods (Plait's own take precedence)."""
 
 
 class Backoff(PlaitModel):

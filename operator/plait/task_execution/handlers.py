@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from plait.controller.reconcile import Applied, KindBinding, ObjectRef
-from plait.kernel.database import Database
+from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.resources import TASK_DEFINITION
 from plait.resources.common import PlaitModel
 from plait.task_execution import repository
@@ -16,16 +15,16 @@ COMPONENT = "task_execution"
 
 
 class TaskDefinitionStore:
-    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+    async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
         document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-        async with db.connection(COMPONENT) as conn:
+        async with ctx.db.connection(COMPONENT) as conn:
             definition, _ = await repository.upsert_task_definition(
                 conn, ref.namespace, ref.name, document, k8s_uid=uuid.UUID(ref.uid)
             )
         return Applied.version(definition.version)
 
-    async def delete(self, db: Database, ref: ObjectRef) -> None:
-        async with db.connection(COMPONENT) as conn:
+    async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
+        async with ctx.db.connection(COMPONENT) as conn:
             await repository.delete_task_definition(conn, ref.namespace, ref.name)
 
 

@@ -24,6 +24,7 @@ from plait.task_execution.states import FINAL_STATES, TaskState
 __all__ = [
     "TaskDefinition",
     "TaskInstance",
+    "attempt_by_job",
     "delete_task_definition",
     "get_task_attempt",
     "insert_task_attempt",
@@ -241,3 +242,13 @@ async def delete_task_definition(conn: AsyncConnection[Any], namespace: str, nam
     return await versions.mark_deleted(
         conn, SCHEMA, "task_definitions", {"namespace": namespace, "name": name}
     )
+
+
+async def attempt_by_job(conn: AsyncConnection[Any], job_name: str) -> TaskInstance | None:
+    """The attempt a Job runs (``job_name`` is unique)."""
+    async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
+        await cur.execute(
+            "SELECT * FROM task_execution_service.task_instances WHERE job_name = %s",
+            (job_name,),
+        )
+        return await cur.fetchone()

@@ -10,14 +10,13 @@ import uuid
 
 import kopf
 
-from plait.controller.reconcile import Applied, KindBinding, ObjectRef
-from plait.kernel.database import Database
+from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.resources import EVENT_TRIGGER, WORKFLOW_DEFINITION, WORKFLOW_INSTANCE
 from plait.resources.common import PlaitModel
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
 from plait.workflow_orchestrator import repository
-from plait.workflow_orchestrator.states import FINAL_PHASES, WorkflowPhase
+from plait.workflow_orchestrator.runtime import Control, succeeded_condition
 
 __all__ = ["BINDINGS", "EventTriggerStore", "WorkflowDefinitionStore", "WorkflowInstanceStore"]
 
@@ -32,28 +31,28 @@ def spec_document(spec: PlaitModel) -> dict[str, object]:
 class WorkflowDefinitionStore:
     """Every accepted spec becomes an immutable version; unchanged specs write nothing."""
 
-    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+    async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
         assert isinstance(spec, WorkflowDefinitionSpec)
-        async with db.connection(COMPONENT) as conn:
+        async with ctx.db.connection(COMPONENT) as conn:
             definition, _ = await repository.upsert_workflow_definition(
                 conn, ref.namespace, ref.name, spec_document(spec), k8s_uid=uuid.UUID(ref.uid)
             )
         return Applied.version(definition.version)
 
-    async def delete(self, db: Database, ref: ObjectRef) -> None:
-        async with db.connection(COMPONENT) as conn:
+    async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
+        async with ctx.db.connection(COMPONENT) as conn:
             await repository.delete_workflow_definition(conn, ref.namespace, ref.name)
 
 
 class WorkflowInstanceStore:
-    """Records a run against the exact definition version it will execute."""
+    """Records a run against the exact definition version it runs, then runs it."""
 
-    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+    async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
         assert isinstance(spec, WorkflowInstanceSpec)
+        uid = uuid.UUID(ref.uid)
         workflow = spec.workflow_ref
-        async with db.connection(COMPONENT) as conn:
-            existing = await repository.get_workflow_instance(conn, uuid.UUID(ref.uid))
-            if existing is None:
+        async with ctx.db.connection(COMPONENT) as conn:
+            if await repository.get_workflow_instance(conn, uid) is None:
                 if workflow.version is not None:
                     definition = await repository.get_workflow_definition(
                         conn, ref.namespace, workflow.name, workflow.version
@@ -70,59 +69,38 @@ class WorkflowInstanceStore:
                         + " is not stored yet",
                         delay=2,
                     )
-                existing, _ = await repository.create_workflow_instance(
+                await repository.create_workflow_instance(
                     conn,
-                    id=uuid.UUID(ref.uid),
+                    id=uid,
                     namespace=ref.namespace,
                     name=ref.name,
                     workflow_name=definition.name,
                     workflow_version=definition.version,
                     inputs=spec.arguments or {},
                 )
-            definition = await repository.get_workflow_definition(
-                conn, ref.namespace, existing.workflow_name, existing.workflow_version
-            )
-        total = len((definition.spec if definition else {}).get("tasks", []))
-        phase = existing.phase
-        status: dict[str, object] = {
-            "phase": phase.value,
-            "definitionVersion": existing.workflow_version,
-        }
-        if phase is WorkflowPhase.PENDING:
-            status["progress"] = f"0/{total}"
-            status["counts"] = {"total": total, "pending": total}
-        if phase in FINAL_PHASES:
-            succeeded = phase is WorkflowPhase.SUCCEEDED
-            return Applied(
-                reason=phase.value,
-                message=existing.message or f"the workflow {phase.value.lower()}",
-                status=status,
-                condition_status="True" if succeeded else "False",
-            )
+        summary = await ctx.orchestrator.advance(
+            uid, Control(cancel=spec.cancel, suspend=spec.suspend), ensure_jobs=True
+        )
+        assert summary is not None  # the row exists: it was just made sure of
+        condition = succeeded_condition(summary, ref.generation)
         return Applied(
-            reason=phase.value,
-            message=existing.message
-            or f"runs {existing.workflow_name} version {existing.workflow_version}",
-            status=status,
-            condition_status="Unknown",
+            reason=condition.reason,
+            message=condition.message,
+            status=summary,
+            condition_status=condition.status,
         )
 
-    async def delete(self, db: Database, ref: ObjectRef) -> None:
-        async with db.connection(COMPONENT) as conn:
-            await repository.set_workflow_phase(
-                conn,
-                uuid.UUID(ref.uid),
-                WorkflowPhase.CANCELLED,
-                message="the WorkflowInstance was deleted",
-            )
+    async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
+        """Deleting a run cancels it; its rows stay as history."""
+        await ctx.orchestrator.advance(uuid.UUID(ref.uid), Control(cancel=True))
 
 
 class EventTriggerStore:
     """The trigger's current spec, ready for the dispatcher and the cron scheduler."""
 
-    async def apply(self, db: Database, ref: ObjectRef, spec: PlaitModel) -> Applied:
+    async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
         assert isinstance(spec, EventTriggerSpec)
-        async with db.connection(COMPONENT) as conn:
+        async with ctx.db.connection(COMPONENT) as conn:
             trigger, _ = await repository.upsert_event_trigger(
                 conn,
                 namespace=ref.namespace,
@@ -141,8 +119,8 @@ class EventTriggerStore:
             message=f"{state}: starts {trigger.workflow_name} on {what}",
         )
 
-    async def delete(self, db: Database, ref: ObjectRef) -> None:
-        async with db.connection(COMPONENT) as conn:
+    async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
+        async with ctx.db.connection(COMPONENT) as conn:
             await repository.delete_event_trigger(conn, ref.namespace, ref.name)
 
 

@@ -69,6 +69,7 @@ class WorkflowInstance:
     inputs: dict[str, Any]
     outputs: dict[str, Any] | None
     message: str | None
+    failure: dict[str, Any] | None
     trigger_id: uuid.UUID | None
     event_id: uuid.UUID | None
     created_at: datetime
@@ -244,6 +245,7 @@ async def set_workflow_phase(
     *,
     message: str | None = None,
     outputs: Mapping[str, Any] | None = None,
+    failure: Mapping[str, Any] | None = None,
 ) -> WorkflowInstance | None:
     """Move a not-yet-final instance to ``phase``; None if it is missing or already final.
 
@@ -254,6 +256,7 @@ async def set_workflow_phase(
             "UPDATE workflow_orchestrator_service.workflow_instances SET "
             "phase = %(phase)s, updated_at = now(), "
             "message = coalesce(%(message)s, message), outputs = coalesce(%(outputs)s, outputs), "
+            "failure = coalesce(%(failure)s, failure), "
             "started_at = CASE WHEN %(started)s THEN coalesce(started_at, now()) "
             "ELSE started_at END, "
             "finished_at = CASE WHEN %(final)s THEN now() END "
@@ -263,6 +266,7 @@ async def set_workflow_phase(
                 "phase": phase.value,
                 "message": message,
                 "outputs": Jsonb(dict(outputs)) if outputs is not None else None,
+                "failure": Jsonb(dict(failure)) if failure is not None else None,
                 "started": phase in _STARTED,
                 "final": phase in FINAL_PHASES,
                 "finals": [p.value for p in FINAL_PHASES],

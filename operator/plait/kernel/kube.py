@@ -1,0 +1,144 @@
+"""The few Kubernetes calls Plait makes besides Kopf's own, as coroutines.
+
+The official client is synchronous; its calls run in a thread pool sized for many
+concurrent task launches. Credentials are whatever Kopf's login loaded into the client's
+default configuration (in-cluster service account, or KUBECONFIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from plait import API_GROUP, API_VERSION
+
+__all__ = ["Kube", "PodResult"]
+
+
+@dataclass(frozen=True)
+class PodResult:
+    """How a task's container ended."""
+
+    exit_code: int | None
+    message: str | None
+    reason: str | None
+
+
+class Kube:
+    """Job, Pod and WorkflowInstance-status calls."""
+
+    def __init__(self, pool_size: int = 32) -> None:
+        self._pool_size = pool_size
+        self._api: client.ApiClient | None = None
+
+    def _client(self) -> client.ApiClient:
+        # Made on first use: the credentials are loaded by Kopf's login, after start-up.
+        if self._api is None:
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = self._pool_size
+            self._api = client.ApiClient(configuration)
+        return self._api
+
+    @property
+    def _batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self._client())
+
+    @property
+    def _core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self._client())
+
+    @property
+    def _custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self._client())
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()  # type: ignore[no-untyped-call]
+
+    async def create_job(self, manifest: Mapping[str, Any]) -> bool:
+        """Create a Job; False when it exists already (the name makes this idempotent)."""
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            await asyncio.to_thread(
+                self._batch.create_namespaced_job, namespace, cast(Any, dict(manifest))
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def job_exists(self, namespace: str, name: str) -> bool:
+        try:
+            await asyncio.to_thread(self._batch.read_namespaced_job, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its Pods; a Job already gone is fine."""
+        try:
+            await asyncio.to_thread(
+                self._batch.delete_namespaced_job,
+                name,
+                namespace,
+                propagation_policy="Background",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def pod_result(self, namespace: str, job: str) -> PodResult | None:
+        """The terminated state of the Job's container, if a Pod of it is still there."""
+        pods = await asyncio.to_thread(
+            self._core.list_namespaced_pod, namespace, label_selector=f"job-name={job}"
+        )
+        for pod in pods.items:
+            for status in (pod.status.container_statuses if pod.status else None) or ():
+                terminated = status.state.terminated if status.state else None
+                if terminated is not None:
+                    return PodResult(terminated.exit_code, terminated.message, terminated.reason)
+        return None
+
+    async def patch_instance_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch a WorkflowInstance's status; a deleted instance is fine."""
+        body = json.loads(json.dumps({"status": dict(status)}, default=str))
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object_status,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "workflowinstances",
+                name,
+                body,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await asyncio.to_thread(
+                self._custom.get_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "workflowinstances",
+                name,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)

@@ -1,0 +1,177 @@
+"""Task execution as other components see it: attempts recorded, run as Jobs, observed.
+
+The workflow orchestrator decides *what* runs; this component owns *how*: the attempt rows
+in ``task_execution_service`` and the Jobs in Kubernetes. Every operation is idempotent,
+keyed by (instance, task, attempt) and by the Job's deterministic name, which is what makes
+a crash at any point, or two operators at once, harmless:
+
+- :meth:`start` records the attempt *before* creating its Job, so a Job never exists
+  without its row; a row left without its Job by a crash gets it from :meth:`ensure_jobs`.
+- :meth:`observe` turns a Job's (and its Pod's) final state into the attempt's state once;
+  seeing the same finished Job again changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from plait.kernel.database import Database
+from plait.kernel.kube import Kube
+from plait.task_execution import repository
+from plait.task_execution.jobs import (
+    LABEL_INSTANCE_UID,
+    TERMINATION_MESSAGE_LIMIT,
+    JobRequest,
+    build_job,
+    job_name,
+)
+from plait.task_execution.repository import TaskInstance
+from plait.task_execution.states import FINAL_STATES, TaskState
+
+__all__ = ["TaskExecution", "outputs_from_message"]
+
+logger = logging.getLogger(__name__)
+COMPONENT = "task_execution"
+
+
+def outputs_from_message(message: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """A task's outputs from its termination message: a JSON object, else none (and the
+    text is kept as the attempt's message)."""
+    if not message:
+        return None, None
+    text = message[:TERMINATION_MESSAGE_LIMIT]
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None, text
+    if isinstance(value, dict):
+        return value, None
+    return None, text
+
+
+def _job_condition(job: Mapping[str, Any]) -> tuple[str, str] | None:
+    """("Complete"|"Failed", reason) once the Job is finished."""
+    for cond in (job.get("status") or {}).get("conditions") or ():
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            return cond["type"], cond.get("reason") or ""
+    return None
+
+
+class TaskExecution:
+    """The task-execution component's interface."""
+
+    def __init__(self, db: Database, kube: Kube, *, job_ttl_seconds: int = 600) -> None:
+        self._db = db
+        self._kube = kube
+        self._ttl = job_ttl_seconds
+
+    async def attempts(self, instance_uid: uuid.UUID) -> list[TaskInstance]:
+        async with self._db.connection(COMPONENT) as conn:
+            return await repository.tasks_of_instance(conn, instance_uid)
+
+    async def start(
+        self, request: JobRequest, *, definition: tuple[str, int] | None = None
+    ) -> TaskInstance:
+        """Record the attempt, then create its Job (both idempotent)."""
+        request = JobRequest(**{**request.__dict__, "ttl_seconds": self._ttl})
+        async with self._db.connection(COMPONENT) as conn:
+            attempt, _ = await repository.insert_task_attempt(
+                conn,
+                namespace=request.namespace,
+                workflow_instance_id=uuid.UUID(request.instance_uid),
+                task_name=request.task,
+                attempt=request.attempt,
+                job_name=request.name,
+                inputs=request.inputs,
+                definition=definition,
+            )
+        if attempt.state is TaskState.PENDING:
+            await self._kube.create_job(build_job(request))
+        return attempt
+
+    async def ensure_jobs(self, requests: list[JobRequest]) -> int:
+        """Create the Jobs of recorded Pending attempts that have none (after a crash
+        between the row and the Job); returns how many were missing."""
+        created = 0
+        for request in requests:
+            req = JobRequest(**{**request.__dict__, "ttl_seconds": self._ttl})
+            if await self._kube.create_job(build_job(req)):
+                created += 1
+                logger.info("created missing Job %s/%s", req.namespace, req.name)
+        return created
+
+    async def record_without_job(
+        self,
+        *,
+        namespace: str,
+        instance_name: str,
+        instance_uid: str,
+        task: str,
+        state: TaskState,
+        reason: str,
+    ) -> None:
+        """Record a task that will not run (skipped, or failed before it could start)."""
+        name = job_name(instance_name, instance_uid, task, 1)
+        async with self._db.connection(COMPONENT) as conn:
+            await repository.insert_task_attempt(
+                conn,
+                namespace=namespace,
+                workflow_instance_id=uuid.UUID(instance_uid),
+                task_name=task,
+                attempt=1,
+                job_name=name,
+            )
+            await repository.set_task_state(conn, name, state, message=reason[:4096])
+
+    async def observe(self, job: Mapping[str, Any]) -> TaskInstance | None:
+        """Record what a Job event says about its attempt; the changed row, else None."""
+        meta = job.get("metadata") or {}
+        name, namespace = meta.get("name"), meta.get("namespace")
+        if not name or not namespace or LABEL_INSTANCE_UID not in (meta.get("labels") or {}):
+            return None
+        finished = _job_condition(job)
+        status = job.get("status") or {}
+        async with self._db.connection(COMPONENT) as conn:
+            if finished is None:
+                if status.get("active") or status.get("ready"):
+                    return await repository.set_task_state(conn, name, TaskState.RUNNING)
+                return None
+            current = await repository.attempt_by_job(conn, name)
+            if current is None or current.state in FINAL_STATES:
+                return None
+        kind, reason = finished
+        result = await self._kube.pod_result(namespace, name)
+        exit_code = result.exit_code if result else None
+        outputs, text = outputs_from_message(result.message if result else None)
+        if kind == "Complete":
+            state, message = TaskState.SUCCEEDED, text
+            exit_code = 0 if exit_code is None else exit_code
+        elif reason == "DeadlineExceeded":
+            state, message = TaskState.TIMED_OUT, "the task exceeded its timeoutSeconds"
+            outputs = None
+        else:
+            state = TaskState.FAILED
+            message = text or (result.reason if result else None) or reason or "the Job failed"
+            outputs = None
+        async with self._db.connection(COMPONENT) as conn:
+            return await repository.set_task_state(
+                conn, name, state, exit_code=exit_code, outputs=outputs, message=message
+            )
+
+    async def cancel_active(self, instance_uid: uuid.UUID, reason: str) -> int:
+        """Stop every unfinished attempt of an instance: its Job deleted, its row Cancelled."""
+        cancelled = 0
+        for attempt in await self.attempts(instance_uid):
+            if attempt.state in FINAL_STATES:
+                continue
+            await self._kube.delete_job(attempt.namespace, attempt.job_name)
+            async with self._db.connection(COMPONENT) as conn:
+                if await repository.set_task_state(
+                    conn, attempt.job_name, TaskState.CANCELLED, message=reason
+                ):
+                    cancelled += 1
+        return cancelled
