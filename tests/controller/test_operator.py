@@ -82,8 +82,8 @@ def test_examples_become_rows_with_ready_conditions(
             assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
             assert "plait.dev/finalizer" in obj["metadata"]["finalizers"]
     for name in all_names(cluster, "workflowinstances"):
-        obj = wait_condition(cluster, "workflowinstances", name, "Succeeded", "Unknown")
-        assert obj["status"]["phase"] == "Pending"
+        obj = wait_condition(cluster, "workflowinstances", name, "Succeeded", "True")
+        assert obj["status"]["phase"] == "Succeeded"
         assert obj["status"]["definitionVersion"] == 1
     ns = cluster.namespace
     assert rows(
@@ -120,7 +120,7 @@ def test_examples_become_rows_with_ready_conditions(
         ns,
     ) == [(1,)]
     listing = cluster.kubectl("get", "workflowinstances")
-    assert re.search(r"diamond\s+Pending\s+0/4", listing), listing
+    assert re.search(r"diamond\s+Succeeded\s+5/5\s+\S+\s+\d+s", listing), listing
 
 
 def test_spec_change_is_a_new_version_and_reapply_writes_nothing(

@@ -72,6 +72,9 @@ class Applied:
     message: str
     status: Mapping[str, Any] = field(default_factory=dict)
     condition_status: str = "True"
+    published: bool = False
+    """The store wrote the object's status itself (a WorkflowInstance's summary has
+    writers outside reconciliation and is written with optimistic concurrency)."""
 
     @classmethod
     def version(cls, version: int, *, in_status: bool = True) -> Applied:

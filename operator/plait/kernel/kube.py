@@ -109,10 +109,18 @@ class Kube:
         return None
 
     async def patch_instance_status(
-        self, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None:
-        """Merge-patch a WorkflowInstance's status; a deleted instance is fine."""
-        body = json.loads(json.dumps({"status": dict(status)}, default=str))
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> bool:
+        """Merge-patch a WorkflowInstance's status; False on a resourceVersion conflict
+        (someone wrote since it was read). A deleted instance is fine."""
+        body: dict[str, Any] = json.loads(json.dumps({"status": dict(status)}, default=str))
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status,
@@ -124,8 +132,11 @@ class Kube:
                 body,
             )
         except ApiException as exc:
+            if exc.status == 409:
+                return False
             if exc.status != 404:
                 raise
+        return True
 
     async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -240,11 +240,12 @@ class TaskCounts(PlaitModel):
 
 
 class Failure(PlaitModel):
-    """The first task failure that decided the run's outcome."""
+    """Why the run did not succeed: the first task failure that decided it, or the reason
+    when no task is to blame (a cancellation, the workflow's timeout)."""
 
-    task: Annotated[str, StringConstraints(max_length=63)]
+    task: Annotated[str, StringConstraints(max_length=63)] | None = None
     """Name of the failed task."""
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Annotated[int, Field(ge=1)] | None = None
     """Number of the failed attempt, from 1."""
     exit_code: int | None = None
     """Exit code of the container, when it ran."""

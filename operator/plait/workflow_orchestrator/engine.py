@@ -85,7 +85,7 @@ class Failure:
     message: str
 
     def as_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {"message": self.message[:4096]}
+        status: dict[str, Any] = {"message": self.message[:1024]}
         if self.task is not None:
             status["task"] = self.task
         if self.attempt is not None:

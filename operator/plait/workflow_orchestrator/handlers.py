@@ -82,12 +82,13 @@ class WorkflowInstanceStore:
             uid, Control(cancel=spec.cancel, suspend=spec.suspend), ensure_jobs=True
         )
         assert summary is not None  # the row exists: it was just made sure of
+        await ctx.orchestrator.publish(uid, ref.namespace, ref.name, generation=ref.generation)
         condition = succeeded_condition(summary, ref.generation)
         return Applied(
             reason=condition.reason,
             message=condition.message,
-            status=summary,
             condition_status=condition.status,
+            published=True,
         )
 
     async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:

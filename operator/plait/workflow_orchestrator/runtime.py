@@ -98,9 +98,10 @@ def summarize(
     }
     if instance.started_at:
         status["startTime"] = _rfc3339(instance.started_at)
-        status["duration"] = _duration(instance.started_at, instance.finished_at)
     if instance.finished_at:
+        # Only once over: a running duration would change (and be written) on every look.
         status["completionTime"] = _rfc3339(instance.finished_at)
+        status["duration"] = _duration(instance.started_at, instance.finished_at)
     if instance.phase in FINAL_PHASES and instance.phase is not WorkflowPhase.SUCCEEDED:
         status["failure"] = instance.failure or {
             "message": instance.message or instance.phase.value
@@ -119,7 +120,7 @@ class Orchestrator:
         self._wakeups: dict[uuid.UUID, asyncio.TimerHandle] = {}
         self._pending_status: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._controls: dict[uuid.UUID, Control] = {}
-        self._latest_summary: dict[uuid.UUID, tuple[str, str, dict[str, Any]]] = {}
+        self._to_publish: dict[uuid.UUID, tuple[str, str]] = {}
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -144,7 +145,7 @@ class Orchestrator:
             meta = job.get("metadata") or {}
             owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
             if summary is not None and owner.get("name"):
-                self._publish_soon(uid, meta["namespace"], owner["name"], summary)
+                self._publish_soon(uid, meta["namespace"], owner["name"])
 
     # -- internals -------------------------------------------------------------------------
     async def _load(self, uid: uuid.UUID) -> tuple[WorkflowInstance, WorkflowDefinitionSpec] | None:
@@ -313,37 +314,58 @@ class Orchestrator:
 
     async def _woken(self, uid: uuid.UUID) -> None:
         self._wakeups.pop(uid, None)
-        summary = await self.advance(uid)
+        await self.advance(uid)
         loaded = await self._load(uid)
-        if summary is not None and loaded is not None:
-            self._publish_soon(uid, loaded[0].namespace, loaded[0].name, summary)
+        if loaded is not None:
+            self._publish_soon(uid, loaded[0].namespace, loaded[0].name)
 
-    def _publish_soon(
-        self, uid: uuid.UUID, namespace: str, name: str, summary: Mapping[str, Any]
-    ) -> None:
-        """Write the summary to the object, coalescing bursts (one write per instance in
-        flight; the last summary wins)."""
-        self._latest_summary[uid] = (namespace, name, dict(summary))
+    def _publish_soon(self, uid: uuid.UUID, namespace: str, name: str) -> None:
+        """Publish the status shortly, coalescing a burst of Job events into one write."""
+        self._to_publish[uid] = (namespace, name)
         if uid in self._pending_status and not self._pending_status[uid].done():
             return
-        self._pending_status[uid] = asyncio.ensure_future(self._publish(uid))
+        self._pending_status[uid] = asyncio.ensure_future(self._publish_later(uid))
 
-    async def _publish(self, uid: uuid.UUID) -> None:
-        await asyncio.sleep(0.2)  # let a burst of Job events settle into one write
-        namespace, name, summary = self._latest_summary.pop(uid)
-        obj = await self._kube.get_instance(namespace, name)
-        if obj is None:
-            return
-        current = obj.get("status") or {}
-        condition = succeeded_condition(summary, int(obj["metadata"].get("generation") or 0))
-        summary = {
-            **summary,
-            "conditions": merge_conditions(current.get("conditions"), [condition]),
-        }
-        if any(current.get(k) != v for k, v in summary.items()):
-            await self._kube.patch_instance_status(namespace, name, summary)
-        if uid in self._latest_summary:  # more arrived meanwhile
-            self._pending_status[uid] = asyncio.ensure_future(self._publish(uid))
+    async def _publish_later(self, uid: uuid.UUID) -> None:
+        await asyncio.sleep(0.2)
+        while uid in self._to_publish:
+            namespace, name = self._to_publish.pop(uid)
+            try:
+                await self.publish(uid, namespace, name)
+            except Exception:
+                logger.exception("publishing the status of %s/%s failed", namespace, name)
+
+    async def publish(
+        self, uid: uuid.UUID, namespace: str, name: str, *, generation: int | None = None
+    ) -> None:
+        """Write the run's summary to its object, safely with any number of writers.
+
+        The summary is computed from PostgreSQL *after* the object is read, and the patch
+        carries that read's resourceVersion: a writer holding an older view gets a conflict
+        and recomputes, so the object never goes back to a stale summary.
+        """
+        for _ in range(10):
+            obj = await self._kube.get_instance(namespace, name)
+            loaded = await self._load(uid)
+            if obj is None or loaded is None:
+                return
+            summary = summarize(loaded[0], loaded[1], await self._tasks.attempts(uid))
+            current = obj.get("status") or {}
+            observed = generation if generation is not None else current.get("observedGeneration")
+            condition = succeeded_condition(summary, observed or 0)
+            desired: dict[str, Any] = {
+                **summary,
+                "conditions": merge_conditions(current.get("conditions"), [condition]),
+            }
+            if observed is not None:
+                desired["observedGeneration"] = observed
+            if all(current.get(k) == v for k, v in desired.items()):
+                return
+            if await self._kube.patch_instance_status(
+                namespace, name, desired, resource_version=obj["metadata"]["resourceVersion"]
+            ):
+                return
+        logger.warning("gave up publishing the status of %s/%s after conflicts", namespace, name)
 
 
 def succeeded_condition(summary: Mapping[str, Any], generation: int) -> Condition:

@@ -1,0 +1,396 @@
+"""Workflows run for real: Jobs on the control plane, state in PostgreSQL.
+
+Tasks are simulated by kwok: each task's pod annotations (``sim.plait.dev/*``, through
+``podMetadata``) decide its exit code, termination message (outputs) and duration.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from plait.testing._process import wait_until
+from tests.fixtures.kube import Kube, KubeCluster
+from tests.fixtures.operator import StartOperator
+
+pytestmark = pytest.mark.e2e
+
+FINAL = {"Succeeded", "Failed", "Cancelled", "Error"}
+
+
+@pytest.fixture
+def cluster(plait_crds: KubeCluster, kube: Kube) -> Kube:
+    return kube
+
+
+def task(
+    name: str,
+    *,
+    deps: list[str] | None = None,
+    exit_code: int = 0,
+    outputs: dict[str, Any] | None = None,
+    duration: str = "0s",
+    **extra: Any,
+) -> dict[str, Any]:
+    annotations = {
+        "sim.plait.dev/exit-code": str(exit_code),
+        "sim.plait.dev/duration": duration,
+    }
+    if outputs is not None:
+        annotations["sim.plait.dev/message"] = json.dumps(outputs)
+    return {
+        "name": name,
+        "template": {"image": "busybox", "podMetadata": {"annotations": annotations}},
+        **({"dependencies": deps} if deps else {}),
+        **extra,
+    }
+
+
+def submit(
+    kube: Kube,
+    name: str,
+    tasks: list[dict[str, Any]],
+    *,
+    arguments: dict[str, Any] | None = None,
+    **spec: Any,
+) -> None:
+    definition = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowDefinition",
+        "metadata": {"name": name},
+        "spec": {"tasks": tasks, **spec},
+    }
+    instance = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowInstance",
+        "metadata": {"name": f"{name}-run"},
+        "spec": {"workflowRef": {"name": name}, "arguments": arguments or {}},
+    }
+    kube.kubectl("apply", "-f", "-", input=json.dumps(definition))
+    kube.kubectl("create", "-f", "-", input=json.dumps(instance))
+
+
+def status(kube: Kube, instance: str) -> dict[str, Any]:
+    out = kube.kubectl("get", "wfi", instance, "-o", "jsonpath={.status}")
+    return dict(json.loads(out)) if out else {}
+
+
+def wait_phase(
+    kube: Kube, instance: str, phases: set[str] = FINAL, timeout: float = 90
+) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def reached() -> bool:
+        nonlocal seen
+        seen = status(kube, instance)
+        return seen.get("phase") in phases
+
+    try:
+        wait_until(reached, timeout=timeout, what=f"{instance} to reach {sorted(phases)}")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; last status: {seen}") from None
+    return seen
+
+
+def attempts(dsn: str, instance: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT t.task_name, t.attempt, t.state, t.exit_code, t.outputs, t.message, t.job_name "
+            "FROM task_execution_service.task_instances t "
+            "JOIN workflow_orchestrator_service.workflow_instances w "
+            "ON w.id = t.workflow_instance_id WHERE w.name = %s "
+            "ORDER BY t.task_name, t.attempt",
+            (instance,),
+        ).fetchall()
+
+
+def jobs(kube: Kube) -> dict[str, dict[str, Any]]:
+    items = json.loads(kube.kubectl("get", "jobs", "-o", "json"))["items"]
+    return {j["metadata"]["name"]: j for j in items}
+
+
+def test_a_dag_runs_with_outputs_flowing_downstream(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    submit(
+        cluster,
+        "flow",
+        [
+            task("produce", outputs={"count": 20, "word": "hi"}, inputs={"base": "params.base"}),
+            task(
+                "double",
+                deps=["produce"],
+                outputs={"result": 40},
+                inputs={"n": "tasks.produce.outputs.count * 2", "w": "tasks.produce.outputs.word"},
+            ),
+        ],
+        parameters=[{"name": "base", "type": "integer", "default": 1}],
+        arguments={"base": 7},
+        outputs={"answer": "tasks.double.outputs.result", "seen": "tasks.produce.outputs.word"},
+    )
+    final = wait_phase(cluster, "flow-run")
+    assert final["phase"] == "Succeeded", final
+    assert final["progress"] == "2/2"
+    assert final["counts"]["succeeded"] == 2
+    rows = attempts(migrated_database, "flow-run")
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
+        ("double", 1, "Succeeded", {"result": 40}),
+        ("produce", 1, "Succeeded", {"count": 20, "word": "hi"}),
+    ]
+    job = jobs(cluster)[rows[0][6]]
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert (env["PLAIT_INPUT_N"], env["PLAIT_INPUT_W"]) == ("40", "hi")
+    assert json.loads(env["PLAIT_INPUTS"]) == {"n": 40, "w": "hi"}
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("WorkflowInstance", "flow-run")
+    with psycopg.connect(migrated_database) as conn:
+        row = conn.execute(
+            "SELECT outputs, inputs FROM workflow_orchestrator_service.workflow_instances"
+        ).fetchone()
+    assert row == ({"answer": 40, "seen": "hi"}, {"base": 7})
+    listing = cluster.kubectl("get", "workflowinstances")
+    assert "flow-run" in listing and "Succeeded" in listing and "2/2" in listing
+
+
+def test_failures_are_retried_as_new_attempts_then_reported(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    submit(
+        cluster,
+        "flaky",
+        [
+            task(
+                "boom",
+                exit_code=3,
+                outputs=None,
+                retries={"limit": 2, "backoff": {"initialSeconds": 0}},
+            ),
+            task("after", deps=["boom"]),
+        ],
+    )
+    final = wait_phase(cluster, "flaky-run")
+    assert final["phase"] == "Failed"
+    assert final["failure"]["task"] == "boom"
+    assert final["failure"]["attempt"] == 3
+    assert final["failure"]["exitCode"] == 3
+    assert "task boom attempt 3 failed with exit code 3" in final["failure"]["message"]
+    rows = attempts(migrated_database, "flaky-run")
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("after", 1, "Skipped", None),
+        ("boom", 1, "Failed", 3),
+        ("boom", 2, "Failed", 3),
+        ("boom", 3, "Failed", 3),
+    ]
+    assert {r[6] for r in rows[1:]} <= set(jobs(cluster)), "one Job per attempt"
+    assert final["counts"]["skipped"] == 1
+    cond = next(c for c in final["conditions"] if c["type"] == "Succeeded")
+    assert (cond["status"], cond["reason"]) == ("False", "Failed")
+
+
+def test_a_task_past_its_timeout_is_stopped_and_the_run_fails(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    submit(cluster, "slow", [task("sleepy", duration="60s", timeoutSeconds=1)])
+    final = wait_phase(cluster, "slow-run")
+    assert final["phase"] == "Failed"
+    assert "timed out" in final["failure"]["message"]
+    assert [(r[0], r[2]) for r in attempts(migrated_database, "slow-run")] == [
+        ("sleepy", "TimedOut")
+    ]
+
+
+def test_when_false_skips_a_branch_and_the_rest_runs(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    submit(
+        cluster,
+        "branch",
+        [
+            task("start", outputs={"env": "dev"}),
+            task("deploy", deps=["start"], when="tasks.start.outputs.env == 'prod'"),
+            task("finish", deps=["deploy"]),
+        ],
+    )
+    final = wait_phase(cluster, "branch-run")
+    assert final["phase"] == "Succeeded"
+    rows = {r[0]: r for r in attempts(migrated_database, "branch-run")}
+    assert rows["deploy"][2] == "Skipped"
+    assert "is false" in rows["deploy"][5]
+    assert rows["finish"][2] == "Succeeded"
+
+
+def test_cancel_stops_running_tasks(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    submit(cluster, "long", [task("forever", duration="300s"), task("next", deps=["forever"])])
+    wait_phase(cluster, "long-run", {"Running"})
+    wait_until(
+        lambda: attempts(migrated_database, "long-run")[0][2] == "Running",
+        timeout=30,
+        what="the task to run",
+    )
+    cluster.kubectl("patch", "wfi", "long-run", "--type=merge", "-p", '{"spec":{"cancel":true}}')
+    final = wait_phase(cluster, "long-run")
+    assert final["phase"] == "Cancelled"
+    assert [(r[0], r[2]) for r in attempts(migrated_database, "long-run")] == [
+        ("forever", "Cancelled")
+    ]
+    wait_until(lambda: not jobs(cluster), timeout=30, what="the Job to be deleted")
+
+
+def test_suspend_holds_new_tasks_and_resume_continues(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    submit(cluster, "pause", [task("first", duration="3s"), task("second", deps=["first"])])
+    wait_phase(cluster, "pause-run", {"Running"})
+    cluster.kubectl("patch", "wfi", "pause-run", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    wait_phase(cluster, "pause-run", {"Suspended"})
+    wait_until(
+        lambda: attempts(migrated_database, "pause-run")[0][2] == "Succeeded",
+        timeout=30,
+        what="the running task to finish",
+    )
+    assert [r[0] for r in attempts(migrated_database, "pause-run")] == ["first"]
+    cluster.kubectl("patch", "wfi", "pause-run", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    final = wait_phase(cluster, "pause-run")
+    assert final["phase"] == "Succeeded"
+    assert [r[0] for r in attempts(migrated_database, "pause-run")] == ["first", "second"]
+
+
+def test_deleting_an_instance_cancels_it_and_keeps_its_history(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    submit(cluster, "gone", [task("forever", duration="300s")])
+    wait_until(
+        lambda: (
+            bool(attempts(migrated_database, "gone-run"))
+            and attempts(migrated_database, "gone-run")[0][2] == "Running"
+        ),
+        timeout=30,
+        what="the task to run",
+    )
+    cluster.kubectl("delete", "wfi", "gone-run", "--wait=true", "--timeout=60s")
+    with psycopg.connect(migrated_database) as conn:
+        phase = conn.execute(
+            "SELECT phase FROM workflow_orchestrator_service.workflow_instances"
+        ).fetchone()
+    assert phase == ("Cancelled",)
+    assert [(r[0], r[2]) for r in attempts(migrated_database, "gone-run")] == [
+        ("forever", "Cancelled")
+    ]
+
+
+def _check_every_run(kube: Kube, dsn: str, names: list[str], tasks_per_run: int) -> None:
+    """Every run succeeded with exactly one attempt (and one Job) per task."""
+    for name in names:
+        assert status(kube, name).get("phase") == "Succeeded", (name, status(kube, name))
+    with psycopg.connect(dsn) as conn:
+        counts = conn.execute(
+            "SELECT count(*), count(DISTINCT job_name), max(attempt), "
+            "count(*) FILTER (WHERE state <> 'Succeeded') "
+            "FROM task_execution_service.task_instances"
+        ).fetchone()
+    assert counts == (len(names) * tasks_per_run, len(names) * tasks_per_run, 1, 0)
+    all_jobs = jobs(kube)
+    with psycopg.connect(dsn) as conn:
+        recorded = {
+            r[0] for r in conn.execute("SELECT job_name FROM task_execution_service.task_instances")
+        }
+    assert set(all_jobs) == recorded, "a Job without its attempt row, or the reverse"
+
+
+def test_killing_the_operator_repeatedly_loses_and_repeats_nothing(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    rng = random.Random(7)
+    operator = start_operator()
+    chain = [
+        task("a", duration="200ms"),
+        task("b", deps=["a"], duration="200ms"),
+        task("c", deps=["a"]),
+        task("d", deps=["b", "c"]),
+    ]
+    definition = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowDefinition",
+        "metadata": {"name": "chain"},
+        "spec": {"tasks": chain},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(definition))
+    names = [f"chain-{i}" for i in range(12)]
+    for name in names:
+        cluster.kubectl(
+            "create",
+            "-f",
+            "-",
+            input=json.dumps(
+                {
+                    "apiVersion": "plait.dev/v1alpha1",
+                    "kind": "WorkflowInstance",
+                    "metadata": {"name": name},
+                    "spec": {"workflowRef": {"name": "chain"}},
+                }
+            ),
+        )
+    deadline = time.monotonic() + 150
+    kills = 0
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.3, 1.5))
+        operator.kill()
+        kills += 1
+        operator = start_operator()
+        if all(status(cluster, n).get("phase") in FINAL for n in names):
+            break
+    for name in names:
+        wait_phase(cluster, name, timeout=120)
+    assert kills >= 3
+    _check_every_run(cluster, migrated_database, names, tasks_per_run=4)
+
+
+def test_two_operators_at_once_launch_nothing_twice(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    start_operator()
+    fan = [task("root")] + [task(f"leaf{i}", deps=["root"]) for i in range(4)]
+    definition = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowDefinition",
+        "metadata": {"name": "fan"},
+        "spec": {"tasks": fan},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(definition))
+    names = [f"fan-{i}" for i in range(8)]
+    for name in names:
+        cluster.kubectl(
+            "create",
+            "-f",
+            "-",
+            input=json.dumps(
+                {
+                    "apiVersion": "plait.dev/v1alpha1",
+                    "kind": "WorkflowInstance",
+                    "metadata": {"name": name},
+                    "spec": {"workflowRef": {"name": "fan"}},
+                }
+            ),
+        )
+    for name in names:
+        wait_phase(cluster, name)
+    _check_every_run(cluster, migrated_database, names, tasks_per_run=5)
