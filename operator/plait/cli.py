@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "migrate": "plait.kernel.migrations:migrate_command",
     "crds": "plait.resources.crd:crds_command",
     "operator": "plait.controller.app:operator_command",
+    "instances": "plait.workflow_orchestrator.cli:instances_command",
 }
 
 

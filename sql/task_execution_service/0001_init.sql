@@ -71,6 +71,7 @@ CREATE TABLE task_execution_service.task_instances (
     updated_at            timestamptz NOT NULL DEFAULT now(),
     started_at            timestamptz,
     finished_at           timestamptz,
+    superseded_at         timestamptz,
     CONSTRAINT task_instances_one_row_per_attempt UNIQUE (workflow_instance_id, task_name, attempt),
     CONSTRAINT task_instances_one_row_per_job UNIQUE (job_name),
     CONSTRAINT task_instances_ran_a_version
@@ -87,8 +88,12 @@ CREATE TABLE task_execution_service.task_instances (
         CHECK (state NOT IN ('Running', 'Waiting', 'Succeeded') OR started_at IS NOT NULL),
     CONSTRAINT task_instances_finished_after_started CHECK (finished_at >= started_at),
     CONSTRAINT task_instances_success_exits_zero
-        CHECK (state <> 'Succeeded' OR coalesce(exit_code, 0) = 0)
+        CHECK (state <> 'Succeeded' OR coalesce(exit_code, 0) = 0),
+    CONSTRAINT task_instances_superseded_when_final
+        CHECK (superseded_at IS NULL OR finished_at IS NOT NULL)
 );
+COMMENT ON COLUMN task_execution_service.task_instances.superseded_at IS
+    'Set when a retry of the run reopened this unsuccessful attempt''s task: the row stays as history, the engine plans from the attempts after it.';
 COMMENT ON TABLE task_execution_service.task_instances IS
     'One row per task attempt, each run as one Kubernetes Job; the unique keys make a replayed "start attempt" a no-op, so two operator replicas never run an attempt twice. High volume: retention deletes old rows in small batches by created_at (BRIN index) rather than partitioning, because both unique keys must hold across all time.';
 COMMENT ON COLUMN task_execution_service.task_instances.workflow_instance_id IS

@@ -137,6 +137,8 @@ CREATE TABLE workflow_orchestrator_service.workflow_instances (
     message           text,
     failure           jsonb
         CONSTRAINT workflow_instances_failure_object CHECK (jsonb_typeof(failure) = 'object'),
+    retries           integer     NOT NULL DEFAULT 0
+        CONSTRAINT workflow_instances_retries_not_negative CHECK (retries >= 0),
     trigger_id        uuid        REFERENCES workflow_orchestrator_service.workflow_event_triggers (id),
     event_id          uuid,
     created_at        timestamptz NOT NULL DEFAULT now(),
@@ -171,6 +173,8 @@ COMMENT ON COLUMN workflow_orchestrator_service.workflow_instances.phase IS
     'Pending, Running, Suspended, Succeeded, Failed, Cancelled or Error (plait.workflow_orchestrator.states.WorkflowPhase lists the same values; a test keeps them equal).';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_instances.failure IS
     'Why a finished run did not succeed: {task, attempt, exitCode, message}, as shown in the WorkflowInstance status.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_instances.retries IS
+    'How many retries of the run were carried out (spec.retry of the resource asks for more); a retry reopens a Failed run.';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_instances.event_id IS
     'event_processing_service.event_instances.id of the event that started it (no foreign key: another component''s schema).';
 CREATE INDEX workflow_instances_keyset

@@ -257,3 +257,19 @@ def test_any_run_terminates_respecting_dependencies_retries_and_parallelism(
     }
     assert gave_up == failed_for_good
     assert (p.phase is WorkflowPhase.SUCCEEDED) == (not failed_for_good)
+
+
+def test_after_a_retry_of_the_run_numbering_goes_on_and_the_limit_counts_afresh() -> None:
+    spec = definition(
+        {"name": "a", "retries": {"limit": 1, "backoff": {"initialSeconds": 0}}},
+        {"name": "b", "dependencies": ["a"]},
+    )
+    # Attempts 1 and 2 of "a" failed and were superseded by a retry of the run.
+    first = plan(spec, {}, [], now=T0, attempt_base={"a": 2, "b": 1})
+    assert first.launches == [Launch("a", 3, {})]
+    again = plan(spec, {}, [done("a", 3, TaskState.FAILED)], now=T0, attempt_base={"a": 2})
+    assert again.launches == [Launch("a", 4, {})]  # limit 1: one more, counted afresh
+    over = [done("a", 3, TaskState.FAILED), done("a", 4, TaskState.FAILED)]
+    assert plan(spec, {}, over, now=T0, attempt_base={"a": 2}).skips[0].task == "b"
+    ok = plan(spec, {}, [done("a", 3)], now=T0, attempt_base={"a": 2, "b": 1})
+    assert ok.launches == [Launch("b", 2, {})]

@@ -7,8 +7,11 @@ Tasks are simulated by kwok: each task's pod annotations (``sim.plait.dev/*``, t
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -395,3 +398,73 @@ def test_two_operators_at_once_launch_nothing_twice(
     for name in names:
         wait_phase(cluster, name)
     _check_every_run(cluster, migrated_database, names, tasks_per_run=5)
+
+
+def plait_cli(kube: Kube, dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "PLAIT_DATABASE_URL": dsn}
+    return subprocess.run(
+        [sys.executable, "-m", "plait", *args, "-n", kube.namespace],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
+def test_retry_reruns_the_failed_tasks_only_and_show_prints_the_dag(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    submit(
+        cluster,
+        "again",
+        [
+            task("ok", outputs={"n": 1}),
+            task("flaky", deps=["ok"], exit_code=4),
+            task("after", deps=["flaky"]),
+        ],
+    )
+    first = wait_phase(cluster, "again-run")
+    assert first["phase"] == "Failed"
+    early = plait_cli(cluster, migrated_database, "instances", "retry", "flow-none")
+    assert early.returncode == 1
+    assert "not found" in early.stderr
+    proc = plait_cli(cluster, migrated_database, "instances", "retry", "again-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "retry 1 requested" in proc.stdout
+
+    def retried() -> bool:
+        return any(r[0] == "flaky" and r[1] == 2 for r in attempts(migrated_database, "again-run"))
+
+    wait_until(retried, timeout=60, what="the second attempt of the failed task")
+    final = wait_phase(cluster, "again-run")
+    assert final["phase"] == "Failed"
+    assert (final["failure"]["task"], final["failure"]["attempt"]) == ("flaky", 2)
+    rows = [(r[0], r[1], r[2]) for r in attempts(migrated_database, "again-run")]
+    assert rows == [
+        ("after", 1, "Skipped"),
+        ("after", 2, "Skipped"),
+        ("flaky", 1, "Failed"),
+        ("flaky", 2, "Failed"),
+        ("ok", 1, "Succeeded"),
+    ]
+    with psycopg.connect(migrated_database) as conn:
+        kept = conn.execute(
+            "SELECT count(*) FROM task_execution_service.task_instances "
+            "WHERE superseded_at IS NOT NULL"
+        ).fetchone()
+        retries = conn.execute(
+            "SELECT retries FROM workflow_orchestrator_service.workflow_instances"
+        ).fetchone()
+    assert (kept, retries) == ((2,), (1,))
+    shown = plait_cli(cluster, migrated_database, "instances", "show", "again-run")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("again-run  again v1  Failed  3/3")
+    assert re.search(r"^ok\s+Succeeded\s+1\s+\S+s\s+\{\"n\": 1\}$", shown.stdout, re.M)
+    assert re.search(r"^  └ flaky\s+Failed\s+1\s", shown.stdout, re.M)
+    assert re.search(r"^    └ after\s+Skipped\s+1\s+-\s+upstream task flaky", shown.stdout, re.M)
+    assert '"task": "flaky"' in shown.stdout
+    suspended = plait_cli(cluster, migrated_database, "instances", "suspend", "again-run")
+    assert suspended.returncode == 0
+    assert cluster.kubectl("get", "wfi", "again-run", "-o", "jsonpath={.spec.suspend}") == "true"

@@ -215,6 +215,9 @@ class WorkflowInstanceSpec(PlaitModel):
     """Set to true to cancel the run: running tasks are stopped, the rest skipped. Final."""
     suspend: bool = False
     """Set to true to hold new tasks back; running ones finish. Set back to resume."""
+    retry: Annotated[int, Field(ge=0, le=1000)] = 0
+    """Raise by one to retry a Failed run from its unsuccessful tasks on (successful tasks
+    keep their results); `plait instances retry` does it."""
 
 
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled", "Error"]

@@ -32,6 +32,7 @@ __all__ = [
     "list_task_attempts",
     "purge_task_attempts",
     "set_task_state",
+    "supersede_unsuccessful",
     "tasks_of_instance",
     "upsert_task_definition",
 ]
@@ -74,6 +75,7 @@ class TaskInstance:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    superseded_at: datetime | None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", TaskState(self.state))
@@ -252,3 +254,17 @@ async def attempt_by_job(conn: AsyncConnection[Any], job_name: str) -> TaskInsta
             (job_name,),
         )
         return await cur.fetchone()
+
+
+async def supersede_unsuccessful(
+    conn: AsyncConnection[Any], workflow_instance_id: uuid.UUID
+) -> int:
+    """Mark every finished, unsuccessful attempt of a run superseded (for a retry of the
+    run); idempotent. Returns how many rows were marked."""
+    cur = await conn.execute(
+        "UPDATE task_execution_service.task_instances SET superseded_at = now() "
+        "WHERE workflow_instance_id = %s AND superseded_at IS NULL "
+        "AND state IN ('Failed', 'TimedOut', 'Cancelled', 'Skipped')",
+        (workflow_instance_id,),
+    )
+    return cur.rowcount

@@ -111,18 +111,20 @@ class TaskExecution:
         instance_name: str,
         instance_uid: str,
         task: str,
+        attempt: int,
         state: TaskState,
         reason: str,
     ) -> None:
-        """Record a task that will not run (skipped, or failed before it could start)."""
-        name = job_name(instance_name, instance_uid, task, 1)
+        """Record a task attempt that will not run (skipped, or failed before it could
+        start); it gets the name its Job would have had, so names stay unique."""
+        name = job_name(instance_name, instance_uid, task, attempt)
         async with self._db.connection(COMPONENT) as conn:
             await repository.insert_task_attempt(
                 conn,
                 namespace=namespace,
                 workflow_instance_id=uuid.UUID(instance_uid),
                 task_name=task,
-                attempt=1,
+                attempt=attempt,
                 job_name=name,
             )
             await repository.set_task_state(conn, name, state, message=reason[:4096])
@@ -161,6 +163,11 @@ class TaskExecution:
             return await repository.set_task_state(
                 conn, name, state, exit_code=exit_code, outputs=outputs, message=message
             )
+
+    async def supersede_unsuccessful(self, instance_uid: uuid.UUID) -> int:
+        """Set aside a run's unsuccessful attempts so that a retry plans afresh."""
+        async with self._db.connection(COMPONENT) as conn:
+            return await repository.supersede_unsuccessful(conn, instance_uid)
 
     async def cancel_active(self, instance_uid: uuid.UUID, reason: str) -> int:
         """Stop every unfinished attempt of an instance: its Job deleted, its row Cancelled."""

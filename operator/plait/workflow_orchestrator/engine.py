@@ -68,11 +68,13 @@ class Launch:
 
 @dataclass(frozen=True)
 class Skip:
-    """Record ``task`` as skipped (or, with ``failed``, as failed before it could start)."""
+    """Record attempt ``attempt`` of ``task`` as skipped (or, with ``failed``, as failed
+    before it could start)."""
 
     task: str
     reason: str
     failed: bool = False
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -173,9 +175,16 @@ def plan(
     now: dt.datetime,
     suspended: bool = False,
     deadline: dt.datetime | None = None,
+    attempt_base: Mapping[str, int] | None = None,
 ) -> Plan:
     """What to do next for one run; see the module docstring. Past ``deadline`` (the
-    workflow's timeout) the run fails, and its running attempts are to be cancelled."""
+    workflow's timeout) the run fails, and its running attempts are to be cancelled.
+
+    After a retry of the run, ``attempts`` holds only the attempts since, and
+    ``attempt_base`` the number of earlier ones per task: numbering goes on from there
+    (so Job names never repeat) while the retry limit counts afresh.
+    """
+    base = attempt_base or {}
     latest = _latest(attempts)
     if deadline is not None and now >= deadline:
         return Plan(
@@ -201,11 +210,12 @@ def plan(
             continue  # running (or about to): wait for it
         if mine is not None and mine.state in RETRYABLE:
             limit = task.retries.limit if task.retries else 0
-            if mine.attempt <= limit:
+            if mine.attempt - base.get(task.name, 0) <= limit:
                 pending_work = True
                 due = (mine.finished_at or now) + dt.timedelta(
                     seconds=backoff_seconds(
-                        task.retries.backoff if task.retries else None, mine.attempt
+                        task.retries.backoff if task.retries else None,
+                        mine.attempt - base.get(task.name, 0),
                     )
                 )
                 if due > now:
@@ -232,7 +242,13 @@ def plan(
         # A dependency that failed for good means this task can never run: skip it now.
         upstream_failed = [d for d in task.dependencies if d in blocked]
         if upstream_failed:
-            skips.append(Skip(task.name, f"upstream task {upstream_failed[0]} did not succeed"))
+            skips.append(
+                Skip(
+                    task.name,
+                    f"upstream task {upstream_failed[0]} did not succeed",
+                    attempt=base.get(task.name, 0) + 1,
+                )
+            )
             blocked.add(task.name)
             continue
         deps = [latest.get(d) for d in task.dependencies]
@@ -244,7 +260,7 @@ def plan(
         pending_work = True
         if suspended or budget <= 0:
             continue
-        decision = _launch(task, 1, params, finished)
+        decision = _launch(task, base.get(task.name, 0) + 1, params, finished)
         if isinstance(decision, Skip):
             skips.append(decision)
             if decision.failed:
@@ -258,7 +274,15 @@ def plan(
     outcome = _finish(spec, params, finished, failed)
     if spec.on_exit is None:
         return outcome
-    return _exit_task(spec.on_exit, outcome, params, latest, finished, suspended)
+    return _exit_task(
+        spec.on_exit,
+        outcome,
+        params,
+        latest,
+        finished,
+        suspended,
+        base.get(spec.on_exit.name, 0),
+    )
 
 
 def _exit_task(
@@ -268,6 +292,7 @@ def _exit_task(
     latest: Mapping[str, Attempt],
     finished: Mapping[str, Any],
     suspended: bool,
+    base: int = 0,
 ) -> Plan:
     """Run the exit task once the DAG is over; the run ends when the exit task does.
 
@@ -280,7 +305,7 @@ def _exit_task(
             return Plan()
         assert outcome.phase is not None
         activation_extra = {"workflow": {"phase": outcome.phase.value}}
-        decision = _launch(task, 1, params, finished, activation_extra)
+        decision = _launch(task, base + 1, params, finished, activation_extra)
         if isinstance(decision, Skip):
             return Plan(skips=[decision])
         return Plan(launches=[decision])
@@ -314,10 +339,10 @@ def _launch(
         if task.when is not None:
             verdict = _evaluate(task.when, activation)
             if verdict is not True:
-                return Skip(task.name, f"when: {task.when!r} is {_show(verdict)}")
+                return Skip(task.name, f"when: {task.when!r} is {_show(verdict)}", attempt=attempt)
         inputs = {name: _evaluate(expr, activation) for name, expr in task.inputs.items()}
     except ValidationError as exc:
-        return Skip(task.name, f"cannot start: {exc}", failed=True)
+        return Skip(task.name, f"cannot start: {exc}", failed=True, attempt=attempt)
     return Launch(task.name, attempt, inputs)
 
 

@@ -79,7 +79,9 @@ class WorkflowInstanceStore:
                     inputs=spec.arguments or {},
                 )
         summary = await ctx.orchestrator.advance(
-            uid, Control(cancel=spec.cancel, suspend=spec.suspend), ensure_jobs=True
+            uid,
+            Control(cancel=spec.cancel, suspend=spec.suspend, retry=spec.retry),
+            ensure_jobs=True,
         )
         assert summary is not None  # the row exists: it was just made sure of
         await ctx.orchestrator.publish(uid, ref.namespace, ref.name, generation=ref.generation)

@@ -34,6 +34,7 @@ __all__ = [
     "list_workflow_instances",
     "match_subscriptions",
     "matching_triggers",
+    "reopen_for_retry",
     "set_workflow_phase",
     "subscribe",
     "upsert_event_trigger",
@@ -70,6 +71,7 @@ class WorkflowInstance:
     outputs: dict[str, Any] | None
     message: str | None
     failure: dict[str, Any] | None
+    retries: int
     trigger_id: uuid.UUID | None
     event_id: uuid.UUID | None
     created_at: datetime
@@ -423,3 +425,18 @@ async def match_subscriptions(
             (event_id, event_type, subject, source),
         )
         return await cur.fetchall()
+
+
+async def reopen_for_retry(
+    conn: AsyncConnection[Any], id: uuid.UUID, retries: int
+) -> WorkflowInstance | None:
+    """Move a Failed (or Error) run back to Running as retry number ``retries``; None when
+    it is not failed or that retry was already done (idempotent)."""
+    async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
+        await cur.execute(
+            "UPDATE workflow_orchestrator_service.workflow_instances SET phase = 'Running', "
+            "finished_at = NULL, failure = NULL, message = %s, retries = %s, updated_at = now() "
+            "WHERE id = %s AND phase IN ('Failed', 'Error') AND retries < %s RETURNING *",
+            (f"retry {retries}", retries, id, retries),
+        )
+        return await cur.fetchone()

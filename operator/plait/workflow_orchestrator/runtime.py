@@ -45,6 +45,21 @@ __all__ = ["Control", "Orchestrator", "register_runtime"]
 
 logger = logging.getLogger(__name__)
 COMPONENT = "workflow_orchestrator"
+#: Status keys the summary owns (some only in some phases).
+SUMMARY_KEYS = frozenset(
+    {
+        "phase",
+        "definitionVersion",
+        "progress",
+        "counts",
+        "startTime",
+        "completionTime",
+        "duration",
+        "failure",
+    }
+)
+#: Phases a retry (spec.retry) can reopen.
+RETRYABLE_PHASES = frozenset({WorkflowPhase.FAILED, WorkflowPhase.ERROR})
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class Control:
 
     cancel: bool = False
     suspend: bool = False
+    retry: int = 0
 
 
 def _duration(start: dt.datetime | None, end: dt.datetime | None) -> str | None:
@@ -76,6 +92,8 @@ def summarize(
     """The bounded status of a run (the same size whatever the number of tasks)."""
     latest: dict[str, TaskInstance] = {}
     for a in attempts:
+        if a.superseded_at is not None:
+            continue
         if a.task_name not in latest or a.attempt > latest[a.task_name].attempt:
             latest[a.task_name] = a
     names = [t.name for t in spec.tasks] + ([spec.on_exit.name] if spec.on_exit else [])
@@ -180,8 +198,22 @@ class Orchestrator:
         if loaded is None:
             return None
         instance, spec = loaded
+        if control.retry > instance.retries and instance.phase in RETRYABLE_PHASES:
+            # Supersede first, then reopen: a crash in between is repaired by the next
+            # call, which finds the run still failed and the same retry still asked for.
+            await self._tasks.supersede_unsuccessful(uid)
+            async with self._db.connection(COMPONENT) as conn:
+                await repository.reopen_for_retry(conn, uid, control.retry)
+            reloaded = await self._load(uid)
+            assert reloaded is not None
+            instance = reloaded[0]
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
-            attempts = await self._tasks.attempts(uid)
+            everything = await self._tasks.attempts(uid)
+            attempts = [a for a in everything if a.superseded_at is None]
+            base: dict[str, int] = {}
+            for a in everything:
+                if a.superseded_at is not None:
+                    base[a.task_name] = max(base.get(a.task_name, 0), a.attempt)
             if instance.phase in FINAL_PHASES:
                 if any(a.state not in FINAL_STATES for a in attempts):
                     await self._tasks.cancel_active(uid, f"the workflow {instance.phase.value}")
@@ -214,6 +246,7 @@ class Orchestrator:
                 now=now,
                 suspended=control.suspend,
                 deadline=deadline,
+                attempt_base=base,
             )
             for skip in decision.skips:
                 await self._tasks.record_without_job(
@@ -221,6 +254,7 @@ class Orchestrator:
                     instance_name=instance.name,
                     instance_uid=str(uid),
                     task=skip.task,
+                    attempt=skip.attempt,
                     state=TaskState.FAILED if skip.failed else TaskState.SKIPPED,
                     reason=skip.reason,
                 )
@@ -359,6 +393,11 @@ class Orchestrator:
             }
             if observed is not None:
                 desired["observedGeneration"] = observed
+            # A merge patch keeps keys it does not mention: clear those a reopened (retried)
+            # run no longer has.
+            for key in SUMMARY_KEYS - desired.keys():
+                if key in current:
+                    desired[key] = None
             if all(current.get(k) == v for k, v in desired.items()):
                 return
             if await self._kube.patch_instance_status(
