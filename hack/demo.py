@@ -2,7 +2,8 @@
 
 Starts a private PostgreSQL and the local control plane (a kwok node), migrates the
 database with per-component roles, installs the CRDs, runs `plait operator`, applies the
-examples and shows them reconciled into PostgreSQL. Everything stops on exit (Ctrl-C too).
+examples, runs the example workflow (each task a Job), and prints its DAG and outputs.
+Everything stops on exit (Ctrl-C too).
 """
 
 from __future__ import annotations
@@ -127,6 +128,29 @@ def main() -> int:
 
         wait_until(all_reconciled, timeout=60, what="every example to be reconciled")
         show(cluster, "get", "plait")
+
+        step("the example run: kubectl get workflowinstances")
+
+        def finished() -> bool:
+            phase = cluster.kubectl(
+                "get", "wfi", "diamond-run-1", "-o", "jsonpath={.status.phase}"
+            ).stdout
+            return phase in ("Succeeded", "Failed", "Cancelled", "Error")
+
+        wait_until(finished, timeout=120, what="the example run to finish")
+        show(cluster, "get", "workflowinstances")
+        print("$ kubectl get jobs")
+        print(cluster.kubectl("get", "jobs").stdout, end="")
+
+        step("plait instances show diamond-run-1 (the DAG, from PostgreSQL)")
+        shown = subprocess.run(
+            [sys.executable, "-m", "plait", "instances", "show", "diamond-run-1", "-n", "default"],
+            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PLAIT_DATABASE_URL": dsn},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        print(shown.stdout, end="")
 
         step("a cyclic workflow is refused by the admission webhook")
         cyclic = {

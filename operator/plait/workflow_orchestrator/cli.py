@@ -138,11 +138,12 @@ def render_dag(spec: WorkflowDefinitionSpec, attempts: list[TaskInstance]) -> st
             if d != depth[t.name]:
                 depth[t.name], changed = d, True
     rows = [("TASK", "STATE", "ATTEMPTS", "DURATION", "OUTPUTS / MESSAGE")]
-    for t in sorted(tasks, key=lambda t: (depth[t.name], tasks.index(t))):
+    exit_name = spec.on_exit.name if spec.on_exit else None
+    for t in sorted(tasks, key=lambda t: (t.name == exit_name, depth[t.name], tasks.index(t))):
         mine = sorted(by_task.get(t.name, []), key=lambda a: a.attempt)
         last = mine[-1] if mine else None
         label = "  " * depth[t.name] + ("└ " if depth[t.name] else "") + t.name
-        if spec.on_exit is not None and t.name == spec.on_exit.name:
+        if t.name == exit_name:
             label += " (on exit)"
         detail = ""
         if last is not None:

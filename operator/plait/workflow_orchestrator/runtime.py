@@ -139,6 +139,8 @@ class Orchestrator:
         self._pending_status: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._controls: dict[uuid.UUID, Control] = {}
         self._to_publish: dict[uuid.UUID, tuple[str, str]] = {}
+        self._dirty: dict[uuid.UUID, tuple[str, str]] = {}
+        self._drainers: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -153,17 +155,39 @@ class Orchestrator:
             return await self._advance(uid, control, ensure_jobs=ensure_jobs)
 
     async def on_job_event(self, job: Mapping[str, Any]) -> None:
-        """A Job changed: record its attempt's state, then move its run forward."""
+        """A Job changed: record its attempt's state now, and have its run advanced.
+
+        Recording is done before returning (the Job's outcome is then safe in PostgreSQL);
+        advancing is coalesced per run: a burst of Job events (a wide fan-out finishing)
+        costs one advance, not one per event. If the process dies before that advance,
+        resuming the instance at start-up does it.
+        """
         changed = await self._tasks.observe(job)
         if changed is None:
             return
-        uid = changed.workflow_instance_id
-        if changed.state in FINAL_STATES or changed.state is TaskState.RUNNING:
-            summary = await self.advance(uid)
-            meta = job.get("metadata") or {}
-            owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
-            if summary is not None and owner.get("name"):
-                self._publish_soon(uid, meta["namespace"], owner["name"])
+        meta = job.get("metadata") or {}
+        owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
+        if owner.get("name"):
+            self.kick(changed.workflow_instance_id, meta["namespace"], owner["name"])
+
+    def kick(self, uid: uuid.UUID, namespace: str, name: str) -> None:
+        """Advance a run (and publish its status) soon, once for any number of kicks."""
+        self._dirty[uid] = (namespace, name)
+        runner = self._drainers.get(uid)
+        if runner is None or runner.done():
+            self._drainers[uid] = asyncio.ensure_future(self._drain(uid))
+
+    async def _drain(self, uid: uuid.UUID) -> None:
+        while uid in self._dirty:
+            namespace, name = self._dirty.pop(uid)
+            try:
+                await self.advance(uid)
+            except Exception:
+                # The attempt's state is recorded; the next event, the resync or a restart
+                # advances the run. Nothing is lost by giving up here.
+                logger.exception("advancing %s/%s failed", namespace, name)
+            self._publish_soon(uid, namespace, name)
+        self._drainers.pop(uid, None)
 
     # -- internals -------------------------------------------------------------------------
     async def _load(self, uid: uuid.UUID) -> tuple[WorkflowInstance, WorkflowDefinitionSpec] | None:
@@ -348,10 +372,9 @@ class Orchestrator:
 
     async def _woken(self, uid: uuid.UUID) -> None:
         self._wakeups.pop(uid, None)
-        await self.advance(uid)
         loaded = await self._load(uid)
         if loaded is not None:
-            self._publish_soon(uid, loaded[0].namespace, loaded[0].name)
+            self.kick(uid, loaded[0].namespace, loaded[0].name)
 
     def _publish_soon(self, uid: uuid.UUID, namespace: str, name: str) -> None:
         """Publish the status shortly, coalescing a burst of Job events into one write."""
