@@ -232,6 +232,14 @@ def current_namespace() -> str:
     envvar="PLAIT_MIGRATE_ON_START",
     help="Apply pending database migrations first.",
 )
+@click.option(
+    "--job-ttl-seconds",
+    type=int,
+    default=600,
+    show_default=True,
+    envvar="PLAIT_JOB_TTL_SECONDS",
+    help="Finished Jobs are deleted this long after they end.",
+)
 @click.option("--peering", envvar="PLAIT_PEERING", help="Kopf peering name (several replicas).")
 def operator_command(
     namespaces: tuple[str, ...],
@@ -243,6 +251,7 @@ def operator_command(
     webhook_manage: bool,
     resync_seconds: float,
     migrate: bool,
+    job_ttl_seconds: int,
     peering: str | None,
 ) -> None:
     """Run the operator: reconcile Plait's resources into PostgreSQL and run workflows."""
@@ -260,6 +269,7 @@ def operator_command(
         webhook_manage=webhook_manage,
         resync_seconds=resync_seconds,
         migrate=migrate,
+        job_ttl_seconds=job_ttl_seconds,
         peering=peering,
     )
 
