@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "crds": "plait.resources.crd:crds_command",
     "operator": "plait.controller.app:operator_command",
     "instances": "plait.workflow_orchestrator.cli:instances_command",
+    "api": "plait.api.app:api_command",
 }
 
 
