@@ -12,6 +12,9 @@ PYTEST_ARGS ?=
 .PHONY: help deps venv k8s-tools check lint format typecheck test test-unit demo \
         cluster-up cluster-down crds clean clean-cache
 .PHONY: manifests values-doc chart-check
+.PHONY: bench
+
+BENCH_ARGS ?=
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -77,3 +80,7 @@ values-doc: venv ## Regenerate the values reference in docs/install.md from valu
 
 chart-check: venv k8s-tools ## Only the install checks: chart, manifests, image, security scan.
 	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/pytest tests/install $(PYTEST_ARGS)
+
+bench: deps venv k8s-tools ## Benchmarks against the raw control plane (bench/, docs/benchmarks.md).
+	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet --progress-bar off py-spy
+	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python -m bench $(BENCH_ARGS)

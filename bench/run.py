@@ -1,0 +1,126 @@
+"""``python -m bench [--only throughput|wide|deep] [--tasks N]``: run, print, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import traceback
+from typing import Any
+
+from bench import dag, throughput
+from bench.harness import RESULTS, Environment, say
+
+DEFAULT_SIZES = {"throughput": 200, "wide": 1000, "deep": 200}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Plait's benchmarks against the raw control plane."
+    )
+    parser.add_argument(
+        "--only", choices=sorted(DEFAULT_SIZES), action="append", help="run only these (repeat)"
+    )
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        help="size: workflows for throughput, fan-out width for wide, chain length for deep "
+        f"(defaults {DEFAULT_SIZES})",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=0.0, help="simulated seconds each task runs (0)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds before a DAG run is given up"
+    )
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy pass")
+    return parser.parse_args(argv)
+
+
+def _f(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [("benchmark", "metric", "Plait", "raw", "ratio")]
+    tp = results.get("throughput")
+    if tp and "plait" in tp:
+        p, r, calls = tp["plait"], tp["raw"], tp["api_calls"]
+        rows += [
+            (
+                f"throughput n={tp['n']}",
+                "workflows/min",
+                p["per_minute"],
+                r["per_minute"],
+                tp["ratio"],
+            ),
+            ("", "wall s", p["wall_s"], r["wall_s"], ""),
+            ("", "API calls (total)", calls["plait_total"], calls["raw_total"], ""),
+            ("", "API calls added/workflow", calls["added_per_workflow"], "", ""),
+            ("", "operator CPU ms/workflow", p["operator_cpu_ms_per_workflow"], "", ""),
+            ("", "operator peak RSS MiB", p["peak_rss_mib"], "", ""),
+            ("", "instance object bytes", p["instance_object_bytes"], "", ""),
+        ]
+    for shape in ("wide", "deep"):
+        d = results.get(shape)
+        if d and "plait" in d:
+            p, r = d["plait"], d["raw"]
+            rows += [
+                (f"{shape} tasks={d['tasks']}", "wall s", p["wall_s"], r["wall_s"], d["ratio"]),
+                ("", "overhead ms/task", p["overhead_per_task_ms"], r["overhead_per_task_ms"], ""),
+                ("", "Plait-added ms/task", d["added_overhead_per_task_ms"], "", ""),
+                ("", "API calls added/task", d["added_api_calls_per_task"], "", ""),
+                ("", "operator CPU s", p["operator_cpu_s"], "", ""),
+                ("", "operator peak RSS MiB", p["peak_rss_mib"], "", ""),
+                ("", "instance object bytes", p["instance_object_bytes"], "", ""),
+            ]
+    for name, res in results.items():
+        if "error" in res:
+            rows.append((name, "FAILED", res["error"][:60], "", ""))
+    widths = [max(len(_f(row[i])) for row in rows) for i in range(5)]
+    lines = ["  ".join(_f(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    out = "\n".join(lines)
+    prof = (tp or {}).get("profile")
+    if prof:
+        out += f"\n\noperator profile ({prof['samples']} CPU samples), top by cumulative:\n"
+        out += "\n".join(
+            f"  {row['percent']:5.1f}%  {row['function']}" for row in prof["cumulative"]
+        )
+        out += "\n\ntop by self:\n"
+        out += "\n".join(f"  {row['percent']:5.1f}%  {row['function']}" for row in prof["self"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    chosen = args.only or ["throughput", "wide", "deep"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    results: dict[str, dict[str, Any]] = {}
+    with Environment() as env:
+        for name in ["throughput", "wide", "deep"]:
+            if name not in chosen:
+                continue
+            size = args.tasks or DEFAULT_SIZES[name]
+            started = time.monotonic()
+            try:
+                if name == "throughput":
+                    res = throughput.run(
+                        env, size, duration_s=args.duration, profile=not args.no_profile
+                    )
+                else:
+                    res = dag.run(env, name, size, duration_s=args.duration, timeout=args.timeout)
+            except Exception as exc:
+                traceback.print_exc()
+                res = {"size": size, "error": f"{type(exc).__name__}: {exc}"}
+            res["benchmark_s"] = round(time.monotonic() - started, 1)
+            res["machine"] = machine
+            res["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            results[name] = res
+            (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+            say(f"{name}: wrote {RESULTS / (name + '.json')}")
+    print(table(results))
+    return 1 if any("error" in r for r in results.values()) else 0
