@@ -262,6 +262,8 @@ def test_restarting_the_operator_changes_nothing(
     for resource in DEFINITION_KINDS:
         for name in all_names(cluster, resource):
             wait_condition(cluster, resource, name, "Ready", "True")
+    for name in all_names(cluster, "workflowinstances"):  # the example run goes on by itself
+        wait_condition(cluster, "workflowinstances", name, "Succeeded", "True")
     before = json.loads(cluster.kubectl("get", "plait", "-o", "json"))["items"]
     versions = {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in before}
     counts = rows(
