@@ -12,7 +12,15 @@ import time
 from typing import Any
 
 from bench import workloads
-from bench.harness import RESULTS, Environment, Operator, counts_delta, say
+from bench.harness import (
+    RESULTS,
+    Environment,
+    Operator,
+    counts_delta,
+    describe_calls,
+    say,
+    stats_delta,
+)
 
 SETTLE_S = 3.0
 
@@ -34,7 +42,9 @@ def run(
     before = env.request_counts()
     raw = workloads.run_raw_levels(env, raw_ns, levels, duration_s, timeout)
     time.sleep(SETTLE_S)
-    raw["api_calls"] = sum(counts_delta(before, env.request_counts()).values())
+    raw_calls = counts_delta(before, env.request_counts())
+    raw["api_calls"] = sum(raw_calls.values())
+    raw["api_calls_by_request"] = describe_calls(raw_calls)
     raw["overhead_per_task_ms"] = round(1000 * (raw["wall_s"] - critical_s) / total, 1)
     say(f"{shape}: raw {raw['wall_s']}s")
 
@@ -53,11 +63,15 @@ def run(
         env.wait_definition_ready(ns, shape)
         say(f"{shape}: Plait, one WorkflowInstance of {total} tasks")
         before = env.request_counts()
+        db0 = env.db_stats(f"bench_{shape}")
         cpu0 = op.cpu_seconds()
         plait = workloads.run_plait_instances(env, ns, shape, [f"{shape}-run"], timeout)
         plait["operator_cpu_s"] = round(op.cpu_seconds() - cpu0, 2)
         time.sleep(SETTLE_S)
-        plait["api_calls"] = sum(counts_delta(before, env.request_counts()).values())
+        plait_calls = counts_delta(before, env.request_counts())
+        plait["api_calls"] = sum(plait_calls.values())
+        plait["api_calls_by_request"] = describe_calls(plait_calls)
+        plait["database_per_task"] = stats_delta(db0, env.db_stats(f"bench_{shape}"), total)
         plait["overhead_per_task_ms"] = round(1000 * (plait["wall_s"] - critical_s) / total, 1)
         plait["peak_rss_mib"] = op.peak_rss_mib()
         plait["instance_object_bytes"] = env.object_size(ns, "workflowinstance", f"{shape}-run")

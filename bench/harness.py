@@ -113,6 +113,23 @@ class Environment:
         migrate_database(dsn, COMPONENTS, owner_role=None)
         return dsn
 
+    def db_stats(self, dbname: str) -> dict[str, int]:
+        """The database's transaction and row counters (``pg_stat_database``)."""
+        import psycopg
+
+        with psycopg.connect(self.postgres.dsn(), autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            row = conn.execute(
+                "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched,"
+                " tup_inserted + tup_updated + tup_deleted"
+                " FROM pg_stat_database WHERE datname = %s",
+                (dbname,),
+            ).fetchone()
+        assert row is not None
+        return dict(
+            zip(("transactions", "rows_scanned", "rows_fetched", "rows_written"), row, strict=True)
+        )
+
     def apply(self, namespace: str, manifest: Mapping[str, Any]) -> None:
         self.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest))
 
@@ -153,6 +170,11 @@ class Environment:
             )
             counts[key] += int(float(value))
         return counts
+
+
+def stats_delta(before: Mapping[str, int], after: Mapping[str, int], per: int) -> dict[str, float]:
+    """Counter increments divided by ``per`` (workflows or tasks)."""
+    return {k: round((after[k] - before[k]) / per, 1) for k in after}
 
 
 def counts_delta(

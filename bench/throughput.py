@@ -22,6 +22,7 @@ from bench.harness import (
     counts_delta,
     describe_calls,
     say,
+    stats_delta,
     top_functions,
 )
 
@@ -48,12 +49,14 @@ def run(env: Environment, n: int, *, duration_s: float, profile: bool) -> dict[s
         env.wait_definition_ready(ns, "one")
         say(f"throughput: Plait, {n} WorkflowInstances")
         before = env.request_counts()
+        db0 = env.db_stats("bench_throughput")
         cpu0 = op.cpu_seconds()
         names = [f"run-{i:05d}" for i in range(n)]
         plait = workloads.run_plait_instances(env, ns, "one", names, timeout)
         cpu = op.cpu_seconds() - cpu0
         time.sleep(SETTLE_S)
         plait_calls = counts_delta(before, env.request_counts())
+        plait["database_per_workflow"] = stats_delta(db0, env.db_stats("bench_throughput"), n)
         plait["per_minute"] = round(n / plait["wall_s"] * 60, 1)
         plait["api_calls"] = sum(plait_calls.values())
         plait["operator_cpu_s"] = round(cpu, 2)
