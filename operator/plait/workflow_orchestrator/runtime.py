@@ -45,6 +45,8 @@ __all__ = ["Control", "Orchestrator", "register_runtime"]
 
 logger = logging.getLogger(__name__)
 COMPONENT = "workflow_orchestrator"
+#: How long Job events of one run are gathered into one status write.
+STATUS_COALESCE_SECONDS = 1.0
 #: Status keys the summary owns (some only in some phases).
 SUMMARY_KEYS = frozenset(
     {
@@ -384,7 +386,10 @@ class Orchestrator:
         self._pending_status[uid] = asyncio.ensure_future(self._publish_later(uid))
 
     async def _publish_later(self, uid: uuid.UUID) -> None:
-        await asyncio.sleep(0.2)
+        # Every status write is an API call: within this window, the changes of a run
+        # (its tasks starting and finishing) make one write. The phase is in PostgreSQL
+        # at once; only the object's summary trails by up to this much.
+        await asyncio.sleep(STATUS_COALESCE_SECONDS)
         while uid in self._to_publish:
             namespace, name = self._to_publish.pop(uid)
             try:
