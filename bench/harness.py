@@ -52,6 +52,7 @@ class Environment:
         self.cluster = LocalCluster(progress=False)
         self.api: client.ApiClient | None = None
         self._databases = 0
+        self.namespaces: list[str] = []
 
     def __enter__(self) -> Environment:
         say("starting PostgreSQL and the control plane")
@@ -104,7 +105,22 @@ class Environment:
             timeout=60,
             what=f"the default ServiceAccount of {name}",
         )
+        self.namespaces.append(name)
         return name
+
+    def quiesce(self, timeout: float = 300) -> None:
+        """Delete every benchmark Job (and so its Pods) and wait until they are gone, so
+        that one benchmark's Jobs reaching their TTL never load the next benchmark's run."""
+        for ns in self.namespaces:
+            self.kubectl("-n", ns, "delete", "jobs", "--all", "--wait=false")
+
+        def empty() -> bool:
+            return not any(
+                self.kubectl("-n", ns, "get", "jobs,pods", "-o", "name").strip()
+                for ns in self.namespaces
+            )
+
+        wait_until(empty, timeout=timeout, what="the benchmark's Jobs and Pods to be deleted")
 
     def database(self, name: str) -> str:
         """A fresh database with every component's migrations applied; its DSN."""

@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 res = {"size": size, "error": f"{type(exc).__name__}: {exc}"}
             res["benchmark_s"] = round(time.monotonic() - started, 1)
+            say(f"{name}: deleting its Jobs before going on")
+            env.quiesce()
             res["machine"] = machine
             res["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             results[name] = res
