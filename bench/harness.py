@@ -147,7 +147,11 @@ class Environment:
         )
 
     def apply(self, namespace: str, manifest: Mapping[str, Any]) -> None:
-        self.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest))
+        # Server-side: a client-side apply copies the object into an annotation capped at
+        # 256 KiB, which a definition of a few thousand tasks exceeds.
+        self.kubectl(
+            "-n", namespace, "apply", "--server-side", "-f", "-", input=json.dumps(manifest)
+        )
 
     def object_size(self, namespace: str, kind: str, name: str) -> int:
         """Bytes of ``kubectl get -o json`` of one object."""
