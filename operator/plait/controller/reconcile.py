@@ -184,7 +184,9 @@ def register_kind(
                 status,
                 generation,
                 Condition(binding.condition_type, "False", reason, message, generation),
-                binding.rejected_status,
+                # Waiting for a referenced object is not a verdict on this one (a run whose
+                # definition is still being stored is not Failed).
+                binding.rejected_status if reason != "ReferenceNotFound" else {},
             )
             if reason == "ReferenceNotFound":
                 # Objects applied together arrive in any order: look again shortly. Kopf
