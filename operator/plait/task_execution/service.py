@@ -13,6 +13,7 @@ a crash at any point, or two operators at once, harmless:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -77,7 +78,7 @@ class TaskExecution:
         self, request: JobRequest, *, definition: tuple[str, int] | None = None
     ) -> TaskInstance:
         """Record the attempt, then create its Job (both idempotent)."""
-        request = JobRequest(**{**request.__dict__, "ttl_seconds": self._ttl})
+        request = dataclasses.replace(request, ttl_seconds=self._ttl)
         async with self._db.connection(COMPONENT) as conn:
             attempt, _ = await repository.insert_task_attempt(
                 conn,
@@ -98,7 +99,7 @@ class TaskExecution:
         between the row and the Job); returns how many were missing."""
         created = 0
         for request in requests:
-            req = JobRequest(**{**request.__dict__, "ttl_seconds": self._ttl})
+            req = dataclasses.replace(request, ttl_seconds=self._ttl)
             if await self._kube.create_job(build_job(req)):
                 created += 1
                 logger.info("created missing Job %s/%s", req.namespace, req.name)

@@ -60,6 +60,8 @@ SUMMARY_KEYS = frozenset(
         "failure",
     }
 )
+#: Final phases as they appear in a summary.
+FINAL_VALUES = frozenset(p.value for p in FINAL_PHASES)
 #: Phases a retry (spec.retry) can reopen.
 RETRYABLE_PHASES = frozenset({WorkflowPhase.FAILED, WorkflowPhase.ERROR})
 
@@ -154,7 +156,12 @@ class Orchestrator:
         control = self._controls.get(uid, Control())
         lock = self._locks.setdefault(uid, asyncio.Lock())
         async with lock:
-            return await self._advance(uid, control, ensure_jobs=ensure_jobs)
+            summary = await self._advance(uid, control, ensure_jobs=ensure_jobs)
+        if (summary is None or summary["phase"] in FINAL_VALUES) and not lock.locked():
+            # A finished run needs no per-run state in memory (a retry recreates it).
+            self._locks.pop(uid, None)
+            self._controls.pop(uid, None)
+        return summary
 
     async def on_job_event(self, job: Mapping[str, Any]) -> None:
         """A Job changed: record its attempt's state now, and have its run advanced.
