@@ -27,6 +27,10 @@ COMMANDS: dict[str, str] = {
     "operator": "plait.controller.app:operator_command",
     "instances": "plait.workflow_orchestrator.cli:instances_command",
     "api": "plait.api.app:api_command",
+    "events": "plait.event_processing.cli:events_command",
+    "dlq": "plait.event_processing.cli:dlq_command",
+    "logs": "plait.observability.cli:logs_command",
+    "traces": "plait.observability.cli:traces_command",
 }
 
 
