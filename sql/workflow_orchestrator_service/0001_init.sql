@@ -76,6 +76,12 @@ CREATE TABLE workflow_orchestrator_service.workflow_event_triggers (
     spec_hash           text        NOT NULL
         CONSTRAINT workflow_event_triggers_spec_hash_sha256 CHECK (spec_hash ~ '^[0-9a-f]{64}$'),
     enabled             boolean     NOT NULL DEFAULT true,
+    rate_tokens         double precision
+        CONSTRAINT workflow_event_triggers_rate_tokens_not_negative CHECK (rate_tokens >= 0),
+    rate_refilled_at    timestamptz,
+    last_scheduled_time timestamptz,
+    last_fired_at       timestamptz,
+    last_instance       text,
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     deleted_at          timestamptz,
@@ -98,6 +104,12 @@ COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.argument
     'Workflow argument name -> CEL expression over the event, evaluated per event.';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.spec IS
     'The whole accepted spec (rate limit, catch-up policy, ...) as canonical JSON; spec_hash makes re-applying it a no-op.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.rate_tokens IS
+    'Token bucket of spec.rateLimit: starts still available as of rate_refilled_at (null = a full bucket). Updated under the row lock that serializes a trigger''s starts across dispatchers.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.last_scheduled_time IS
+    'Newest cron tick already handled (started, skipped or caught up); the scheduler starts from here after a restart.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.last_instance IS
+    'Name of the WorkflowInstance this trigger started last (with last_fired_at).';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.enabled IS
     'False while the trigger is suspended (spec.suspend).';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_triggers.deleted_at IS

@@ -99,6 +99,11 @@ class EventTrigger:
     spec: dict[str, Any]
     spec_hash: str
     enabled: bool
+    rate_tokens: float | None
+    rate_refilled_at: datetime | None
+    last_scheduled_time: datetime | None
+    last_fired_at: datetime | None
+    last_instance: str | None
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
