@@ -53,14 +53,15 @@ CREATE TABLE event_processing_service.event_sequences (
     namespace      text        NOT NULL
         CONSTRAINT event_sequences_namespace_dns_label
         CHECK (namespace ~ '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$' AND length(namespace) <= 63),
+    event_type     text        NOT NULL CONSTRAINT event_sequences_event_type_nonempty CHECK (event_type <> ''),
     partition_key  text        NOT NULL CONSTRAINT event_sequences_partition_key_nonempty CHECK (partition_key <> ''),
     last_position  bigint      NOT NULL DEFAULT 0 CONSTRAINT event_sequences_position_not_negative CHECK (last_position >= 0),
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT event_sequences_one_per_key UNIQUE (namespace, partition_key)
+    CONSTRAINT event_sequences_one_per_key UNIQUE (namespace, event_type, partition_key)
 );
 COMMENT ON TABLE event_processing_service.event_sequences IS
-    'One ordered series per (namespace, CloudEvents partitionkey): the counter that gives each keyed event its position. Events without a partition key are not sequenced, so they never contend on one counter row.';
+    'One ordered series per (namespace, CloudEvents type, partition key): the counter that gives each keyed event its position. The key is the CloudEvents partitionkey extension, else the subject; events with neither are not sequenced, so they never contend on one counter row.';
 COMMENT ON COLUMN event_processing_service.event_sequences.last_position IS
     'Position of the newest event in the series; incremented in the transaction that stores the event, so positions have no gaps and duplicates do not consume one.';
 
@@ -99,9 +100,9 @@ COMMENT ON COLUMN event_processing_service.event_instances.event_id IS
 COMMENT ON COLUMN event_processing_service.event_instances.data IS
     'Event data when it is JSON; data_base64 holds any other payload (never both).';
 COMMENT ON COLUMN event_processing_service.event_instances.extensions IS
-    'CloudEvents extension attributes other than partitionkey.';
+    'CloudEvents extension attributes (partitionkey included), as received.';
 COMMENT ON COLUMN event_processing_service.event_instances.partition_key IS
-    'CloudEvents partitionkey extension: events with the same key are ordered by sequence_position.';
+    'The partitionkey extension, else the subject: events of one type with the same key are dispatched in sequence_position order.';
 COMMENT ON COLUMN event_processing_service.event_instances.sequence_position IS
     'Position within event_sequences(sequence_id), from 1, without gaps.';
 CREATE INDEX event_instances_keyset
@@ -125,11 +126,15 @@ CREATE TABLE event_processing_service.event_queue_state (
     leased_by          text,
     lease_expires_at   timestamptz,
     last_error         text,
+    sequence_id        uuid,
+    sequence_position  bigint,
     enqueued_at        timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT event_queue_state_attempts_within_max CHECK (attempts <= max_attempts),
     CONSTRAINT event_queue_state_lease_iff_leased
-        CHECK ((state = 'Leased') = (leased_by IS NOT NULL AND lease_expires_at IS NOT NULL))
+        CHECK ((state = 'Leased') = (leased_by IS NOT NULL AND lease_expires_at IS NOT NULL)),
+    CONSTRAINT event_queue_state_sequenced_together
+        CHECK ((sequence_id IS NULL) = (sequence_position IS NULL))
 );
 COMMENT ON TABLE event_processing_service.event_queue_state IS
     'Dispatch state of each stored event (a transactional outbox): enqueued in the same transaction as the event, leased with FOR UPDATE SKIP LOCKED so any number of API replicas dispatch each event once at a time. Rows go with their event (ON DELETE CASCADE) under event retention.';
@@ -145,6 +150,14 @@ COMMENT ON INDEX event_processing_service.event_queue_state_ready IS
     'The dequeue query reads only pending rows, oldest available first; done rows cost nothing.';
 CREATE INDEX event_queue_state_leases
     ON event_processing_service.event_queue_state (lease_expires_at) WHERE state = 'Leased';
+COMMENT ON COLUMN event_processing_service.event_queue_state.sequence_position IS
+    'Copy of the event''s position in its sequence (null when unkeyed): an event is leased only when no earlier event of its sequence is Pending or Leased, so one key is dispatched in order while different keys go in parallel.';
+CREATE INDEX event_queue_state_unfinished_in_sequence
+    ON event_processing_service.event_queue_state (sequence_id, sequence_position)
+    WHERE state IN ('Pending', 'Leased') AND sequence_id IS NOT NULL;
+COMMENT ON INDEX event_processing_service.event_queue_state_unfinished_in_sequence IS
+    'Head-of-line check of the dequeue query: is an earlier event of this sequence still unfinished?';
+
 
 CREATE TABLE event_processing_service.dead_letter_queue (
     id                 uuid        PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -8,7 +8,7 @@ source and id) changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,15 +30,26 @@ __all__ = [
     "complete",
     "delete_event_definition",
     "fail",
+    "get_dead_letter",
     "get_event",
+    "get_event_by_id",
     "insert_event",
     "latest_event_definition",
+    "latest_event_definition_for_type",
     "lease",
     "list_dead_letters",
     "list_events",
+    "notify_new_events",
+    "purge_dead_letters",
     "purge_events",
+    "queue_stats",
+    "reap_expired_leases",
+    "replay_dead_letter",
     "upsert_event_definition",
 ]
+
+#: LISTEN/NOTIFY channel that wakes dispatchers when events are enqueued.
+QUEUE_CHANNEL = "plait_event_queue"
 
 SCHEMA = "event_processing_service"
 
@@ -106,6 +117,8 @@ class QueueItem:
     leased_by: str | None
     lease_expires_at: datetime | None
     last_error: str | None
+    sequence_id: uuid.UUID | None
+    sequence_position: int | None
     enqueued_at: datetime
     updated_at: datetime
 
@@ -161,6 +174,23 @@ async def latest_event_definition(
     )
 
 
+async def latest_event_definition_for_type(
+    conn: AsyncConnection[Any], namespace: str, event_type: str
+) -> EventDefinition | None:
+    """The live definition of CloudEvents type ``event_type`` in ``namespace`` (newest version
+    of the most recently changed definition, should two name the same type)."""
+    async with conn.cursor(row_factory=class_row(EventDefinition)) as cur:
+        await cur.execute(
+            "SELECT DISTINCT ON (namespace, name) * "
+            "FROM event_processing_service.event_definitions "
+            "WHERE namespace = %s AND event_type = %s AND deleted_at IS NULL "
+            "ORDER BY namespace, name, version DESC",
+            (namespace, event_type),
+        )
+        rows = await cur.fetchall()
+    return max(rows, key=lambda d: d.created_at, default=None)
+
+
 # -- events --------------------------------------------------------------------------------
 _SELECT_EVENT = (
     "SELECT * FROM event_processing_service.event_instances WHERE source = %s AND event_id = %s"
@@ -174,11 +204,11 @@ async def _store(conn: AsyncConnection[Any], event: NewEvent, max_attempts: int)
             row = await (
                 await conn.execute(
                     "INSERT INTO event_processing_service.event_sequences "
-                    "(namespace, partition_key, last_position) VALUES (%s, %s, 1) "
-                    "ON CONFLICT (namespace, partition_key) DO UPDATE SET "
+                    "(namespace, event_type, partition_key, last_position) VALUES (%s, %s, %s, 1) "
+                    "ON CONFLICT (namespace, event_type, partition_key) DO UPDATE SET "
                     "last_position = event_sequences.last_position + 1, updated_at = now() "
                     "RETURNING id, last_position",
-                    (event.namespace, event.partition_key),
+                    (event.namespace, event.type, event.partition_key),
                 )
             ).fetchone()
             assert row is not None
@@ -212,8 +242,9 @@ async def _store(conn: AsyncConnection[Any], event: NewEvent, max_attempts: int)
             raise _Duplicate  # rolls back the sequence increment with the savepoint
         await conn.execute(
             "INSERT INTO event_processing_service.event_queue_state "
-            "(event_instance_id, max_attempts) VALUES (%s, %s)",
-            (created.id, max_attempts),
+            "(event_instance_id, max_attempts, sequence_id, sequence_position) "
+            "VALUES (%s, %s, %s, %s)",
+            (created.id, max_attempts, sequence_id, position),
         )
     return created
 
@@ -237,6 +268,22 @@ async def insert_event(
     existing = await get_event(conn, event.source, event.id)
     assert existing is not None
     return existing, False
+
+
+async def notify_new_events(conn: AsyncConnection[Any]) -> None:
+    """Wake the dispatchers LISTENing on :data:`QUEUE_CHANNEL` when this transaction commits.
+
+    Only a shortcut: dispatchers also poll, so a lost notification delays, never loses.
+    """
+    await conn.execute("SELECT pg_notify(%s, '')", (QUEUE_CHANNEL,))
+
+
+async def get_event_by_id(conn: AsyncConnection[Any], id: uuid.UUID) -> EventInstance | None:
+    async with conn.cursor(row_factory=class_row(EventInstance)) as cur:
+        await cur.execute(
+            "SELECT * FROM event_processing_service.event_instances WHERE id = %s", (id,)
+        )
+        return await cur.fetchone()
 
 
 async def get_event(conn: AsyncConnection[Any], source: str, event_id: str) -> EventInstance | None:
@@ -290,18 +337,28 @@ async def lease(
     limit: int = 10,
     lease_for: timedelta = timedelta(seconds=60),
 ) -> list[QueueItem]:
-    """Lease up to ``limit`` due events (pending, or leased by a worker whose lease expired).
+    """Lease up to ``limit`` due events: pending ones, or leased ones whose lease expired.
 
-    FOR UPDATE SKIP LOCKED lets any number of workers lease concurrently without waiting on
-    each other or leasing the same event. A lease that expires on its last attempt is not
-    taken again (attempts never exceed max_attempts); it stays visible as Leased.
+    Only the head of each sequence is due: an event waits while an earlier event of its
+    sequence is Pending or Leased, so one key is dispatched in order (retries and backoff
+    included) while different keys and unkeyed events go in parallel. FOR UPDATE SKIP LOCKED
+    lets any number of workers lease at once without waiting on each other or leasing the
+    same event; an expired lease is a visibility timeout, so a worker killed mid-event
+    loses nothing. Expired leases on their last attempt are :func:`reap_expired_leases`'s.
     """
     async with conn.cursor(row_factory=class_row(QueueItem)) as cur:
         await cur.execute(
-            "WITH due AS (SELECT event_instance_id FROM event_processing_service.event_queue_state "
-            " WHERE (state = 'Pending' AND available_at <= now()) "
-            " OR (state = 'Leased' AND lease_expires_at <= now() AND attempts < max_attempts) "
-            " ORDER BY available_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            "WITH due AS (SELECT q.event_instance_id "
+            " FROM event_processing_service.event_queue_state q "
+            " WHERE ((q.state = 'Pending' AND q.available_at <= now()) "
+            "   OR (q.state = 'Leased' AND q.lease_expires_at <= now() "
+            "       AND q.attempts < q.max_attempts)) "
+            " AND (q.sequence_id IS NULL OR NOT EXISTS ("
+            "   SELECT FROM event_processing_service.event_queue_state earlier "
+            "   WHERE earlier.sequence_id = q.sequence_id "
+            "   AND earlier.sequence_position < q.sequence_position "
+            "   AND earlier.state IN ('Pending', 'Leased'))) "
+            " ORDER BY q.available_at LIMIT %(limit)s FOR UPDATE OF q SKIP LOCKED) "
             "UPDATE event_processing_service.event_queue_state q SET state = 'Leased', "
             "leased_by = %(worker)s, lease_expires_at = now() + %(lease)s, "
             "attempts = q.attempts + 1, updated_at = now() "
@@ -320,6 +377,23 @@ async def complete(conn: AsyncConnection[Any], event_instance_id: uuid.UUID, wor
         (event_instance_id, worker),
     )
     return cur.rowcount == 1
+
+
+_DEAD_LETTER_FROM_EVENTS = (
+    "INSERT INTO event_processing_service.dead_letter_queue (namespace, "
+    "event_instance_id, source, event_id, type, payload, reason, attempts) "
+    "SELECT e.namespace, e.id, e.source, e.event_id, e.type, "
+    "jsonb_strip_nulls(jsonb_build_object("
+    " 'specversion', e.spec_version, 'id', e.event_id, 'source', e.source, 'type', e.type,"
+    " 'subject', e.subject, 'time', e.time, 'datacontenttype', e.data_content_type,"
+    " 'dataschema', e.data_schema, 'data', e.data, 'data_base64', e.data_base64)) "
+    "|| e.extensions, "
+    "q.last_error, q.attempts "
+    "FROM event_processing_service.event_instances e "
+    "JOIN event_processing_service.event_queue_state q ON q.event_instance_id = e.id "
+    "WHERE e.id = ANY(%s) "
+    "ON CONFLICT (source, event_id) WHERE status = 'Open' DO NOTHING"
+)
 
 
 async def fail(
@@ -345,33 +419,163 @@ async def fail(
         )
         item = await cur.fetchone()
         if item is not None and item.state is QueueState.DEAD_LETTERED:
-            await conn.execute(
-                "INSERT INTO event_processing_service.dead_letter_queue (namespace, "
-                "event_instance_id, source, event_id, type, payload, reason, attempts) "
-                "SELECT namespace, id, source, event_id, type, "
-                "jsonb_strip_nulls(jsonb_build_object("
-                " 'specversion', spec_version, 'id', event_id, 'source', source, 'type', type,"
-                " 'subject', subject, 'time', time, 'datacontenttype', data_content_type,"
-                " 'dataschema', data_schema, 'data', data, 'data_base64', data_base64,"
-                " 'partitionkey', partition_key) || extensions), %s, %s "
-                "FROM event_processing_service.event_instances WHERE id = %s "
-                "ON CONFLICT (source, event_id) WHERE status = 'Open' DO NOTHING",
-                (error, item.attempts, event_instance_id),
-            )
+            await conn.execute(_DEAD_LETTER_FROM_EVENTS, ([event_instance_id],))
         return item
 
 
+async def reap_expired_leases(conn: AsyncConnection[Any]) -> int:
+    """Dead-letter events whose last allowed attempt's lease expired.
+
+    Such an event took every attempt down with its worker (a poison event, or a worker
+    killed again and again); leaving it Leased would strand it and block its sequence.
+    """
+    async with conn.transaction():
+        rows = await (
+            await conn.execute(
+                "UPDATE event_processing_service.event_queue_state SET state = 'DeadLettered', "
+                "leased_by = NULL, lease_expires_at = NULL, updated_at = now(), "
+                "last_error = coalesce(last_error || '; ', '') || format("
+                " 'the lease of attempt %%s expired: its dispatcher stopped mid-event', attempts) "
+                "WHERE event_instance_id IN ("
+                " SELECT event_instance_id FROM event_processing_service.event_queue_state "
+                " WHERE state = 'Leased' AND lease_expires_at <= now() "
+                " AND attempts >= max_attempts FOR UPDATE SKIP LOCKED) "
+                "RETURNING event_instance_id"
+            )
+        ).fetchall()
+        if rows:
+            await conn.execute(_DEAD_LETTER_FROM_EVENTS, ([r[0] for r in rows],))
+    return len(rows)
+
+
+async def queue_stats(conn: AsyncConnection[Any]) -> dict[str, Any]:
+    """Depth per state and the age of the oldest due event (for metrics and `plait dlq`)."""
+    rows = await (
+        await conn.execute(
+            "SELECT state, count(*), extract(epoch FROM now() - min(available_at)) "
+            "FROM event_processing_service.event_queue_state WHERE state <> 'Done' GROUP BY state"
+        )
+    ).fetchall()
+    depth = {state.value: 0 for state in QueueState if state is not QueueState.DONE}
+    lag = 0.0
+    for state, count, age in rows:
+        depth[state] = count
+        if state == QueueState.PENDING and age is not None:
+            lag = max(0.0, float(age))
+    return {"depth": depth, "lag_seconds": lag}
+
+
+# -- dead letters --------------------------------------------------------------------------
 async def list_dead_letters(
-    conn: AsyncConnection[Any], namespace: str, *, limit: int = 50, cursor: str | None = None
+    conn: AsyncConnection[Any],
+    namespace: str,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    status: DeadLetterStatus | None = None,
 ) -> Page[DeadLetter]:
+    """Newest first, keyset-paginated; optionally only one status."""
+    filters: dict[str, Any] = {"namespace": namespace}
+    if status is not None:
+        filters["status"] = str(status)
     return await fetch_page(
         conn,
         DeadLetter,
         sql.SQL("event_processing_service.dead_letter_queue"),
-        {"namespace": namespace},
+        filters,
         limit=limit,
         cursor=cursor,
     )
+
+
+async def get_dead_letter(
+    conn: AsyncConnection[Any], namespace: str, id: uuid.UUID
+) -> DeadLetter | None:
+    async with conn.cursor(row_factory=class_row(DeadLetter)) as cur:
+        await cur.execute(
+            "SELECT * FROM event_processing_service.dead_letter_queue "
+            "WHERE namespace = %s AND id = %s",
+            (namespace, id),
+        )
+        return await cur.fetchone()
+
+
+async def replay_dead_letter(
+    conn: AsyncConnection[Any], namespace: str, id: uuid.UUID, *, max_attempts: int = 5
+) -> DeadLetter | None:
+    """Send an open dead letter through dispatch again; None if not found or not Open.
+
+    The event keeps its place: its queue row goes back to Pending with fresh attempts, so
+    later events of its sequence that are still waiting are dispatched after it. An event
+    already removed by retention is stored again from the payload (at the end of its
+    sequence, since its old position is gone).
+    """
+    async with conn.transaction():
+        async with conn.cursor(row_factory=class_row(DeadLetter)) as cur:
+            await cur.execute(
+                "UPDATE event_processing_service.dead_letter_queue SET status = 'Replayed', "
+                "resolved_at = now() WHERE namespace = %s AND id = %s AND status = 'Open' "
+                "RETURNING *",
+                (namespace, id),
+            )
+            letter = await cur.fetchone()
+        if letter is None:
+            return None
+        requeued = 0
+        if letter.event_instance_id is not None:
+            cur2 = await conn.execute(
+                "UPDATE event_processing_service.event_queue_state SET state = 'Pending', "
+                "attempts = 0, max_attempts = %s, available_at = now(), leased_by = NULL, "
+                "lease_expires_at = NULL, updated_at = now() "
+                "WHERE event_instance_id = %s AND state = 'DeadLettered'",
+                (max_attempts, letter.event_instance_id),
+            )
+            requeued = cur2.rowcount
+        if requeued == 0:
+            await _store(conn, _event_from_payload(namespace, letter.payload), max_attempts)
+        await notify_new_events(conn)
+        return letter
+
+
+def _event_from_payload(namespace: str, payload: Mapping[str, Any]) -> NewEvent:
+    known = {
+        "specversion", "id", "source", "type", "subject", "time", "datacontenttype",
+        "dataschema", "data", "data_base64",
+    }  # fmt: skip
+    time = payload.get("time")
+    return NewEvent(
+        namespace=namespace,
+        source=payload["source"],
+        id=payload["id"],
+        type=payload["type"],
+        subject=payload.get("subject"),
+        time=datetime.fromisoformat(time) if isinstance(time, str) else None,
+        data_content_type=payload.get("datacontenttype"),
+        data_schema=payload.get("dataschema"),
+        data=payload.get("data"),
+        data_base64=payload.get("data_base64"),
+        extensions={k: v for k, v in payload.items() if k not in known},
+        partition_key=payload.get("partitionkey") or payload.get("subject"),
+    )
+
+
+async def purge_dead_letters(
+    conn: AsyncConnection[Any],
+    namespace: str,
+    *,
+    ids: Sequence[uuid.UUID] | None = None,
+    older_than: datetime | None = None,
+) -> int:
+    """Delete dead letters of ``namespace``: the given ids, or those created before
+    ``older_than`` (both: either). Returns how many were deleted."""
+    if ids is None and older_than is None:
+        raise ValueError("purge needs ids or older_than")
+    cur = await conn.execute(
+        "DELETE FROM event_processing_service.dead_letter_queue WHERE namespace = %s "
+        "AND (id = ANY(%s) OR created_at < %s)",
+        (namespace, list(ids or []), older_than),
+    )
+    return cur.rowcount
 
 
 async def delete_event_definition(conn: AsyncConnection[Any], namespace: str, name: str) -> int:
