@@ -222,23 +222,41 @@ CREATE TABLE workflow_orchestrator_service.workflow_event_subscriptions (
         CONSTRAINT workflow_event_subscriptions_status_known
         CHECK (status IN ('Waiting', 'Matched', 'Cancelled', 'Expired')),
     matched_event_id      uuid,
+    outputs               jsonb
+        CONSTRAINT workflow_event_subscriptions_outputs_object CHECK (jsonb_typeof(outputs) = 'object'),
     created_at            timestamptz NOT NULL DEFAULT now(),
     expires_at            timestamptz,
     resolved_at           timestamptz,
     CONSTRAINT workflow_event_subscriptions_one_per_attempt UNIQUE (workflow_instance_id, task_name, attempt),
     CONSTRAINT workflow_event_subscriptions_matched_has_event
         CHECK ((status = 'Matched') = (matched_event_id IS NOT NULL)),
+    CONSTRAINT workflow_event_subscriptions_matched_has_outputs
+        CHECK ((status = 'Matched') = (outputs IS NOT NULL)),
     CONSTRAINT workflow_event_subscriptions_resolved_iff_not_waiting
         CHECK ((status = 'Waiting') = (resolved_at IS NULL))
 );
 COMMENT ON TABLE workflow_orchestrator_service.workflow_event_subscriptions IS
     'A running instance waiting for an event ("wait for event" task): one row per task attempt, so a retried subscribe is idempotent.';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_subscriptions.subject IS
-    'Exact CloudEvents subject to correlate on (e.g. an order id); null matches any subject.';
+    'Exact CloudEvents subject to correlate on (e.g. an order id); null matches any subject. Set when the correlation requires event.subject == <value known at subscription time>: a prefilter, the correlation itself is always evaluated too.';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_subscriptions.filter IS
+    '{"correlation": CEL text, "bindings": {"params": ..., "tasks": ..., "workflow": ...}}: the expression and the values it reads, frozen when the task started waiting.';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_subscriptions.matched_event_id IS
     'event_processing_service.event_instances.id that satisfied it (no foreign key: another component''s schema).';
+COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_subscriptions.outputs IS
+    'The task''s outputs taken from the matched event''s data, stored with the match so that recording the task attempt can be repeated after a crash.';
 CREATE INDEX workflow_event_subscriptions_waiting
     ON workflow_orchestrator_service.workflow_event_subscriptions (event_type, subject)
     WHERE status = 'Waiting';
 COMMENT ON INDEX workflow_orchestrator_service.workflow_event_subscriptions_waiting IS
     'Matching an incoming event looks only at waiting subscriptions of its type (and subject).';
+CREATE INDEX workflow_event_subscriptions_expiry
+    ON workflow_orchestrator_service.workflow_event_subscriptions (expires_at)
+    WHERE status = 'Waiting' AND expires_at IS NOT NULL;
+COMMENT ON INDEX workflow_orchestrator_service.workflow_event_subscriptions_expiry IS
+    'The expiry timer finds the next waiting subscription to time out.';
+CREATE INDEX workflow_event_subscriptions_matched_event
+    ON workflow_orchestrator_service.workflow_event_subscriptions (matched_event_id)
+    WHERE matched_event_id IS NOT NULL;
+COMMENT ON INDEX workflow_orchestrator_service.workflow_event_subscriptions_matched_event IS
+    'A redelivered event finds the subscriptions it already matched (to finish recording them).';

@@ -273,3 +273,72 @@ def test_after_a_retry_of_the_run_numbering_goes_on_and_the_limit_counts_afresh(
     assert plan(spec, {}, over, now=T0, attempt_base={"a": 2}).skips[0].task == "b"
     ok = plan(spec, {}, [done("a", 3)], now=T0, attempt_base={"a": 2, "b": 1})
     assert ok.launches == [Launch("b", 2, {})]
+
+
+WAITING_FLOW = WorkflowDefinitionSpec.model_validate(
+    {
+        "parameters": [{"name": "orderId", "type": "string"}],
+        "tasks": [
+            {"name": "a", "template": IMAGE},
+            {
+                "name": "wait",
+                "dependencies": ["a"],
+                "inputs": {"order": "params.orderId"},
+                "waitForEvent": {
+                    "eventType": "order.paid",
+                    "correlation": "event.subject == params.orderId",
+                    "timeoutSeconds": 5,
+                },
+                "retries": {"limit": 1, "backoff": {"initialSeconds": 0}},
+            },
+            {
+                "name": "b",
+                "dependencies": ["wait"],
+                "template": IMAGE,
+                "inputs": {"amount": "tasks.wait.outputs.amount"},
+            },
+        ],
+    }
+)
+
+
+def test_a_wait_task_is_launched_with_what_its_correlation_reads() -> None:
+    history = [done("a", outputs={"x": 1})]
+    launch = plan(WAITING_FLOW, {"orderId": "o-1"}, history, now=T0).launches
+    assert launch == [
+        Launch(
+            "wait",
+            1,
+            {"order": "o-1"},
+            wait_bindings={
+                "params": {"orderId": "o-1"},
+                "tasks": {"a": {"phase": "Succeeded", "outputs": {"x": 1}}},
+            },
+        )
+    ]
+    # Container tasks carry no bindings.
+    assert plan(WAITING_FLOW, {"orderId": "o-1"}, [], now=T0).launches == [Launch("a", 1, {})]
+
+
+def test_a_waiting_task_holds_its_dependents_and_its_outputs_flow_down() -> None:
+    history = [done("a"), Attempt("wait", 1, TaskState.WAITING)]
+    assert plan(WAITING_FLOW, {"orderId": "o-1"}, history, now=T0) == Plan()
+    history[1] = done("wait", outputs={"amount": 42})
+    assert plan(WAITING_FLOW, {"orderId": "o-1"}, history, now=T0).launches == [
+        Launch("b", 1, {"amount": 42})
+    ]
+
+
+def test_a_timed_out_wait_is_retried_by_policy_then_fails_the_run() -> None:
+    message = "no matching event of type order.paid within 5s"
+    history = [done("a"), done("wait", state=TaskState.TIMED_OUT, message=message)]
+    retry = plan(WAITING_FLOW, {"orderId": "o-1"}, history, now=T0)
+    assert [(launch.task, launch.attempt) for launch in retry.launches] == [("wait", 2)]
+    assert retry.launches[0].wait_bindings is not None
+    history.append(done("wait", 2, state=TaskState.TIMED_OUT, message=message))
+    assert [s.task for s in plan(WAITING_FLOW, {}, history, now=T0).skips] == ["b"]
+    history.append(done("b", state=TaskState.SKIPPED))
+    final = plan(WAITING_FLOW, {"orderId": "o-1"}, history, now=T0)
+    assert final.phase is WorkflowPhase.FAILED
+    assert final.failure is not None
+    assert final.failure.message == f"task wait attempt 2 timed out: {message}"

@@ -215,35 +215,83 @@ async def test_subscriptions_are_idempotent_and_matched_once(conn: psycopg.Async
         task_name="approve",
         attempt=1,
         event_type="approval",
-        subject="order-1",
+        filter={"correlation": "true"},
+        timeout_seconds=60,
     )
     assert created
     assert sub.status is SubscriptionStatus.WAITING
+    assert sub.expires_at is not None
+    assert 59 <= (sub.expires_at - sub.created_at).total_seconds() <= 61
     again, created = await repo.subscribe(
         conn,
         workflow_instance_id=instance.id,
         task_name="approve",
         attempt=1,
-        event_type="approval",
-        subject="order-1",
+        event_type="other",
+        timeout_seconds=1,
     )
-    assert (again.id, created) == (sub.id, False)
-    event_id = uuid.uuid4()
+    assert (again.id, again.event_type, created) == (sub.id, "approval", False)
     assert (
-        await repo.match_subscriptions(
-            conn, event_id=event_id, event_type="approval", source="/ui", subject="order-2"
+        await repo.waiting_subscriptions(
+            conn, namespace="elsewhere", event_type="approval", subject=None
         )
         == []
     )
-    matched = await repo.match_subscriptions(
-        conn, event_id=event_id, event_type="approval", source="/ui", subject="order-1"
-    )
-    assert [(m.id, m.status, m.matched_event_id) for m in matched] == [
-        (sub.id, SubscriptionStatus.MATCHED, event_id)
-    ]
     assert (
-        await repo.match_subscriptions(
-            conn, event_id=uuid.uuid4(), event_type="approval", source="/ui", subject="order-1"
-        )
+        await repo.waiting_subscriptions(conn, namespace="ci", event_type="other", subject=None)
         == []
     )
+    found = await repo.waiting_subscriptions(
+        conn, namespace="ci", event_type="approval", subject="x"
+    )
+    assert [f.id for f in found] == [sub.id]
+    first, second = uuid.uuid4(), uuid.uuid4()
+    matched = await repo.mark_matched(conn, sub.id, event_id=first, outputs={"ok": True})
+    assert matched is not None
+    assert (matched.status, matched.matched_event_id, matched.outputs) == (
+        SubscriptionStatus.MATCHED,
+        first,
+        {"ok": True},
+    )
+    assert await repo.mark_matched(conn, sub.id, event_id=second, outputs={}) is None
+    assert [s.id for s in await repo.matched_by(conn, first)] == [sub.id]
+    assert await repo.matched_by(conn, second) == []
+    assert (
+        await repo.waiting_subscriptions(conn, namespace="ci", event_type="approval", subject=None)
+        == []
+    )
+
+
+async def test_subscriptions_expire_once_and_are_cancelled_with_their_run(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    instance = await _instance(conn)
+    assert await repo.next_expiry(conn) is None
+    for task, timeout in (("now", 0), ("later", 3600), ("never", None)):
+        await repo.subscribe(
+            conn,
+            workflow_instance_id=instance.id,
+            task_name=task,
+            attempt=1,
+            event_type="approval",
+            timeout_seconds=timeout,
+        )
+    assert await repo.next_expiry(conn) == 0
+    expired = await repo.expire_due(conn)
+    assert [(s.task_name, s.status) for s in expired] == [("now", SubscriptionStatus.EXPIRED)]
+    assert await repo.expire_due(conn) == []
+    due_in = await repo.next_expiry(conn)
+    assert due_in is not None
+    assert 3590 < due_in <= 3600
+    # An expired wait can no longer be matched.
+    assert await repo.mark_matched(conn, expired[0].id, event_id=uuid.uuid4(), outputs={}) is None
+    assert await repo.cancel_subscriptions(conn, instance.id) == 2
+    states = {
+        s.task_name: s.status for s in await repo.subscriptions_of_instance(conn, instance.id)
+    }
+    assert states == {
+        "later": SubscriptionStatus.CANCELLED,
+        "never": SubscriptionStatus.CANCELLED,
+        "now": SubscriptionStatus.EXPIRED,
+    }
+    assert await repo.next_expiry(conn) is None

@@ -115,9 +115,11 @@ class TaskExecution:
         attempt: int,
         state: TaskState,
         reason: str,
+        inputs: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record a task attempt that will not run (skipped, or failed before it could
-        start); it gets the name its Job would have had, so names stay unique."""
+        """Record a task attempt that runs no Job: skipped, failed before it could start,
+        or (``Waiting``) waiting for an event. It gets the name its Job would have had, so
+        names stay unique. Repeating it changes nothing once the attempt is final."""
         name = job_name(instance_name, instance_uid, task, attempt)
         async with self._db.connection(COMPONENT) as conn:
             await repository.insert_task_attempt(
@@ -127,8 +129,33 @@ class TaskExecution:
                 task_name=task,
                 attempt=attempt,
                 job_name=name,
+                inputs=inputs,
             )
             await repository.set_task_state(conn, name, state, message=reason[:4096])
+
+    async def update_without_job(
+        self,
+        instance_uid: uuid.UUID,
+        task: str,
+        attempt: int,
+        state: TaskState,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+        message: str | None = None,
+    ) -> TaskInstance | None:
+        """Move a recorded attempt that runs no Job (a wait for an event) to ``state``;
+        None when it is missing or already final (so repeating it is harmless)."""
+        async with self._db.connection(COMPONENT) as conn:
+            current = await repository.get_task_attempt(conn, instance_uid, task, attempt)
+            if current is None or current.state in FINAL_STATES:
+                return None
+            return await repository.set_task_state(
+                conn,
+                current.job_name,
+                state,
+                outputs=outputs,
+                message=message[:4096] if message is not None else None,
+            )
 
     async def observe(self, job: Mapping[str, Any]) -> TaskInstance | None:
         """Record what a Job event says about its attempt; the changed row, else None."""

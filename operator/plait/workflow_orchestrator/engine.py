@@ -11,6 +11,10 @@ Jobs named after them) make repeating a plan harmless.
 CEL sees ``params`` (arguments over parameter defaults), ``tasks.<name>.outputs`` and
 ``tasks.<name>.phase`` of finished upstream tasks, and, in the exit task,
 ``workflow.phase``.
+
+A "wait for event" task is planned like any other: its attempt is launched (the runtime
+subscribes instead of creating a Job), stays unfinished while it waits, and ends Succeeded
+(the event's data as outputs) or TimedOut, which its retry policy treats like any failure.
 """
 
 from __future__ import annotations
@@ -59,11 +63,17 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Launch:
-    """Start attempt ``attempt`` of ``task`` with these evaluated inputs."""
+    """Start attempt ``attempt`` of ``task`` with these evaluated inputs.
+
+    For a "wait for event" task, ``wait_bindings`` holds what its correlation may read
+    besides the event (``params`` and the finished upstream ``tasks``), to be frozen into
+    its subscription; None for a container task.
+    """
 
     task: str
     attempt: int
     inputs: Mapping[str, Any]
+    wait_bindings: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -343,6 +353,9 @@ def _launch(
         inputs = {name: _evaluate(expr, activation) for name, expr in task.inputs.items()}
     except ValidationError as exc:
         return Skip(task.name, f"cannot start: {exc}", failed=True, attempt=attempt)
+    if task.wait_for_event is not None:
+        bindings = {"params": dict(params), "tasks": dict(finished)}
+        return Launch(task.name, attempt, inputs, wait_bindings=bindings)
     return Launch(task.name, attempt, inputs)
 
 

@@ -69,6 +69,7 @@ class WorkflowInstanceStore:
                         + " is not stored yet",
                         delay=2,
                     )
+                trigger_id, event_id = _started_by(ref)
                 await repository.create_workflow_instance(
                     conn,
                     id=uid,
@@ -77,6 +78,8 @@ class WorkflowInstanceStore:
                     workflow_name=definition.name,
                     workflow_version=definition.version,
                     inputs=spec.arguments or {},
+                    trigger_id=trigger_id,
+                    event_id=event_id,
                 )
         summary = await ctx.orchestrator.advance(
             uid,
@@ -96,6 +99,19 @@ class WorkflowInstanceStore:
     async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         """Deleting a run cancels it; its rows stay as history."""
         await ctx.orchestrator.advance(uuid.UUID(ref.uid), Control(cancel=True))
+
+
+def _started_by(ref: ObjectRef) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """The trigger (and event) that started this run, from the annotations it was
+    created with; malformed values (someone else's object) count as none."""
+    try:
+        trigger = ref.annotations.get(TRIGGER_ANNOTATION)
+        event = ref.annotations.get(EVENT_ANNOTATION)
+        trigger_id = uuid.UUID(trigger) if trigger else None
+        event_id = uuid.UUID(event) if event and trigger_id else None
+    except ValueError:
+        return None, None
+    return trigger_id, event_id
 
 
 class EventTriggerStore:

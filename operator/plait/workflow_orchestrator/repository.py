@@ -25,20 +25,26 @@ __all__ = [
     "EventTrigger",
     "WorkflowDefinition",
     "WorkflowInstance",
+    "cancel_subscriptions",
     "create_workflow_instance",
     "delete_event_trigger",
     "delete_workflow_definition",
+    "expire_due",
     "get_workflow_definition",
     "get_workflow_instance",
     "latest_workflow_definition",
     "list_workflow_instances",
-    "match_subscriptions",
+    "mark_matched",
+    "matched_by",
     "matching_triggers",
+    "next_expiry",
     "reopen_for_retry",
     "set_workflow_phase",
     "subscribe",
+    "subscriptions_of_instance",
     "upsert_event_trigger",
     "upsert_workflow_definition",
+    "waiting_subscriptions",
 ]
 
 SCHEMA = "workflow_orchestrator_service"
@@ -121,6 +127,7 @@ class EventSubscription:
     filter: dict[str, Any]
     status: SubscriptionStatus
     matched_event_id: uuid.UUID | None
+    outputs: dict[str, Any] | None
     created_at: datetime
     expires_at: datetime | None
     resolved_at: datetime | None
@@ -370,6 +377,12 @@ async def matching_triggers(
 
 
 # -- subscriptions -------------------------------------------------------------------------
+_SUBSCRIPTIONS = "workflow_orchestrator_service.workflow_event_subscriptions"
+_ACTIVE_PHASES = [
+    p.value for p in (WorkflowPhase.PENDING, WorkflowPhase.RUNNING, WorkflowPhase.SUSPENDED)
+]
+
+
 async def subscribe(
     conn: AsyncConnection[Any],
     *,
@@ -379,14 +392,18 @@ async def subscribe(
     event_type: str,
     subject: str | None = None,
     event_source: str | None = None,
-    expires_at: datetime | None = None,
+    filter: Mapping[str, Any] | None = None,
+    timeout_seconds: float | None = None,
 ) -> tuple[EventSubscription, bool]:
-    """Register a task attempt's wait for an event; idempotent per (instance, task, attempt)."""
+    """Register a task attempt's wait for an event, expiring ``timeout_seconds`` from now
+    (the database's clock, the one matching and expiry compare with); idempotent per
+    (instance, task, attempt): a repeated call returns the existing row as it is."""
     async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
         await cur.execute(
-            "INSERT INTO workflow_orchestrator_service.workflow_event_subscriptions "
+            f"INSERT INTO {_SUBSCRIPTIONS} "
             "(workflow_instance_id, task_name, attempt, event_type, subject, event_source, "
-            " expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            " filter, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, "
+            " now() + make_interval(secs => %s)) "
             "ON CONFLICT (workflow_instance_id, task_name, attempt) DO NOTHING RETURNING *",
             (
                 workflow_instance_id,
@@ -395,14 +412,15 @@ async def subscribe(
                 event_type,
                 subject,
                 event_source,
-                expires_at,
+                Jsonb(dict(filter or {})),
+                timeout_seconds,
             ),
         )
         created = await cur.fetchone()
         if created is not None:
             return created, True
         await cur.execute(
-            "SELECT * FROM workflow_orchestrator_service.workflow_event_subscriptions "
+            f"SELECT * FROM {_SUBSCRIPTIONS} "
             "WHERE workflow_instance_id = %s AND task_name = %s AND attempt = %s",
             (workflow_instance_id, task_name, attempt),
         )
@@ -411,25 +429,102 @@ async def subscribe(
     return existing, False
 
 
-async def match_subscriptions(
-    conn: AsyncConnection[Any],
-    *,
-    event_id: uuid.UUID,
-    event_type: str,
-    source: str,
-    subject: str | None,
+async def subscriptions_of_instance(
+    conn: AsyncConnection[Any], workflow_instance_id: uuid.UUID
 ) -> list[EventSubscription]:
-    """Atomically mark the waiting subscriptions this event satisfies as Matched."""
+    """Every subscription of one run, by task then attempt."""
     async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
         await cur.execute(
-            "UPDATE workflow_orchestrator_service.workflow_event_subscriptions SET "
-            "status = 'Matched', matched_event_id = %s, resolved_at = now() "
-            "WHERE status = 'Waiting' AND event_type = %s "
-            "AND (subject IS NULL OR subject = %s) AND (event_source IS NULL OR event_source = %s) "
-            "AND (expires_at IS NULL OR expires_at > now()) RETURNING *",
-            (event_id, event_type, subject, source),
+            f"SELECT * FROM {_SUBSCRIPTIONS} WHERE workflow_instance_id = %s "
+            "ORDER BY task_name, attempt",
+            (workflow_instance_id,),
         )
         return await cur.fetchall()
+
+
+async def waiting_subscriptions(
+    conn: AsyncConnection[Any], *, namespace: str, event_type: str, subject: str | None
+) -> list[EventSubscription]:
+    """The subscriptions an event of this namespace, type and subject may complete: still
+    waiting, not past their expiry, of an unfinished run; oldest first. Their correlations
+    are evaluated by the caller, which holds the event."""
+    async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
+        await cur.execute(
+            f"SELECT s.* FROM {_SUBSCRIPTIONS} s "
+            "JOIN workflow_orchestrator_service.workflow_instances i "
+            "ON i.id = s.workflow_instance_id "
+            "WHERE s.status = 'Waiting' AND s.event_type = %s "
+            "AND (s.subject IS NULL OR s.subject = %s) "
+            "AND (s.expires_at IS NULL OR s.expires_at > now()) "
+            "AND i.namespace = %s AND i.phase = ANY(%s) "
+            "ORDER BY s.created_at, s.id",
+            (event_type, subject, namespace, _ACTIVE_PHASES),
+        )
+        return await cur.fetchall()
+
+
+async def matched_by(conn: AsyncConnection[Any], event_id: uuid.UUID) -> list[EventSubscription]:
+    """The subscriptions this event already matched (a redelivered event finishes them)."""
+    async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
+        await cur.execute(
+            f"SELECT * FROM {_SUBSCRIPTIONS} WHERE matched_event_id = %s ORDER BY created_at, id",
+            (event_id,),
+        )
+        return await cur.fetchall()
+
+
+async def mark_matched(
+    conn: AsyncConnection[Any],
+    id: uuid.UUID,
+    *,
+    event_id: uuid.UUID,
+    outputs: Mapping[str, Any],
+) -> EventSubscription | None:
+    """Complete a waiting subscription with this event; None when it is no longer waiting
+    (another event came first, it expired or was cancelled): the first event wins."""
+    async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
+        await cur.execute(
+            f"UPDATE {_SUBSCRIPTIONS} SET status = 'Matched', matched_event_id = %s, "
+            "outputs = %s, resolved_at = now() WHERE id = %s AND status = 'Waiting' "
+            "AND (expires_at IS NULL OR expires_at > now()) RETURNING *",
+            (event_id, Jsonb(dict(outputs)), id),
+        )
+        return await cur.fetchone()
+
+
+async def expire_due(conn: AsyncConnection[Any], *, limit: int = 500) -> list[EventSubscription]:
+    """Mark waiting subscriptions past their ``expires_at`` Expired (at most ``limit``, the
+    earliest first); several operators may run this at once without doing one twice."""
+    async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
+        await cur.execute(
+            f"UPDATE {_SUBSCRIPTIONS} SET status = 'Expired', resolved_at = now() "
+            f"WHERE id IN (SELECT id FROM {_SUBSCRIPTIONS} WHERE status = 'Waiting' "
+            "AND expires_at <= now() ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+            "AND status = 'Waiting' RETURNING *",
+            (limit,),
+        )
+        return await cur.fetchall()
+
+
+async def next_expiry(conn: AsyncConnection[Any]) -> float | None:
+    """Seconds (by the database's clock) until the earliest waiting subscription times out,
+    0 when one is overdue; None when no waiting subscription has a timeout."""
+    cur = await conn.execute(
+        "SELECT extract(epoch FROM min(expires_at) - now())::float8 "
+        f"FROM {_SUBSCRIPTIONS} WHERE status = 'Waiting' AND expires_at IS NOT NULL"
+    )
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else max(float(row[0]), 0.0)
+
+
+async def cancel_subscriptions(conn: AsyncConnection[Any], workflow_instance_id: uuid.UUID) -> int:
+    """Cancel every waiting subscription of a run (it was cancelled or has ended)."""
+    cur = await conn.execute(
+        f"UPDATE {_SUBSCRIPTIONS} SET status = 'Cancelled', resolved_at = now() "
+        "WHERE workflow_instance_id = %s AND status = 'Waiting'",
+        (workflow_instance_id,),
+    )
+    return cur.rowcount
 
 
 async def reopen_for_retry(

@@ -10,11 +10,20 @@ when the restarted operator resumes the instance) picks up where the records sta
 The WorkflowInstance's status is a bounded summary (phase, counts, progress, times,
 failure) computed from PostgreSQL, never the task list: a 5,000-task run has the same
 small object as a one-task run.
+
+A "wait for event" task runs no Job: its attempt subscribes (a row in
+``workflow_event_subscriptions``, written *before* the attempt's row) and waits.
+:meth:`Orchestrator.deliver_event` completes the subscriptions an event correlates with
+(the event's data stored on the subscription, then the attempt recorded Succeeded), the
+expiry loop (:meth:`Orchestrator.run_expiry`) times out the others. Each step is
+idempotent and every advance finishes attempts whose subscription was resolved but not
+yet carried over (after a crash in between), so nothing is lost or done twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -26,6 +35,7 @@ from typing import Any
 import kopf
 
 from plait.controller.conditions import Condition, merge_conditions
+from plait.event_processing.repository import EventInstance
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
 from plait.resources.common import ContainerTemplate
@@ -37,9 +47,16 @@ from plait.task_execution.repository import TaskInstance
 from plait.task_execution.service import TaskExecution
 from plait.task_execution.states import FINAL_STATES, TaskState
 from plait.workflow_orchestrator import repository
-from plait.workflow_orchestrator.engine import Attempt, plan
-from plait.workflow_orchestrator.repository import WorkflowInstance
-from plait.workflow_orchestrator.states import FINAL_PHASES, WorkflowPhase
+from plait.workflow_orchestrator.engine import Attempt, Launch, plan
+from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
+from plait.workflow_orchestrator.states import FINAL_PHASES, SubscriptionStatus, WorkflowPhase
+from plait.workflow_orchestrator.subscriptions import (
+    correlates,
+    event_view,
+    filter_document,
+    outputs_of,
+    timeout_message,
+)
 
 __all__ = ["Control", "Orchestrator", "register_runtime"]
 
@@ -64,6 +81,8 @@ SUMMARY_KEYS = frozenset(
 FINAL_VALUES = frozenset(p.value for p in FINAL_PHASES)
 #: Phases a retry (spec.retry) can reopen.
 RETRYABLE_PHASES = frozenset({WorkflowPhase.FAILED, WorkflowPhase.ERROR})
+#: Longest sleep of the expiry loop: it also picks up waits other replicas subscribed.
+EXPIRY_POLL_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,8 @@ class Orchestrator:
         self._to_publish: dict[uuid.UUID, tuple[str, str]] = {}
         self._dirty: dict[uuid.UUID, tuple[str, str]] = {}
         self._drainers: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._expiry_changed = asyncio.Event()
+        self._expiry: asyncio.Task[None] | None = None
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -179,6 +200,95 @@ class Orchestrator:
         if owner.get("name"):
             self.kick(changed.workflow_instance_id, meta["namespace"], owner["name"])
 
+    async def deliver_event(self, event: EventInstance) -> int:
+        """Complete the waits this event correlates with; returns how many it completed.
+
+        Called by the event dispatcher for every event it dequeues (before triggers), and
+        again after a crash (at-least-once): a subscription is completed by one event only,
+        the first in dispatch order that matches, and redelivering an event completes
+        nothing new but finishes recording what its first delivery matched. Only waits of
+        unfinished runs in the event's namespace, of its type and not past their timeout
+        are considered. The event's data becomes the task's outputs (a non-object value as
+        ``{"data": value}``), and the runs move on at once.
+        """
+        view = event_view(event)
+        outputs = outputs_of(event)
+        completed: list[EventSubscription] = []
+        async with self._db.connection(COMPONENT) as conn:
+            earlier = await repository.matched_by(conn, event.id)
+            candidates = await repository.waiting_subscriptions(
+                conn, namespace=event.namespace, event_type=event.type, subject=event.subject
+            )
+            for sub in candidates:
+                if not correlates(sub.filter, view):
+                    continue
+                matched = await repository.mark_matched(
+                    conn, sub.id, event_id=event.id, outputs=outputs
+                )
+                if matched is not None:
+                    completed.append(matched)
+        for sub in [*earlier, *completed]:
+            if await self._resolve_wait(sub) or sub in completed:
+                await self._kick_instance(sub.workflow_instance_id)
+        if completed:
+            logger.info(
+                "event %s (%s) completed %d wait(s)", event.event_id, event.type, len(completed)
+            )
+        return len(completed)
+
+    async def expire_due(self) -> int:
+        """Time out the waits past their deadline: the attempt TimedOut, its run advanced
+        (the task's retry policy applies); returns how many expired."""
+        total = 0
+        while True:
+            async with self._db.connection(COMPONENT) as conn:
+                expired = await repository.expire_due(conn)
+            for sub in expired:
+                await self._resolve_wait(sub)
+                await self._kick_instance(sub.workflow_instance_id)
+            total += len(expired)
+            if not expired:
+                return total
+
+    async def run_expiry(self, *, max_sleep: float = EXPIRY_POLL_SECONDS) -> None:
+        """Expire waits as they fall due, until cancelled: sleeps until the next deadline
+        (at most ``max_sleep``), woken early when this process subscribes a new wait."""
+        while True:
+            self._expiry_changed.clear()
+            delay = max_sleep
+            try:
+                await self.expire_due()
+                async with self._db.connection(COMPONENT) as conn:
+                    due_in = await repository.next_expiry(conn)
+                if due_in is not None:
+                    delay = min(max(due_in, 0.05), max_sleep)
+            except Exception:
+                logger.exception("expiring event subscriptions failed; trying again")
+                delay = min(5.0, max_sleep)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._expiry_changed.wait(), delay)
+
+    def start_expiry(self) -> None:
+        """Run :meth:`run_expiry` in the background (once)."""
+        if self._expiry is None or self._expiry.done():
+            self._expiry = asyncio.ensure_future(self.run_expiry())
+
+    async def stop_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+            self._expiry = None
+
+    async def quiesce(self) -> None:
+        """Wait until the advances and status writes this process has queued are done."""
+        while True:
+            queued = (*self._drainers.values(), *self._pending_status.values())
+            pending = [t for t in queued if not t.done()]
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
+
     def kick(self, uid: uuid.UUID, namespace: str, name: str) -> None:
         """Advance a run (and publish its status) soon, once for any number of kicks."""
         self._dirty[uid] = (namespace, name)
@@ -199,6 +309,126 @@ class Orchestrator:
         self._drainers.pop(uid, None)
 
     # -- internals -------------------------------------------------------------------------
+    async def _kick_instance(self, uid: uuid.UUID) -> None:
+        loaded = await self._load(uid)
+        if loaded is not None:
+            self.kick(uid, loaded[0].namespace, loaded[0].name)
+
+    async def _resolve_wait(self, sub: EventSubscription) -> bool:
+        """Carry a resolved subscription over to its attempt; True if that changed it."""
+        if sub.status is SubscriptionStatus.MATCHED:
+            state = TaskState.SUCCEEDED
+            message = f"matched event {sub.matched_event_id}"
+        elif sub.status is SubscriptionStatus.EXPIRED:
+            state = TaskState.TIMED_OUT
+            seconds = sub.filter.get("timeoutSeconds")
+            message = (
+                timeout_message(sub.event_type, seconds)
+                if isinstance(seconds, int)
+                else f"no matching event of type {sub.event_type} in time"
+            )
+        elif sub.status is SubscriptionStatus.CANCELLED:
+            state, message = TaskState.CANCELLED, "the wait for an event was cancelled"
+        else:
+            return False
+        changed = await self._tasks.update_without_job(
+            sub.workflow_instance_id,
+            sub.task_name,
+            sub.attempt,
+            state,
+            outputs=sub.outputs if state is TaskState.SUCCEEDED else None,
+            message=message,
+        )
+        return changed is not None
+
+    async def _start_wait(self, instance: WorkflowInstance, task: Task, launch: Launch) -> None:
+        """Subscribe, then record the attempt Waiting (a Waiting attempt always has its
+        subscription); both idempotent. A subscription resolved before a crash let the
+        attempt be recorded is carried over at once."""
+        wait = task.wait_for_event
+        assert wait is not None
+        assert launch.wait_bindings is not None
+        timeout = wait.timeout_seconds or task.timeout_seconds
+        document = filter_document(
+            wait.correlation,
+            launch.wait_bindings.get("params") or {},
+            launch.wait_bindings.get("tasks") or {},
+            {"name": instance.name, "namespace": instance.namespace},
+        )
+        if timeout is not None:
+            document["timeoutSeconds"] = timeout
+        async with self._db.connection(COMPONENT) as conn:
+            sub, created = await repository.subscribe(
+                conn,
+                workflow_instance_id=instance.id,
+                task_name=launch.task,
+                attempt=launch.attempt,
+                event_type=wait.event_type,
+                filter=document,
+                timeout_seconds=timeout,
+            )
+        await self._tasks.record_without_job(
+            namespace=instance.namespace,
+            instance_name=instance.name,
+            instance_uid=str(instance.id),
+            task=launch.task,
+            attempt=launch.attempt,
+            state=TaskState.WAITING,
+            reason=f"waiting for event {wait.event_type}",
+            inputs=launch.inputs,
+        )
+        if sub.status is not SubscriptionStatus.WAITING:
+            await self._resolve_wait(sub)
+        elif created and timeout is not None:
+            self._expiry_changed.set()
+
+    async def _settle_waits(
+        self, uid: uuid.UUID, spec: WorkflowDefinitionSpec, attempts: list[TaskInstance]
+    ) -> bool:
+        """Finish the unfinished attempts of wait tasks whose subscription is resolved
+        (a crash came between the two writes); True when any attempt changed."""
+        open_waits = [
+            a
+            for a in attempts
+            if a.state not in FINAL_STATES and _task(spec, a.task_name).wait_for_event is not None
+        ]
+        if not open_waits:
+            return False
+        async with self._db.connection(COMPONENT) as conn:
+            subs = {
+                (s.task_name, s.attempt): s
+                for s in await repository.subscriptions_of_instance(conn, uid)
+            }
+        changed = False
+        for a in open_waits:
+            sub = subs.get((a.task_name, a.attempt))
+            if sub is None:
+                # Cannot happen (the subscription is written first); fail rather than hang.
+                done = await self._tasks.update_without_job(
+                    uid,
+                    a.task_name,
+                    a.attempt,
+                    TaskState.FAILED,
+                    message="its event subscription is missing",
+                )
+                changed = changed or done is not None
+            elif sub.status is SubscriptionStatus.WAITING:
+                if a.state is not TaskState.WAITING:  # recorded, not yet marked Waiting
+                    await self._tasks.update_without_job(
+                        uid,
+                        a.task_name,
+                        a.attempt,
+                        TaskState.WAITING,
+                        message=f"waiting for event {sub.event_type}",
+                    )
+            elif await self._resolve_wait(sub):
+                changed = True
+        return changed
+
+    async def _cancel_waits(self, uid: uuid.UUID) -> None:
+        async with self._db.connection(COMPONENT) as conn:
+            await repository.cancel_subscriptions(conn, uid)
+
     async def _load(self, uid: uuid.UUID) -> tuple[WorkflowInstance, WorkflowDefinitionSpec] | None:
         async with self._db.connection(COMPONENT) as conn:
             instance = await repository.get_workflow_instance(conn, uid)
@@ -249,9 +479,11 @@ class Orchestrator:
                     base[a.task_name] = max(base.get(a.task_name, 0), a.attempt)
             if instance.phase in FINAL_PHASES:
                 if any(a.state not in FINAL_STATES for a in attempts):
+                    await self._cancel_waits(uid)
                     await self._tasks.cancel_active(uid, f"the workflow {instance.phase.value}")
                 break
             if control.cancel:
+                await self._cancel_waits(uid)
                 await self._tasks.cancel_active(uid, "the workflow was cancelled")
                 await self._set_phase(
                     uid, WorkflowPhase.CANCELLED, message="cancelled by spec.cancel"
@@ -266,6 +498,8 @@ class Orchestrator:
             if ensure_jobs:
                 await self._ensure_jobs(instance, spec, attempts)
                 ensure_jobs = False
+            if await self._settle_waits(uid, spec, attempts):
+                continue  # plan on the attempts as they now stand
             deadline = (
                 instance.started_at + dt.timedelta(seconds=spec.timeout_seconds)
                 if instance.started_at and spec.timeout_seconds
@@ -295,6 +529,9 @@ class Orchestrator:
                 await self._set_phase(uid, WorkflowPhase.RUNNING, message="running")
             for launch in decision.launches:
                 task = _task(spec, launch.task)
+                if task.wait_for_event is not None:
+                    await self._start_wait(instance, task, launch)
+                    continue
                 template, definition = await self._template(instance.namespace, task)
                 await self._tasks.start(
                     JobRequest(
@@ -313,6 +550,7 @@ class Orchestrator:
                 self._wake_at(uid, decision.retry_at)
             if decision.phase is not None:
                 if any(a.state not in FINAL_STATES for a in attempts):
+                    await self._cancel_waits(uid)
                     await self._tasks.cancel_active(uid, "the workflow ended")
                 await self._set_phase(
                     uid,
@@ -356,6 +594,8 @@ class Orchestrator:
             if a.state is not TaskState.PENDING:
                 continue
             task = _task(spec, a.task_name)
+            if task.wait_for_event is not None:
+                continue  # no Job: settled with its subscription
             template, _ = await self._template(instance.namespace, task)
             requests.append(
                 JobRequest(
@@ -472,7 +712,17 @@ def _as_attempt(a: TaskInstance) -> Attempt:
 
 
 def register_runtime(registry: kopf.OperatorRegistry, orchestrator: Orchestrator) -> None:
-    """Follow Plait's Jobs with an event handler: it writes nothing back to them."""
+    """Follow Plait's Jobs with an event handler (it writes nothing back to them), and
+    time out waits for events while the operator runs."""
+
+    async def start_expiry(**_: Any) -> None:
+        orchestrator.start_expiry()
+
+    async def stop_expiry(**_: Any) -> None:
+        await orchestrator.stop_expiry()
+
+    kopf.on.startup(id="expire-event-waits", registry=registry)(start_expiry)
+    kopf.on.cleanup(id="stop-expiring-event-waits", registry=registry)(stop_expiry)
 
     async def job_event(body: kopf.Body, **_: Any) -> None:
         await orchestrator.on_job_event(dict(body))

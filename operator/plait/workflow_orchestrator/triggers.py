@@ -1,0 +1,494 @@
+"""EventTriggers at work: start a WorkflowInstance per matching event or per cron tick.
+
+Exactly one instance per (trigger, event) and per (trigger, tick), across crashes,
+retries and replicas, comes from the instance's *name*: it is derived from the trigger and
+the event (or the tick), so a second attempt to create it is refused by the API server and
+counts as done. A trigger's starts are serialized by a row lock on its
+``workflow_event_triggers`` row, held while its rate limit and concurrency policy are
+checked and the instance is created; the same lock makes each cron tick's start happen on
+one replica. Dispatch of events (the queue) is event_processing's; this module is what it
+calls for triggers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import hashlib
+import json
+import logging
+import re
+import uuid
+import zoneinfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cronsim import CronSim
+from kubernetes.client.exceptions import ApiException
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+
+from plait import API_GROUP, API_VERSION
+from plait.errors import DispatchError, PermanentDispatchError
+from plait.event_processing.repository import EventInstance
+from plait.kernel import expressions
+from plait.kernel.database import Database
+from plait.kernel.kube import Kube
+from plait.workflow_orchestrator import repository
+from plait.workflow_orchestrator.repository import EventTrigger
+from plait.workflow_orchestrator.states import FINAL_PHASES
+
+__all__ = [
+    "EVENT_ANNOTATION",
+    "TRIGGER_ANNOTATION",
+    "TRIGGER_LABEL",
+    "Outcome",
+    "TriggerStarter",
+    "due_ticks",
+    "event_variable",
+    "instance_name",
+    "take_token",
+]
+
+logger = logging.getLogger(__name__)
+COMPONENT = "workflow_orchestrator"
+
+#: Label on every instance a trigger started: its concurrency policy selects by it.
+TRIGGER_LABEL = "plait.dev/trigger"
+#: The starting trigger's row id (workflow_instances.trigger_id).
+TRIGGER_ANNOTATION = "plait.dev/trigger-id"
+#: The id of the stored event that started the instance (workflow_instances.event_id).
+EVENT_ANNOTATION = "plait.dev/event-id"
+#: The cron tick an instance was started for.
+SCHEDULED_ANNOTATION = "plait.dev/scheduled-time"
+#: W3C trace context of the event, so the run joins the event's trace.
+TRACEPARENT_ANNOTATION = "plait.dev/traceparent"
+
+#: The standard cron macros, as five fields (cronsim reads only fields).
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+#: A tick this late is "missed" (catchUp decides) unless startingDeadlineSeconds says
+#: otherwise; covers a slow pass or a replica taking over, not an outage.
+ON_TIME_GRACE = dt.timedelta(seconds=60)
+#: Most missed ticks started at once by catchUp: All (the newest ones).
+MAX_CATCH_UP = 100
+
+
+class Outcome(enum.StrEnum):
+    """What one (trigger, event or tick) came to."""
+
+    STARTED = "Started"
+    ALREADY_STARTED = "AlreadyStarted"
+    FILTERED = "Filtered"
+    FORBIDDEN = "Forbidden"
+    RATE_LIMITED = "RateLimited"
+    SUSPENDED = "Suspended"
+
+
+# -- pure rules ----------------------------------------------------------------------------
+def event_variable(event: EventInstance) -> dict[str, Any]:
+    """The CloudEvent as CEL sees it (``event.data.amount``, ``event.subject``, ...)."""
+    document: dict[str, Any] = {
+        "specversion": event.spec_version,
+        "id": event.event_id,
+        "source": event.source,
+        "type": event.type,
+        "subject": event.subject,
+        "time": event.time,
+        "datacontenttype": event.data_content_type,
+        "dataschema": event.data_schema,
+        "data": event.data if event.data is not None else event.data_base64,
+        "extensions": dict(event.extensions),
+    }
+    document.update({k: v for k, v in event.extensions.items() if k not in document})
+    return {k: v for k, v in document.items() if v is not None}
+
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def _prefix(trigger_name: str) -> str:
+    """The trigger's name cut so that instance names stay short (Job names derive from them)."""
+    return _NOT_DNS.sub("-", trigger_name.lower())[:40].strip("-") or "trigger"
+
+
+def instance_name(trigger: EventTrigger, *, event: uuid.UUID | None = None,
+                  tick: dt.datetime | None = None) -> str:  # fmt: skip
+    """``<trigger>-<digest of (trigger, event)>`` or ``<trigger>-<tick in unix minutes>``."""
+    if tick is not None:
+        return f"{_prefix(trigger.name)}-{int(tick.timestamp()) // 60}"
+    digest = hashlib.sha256(f"{trigger.id}/{event}".encode()).hexdigest()[:10]
+    return f"{_prefix(trigger.name)}-{digest}"
+
+
+def label_value(name: str) -> str:
+    """``name`` as a label value (63 characters at most; long names keep a hash)."""
+    if len(name) <= 63:
+        return name
+    return f"{name[:54].rstrip('.-')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def take_token(
+    tokens: float | None,
+    refilled_at: dt.datetime | None,
+    now: dt.datetime,
+    runs: int,
+    period_seconds: int,
+) -> tuple[bool, float]:
+    """Token bucket of a rate limit: (allowed, tokens left). A full bucket holds ``runs``
+    and refills at ``runs / period_seconds`` per second, so bursts up to ``runs`` pass."""
+    available = float(runs)
+    if tokens is not None and refilled_at is not None:
+        elapsed = max(0.0, (now - refilled_at).total_seconds())
+        available = min(float(runs), tokens + elapsed * runs / period_seconds)
+    if available >= 1.0:
+        return True, available - 1.0
+    return False, available
+
+
+def due_ticks(
+    cron: str,
+    time_zone: str,
+    after: dt.datetime,
+    now: dt.datetime,
+    *,
+    catch_up: str,
+    starting_deadline_seconds: int | None,
+) -> tuple[list[dt.datetime], dt.datetime | None]:
+    """(ticks to start now, newest tick passed) of a schedule over ``(after, now]``.
+
+    A tick more than the deadline old (``startingDeadlineSeconds``, else a short grace)
+    was missed: Skip drops missed ticks, Latest starts the newest tick if within
+    ``startingDeadlineSeconds``, All starts every tick within it (at most
+    :data:`MAX_CATCH_UP`). The newest tick is returned either way, so it is never looked at
+    again.
+    """
+    zone = zoneinfo.ZoneInfo(time_zone)
+    expression = CRON_MACROS.get(cron.strip().lower(), cron)
+    passed: list[dt.datetime] = []
+    for tick in CronSim(expression, after.astimezone(zone)):
+        if tick > now:
+            break
+        passed.append(tick.astimezone(dt.UTC))
+        if len(passed) > 10 * MAX_CATCH_UP:
+            passed = passed[-MAX_CATCH_UP:]
+    if not passed:
+        return [], None
+    newest = passed[-1]
+    deadline = (
+        dt.timedelta(seconds=starting_deadline_seconds) if starting_deadline_seconds else None
+    )
+    on_time = [t for t in passed if now - t <= (deadline or ON_TIME_GRACE)]
+    if catch_up == "All":
+        eligible = passed if deadline is None else [t for t in passed if now - t <= deadline]
+        return eligible[-MAX_CATCH_UP:], newest
+    if catch_up == "Latest":
+        within = deadline is None or now - newest <= deadline
+        return ([newest] if within else []), newest
+    return on_time[-1:], newest  # Skip: only a tick that is on time
+
+
+# -- the starter ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Start:
+    """One instance a trigger should start."""
+
+    name: str
+    arguments: Mapping[str, Any]
+    annotations: Mapping[str, str]
+
+
+class TriggerStarter:
+    """Starts WorkflowInstances for events (called by the dispatcher) and cron ticks."""
+
+    def __init__(self, db: Database, kube: Kube) -> None:
+        self._db = db
+        self._kube = kube
+
+    # events
+    async def on_event(self, event: EventInstance) -> list[tuple[str, Outcome]]:
+        """Start what the event's triggers ask for; (trigger name, outcome) per trigger.
+
+        Raises :class:`PermanentDispatchError` when a filter or an argument fails on this
+        event and :class:`DispatchError` when the workflow cannot be started for now; the
+        dispatcher retries (instances already started are not started again) or
+        dead-letters the event.
+        """
+        async with self._db.connection(COMPONENT) as conn:
+            triggers = await repository.matching_triggers(
+                conn, namespace=event.namespace, event_type=event.type
+            )
+        outcomes: list[tuple[str, Outcome]] = []
+        variables = {"event": event_variable(event)}
+        for trigger in triggers:
+            if trigger.filter is not None and not self._holds(trigger, variables):
+                outcomes.append((trigger.name, Outcome.FILTERED))
+                continue
+            annotations = {EVENT_ANNOTATION: str(event.id)}
+            traceparent = event.extensions.get("traceparent")
+            if isinstance(traceparent, str):
+                annotations[TRACEPARENT_ANNOTATION] = traceparent
+            start = Start(
+                instance_name(trigger, event=event.id),
+                self._arguments(trigger, variables),
+                annotations,
+            )
+            async with self._db.connection(COMPONENT) as conn, conn.transaction():
+                locked = await _lock_trigger(conn, trigger.id)
+                outcome = await self._start_locked(conn, locked, start)
+            outcomes.append((trigger.name, outcome))
+        return outcomes
+
+    def _holds(self, trigger: EventTrigger, variables: Mapping[str, Any]) -> bool:
+        assert trigger.filter is not None
+        try:
+            result = expressions.evaluate(expressions.compile(trigger.filter), variables)
+        except expressions.ExpressionError as exc:
+            raise PermanentDispatchError(
+                f"EventTrigger {trigger.name}: filter {trigger.filter!r} failed: {exc.detail}"
+            ) from None
+        if not isinstance(result, bool):
+            raise PermanentDispatchError(
+                f"EventTrigger {trigger.name}: filter {trigger.filter!r} gave "
+                f"{type(result).__name__}, not a bool"
+            )
+        return result
+
+    def _arguments(self, trigger: EventTrigger, variables: Mapping[str, Any]) -> dict[str, Any]:
+        arguments: dict[str, Any] = {}
+        for name, source in trigger.arguments.items():
+            try:
+                arguments[name] = expressions.evaluate(expressions.compile(source), variables)
+            except expressions.ExpressionError as exc:
+                raise PermanentDispatchError(
+                    f"EventTrigger {trigger.name}: argument {name!r} ({source!r}) failed: "
+                    f"{exc.detail}"
+                ) from None
+        return arguments
+
+    # schedules
+    async def run_schedules(self, now: dt.datetime | None = None) -> list[tuple[str, Outcome]]:
+        """Start the due ticks of every scheduled trigger not being handled elsewhere."""
+        outcomes: list[tuple[str, Outcome]] = []
+        async with self._db.connection(COMPONENT) as conn, conn.transaction():
+            now = now or await _database_now(conn)
+            for trigger in await _lock_schedules(conn):
+                schedule = trigger.spec.get("schedule") or {}
+                after = trigger.last_scheduled_time or trigger.created_at
+                ticks, newest = due_ticks(
+                    schedule.get("cron", trigger.schedule or ""),
+                    schedule.get("timeZone", "UTC"),
+                    after,
+                    now,
+                    catch_up=schedule.get("catchUp", "Skip"),
+                    starting_deadline_seconds=schedule.get("startingDeadlineSeconds"),
+                )
+                for tick in ticks:
+                    variables = {"schedule": {"time": tick}}
+                    start = Start(
+                        instance_name(trigger, tick=tick),
+                        self._arguments(trigger, variables),
+                        {SCHEDULED_ANNOTATION: tick.isoformat().replace("+00:00", "Z")},
+                    )
+                    outcome = await self._start_locked(conn, trigger, start, now=now)
+                    outcomes.append((trigger.name, outcome))
+                    trigger = await _lock_trigger(conn, trigger.id)  # fresh bookkeeping
+                if newest is not None:
+                    await conn.execute(
+                        "UPDATE workflow_orchestrator_service.workflow_event_triggers "
+                        "SET last_scheduled_time = %s WHERE id = %s",
+                        (newest, trigger.id),
+                    )
+                    await self._publish_next(trigger, schedule, newest)
+        return outcomes
+
+    async def _publish_next(
+        self, trigger: EventTrigger, schedule: Mapping[str, Any], newest: dt.datetime
+    ) -> None:
+        zone = zoneinfo.ZoneInfo(schedule.get("timeZone", "UTC"))
+        expression = CRON_MACROS.get(str(schedule.get("cron", "")).lower(), schedule.get("cron"))
+        upcoming = next(iter(CronSim(str(expression), newest.astimezone(zone))))
+        await self._patch_status(trigger, {"nextScheduleTime": _rfc3339(upcoming)})
+
+    # both
+    async def _start_locked(
+        self,
+        conn: AsyncConnection[Any],
+        trigger: EventTrigger,
+        start: Start,
+        *,
+        now: dt.datetime | None = None,
+    ) -> Outcome:
+        """Start ``start`` for ``trigger``, whose row this transaction holds locked."""
+        if not trigger.enabled or trigger.deleted_at is not None:
+            return Outcome.SUSPENDED
+        now = now or await _database_now(conn)
+        namespace = trigger.namespace
+        rate = trigger.spec.get("rateLimit")
+        tokens: float | None = None
+        if rate:
+            allowed, tokens = take_token(
+                trigger.rate_tokens,
+                trigger.rate_refilled_at,
+                now,
+                int(rate["runs"]),
+                int(rate.get("periodSeconds", 60)),
+            )
+            if not allowed:
+                if await self._kube.get_instance(namespace, start.name) is not None:
+                    return Outcome.ALREADY_STARTED  # started before a crash: not a new start
+                logger.info(
+                    "EventTrigger %s/%s: rate limit reached, %s not started",
+                    namespace,
+                    trigger.name,
+                    start.name,
+                )
+                return Outcome.RATE_LIMITED
+        if trigger.concurrency_policy != "Allow":
+            active = await self._active_instances(trigger, exclude=start.name)
+            if active and trigger.concurrency_policy == "Forbid":
+                if await self._kube.get_instance(namespace, start.name) is not None:
+                    return Outcome.ALREADY_STARTED
+                logger.info(
+                    "EventTrigger %s/%s: %s still running (concurrencyPolicy Forbid), "
+                    "%s not started",
+                    namespace,
+                    trigger.name,
+                    ", ".join(active),
+                    start.name,
+                )
+                return Outcome.FORBIDDEN
+            for name in active:  # Replace
+                await self._kube.patch_instance_spec(namespace, name, {"cancel": True})
+        definition = await repository.latest_workflow_definition(
+            conn, namespace, trigger.workflow_name
+        )
+        if definition is None or definition.deleted_at is not None:
+            raise DispatchError(
+                f"EventTrigger {trigger.name}: WorkflowDefinition {trigger.workflow_name!r} "
+                f"does not exist in namespace {namespace!r}"
+            )
+        try:
+            created = await self._kube.create_instance(self._manifest(trigger, start))
+        except ApiException as exc:
+            message = f"EventTrigger {trigger.name}: creating {start.name} failed: {exc.reason}"
+            if exc.status in (400, 403, 422):
+                raise PermanentDispatchError(f"{message} ({_api_message(exc)})") from None
+            raise DispatchError(message) from None
+        if not created:
+            return Outcome.ALREADY_STARTED
+        await conn.execute(
+            "UPDATE workflow_orchestrator_service.workflow_event_triggers SET "
+            "rate_tokens = %s, rate_refilled_at = %s, last_fired_at = %s, last_instance = %s "
+            "WHERE id = %s",
+            (tokens, now if rate else None, now, start.name, trigger.id),
+        )
+        logger.info("EventTrigger %s/%s started %s", namespace, trigger.name, start.name)
+        await self._patch_status(
+            trigger, {"lastTriggeredTime": _rfc3339(now), "lastInstance": start.name}
+        )
+        return Outcome.STARTED
+
+    async def _active_instances(self, trigger: EventTrigger, *, exclude: str) -> list[str]:
+        items = await self._kube.list_instances(
+            trigger.namespace, f"{TRIGGER_LABEL}={label_value(trigger.name)}"
+        )
+        active = []
+        for item in items:
+            name = item["metadata"]["name"]
+            phase = (item.get("status") or {}).get("phase")
+            spec = item.get("spec") or {}
+            if name != exclude and phase not in FINAL_PHASES and not spec.get("cancel"):
+                active.append(name)
+        return sorted(active)
+
+    def _manifest(self, trigger: EventTrigger, start: Start) -> dict[str, Any]:
+        workflow_ref: dict[str, Any] = {"name": trigger.workflow_name}
+        if trigger.workflow_version is not None:
+            workflow_ref["version"] = trigger.workflow_version
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": "WorkflowInstance",
+            "metadata": {
+                "name": start.name,
+                "namespace": trigger.namespace,
+                "labels": {TRIGGER_LABEL: label_value(trigger.name)},
+                "annotations": {TRIGGER_ANNOTATION: str(trigger.id), **start.annotations},
+            },
+            "spec": {"workflowRef": workflow_ref, "arguments": dict(start.arguments)},
+        }
+
+    async def _patch_status(self, trigger: EventTrigger, status: Mapping[str, Any]) -> None:
+        try:
+            await self._kube.patch_trigger_status(trigger.namespace, trigger.name, status)
+        except Exception as exc:  # the start happened; a missed status update is cosmetic
+            logger.warning("EventTrigger %s: status not updated: %s", trigger.name, exc)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+def _rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# -- bookkeeping SQL -------------------------------------------------------------------------
+async def _database_now(conn: AsyncConnection[Any]) -> dt.datetime:
+    """The database's clock: every replica reads the same time for rate limits and ticks."""
+    row = await (await conn.execute("SELECT statement_timestamp()")).fetchone()
+    assert row is not None
+    moment: dt.datetime = row[0]
+    return moment
+
+
+async def _lock_trigger(conn: AsyncConnection[Any], id: uuid.UUID) -> EventTrigger:
+    """The trigger's row, locked until the transaction ends: starts of one trigger queue
+    up here, across dispatchers and replicas."""
+    async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_event_triggers "
+            "WHERE id = %s FOR UPDATE",
+            (id,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise DispatchError(f"EventTrigger row {id} vanished")
+    return row
+
+
+async def _lock_schedules(conn: AsyncConnection[Any]) -> Sequence[EventTrigger]:
+    """Live scheduled triggers no other replica is handling right now (SKIP LOCKED)."""
+    async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_event_triggers "
+            "WHERE schedule IS NOT NULL AND enabled AND deleted_at IS NULL "
+            "ORDER BY id FOR UPDATE SKIP LOCKED"
+        )
+        return await cur.fetchall()
+
+
+async def run_scheduler(starter: TriggerStarter, stop: asyncio.Event, *, poll: float) -> None:
+    """Start scheduled runs every ``poll`` seconds until ``stop`` (errors are retried)."""
+    while not stop.is_set():
+        try:
+            await starter.run_schedules()
+        except Exception:
+            logger.exception("scheduled triggers: pass failed; retrying")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=poll)
+        except TimeoutError:
+            pass
+
