@@ -28,7 +28,12 @@ def start_api() -> Iterator[Callable[[str], int]]:
 
     def start(dsn: str) -> int:
         port = free_port()
-        env = {**os.environ, "PLAIT_DATABASE_URL": dsn, "PLAIT_API_PORT": str(port)}
+        env = {
+            **os.environ,
+            "PLAIT_DATABASE_URL": dsn,
+            "PLAIT_API_PORT": str(port),
+            "PLAIT_API_TOKEN": "t0ken",
+        }
         proc = subprocess.Popen(
             [sys.executable, "-m", "plait", "api", "--host", "127.0.0.1"],
             env=env,
@@ -59,3 +64,18 @@ def test_not_ready_while_the_database_is_unreachable(start_api: Callable[[str], 
     port = start_api(f"postgresql://nobody:x@127.0.0.1:{free_port()}/none")
     assert get(port, "/healthz")[0] == 200
     assert get(port, "/readyz") == (503, "database unreachable\n")
+
+
+def test_refuses_to_start_without_a_token(migrated_database: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_API_")}
+    env["PLAIT_DATABASE_URL"] = migrated_database
+    run = subprocess.run(
+        [sys.executable, "-m", "plait", "api", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "no bearer token to accept" in run.stderr
+    assert "--allow-unauthenticated" in run.stderr

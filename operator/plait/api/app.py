@@ -1,9 +1,10 @@
 """``plait api``: the stateless HTTP process (any number of replicas).
 
-It serves health, readiness and Prometheus metrics; components add their routes (event
-ingestion, REST, the dashboard) to the same application. It writes only to PostgreSQL.
-Readiness means "can reach the database", so a replica cut off from PostgreSQL leaves the
-Service's endpoints instead of failing requests.
+It serves health, readiness and Prometheus metrics, CloudEvents ingestion and the
+dead-letter queue (``/v1``, bearer tokens) and its OpenAPI document; other components add
+their routes to the same application. It writes only to PostgreSQL. Readiness means "can
+reach the database", so a replica cut off from PostgreSQL leaves the Service's endpoints
+instead of failing requests.
 """
 
 from __future__ import annotations
@@ -11,20 +12,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
+from collections.abc import Awaitable, Callable
 
 import click
+import psycopg
+import psycopg_pool
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 
+from plait.api import deadletters, events, openapi
+from plait.api.auth import TOKEN_ENV, TOKEN_FILE_ENV, TokenStore
+from plait.api.context import CONFIG, DATABASE, ApiConfig
+from plait.api.problems import Problem, problem_response
+from plait.errors import ConfigurationError, NotFoundError, ValidationError
+from plait.event_processing.cloudevents import InvalidEventError
 from plait.kernel.components import component_by_name
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 
-__all__ = ["api_command", "build_app"]
+__all__ = ["DATABASE", "ApiConfig", "api_command", "build_app", "serve"]
 
 logger = logging.getLogger(__name__)
-DATABASE = web.AppKey("database", Database)
+REQUEST_DURATION = Histogram(
+    "plait_api_request_duration_seconds",
+    "Time from request to response of plait api, by route and status.",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -46,23 +64,111 @@ async def metrics(_: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(database: Database) -> web.Application:
-    """The application with the process-level routes."""
-    app = web.Application(client_max_size=1024 * 1024)
+def _unauthorized(detail: str) -> Problem:
+    return Problem(
+        401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+@web.middleware
+async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as problem+json; the duration of every request into the histogram."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        if request.path.startswith("/v1/"):
+            _authenticate(request)
+        response = await handler(request)
+        status = response.status
+        return response
+    except Problem as problem:
+        status = problem.status
+        response = problem_response(problem)
+        if problem.status == 413:
+            # Do not read (or linger over) the rest of a body we refused for its size.
+            response.force_close()
+        return response
+    except InvalidEventError as exc:
+        status = exc.status
+        return problem_response(
+            Problem(
+                exc.status,
+                "invalid-event",
+                exc.title,
+                str(exc),
+                errors=[v.as_json() for v in exc.violations],
+            )
+        )
+    except ValidationError as exc:
+        status = 400
+        return problem_response(Problem(400, "invalid-request", "Invalid request", str(exc)))
+    except NotFoundError as exc:
+        status = 404
+        return problem_response(Problem(404, "not-found", "Not found", str(exc)))
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        status = 503
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            Problem(
+                503,
+                "database-unavailable",
+                "Database unavailable",
+                "PostgreSQL cannot be reached right now; nothing was stored. Retry later.",
+                headers={"Retry-After": "1"},
+            )
+        )
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = request.match_info.route.resource
+        REQUEST_DURATION.labels(
+            request.method, route.canonical if route is not None else "unmatched", str(status)
+        ).observe(time.perf_counter() - started)
+
+
+def _authenticate(request: web.Request) -> None:
+    config = request.app[CONFIG]
+    if config.allow_unauthenticated:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise _unauthorized("send Authorization: Bearer <token>")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("the Authorization header must be Bearer <token>")
+    if not config.tokens.check(token.strip()):
+        raise _unauthorized("the bearer token is not valid")
+
+
+def build_app(database: Database, config: ApiConfig | None = None) -> web.Application:
+    """The application: process-level routes, event ingestion and the dead-letter queue.
+
+    Without ``config`` no token is accepted, so every ``/v1`` request gets 401.
+    """
+    config = config or ApiConfig()
+    app = web.Application(
+        client_max_size=max(config.max_batch_bytes, config.max_event_bytes) + 1,
+        middlewares=[problems_middleware],
+    )
     app[DATABASE] = database
+    app[CONFIG] = config
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    openapi.add_routes(app)
+    events.add_routes(app)
+    deadletters.add_routes(app)
     return app
 
 
-async def serve(host: str, port: int, stop: asyncio.Event) -> None:
+async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | None = None) -> None:
     settings = Settings()
     # The pool opens lazily (min 0): the process starts, and reports not-ready, even while
     # PostgreSQL is down.
     settings = settings.model_copy(update={"database_pool_min": 0})
     database = await Database.open(settings, [component_by_name("event_processing")])
-    runner = web.AppRunner(build_app(database), access_log=None)
+    runner = web.AppRunner(build_app(database, config), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     logger.info("plait api listening on %s:%d", host, port)
@@ -89,8 +195,82 @@ async def serve(host: str, port: int, stop: asyncio.Event) -> None:
     envvar="PLAIT_API_PORT",
     help="Port of the API, /healthz, /readyz and /metrics.",
 )
-def api_command(host: str, port: int) -> None:
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    envvar=TOKEN_FILE_ENV,
+    help="File with the accepted bearer tokens, one per line (a mounted Secret); re-read "
+    f"when it changes. {TOKEN_ENV} adds one more token.",
+)
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    envvar="PLAIT_API_ALLOW_UNAUTHENTICATED",
+    help="Serve /v1 without bearer tokens (only for a trusted network or local testing).",
+)
+@click.option(
+    "--max-event-bytes",
+    type=click.IntRange(min=1),
+    default=262144,
+    show_default=True,
+    envvar="PLAIT_API_MAX_EVENT_BYTES",
+    help="Largest accepted event (binary-mode body, structured event, or one batch entry).",
+)
+@click.option(
+    "--max-batch-bytes",
+    type=click.IntRange(min=1),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    envvar="PLAIT_API_MAX_BATCH_BYTES",
+    help="Largest accepted batch body.",
+)
+@click.option(
+    "--max-batch-events",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    envvar="PLAIT_API_MAX_BATCH_EVENTS",
+    help="Most events in one batch.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    envvar="PLAIT_EVENT_MAX_ATTEMPTS",
+    help="Dispatch attempts of each received event before it is dead-lettered.",
+)
+def api_command(
+    host: str,
+    port: int,
+    token_file: str | None,
+    allow_unauthenticated: bool,
+    max_event_bytes: int,
+    max_batch_bytes: int,
+    max_batch_events: int,
+    max_attempts: int,
+) -> None:
     """Run the HTTP API (stateless; run as many replicas as you like)."""
+    environ = dict(os.environ)
+    if token_file is not None:
+        environ[TOKEN_FILE_ENV] = token_file
+    tokens = TokenStore.from_environment(environ)
+    if not tokens.configured and not allow_unauthenticated:
+        raise ConfigurationError(
+            f"plait api has no bearer token to accept: set {TOKEN_FILE_ENV} (a file with one "
+            f"token per line, e.g. a mounted Secret) or {TOKEN_ENV}, or pass "
+            "--allow-unauthenticated to serve /v1 without authentication"
+        )
+    if allow_unauthenticated:
+        logger.warning("serving /v1 WITHOUT authentication (--allow-unauthenticated)")
+    config = ApiConfig(
+        tokens=tokens,
+        allow_unauthenticated=allow_unauthenticated,
+        max_event_bytes=max_event_bytes,
+        max_batch_bytes=max_batch_bytes,
+        max_batch_events=max_batch_events,
+        max_attempts=max_attempts,
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -98,6 +278,6 @@ def api_command(host: str, port: int) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await serve(host, port, stop)
+        await serve(host, port, stop, config)
 
     asyncio.run(main())

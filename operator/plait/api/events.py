@@ -1,0 +1,218 @@
+"""``POST /v1/namespaces/{namespace}/events``: CloudEvents in, acknowledged once committed.
+
+The Content-Type picks the mode: ``application/cloudevents-batch+json`` is a batch,
+``application/cloudevents+json`` one structured event, anything else binary mode (``ce-*``
+headers). A request is all-or-nothing: every event is parsed and checked against its type's
+JSON Schema first, then all are stored in one transaction, and the answer is sent only
+after that transaction committed. A redelivered event (same source and id) is acknowledged
+again (200) and stored once.
+
+Bodies are read with a cap: a Content-Length over the limit is refused before anything is
+read, and a body streamed without one is cut off at the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from aiohttp import web
+from jsonschema.exceptions import SchemaError
+from prometheus_client import Counter
+
+from plait.api.context import CONFIG, DATABASE, namespace_of
+from plait.api.problems import Problem
+from plait.event_processing import repository
+from plait.event_processing.cloudevents import (
+    BATCH_CONTENT_TYPE,
+    STRUCTURED_CONTENT_TYPE,
+    CloudEvent,
+    InvalidEventError,
+    SchemaValidator,
+    Violation,
+    parse_batch,
+    parse_binary,
+    parse_structured,
+)
+from plait.event_processing.repository import EventInstance
+
+__all__ = ["EVENTS_INGESTED", "add_routes", "read_capped"]
+
+logger = logging.getLogger(__name__)
+
+EVENTS_INGESTED = Counter(
+    "plait_events_ingested",
+    "CloudEvents received by the API, by outcome: stored (new), duplicate (source and id "
+    "seen before, acknowledged again) or rejected (invalid or too large; nothing stored).",
+    ["namespace", "outcome"],
+)
+_RETRIES = 3
+_VALIDATOR = web.AppKey("schema_validator", SchemaValidator)
+
+
+async def read_capped(request: web.Request, limit: int, what: str, option: str) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+
+    def too_large(size: str) -> Problem:
+        return Problem(
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"the {what} is {size} bytes; the limit is {limit} bytes ({option})",
+        )
+
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(str(request.content_length))
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise too_large(f"more than {limit}")
+    return bytes(body)
+
+
+def _position_json(instance: EventInstance, created: bool) -> dict[str, Any]:
+    return {
+        "id": instance.event_id,
+        "source": instance.source,
+        "stored": created,
+        "position": instance.sequence_position,
+        "partitionKey": instance.partition_key,
+    }
+
+
+async def _parse(request: web.Request) -> tuple[list[CloudEvent], bool]:
+    """(events, is_batch) of the request, or a 4xx Problem."""
+    config = request.app[CONFIG]
+    media = request.content_type
+    if media == BATCH_CONTENT_TYPE:
+        body = await read_capped(request, config.max_batch_bytes, "batch", "--max-batch-bytes")
+        events = parse_batch(body)
+        if len(events) > config.max_batch_events:
+            raise Problem(
+                413,
+                "payload-too-large",
+                "Payload too large",
+                f"the batch holds {len(events)} events; the limit is {config.max_batch_events} "
+                "events (--max-batch-events)",
+            )
+        if len(body) > config.max_event_bytes:
+            # Only then can one event exceed the per-event limit; measure each as sent back.
+            for index, event_json in enumerate(json.loads(body)):
+                size = len(json.dumps(event_json, separators=(",", ":")).encode())
+                if size > config.max_event_bytes:
+                    raise Problem(
+                        413,
+                        "payload-too-large",
+                        "Payload too large",
+                        f"event /{index} is {size} bytes; the limit is {config.max_event_bytes} "
+                        "bytes per event (--max-event-bytes)",
+                    )
+        return events, True
+    body = await read_capped(request, config.max_event_bytes, "event", "--max-event-bytes")
+    if media == STRUCTURED_CONTENT_TYPE:
+        return [parse_structured(body)], False
+    if media.startswith("application/cloudevents"):
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            f"{media} is not supported: use {STRUCTURED_CONTENT_TYPE}, {BATCH_CONTENT_TYPE} "
+            "or binary mode (ce-* headers)",
+        )
+    return [parse_binary(request.headers, body)], False
+
+
+async def _check_schemas(
+    request: web.Request,
+    conn: psycopg.AsyncConnection[Any],
+    namespace: str,
+    events: Sequence[CloudEvent],
+    is_batch: bool,
+) -> None:
+    validator = request.app[_VALIDATOR]
+    definitions = {
+        t: await repository.latest_event_definition_for_type(conn, namespace, t)
+        for t in {e.type for e in events}
+    }
+    problems: list[Violation] = []
+    for index, event in enumerate(events):
+        definition = definitions[event.type]
+        schema = definition.spec.get("schema") if definition is not None else None
+        if not isinstance(schema, dict):
+            continue
+        assert definition is not None
+        try:
+            problems += validator.violations(
+                event, definition.id, schema, f"/{index}" if is_batch else ""
+            )
+        except SchemaError as exc:
+            raise Problem(
+                500,
+                "invalid-event-definition",
+                "Invalid event definition",
+                f"the JSON Schema of EventDefinition {namespace}/{definition.name} (type "
+                f"{event.type!r}) is itself invalid: {exc.message}",
+            ) from None
+    if problems:
+        raise InvalidEventError(
+            "Event data does not match its EventDefinition's schema", problems, status=422
+        )
+
+
+async def post_events(request: web.Request) -> web.Response:
+    namespace = namespace_of(request)
+    config = request.app[CONFIG]
+    try:
+        events, is_batch = await _parse(request)
+    except (InvalidEventError, Problem):
+        EVENTS_INGESTED.labels(namespace, "rejected").inc()
+        raise
+    results: list[tuple[EventInstance, bool]] = []
+    async with request.app[DATABASE].connection("event_processing") as conn:
+        try:
+            await _check_schemas(request, conn, namespace, events, is_batch)
+        except (InvalidEventError, Problem):
+            EVENTS_INGESTED.labels(namespace, "rejected").inc(len(events))
+            raise
+        for attempt in range(_RETRIES):
+            try:
+                async with conn.transaction():
+                    results = [
+                        await repository.insert_event(
+                            conn, e.to_new_event(namespace), max_attempts=config.max_attempts
+                        )
+                        for e in events
+                    ]
+                    if any(created for _, created in results):
+                        await repository.notify_new_events(conn)
+                break
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                # Two batches took the same sequences in opposite orders; PostgreSQL rolled
+                # this one back whole, so trying again is safe.
+                if attempt == _RETRIES - 1:
+                    raise
+    stored = sum(1 for _, created in results if created)
+    if stored:
+        EVENTS_INGESTED.labels(namespace, "stored").inc(stored)
+    if len(results) - stored:
+        EVENTS_INGESTED.labels(namespace, "duplicate").inc(len(results) - stored)
+    status = 202 if stored else 200
+    if not is_batch:
+        return web.json_response(_position_json(*results[0]), status=status)
+    return web.json_response(
+        {
+            "stored": stored,
+            "duplicates": len(results) - stored,
+            "events": [_position_json(i, c) for i, c in results],
+        },
+        status=status,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app[_VALIDATOR] = SchemaValidator()
+    app.router.add_post("/v1/namespaces/{namespace}/events", post_events)
