@@ -11,8 +11,10 @@ __all__ = [
     "ConfigurationError",
     "DatabaseAheadError",
     "DatabaseError",
+    "DispatchError",
     "MigrationError",
     "NotFoundError",
+    "PermanentDispatchError",
     "PlaitError",
     "ValidationError",
 ]
@@ -52,3 +54,11 @@ class ValidationError(PlaitError):
 
 class ClusterError(PlaitError):
     """The local Kubernetes control plane could not be built, started or reached."""
+
+
+class DispatchError(PlaitError):
+    """An event could not be dispatched this time; it is retried with backoff."""
+
+
+class PermanentDispatchError(DispatchError):
+    """Retrying cannot help (a filter or mapping fails on this event): dead-letter it now."""

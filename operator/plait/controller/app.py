@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 from collections.abc import Sequence
@@ -66,14 +67,29 @@ def bindings() -> list[KindBinding]:
 
 
 def build_registry(
-    ctx: OperatorContext, options: OperatorOptions, kinds: Sequence[KindBinding] | None = None
+    ctx: OperatorContext,
+    options: OperatorOptions,
+    kinds: Sequence[KindBinding] | None = None,
+    *,
+    logged_in: asyncio.Event | None = None,
 ) -> kopf.OperatorRegistry:
-    """A fresh registry with every kind's handlers (a fresh one per run keeps tests apart)."""
+    """A fresh registry with every kind's handlers (a fresh one per run keeps tests apart).
+
+    ``logged_in`` is set once credentials are loaded: Plait's own Kubernetes calls outside
+    Kopf's handlers (the event dispatcher, the scheduler) wait for it.
+    """
     registry = kopf.OperatorRegistry()
+
     # A private registry has none of Kopf's default login handlers: credentials come from
     # the kubernetes client (in-cluster service account, or KUBECONFIG), which this also
     # loads for Plait's own calls (plait.kernel.kube).
-    kopf.on.login(registry=registry)(kopf.login_via_client)
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: Any) -> Any:
+        credentials = kopf.login_via_client(**kwargs)
+        if logged_in is not None:
+            logged_in.set()
+        return credentials
+
     for binding in kinds if kinds is not None else bindings():
         register_kind(
             registry,
@@ -129,7 +145,8 @@ async def run_operator(
         kube = Kube(pool_size=options.api_threads)
         tasks = TaskExecution(database, kube, job_ttl_seconds=options.job_ttl_seconds)
         ctx = OperatorContext(database, kube, Orchestrator(database, kube, tasks))
-        registry = build_registry(ctx, options)
+        logged_in = asyncio.Event()
+        registry = build_registry(ctx, options, logged_in=logged_in)
         kopf_settings = kopf.OperatorSettings()
         configure_settings(kopf_settings, options)
 
@@ -138,6 +155,11 @@ async def run_operator(
             ready.set()
 
         runner = await _serve_health(options, ready)
+        services = (
+            asyncio.create_task(_run_event_services(ctx, options, logged_in, stop))
+            if options.dispatch
+            else None
+        )
         try:
             await kopf.operator(
                 registry=registry,
@@ -149,9 +171,44 @@ async def run_operator(
                 stop_flag=stop,
             )
         finally:
+            stop.set()
+            if services is not None:
+                await services
             if runner is not None:
                 await runner.cleanup()
             kube.close()
+
+
+async def _run_event_services(
+    ctx: OperatorContext, options: OperatorOptions, logged_in: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """The event dispatcher and the cron scheduler, once Kubernetes credentials are loaded."""
+    from plait.event_processing.dispatcher import Dispatcher, DispatchSettings
+    from plait.workflow_orchestrator.triggers import TriggerStarter, run_scheduler
+
+    waiter = asyncio.ensure_future(logged_in.wait())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    stopper.cancel()
+    if stop.is_set():
+        return
+    starter = TriggerStarter(ctx.db, ctx.kube)
+    dispatcher = Dispatcher(
+        ctx.db,
+        [ctx.orchestrator.deliver_event, starter.on_event],
+        DispatchSettings(
+            batch_size=options.event_batch_size,
+            visibility_timeout=dt.timedelta(seconds=options.event_visibility_timeout_seconds),
+            poll_interval=options.event_poll_seconds,
+        ),
+        namespaces=None if options.all_namespaces else options.namespaces,
+    )
+    logger.info("event dispatcher %s started", dispatcher.worker)
+    await asyncio.gather(
+        dispatcher.run(stop),
+        run_scheduler(starter, stop, poll=options.schedule_poll_seconds),
+    )
 
 
 def current_namespace() -> str:
@@ -240,6 +297,38 @@ def current_namespace() -> str:
     envvar="PLAIT_JOB_TTL_SECONDS",
     help="Finished Jobs are deleted this long after they end.",
 )
+@click.option(
+    "--dispatch/--no-dispatch",
+    default=True,
+    show_default=True,
+    envvar="PLAIT_DISPATCH",
+    help="Dispatch events to waiting workflows and triggers, and run cron triggers.",
+)
+@click.option(
+    "--event-batch-size",
+    type=click.IntRange(1, 1000),
+    default=32,
+    show_default=True,
+    envvar="PLAIT_EVENT_BATCH_SIZE",
+    help="Events leased per round trip.",
+)
+@click.option(
+    "--event-visibility-timeout",
+    "event_visibility_timeout_seconds",
+    type=click.FloatRange(1, 3600),
+    default=60.0,
+    show_default=True,
+    envvar="PLAIT_EVENT_VISIBILITY_TIMEOUT",
+    help="Seconds before an event held by a dead dispatcher is taken over.",
+)
+@click.option(
+    "--event-poll-seconds",
+    type=click.FloatRange(0.05, 300),
+    default=2.0,
+    show_default=True,
+    envvar="PLAIT_EVENT_POLL_SECONDS",
+    help="Dispatcher poll interval besides LISTEN/NOTIFY.",
+)
 @click.option("--peering", envvar="PLAIT_PEERING", help="Kopf peering name (several replicas).")
 def operator_command(
     namespaces: tuple[str, ...],
@@ -252,6 +341,10 @@ def operator_command(
     resync_seconds: float,
     migrate: bool,
     job_ttl_seconds: int,
+    dispatch: bool,
+    event_batch_size: int,
+    event_visibility_timeout_seconds: float,
+    event_poll_seconds: float,
     peering: str | None,
 ) -> None:
     """Run the operator: reconcile Plait's resources into PostgreSQL and run workflows."""
@@ -270,6 +363,10 @@ def operator_command(
         resync_seconds=resync_seconds,
         migrate=migrate,
         job_ttl_seconds=job_ttl_seconds,
+        dispatch=dispatch,
+        event_batch_size=event_batch_size,
+        event_visibility_timeout_seconds=event_visibility_timeout_seconds,
+        event_poll_seconds=event_poll_seconds,
         peering=peering,
     )
 

@@ -58,6 +58,22 @@ class OperatorOptions:
     api_threads: int = 32
     """Threads (and HTTP connections) for Plait's own Kubernetes calls."""
 
+    dispatch: bool = True
+    """Dispatch stored events to waiting workflows and EventTriggers, and start scheduled
+    triggers' runs (every replica may; the queue and row locks keep it exactly-once)."""
+
+    event_batch_size: int = 32
+    """Events leased per round trip by the dispatcher."""
+
+    event_visibility_timeout_seconds: float = 60.0
+    """Lease length: an event whose dispatcher died is taken over after this."""
+
+    event_poll_seconds: float = 2.0
+    """Dispatcher poll interval besides LISTEN/NOTIFY wake-ups."""
+
+    schedule_poll_seconds: float = 1.0
+    """How often cron triggers are checked for due ticks (their start lateness bound)."""
+
     peering: str | None = None
     """Kopf peering name for several replicas; None runs standalone. Correctness never
     depends on it (deterministic names and database uniqueness do)."""

@@ -62,6 +62,7 @@ class ObjectRef:
     name: str
     uid: str
     generation: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,9 @@ def register_kind(
                 # still applies the status patch above before retrying.
                 raise kopf.TemporaryError(message, delay=REFERENCE_RETRY_SECONDS)
             return
-        ref = ObjectRef(namespace, name, str(meta["uid"]), generation)
+        ref = ObjectRef(
+            namespace, name, str(meta["uid"]), generation, dict(meta.get("annotations") or {})
+        )
         applied = await binding.store.apply(ctx, ref, parse_spec(info.kind, dict(spec)))
         if applied.condition_status == "False":
             _warn_once(body, previous.get(binding.condition_type), applied.reason, applied.message)

@@ -336,6 +336,7 @@ async def lease(
     *,
     limit: int = 10,
     lease_for: timedelta = timedelta(seconds=60),
+    namespaces: Sequence[str] | None = None,
 ) -> list[QueueItem]:
     """Lease up to ``limit`` due events: pending ones, or leased ones whose lease expired.
 
@@ -345,6 +346,8 @@ async def lease(
     lets any number of workers lease at once without waiting on each other or leasing the
     same event; an expired lease is a visibility timeout, so a worker killed mid-event
     loses nothing. Expired leases on their last attempt are :func:`reap_expired_leases`'s.
+    ``namespaces`` limits leasing to events of those namespaces (an operator that watches
+    only some namespaces dispatches only their events).
     """
     async with conn.cursor(row_factory=class_row(QueueItem)) as cur:
         await cur.execute(
@@ -358,12 +361,20 @@ async def lease(
             "   WHERE earlier.sequence_id = q.sequence_id "
             "   AND earlier.sequence_position < q.sequence_position "
             "   AND earlier.state IN ('Pending', 'Leased'))) "
+            " AND (%(namespaces)s::text[] IS NULL OR EXISTS ("
+            "   SELECT FROM event_processing_service.event_instances e "
+            "   WHERE e.id = q.event_instance_id AND e.namespace = ANY(%(namespaces)s))) "
             " ORDER BY q.available_at LIMIT %(limit)s FOR UPDATE OF q SKIP LOCKED) "
             "UPDATE event_processing_service.event_queue_state q SET state = 'Leased', "
             "leased_by = %(worker)s, lease_expires_at = now() + %(lease)s, "
             "attempts = q.attempts + 1, updated_at = now() "
             "FROM due WHERE q.event_instance_id = due.event_instance_id RETURNING q.*",
-            {"worker": worker, "lease": lease_for, "limit": limit},
+            {
+                "worker": worker,
+                "lease": lease_for,
+                "limit": limit,
+                "namespaces": list(namespaces) if namespaces is not None else None,
+            },
         )
         return await cur.fetchall()
 

@@ -153,3 +153,66 @@ class Kube:
                 return None
             raise
         return cast(dict[str, Any], obj)
+
+    async def create_instance(self, manifest: Mapping[str, Any]) -> bool:
+        """Create a WorkflowInstance; False when that name exists (idempotent by name)."""
+        try:
+            await asyncio.to_thread(
+                self._custom.create_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                manifest["metadata"]["namespace"],
+                "workflowinstances",
+                dict(manifest),
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def list_instances(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = await asyncio.to_thread(
+            self._custom.list_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            "workflowinstances",
+            label_selector=label_selector,
+        )
+        return cast(list[dict[str, Any]], cast(dict[str, Any], result).get("items", []))
+
+    async def patch_instance_spec(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        """Merge-patch a WorkflowInstance's spec (cancel, suspend); a deleted one is fine."""
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "workflowinstances",
+                name,
+                {"spec": dict(spec)},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_trigger_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch an EventTrigger's status (last start, next schedule time)."""
+        body = json.loads(json.dumps({"status": dict(status)}, default=str))
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object_status,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "eventtriggers",
+                name,
+                body,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -7,8 +7,10 @@ they only translate a typed spec into repository calls.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import kopf
+from psycopg import AsyncConnection
 
 from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.resources import EVENT_TRIGGER, WORKFLOW_DEFINITION, WORKFLOW_INSTANCE
@@ -17,6 +19,7 @@ from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
 from plait.workflow_orchestrator import repository
 from plait.workflow_orchestrator.runtime import Control, succeeded_condition
+from plait.workflow_orchestrator.triggers import EVENT_ANNOTATION, TRIGGER_ANNOTATION
 
 __all__ = ["BINDINGS", "EventTriggerStore", "WorkflowDefinitionStore", "WorkflowInstanceStore"]
 
@@ -70,6 +73,8 @@ class WorkflowInstanceStore:
                         delay=2,
                     )
                 trigger_id, event_id = _started_by(ref)
+                if trigger_id is not None and not await _trigger_exists(conn, trigger_id):
+                    trigger_id = event_id = None  # a copied annotation: not ours to trust
                 await repository.create_workflow_instance(
                     conn,
                     id=uid,
@@ -112,6 +117,14 @@ def _started_by(ref: ObjectRef) -> tuple[uuid.UUID | None, uuid.UUID | None]:
     except ValueError:
         return None, None
     return trigger_id, event_id
+
+
+async def _trigger_exists(conn: AsyncConnection[Any], id: uuid.UUID) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM workflow_orchestrator_service.workflow_event_triggers WHERE id = %s",
+        (id,),
+    )
+    return await cur.fetchone() is not None
 
 
 class EventTriggerStore:

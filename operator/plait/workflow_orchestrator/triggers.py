@@ -13,6 +13,7 @@ calls for triggers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import enum
 import hashlib
@@ -487,8 +488,5 @@ async def run_scheduler(starter: TriggerStarter, stop: asyncio.Event, *, poll: f
             await starter.run_schedules()
         except Exception:
             logger.exception("scheduled triggers: pass failed; retrying")
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=poll)
-        except TimeoutError:
-            pass
-
