@@ -8,69 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import psycopg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from plait.api import build_app
-from plait.api.auth import TokenStore
-from plait.api.context import ApiConfig
 from plait.event_processing import repository
-from plait.kernel.components import component_by_name
-from plait.kernel.config import Settings
-from plait.kernel.database import Database
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-URL = "/v1/namespaces/shop/events"
-STRUCTURED = {"Content-Type": "application/cloudevents+json", **AUTH}
-BATCH = {"Content-Type": "application/cloudevents-batch+json", **AUTH}
-
-
-def ce(id: str, **kw: Any) -> dict[str, Any]:
-    return {"specversion": "1.0", "id": id, "source": "/shop", "type": "order.created", **kw}
-
-
-class Api:
-    def __init__(self, client: TestClient, dsn: str) -> None:
-        self.client = client
-        self.dsn = dsn
-
-    async def snapshot(self) -> tuple[Any, ...]:
-        """Everything ingestion may write: a refused request must leave it equal."""
-        async with await psycopg.AsyncConnection.connect(self.dsn) as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT (SELECT count(*) FROM event_processing_service.event_instances),"
-                    " (SELECT count(*) FROM event_processing_service.event_queue_state),"
-                    " (SELECT coalesce(sum(last_position), 0) "
-                    "  FROM event_processing_service.event_sequences)"
-                )
-            ).fetchone()
-            assert row is not None
-            return tuple(row)
-
-    async def rows(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
-        async with await psycopg.AsyncConnection.connect(self.dsn) as conn:
-            return await (await conn.execute(query, args)).fetchall()
-
-
-@pytest.fixture
-async def api(migrated_database: str, component_dsns: dict[str, str]) -> AsyncIterator[Api]:
-    settings = Settings(database_url=component_dsns["event_processing"], database_pool_min=1)
-    database = await Database.open(settings, [component_by_name("event_processing")], environ={})
-    config = ApiConfig(
-        tokens=TokenStore([TOKEN]),
-        max_event_bytes=2048,
-        max_batch_bytes=16384,
-        max_batch_events=5,
-        max_attempts=1,
-    )
-    async with TestClient(TestServer(build_app(database, config))) as client:
-        yield Api(client, migrated_database)
-    await database.close()
+from tests.api.conftest import AUTH, BATCH, STRUCTURED, TOKEN, URL, Api, ce
 
 
 async def test_binary_mode_is_stored_after_commit(api: Api) -> None:
