@@ -95,7 +95,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
                 exc.status,
                 "invalid-event",
                 exc.title,
-                str(exc),
+                exc.detail or exc.title,
                 errors=[v.as_json() for v in exc.violations],
             )
         )

@@ -75,8 +75,8 @@ class InvalidEventError(ValidationError):
         self.title = title
         self.violations = list(violations)
         self.status = status
-        detail = "; ".join(f"{v.path or '/'}: {v.reason}" for v in self.violations)
-        super().__init__(f"{title}: {detail}" if detail else title)
+        self.detail = "; ".join(f"{v.path or '/'}: {v.reason}" for v in self.violations)
+        super().__init__(f"{title}: {self.detail}" if self.detail else title)
 
 
 @dataclass(frozen=True, slots=True)
