@@ -1,4 +1,4 @@
-"""``python -m bench [--only throughput|wide|deep] [--tasks N]``: run, print, write JSON."""
+"""``python -m bench [--only throughput|wide|deep|events] [--tasks N]``: run, print, write JSON."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import time
 import traceback
 from typing import Any
 
-from bench import dag, throughput
+from bench import dag, events, throughput
 from bench.harness import RESULTS, Environment, say
 
-DEFAULT_SIZES = {"throughput": 200, "wide": 1000, "deep": 200}
+DEFAULT_SIZES = {"throughput": 200, "wide": 1000, "deep": 200, "events": 20000}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -26,7 +26,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tasks",
         type=int,
-        help="size: workflows for throughput, fan-out width for wide, chain length for deep "
+        help="size: workflows for throughput, fan-out width for wide, chain length for deep, "
+        "batched events for events (singles: a fifth) "
         f"(defaults {DEFAULT_SIZES})",
     )
     parser.add_argument(
@@ -76,6 +77,13 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 ("", "operator peak RSS MiB", p["peak_rss_mib"], "", ""),
                 ("", "instance object bytes", p["instance_object_bytes"], "", ""),
             ]
+    ev = results.get("events")
+    if ev and "batch" in ev:
+        for mode in ("single", "batch"):
+            m = ev[mode]
+            label = f"events {mode} x{m['clients']} clients, {m['events_per_request']}/request"
+            rows.append((label, "events/s acked", m["plait_events_per_s"],
+                         m["raw_events_per_s"], m["ratio"]))  # fmt: skip
     for name, res in results.items():
         if "error" in res:
             rows.append((name, "FAILED", res["error"][:60], "", ""))
@@ -96,10 +104,27 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    chosen = args.only or ["throughput", "wide", "deep"]
+    chosen = args.only or ["throughput", "wide", "deep", "events"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
     results: dict[str, dict[str, Any]] = {}
+    if "events" in chosen:
+        # PostgreSQL and plait api only: no control plane needed.
+        started = time.monotonic()
+        try:
+            res = events.run(args.tasks or DEFAULT_SIZES["events"])
+        except Exception as exc:
+            traceback.print_exc()
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        res["benchmark_s"] = round(time.monotonic() - started, 1)
+        res["machine"] = machine
+        res["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        results["events"] = res
+        (RESULTS / "events.json").write_text(json.dumps(res, indent=2) + "\n")
+        say(f"events: wrote {RESULTS / 'events.json'}")
+    if not {"throughput", "wide", "deep"} & set(chosen):
+        print(table(results))
+        return 1 if any("error" in r for r in results.values()) else 0
     with Environment() as env:
         for name in ["throughput", "wide", "deep"]:
             if name not in chosen:
