@@ -82,6 +82,8 @@ CRON_MACROS = {
 ON_TIME_GRACE = dt.timedelta(seconds=60)
 #: Most missed ticks started at once by catchUp: All (the newest ones).
 MAX_CATCH_UP = 100
+#: Starts within this many seconds share one EventTrigger status write.
+STATUS_COALESCE_SECONDS = 1.0
 
 
 class Outcome(enum.StrEnum):
@@ -214,6 +216,7 @@ class TriggerStarter:
     def __init__(self, db: Database, kube: Kube) -> None:
         self._db = db
         self._kube = kube
+        self._publishing: dict[uuid.UUID, asyncio.Future[None]] = {}
 
     # events
     async def on_event(self, event: EventInstance) -> list[tuple[str, Outcome]]:
@@ -243,9 +246,13 @@ class TriggerStarter:
                 self._arguments(trigger, variables),
                 annotations,
             )
-            async with self._db.connection(COMPONENT) as conn, conn.transaction():
-                locked = await _lock_trigger(conn, trigger.id)
-                outcome = await self._start_locked(conn, locked, start)
+            async with self._db.connection(COMPONENT) as conn:
+                if _needs_lock(trigger):
+                    async with conn.transaction():
+                        locked = await _lock_trigger(conn, trigger.id)
+                        outcome = await self._start_locked(conn, locked, start)
+                else:  # the instance's name alone makes the start exactly-once
+                    outcome = await self._create(conn, trigger, start)
             outcomes.append((trigger.name, outcome))
         return outcomes
 
@@ -370,6 +377,19 @@ class TriggerStarter:
                 return Outcome.FORBIDDEN
             for name in active:  # Replace
                 await self._kube.patch_instance_spec(namespace, name, {"cancel": True})
+        return await self._create(conn, trigger, start, now=now, tokens=tokens)
+
+    async def _create(
+        self,
+        conn: AsyncConnection[Any],
+        trigger: EventTrigger,
+        start: Start,
+        *,
+        now: dt.datetime | None = None,
+        tokens: float | None = None,
+    ) -> Outcome:
+        """Create the instance (once: by name) and record the start."""
+        namespace = trigger.namespace
         definition = await repository.latest_workflow_definition(
             conn, namespace, trigger.workflow_name
         )
@@ -387,17 +407,46 @@ class TriggerStarter:
             raise DispatchError(message) from None
         if not created:
             return Outcome.ALREADY_STARTED
+        if trigger.spec.get("rateLimit"):
+            await conn.execute(
+                "UPDATE workflow_orchestrator_service.workflow_event_triggers SET "
+                "rate_tokens = %s, rate_refilled_at = %s WHERE id = %s",
+                (tokens, now, trigger.id),
+            )
         await conn.execute(
             "UPDATE workflow_orchestrator_service.workflow_event_triggers SET "
-            "rate_tokens = %s, rate_refilled_at = %s, last_fired_at = %s, last_instance = %s "
-            "WHERE id = %s",
-            (tokens, now if rate else None, now, start.name, trigger.id),
+            "last_fired_at = statement_timestamp(), last_instance = %s WHERE id = %s",
+            (start.name, trigger.id),
         )
         logger.info("EventTrigger %s/%s started %s", namespace, trigger.name, start.name)
-        await self._patch_status(
-            trigger, {"lastTriggeredTime": _rfc3339(now), "lastInstance": start.name}
-        )
+        self._publish_last_start(trigger)
         return Outcome.STARTED
+
+    def _publish_last_start(self, trigger: EventTrigger) -> None:
+        """Copy the newest start into the trigger's status, at most once a second: a burst
+        of events costs one status write, not one per run."""
+        if trigger.id in self._publishing:
+            return
+
+        async def publish() -> None:
+            try:
+                await asyncio.sleep(STATUS_COALESCE_SECONDS)
+                async with self._db.connection(COMPONENT) as conn:
+                    row = await (
+                        await conn.execute(
+                            "SELECT last_fired_at, last_instance "
+                            "FROM workflow_orchestrator_service.workflow_event_triggers "
+                            "WHERE id = %s",
+                            (trigger.id,),
+                        )
+                    ).fetchone()
+                if row is not None and row[0] is not None:
+                    status = {"lastTriggeredTime": _rfc3339(row[0]), "lastInstance": row[1]}
+                    await self._patch_status(trigger, status)
+            finally:
+                self._publishing.pop(trigger.id, None)
+
+        self._publishing[trigger.id] = asyncio.ensure_future(publish())
 
     async def _active_instances(self, trigger: EventTrigger, *, exclude: str) -> list[str]:
         items = await self._kube.list_instances(
@@ -444,6 +493,11 @@ def _api_message(exc: ApiException) -> str:
 
 def _rfc3339(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _needs_lock(trigger: EventTrigger) -> bool:
+    """Starts must queue on the trigger's row only when they depend on each other."""
+    return bool(trigger.spec.get("rateLimit")) or trigger.concurrency_policy != "Allow"
 
 
 # -- bookkeeping SQL -------------------------------------------------------------------------
