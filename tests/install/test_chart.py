@@ -245,18 +245,21 @@ def test_operator_rbac_namespaced(helm: Helm) -> None:
         assert expr["values"] == ["team-a", "team-b"]
 
 
-def test_api_token_secret_grants_exactly_one_secret(helm: Helm) -> None:
+def test_api_token_secret_is_a_mounted_file_and_no_kubernetes_access(helm: Helm) -> None:
+    """The API reads its token from the mounted Secret: no Kubernetes token, no Role."""
     docs = helm.render(sets=["api.tokenSecretName=plait-api-token"])
-    role = find(docs, "Role", "plait-api")
-    assert role["rules"] == [
-        {
-            "apiGroups": [""],
-            "resources": ["secrets"],
-            "resourceNames": ["plait-api-token"],
-            "verbs": ["get"],
-        }
+    assert not [
+        d for d in docs if d["kind"] in {"Role", "RoleBinding"} and "api" in d["metadata"]["name"]
     ]
-    assert pod_specs(docs)["plait-api"]["automountServiceAccountToken"] is True
+    pod = pod_specs(docs)["plait-api"]
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/plait/api-token")
+    assert mount["readOnly"] is True
+    assert env["PLAIT_API_TOKEN_FILE"].startswith("/etc/plait/api-token/")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "plait-api-token"
 
 
 def test_webhook_self_signed_certificate_matches_service(helm: Helm, tmp_path: Path) -> None:
