@@ -2,7 +2,10 @@
 
 Starts a private PostgreSQL and the local control plane (a kwok node), migrates the
 database with per-component roles, installs the CRDs, runs `plait operator`, applies the
-examples, runs the example workflow (each task a Job), and prints its DAG and outputs.
+examples, runs the example workflow (each task a Job), and prints its DAG and outputs. Then
+it starts `plait api` and sends CloudEvents with `plait events send`: one starts the example
+workflow through the example EventTrigger, a redelivery of it is stored once, and malformed
+input is refused.
 Everything stops on exit (Ctrl-C too).
 """
 
@@ -20,12 +23,13 @@ from pathlib import Path
 
 import psycopg
 
-from plait.kernel.components import COMPONENTS
+from plait.kernel.components import COMPONENTS, component_by_name
 from plait.testing import PostgresServer
 from plait.testing._process import free_port, stop_process, wait_until
 from plait.testing.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
+EVENTS = component_by_name("event_processing")
 BOLD, RESET = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
 
 
@@ -152,6 +156,79 @@ def main() -> int:
         )
         print(shown.stdout, end="")
 
+        step("plait api: CloudEvents in, committed before they are acknowledged")
+        api_port = free_port()
+        token = secrets.token_urlsafe(24)
+        api_env = {
+            **os.environ,
+            "PLAIT_DATABASE_URL_EVENT_PROCESSING": pg.dsn(
+                "plait", user=EVENTS.role, password=passwords[EVENTS.name]
+            ),
+            "PLAIT_API_TOKEN": token,
+        }
+        api_env.pop("PLAIT_DATABASE_URL", None)
+        api_log = (cluster.state_dir / "api.log").open("wb")
+        api = subprocess.Popen(
+            [sys.executable, "-m", "plait", "api", "--host", "127.0.0.1", "--port", str(api_port)],
+            env=api_env,
+            stdout=api_log,
+            stderr=subprocess.STDOUT,
+        )
+        stack.callback(stop_process, api)
+
+        def api_ready() -> bool:
+            if api.poll() is not None:
+                tail = (cluster.state_dir / "api.log").read_text()[-3000:]
+                raise SystemExit(f"plait api exited with {api.returncode}:\n{tail}")
+            with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+
+        wait_until(api_ready, timeout=60, what="plait api")
+        print(f"plait api ready on :{api_port} (bearer token required)")
+        send_env = {**os.environ, "PLAIT_API_URL": f"http://127.0.0.1:{api_port}"}
+
+        def send(*args: str, token_value: str = token) -> None:
+            shown = " ".join(a if " " not in a else repr(a) for a in args)
+            print(f"$ plait events send {shown}")
+            done = subprocess.run(
+                [sys.executable, "-m", "plait", "events", "send", "--token", token_value, *args],
+                env=send_env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            print((done.stdout + done.stderr).strip())
+
+        order = ["--type", "dev.plait.example.order.created", "--source", "/shop/orders"]
+        send(*order, "--id", "order-1001", "--subject", "order-1001",
+             "--data", '{"orderId": "1001", "amount": 250}')  # fmt: skip
+        send(*order, "--id", "order-1001", "--subject", "order-1001",
+             "--data", '{"orderId": "1001", "amount": 250}')  # fmt: skip
+        send(*order, "--id", "order-1002", "--data", '{"orderId": "1002", "amount": 12}')
+        print("# refused, and nothing stored: data that breaks the EventDefinition's schema")
+        send(*order, "--id", "order-1003", "--data", '{"orderId": 1003}')
+        print("# refused: a wrong token")
+        send(*order, "--id", "order-1004", "--data", "{}", token_value="wrong")
+
+        step("EventTrigger on-large-order started one run for order 1001 (amount > 100)")
+
+        def triggered() -> bool:
+            out = cluster.kubectl(
+                "get", "wfi", "-l", "plait.dev/trigger=on-large-order", "-o", "json"
+            ).stdout
+            items = json.loads(out)["items"]
+            return len(items) == 1 and items[0].get("status", {}).get("phase") in (
+                "Succeeded",
+                "Failed",
+            )
+
+        wait_until(triggered, timeout=120, what="the run started by the event")
+        columns = (
+            "custom-columns=NAME:.metadata.name,PHASE:.status.phase,MESSAGE:.spec.arguments.message"
+        )
+        show(cluster, "get", "wfi", "-l", "plait.dev/trigger=on-large-order", "-o", columns)
+        show(cluster, "get", "eventtriggers")
+
         step("a cyclic workflow is refused by the admission webhook")
         cyclic = {
             "apiVersion": "plait.dev/v1alpha1",
@@ -189,6 +266,9 @@ def main() -> int:
                 "SELECT name, version FROM task_execution_service.task_definitions",
                 "SELECT name, integration_type, secret_name "
                 "FROM integration_service.integration_instances",
+                "SELECT e.event_id, e.type, e.partition_key, e.sequence_position, q.state "
+                "FROM event_processing_service.event_instances e JOIN "
+                "event_processing_service.event_queue_state q ON q.event_instance_id = e.id",
             ):
                 cur = conn.execute(query)
                 print(f"-- {query}")
