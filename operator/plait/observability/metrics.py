@@ -177,7 +177,7 @@ METRIC_SNAPSHOTS = Counter(
     ["outcome"],
 )
 DATABASE_GAUGE_ERRORS = Counter(
-    "plait_database_gauge_refresh_errors_total",
+    "plait_database_metric_refresh_errors_total",
     "Failed or timed-out refreshes of the gauges computed from PostgreSQL, by source.",
     ["source"],
 )
