@@ -1,4 +1,5 @@
-"""``python -m bench [--only throughput|wide|deep|events] [--tasks N]``: run, print, write JSON."""
+"""``python -m bench [--only throughput|wide|deep|events|latency] [--tasks N]``: run, print, write
+JSON."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ import time
 import traceback
 from typing import Any
 
-from bench import dag, events, throughput
+from bench import dag, event_latency, events, throughput
 from bench.harness import RESULTS, Environment, say
 
-DEFAULT_SIZES = {"throughput": 200, "wide": 1000, "deep": 200, "events": 20000}
+DEFAULT_SIZES = {
+    "throughput": 200,
+    "wide": 1000,
+    "deep": 200,
+    "events": 20000,
+    "latency": 120,
+}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +91,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             label = f"events {mode} x{m['clients']} clients, {m['events_per_request']}/request"
             rows.append((label, "events/s acked", m["plait_events_per_s"],
                          m["raw_events_per_s"], m["ratio"]))  # fmt: skip
+    lat = results.get("latency")
+    if lat and "ack_to_instance_ms" in lat:
+        ms = lat["ack_to_instance_ms"]
+        label = f"latency {lat['events']} events at {lat['rate_per_s']:g}/s"
+        rows.append((label, "ack -> instance p50 ms", ms["p50"], "", ""))
+        rows.append(("", "ack -> instance p99 ms", ms["p99"], "", ""))
     for name, res in results.items():
         if "error" in res:
             rows.append((name, "FAILED", res["error"][:60], "", ""))
@@ -104,7 +117,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    chosen = args.only or ["throughput", "wide", "deep", "events"]
+    chosen = args.only or ["throughput", "wide", "deep", "events", "latency"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
     results: dict[str, dict[str, Any]] = {}
@@ -122,17 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         results["events"] = res
         (RESULTS / "events.json").write_text(json.dumps(res, indent=2) + "\n")
         say(f"events: wrote {RESULTS / 'events.json'}")
-    if not {"throughput", "wide", "deep"} & set(chosen):
+    if not {"throughput", "wide", "deep", "latency"} & set(chosen):
         print(table(results))
         return 1 if any("error" in r for r in results.values()) else 0
     with Environment() as env:
-        for name in ["throughput", "wide", "deep"]:
+        for name in ["throughput", "wide", "deep", "latency"]:
             if name not in chosen:
                 continue
             size = args.tasks or DEFAULT_SIZES[name]
             started = time.monotonic()
             try:
-                if name == "throughput":
+                if name == "latency":
+                    res = event_latency.run(env, size)
+                elif name == "throughput":
                     res = throughput.run(
                         env, size, duration_s=args.duration, profile=not args.no_profile
                     )
