@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 
+from plait.errors import ConfigurationError
 from plait.observability.batching import DsnConnections
+from plait.testing.prometheus import find_prometheus
 from tests.fixtures.database import ConnectAs
 
 
@@ -28,3 +33,24 @@ async def connections(obs_dsn: str) -> AsyncIterator[DsnConnections]:
     factory = DsnConnections(obs_dsn)
     yield factory
     await factory.close()
+
+
+@pytest.fixture(scope="session")
+def prometheus_available() -> None:
+    """Skip (saying why) only when the prometheus binary is missing and cannot be installed."""
+    try:
+        find_prometheus()
+        return
+    except ConfigurationError:
+        pass
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
+            capture_output=True,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    try:
+        find_prometheus()
+    except ConfigurationError as exc:
+        pytest.skip(f"{exc} (and apt-get could not install it here)")

@@ -199,6 +199,20 @@ DATABASE_GAUGE_FAMILIES: Mapping[str, tuple[str, tuple[str, ...]]] = {
     ),
     "plait_dead_letters": ("Dead-lettered events by status, from PostgreSQL.", ("status",)),
 }
+# Series with a known, closed set of label values exist from the start (at 0), so rate()
+# and alerts work before the first occurrence instead of seeing "no data".
+for _outcome in ("succeeded", "failed", "timed_out", "cancelled"):
+    TASK_ATTEMPTS.labels(_outcome)
+for _reason in ("buffer_full", "rejected", "shutdown"):
+    LOG_RECORDS_DROPPED.labels(_reason)
+    SPANS_DROPPED.labels(_reason)
+for _stage in ("launch", "advance"):
+    TASK_OVERHEAD.labels(_stage)
+for _phase in ("Succeeded", "Failed", "Cancelled"):
+    WORKFLOW_INSTANCES_FINISHED.labels(_phase)
+for _snapshot in ("written", "failed"):
+    METRIC_SNAPSHOTS.labels(_snapshot)
+
 WORKFLOW_INSTANCES = "plait_workflow_instances"
 EVENT_QUEUE_DEPTH = "plait_event_queue_depth"
 EVENT_QUEUE_LAG = "plait_event_queue_lag_seconds"
