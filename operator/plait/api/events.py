@@ -21,7 +21,6 @@ from typing import Any
 import psycopg
 from aiohttp import web
 from jsonschema.exceptions import SchemaError
-from prometheus_client import Counter
 
 from plait.api.context import CONFIG, DATABASE, namespace_of
 from plait.api.problems import Problem
@@ -38,17 +37,12 @@ from plait.event_processing.cloudevents import (
     parse_structured,
 )
 from plait.event_processing.repository import EventInstance
+from plait.observability.metrics import EVENTS_INGESTED
 
 __all__ = ["EVENTS_INGESTED", "add_routes", "read_capped"]
 
 logger = logging.getLogger(__name__)
 
-EVENTS_INGESTED = Counter(
-    "plait_events_ingested",
-    "CloudEvents received by the API, by outcome: stored (new), duplicate (source and id "
-    "seen before, acknowledged again) or rejected (invalid or too large; nothing stored).",
-    ["namespace", "outcome"],
-)
 _RETRIES = 3
 _VALIDATOR = web.AppKey("schema_validator", SchemaValidator)
 
