@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages Plait's development and tests need, only where missing:
-# PostgreSQL's server binaries and openssl. Go (1.26, for the Kubernetes build) and
+# PostgreSQL's server binaries, openssl, and Prometheus (prometheus and promtool: a test
+# has a real Prometheus scrape Plait's /metrics). Go (1.26, for the Kubernetes build) and
 # Python 3.11 come with the machine; this script says so clearly when they don't.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ have_pg() {
 packages=()
 have_pg || packages+=(postgresql)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 
 if [ ${#packages[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${packages[*]}"
@@ -22,6 +24,10 @@ if [ ${#packages[@]} -gt 0 ]; then
   # Debian starts a cluster on install; Plait runs its own private servers instead.
   if command -v pg_lsclusters >/dev/null 2>&1; then
     $sudo pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
+  fi
+  # Likewise Prometheus: tests start their own, on free ports (where systemd started one).
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
   fi
 fi
 
