@@ -1,6 +1,9 @@
-"""Tasks that wait for an event, end to end: a real operator runs the workflow, events are
-stored with the event-processing repository and delivered with ``Orchestrator.deliver_event``
-from this process (as the event dispatcher does), against the same database and cluster.
+"""Tasks that wait for an event, end to end: a real operator runs the workflow.
+
+Events are stored (and enqueued) with the event-processing repository. In the first test
+the operator's own dispatcher delivers them; the others run the operator with
+``--no-dispatch`` and call ``Orchestrator.deliver_event`` from this process, as a
+dispatcher does, to control exactly when and how often an event is delivered.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ import psycopg
 import pytest
 from kubernetes import config
 
-from plait.event_processing.repository import EventInstance, NewEvent, insert_event
+from plait.event_processing.repository import (
+    EventInstance,
+    NewEvent,
+    insert_event,
+    notify_new_events,
+)
 from plait.kernel.components import COMPONENTS
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
@@ -72,7 +80,26 @@ async def send(
                 data=data,
             ),
         )
+        await notify_new_events(conn)
     return event
+
+
+def dispatched(dsn: str, event: EventInstance) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT state FROM event_processing_service.event_queue_state "
+            "WHERE event_instance_id = %s",
+            (event.id,),
+        ).fetchone()
+    return row == ("Done",)
+
+
+def wait_dispatched(dsn: str, *events: EventInstance) -> None:
+    wait_until(
+        lambda: all(dispatched(dsn, e) for e in events),
+        timeout=30,
+        what="the operator to dispatch the events",
+    )
 
 
 def subscriptions(dsn: str) -> list[tuple[Any, ...]]:
@@ -105,11 +132,7 @@ ORDER = [{"name": "orderId", "type": "string"}]
 
 
 async def test_a_waiting_run_resumes_on_its_correlated_event(
-    cluster: Kube,
-    start_operator: StartOperator,
-    migrated_database: str,
-    database: Database,
-    orchestrator: Orchestrator,
+    cluster: Kube, start_operator: StartOperator, migrated_database: str, database: Database
 ) -> None:
     start_operator()
     submit(
@@ -142,20 +165,15 @@ async def test_a_waiting_run_resumes_on_its_correlated_event(
     assert running["phase"] == "Running"
     assert [(s[0], s[2]) for s in subscriptions(migrated_database)] == [("wait", "Waiting")]
 
-    # Not this order, another type, another namespace: nothing happens.
-    assert (
-        await orchestrator.deliver_event(await send(database, cluster.namespace, "o-99", {})) == 0
-    )
+    # Not this order, another type: dispatched by the operator, and nothing happens.
+    other_order = await send(database, cluster.namespace, "o-99", {"amount": 1})
     other_type = await send(database, cluster.namespace, "o-17", {}, type="order.shipped")
-    assert await orchestrator.deliver_event(other_type) == 0
-    elsewhere = await send(database, "elsewhere", "o-17", {"amount": 1})
-    assert await orchestrator.deliver_event(elsewhere) == 0
+    wait_dispatched(migrated_database, other_order, other_type)
     assert state_of(migrated_database, "checkout-run", "wait") == "Waiting"
+    assert [(s[0], s[2]) for s in subscriptions(migrated_database)] == [("wait", "Waiting")]
     assert "b" not in {r[0] for r in attempts(migrated_database, "checkout-run")}
 
     paid = await send(database, cluster.namespace, "o-17", {"amount": 42, "currency": "EUR"})
-    assert await orchestrator.deliver_event(paid) == 1
-    await orchestrator.quiesce()
     final = wait_phase(cluster, "checkout-run")
     assert final["phase"] == "Succeeded", final
     rows = {r[0]: r for r in attempts(migrated_database, "checkout-run")}
@@ -206,7 +224,7 @@ async def test_an_event_delivered_twice_completes_a_wait_once(
     orchestrator: Orchestrator,
     component_dsns: dict[str, str],
 ) -> None:
-    start_operator()
+    start_operator("--no-dispatch")
     submit(
         cluster,
         "twice",
@@ -215,6 +233,8 @@ async def test_an_event_delivered_twice_completes_a_wait_once(
         arguments={"orderId": "o-2"},
     )
     wait_state(migrated_database, "twice-run", "wait", "Waiting")
+    # Events are namespaced: the same order in another namespace is not this run's.
+    assert await orchestrator.deliver_event(await send(database, "elsewhere", "o-2", {})) == 0
     event = await send(database, cluster.namespace, "o-2", [1, 2])
     # Two dispatchers racing on the same event, then a redelivery, then a later match.
     environ = {f"PLAIT_DATABASE_URL_{c.env_suffix}": component_dsns[c.name] for c in COMPONENTS}
@@ -243,7 +263,7 @@ async def test_cancelling_a_waiting_run_cancels_its_wait(
     database: Database,
     orchestrator: Orchestrator,
 ) -> None:
-    start_operator()
+    start_operator("--no-dispatch")
     submit(cluster, "stop", [waiter(correlation="true")])
     wait_state(migrated_database, "stop-run", "wait", "Waiting")
     cluster.kubectl("patch", "wfi", "stop-run", "--type=merge", "-p", '{"spec":{"cancel":true}}')
