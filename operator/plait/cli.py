@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -64,9 +65,14 @@ class LazyGroup(click.Group):
 )
 def cli(log_level: str) -> None:
     """Plait: event-driven workflows on Kubernetes, with PostgreSQL as the system of record."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if logging.getLogger().handlers:  # embedded (a test runner's capture): leave it be
+        logging.getLogger().setLevel(log_level.upper())
+        return
+    from plait.observability.logging import configure_logging
+
+    # JSON lines for log collectors (a pod's stderr is no terminal); text for people.
+    chosen = os.environ.get("PLAIT_LOG_FORMAT") or ("text" if sys.stderr.isatty() else "json")
+    configure_logging(log_level, json=chosen == "json", component="plait")
 
 
 def main() -> None:

@@ -29,9 +29,13 @@ from plait.api.context import CONFIG, DATABASE, ApiConfig
 from plait.api.problems import Problem, problem_response
 from plait.errors import ConfigurationError, NotFoundError, ValidationError
 from plait.event_processing.cloudevents import InvalidEventError
+from plait.event_processing.gauges import queue_gauges
 from plait.kernel.components import component_by_name
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
+from plait.observability import Telemetry
+from plait.observability.logging import set_process_component
+from plait.observability.metrics import DATABASE_GAUGES
 
 __all__ = ["DATABASE", "ApiConfig", "api_command", "build_app", "serve"]
 
@@ -167,7 +171,13 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
     # The pool opens lazily (min 0): the process starts, and reports not-ready, even while
     # PostgreSQL is down.
     settings = settings.model_copy(update={"database_pool_min": 0})
-    database = await Database.open(settings, [component_by_name("event_processing")])
+    set_process_component("api")
+    database = await Database.open(
+        settings, [component_by_name("event_processing"), component_by_name("observability")]
+    )
+    telemetry = Telemetry()
+    await telemetry.start(database, "api")
+    DATABASE_GAUGES.register_source("event_processing", queue_gauges)
     runner = web.AppRunner(build_app(database, config), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -176,6 +186,7 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
         await stop.wait()
     finally:
         await runner.cleanup()
+        await telemetry.stop()
         await database.close()
 
 

@@ -13,6 +13,7 @@ read, and a body streamed without one is cut off at the limit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import psycopg
 from aiohttp import web
 from jsonschema.exceptions import SchemaError
+from psycopg import AsyncConnection
 
 from plait.api.context import CONFIG, DATABASE, namespace_of
 from plait.api.problems import Problem
@@ -36,8 +38,9 @@ from plait.event_processing.cloudevents import (
     parse_binary,
     parse_structured,
 )
-from plait.event_processing.repository import EventInstance
+from plait.event_processing.repository import EventInstance, NewEvent
 from plait.observability.metrics import EVENTS_INGESTED
+from plait.observability.tracing import current_traceparent, event_span
 
 __all__ = ["EVENTS_INGESTED", "add_routes", "read_capped"]
 
@@ -157,6 +160,31 @@ async def _check_schemas(
         )
 
 
+async def _store(
+    conn: AsyncConnection[Any], event: NewEvent, max_attempts: int
+) -> tuple[EventInstance, bool]:
+    """Store one event inside its ingestion span; the span's trace context goes into the
+    event's ``traceparent`` extension (CloudEvents distributed tracing), so the runs it
+    starts join the sender's trace through it."""
+    with event_span(
+        namespace=event.namespace,
+        source=event.source,
+        type=event.type,
+        event_id=event.id,
+        parent_traceparent=_str_or_none((event.extensions or {}).get("traceparent")),
+    ):
+        context = current_traceparent()
+        if context is not None:
+            event = dataclasses.replace(
+                event, extensions={**(event.extensions or {}), "traceparent": context}
+            )
+        return await repository.insert_event(conn, event, max_attempts=max_attempts)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 async def post_events(request: web.Request) -> web.Response:
     namespace = namespace_of(request)
     config = request.app[CONFIG]
@@ -176,9 +204,7 @@ async def post_events(request: web.Request) -> web.Response:
             try:
                 async with conn.transaction():
                     results = [
-                        await repository.insert_event(
-                            conn, e.to_new_event(namespace), max_attempts=config.max_attempts
-                        )
+                        await _store(conn, e.to_new_event(namespace), config.max_attempts)
                         for e in events
                     ]
                     if any(created for _, created in results):

@@ -26,10 +26,15 @@ from plait.controller.diffbase import SpecDigestDiffBaseStorage
 from plait.controller.options import FINALIZER, OperatorOptions
 from plait.controller.reconcile import KindBinding, OperatorContext, register_kind
 from plait.controller.webhook import build_webhook_server
+from plait.event_processing.gauges import queue_gauges
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
+from plait.observability import Telemetry
+from plait.observability.logging import set_process_component
+from plait.observability.metrics import DATABASE_GAUGES
 from plait.task_execution.service import TaskExecution
+from plait.workflow_orchestrator.gauges import instance_gauges
 from plait.workflow_orchestrator.runtime import Orchestrator, register_runtime
 
 __all__ = ["build_registry", "configure_settings", "operator_command", "run_operator"]
@@ -132,6 +137,7 @@ async def run_operator(
 ) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when run from the CLI)."""
     settings = settings or Settings()
+    set_process_component("operator")
     if options.migrate:
         from plait.kernel.migrations import migrate
 
@@ -142,6 +148,10 @@ async def run_operator(
     # Kubernetes client calls run in threads: enough of them for many launches at once.
     loop.set_default_executor(ThreadPoolExecutor(max_workers=options.api_threads))
     async with await Database.open(settings) as database:
+        telemetry = Telemetry()
+        await telemetry.start(database, "operator", retention=True)
+        DATABASE_GAUGES.register_source("event_processing", queue_gauges)
+        DATABASE_GAUGES.register_source("workflow_orchestrator", instance_gauges)
         kube = Kube(pool_size=options.api_threads)
         tasks = TaskExecution(database, kube, job_ttl_seconds=options.job_ttl_seconds)
         ctx = OperatorContext(database, kube, Orchestrator(database, kube, tasks))
@@ -177,6 +187,7 @@ async def run_operator(
             if runner is not None:
                 await runner.cleanup()
             kube.close()
+            await telemetry.stop()
 
 
 async def _run_event_services(

@@ -27,6 +27,7 @@ from plait import API_GROUP, API_VERSION
 from plait.controller.conditions import Condition, merge_conditions
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
+from plait.observability.tracing import reconcile_span, run_trace
 from plait.resources import KINDS_BY_NAME, KindInfo
 from plait.resources.common import PlaitModel
 from plait.resources.validation import Problem, check_resource, parse_spec, references
@@ -173,6 +174,23 @@ def register_kind(
         patch: kopf.Patch,
         **kwargs: Any,
     ) -> None:
+        # A run's reconciliations are spans of its own trace; other kinds get one each.
+        run = (
+            run_trace(str(meta["uid"]), dict(meta.get("annotations") or {}))
+            if info.kind == "WorkflowInstance"
+            else None
+        )
+        with reconcile_span(info.kind, meta["namespace"], meta["name"], run=run):
+            await _reconcile(body, spec, meta, status, patch, **kwargs)
+
+    async def _reconcile(
+        body: kopf.Body,
+        spec: kopf.Spec,
+        meta: kopf.Meta,
+        status: kopf.Status,
+        patch: kopf.Patch,
+        **kwargs: Any,
+    ) -> None:
         namespace, name = meta["namespace"], meta["name"]
         generation = int(meta.get("generation") or 0)
         problems = check_resource(dict(body), _lookup_from_indexes(namespace, kwargs))
@@ -231,7 +249,8 @@ def register_kind(
         ref = ObjectRef(
             meta["namespace"], meta["name"], str(meta["uid"]), int(meta.get("generation") or 0)
         )
-        await binding.store.delete(ctx, ref)
+        with reconcile_span(info.kind, ref.namespace, ref.name):
+            await binding.store.delete(ctx, ref)
 
     kopf.on.delete(*resource, id=f"delete-{info.plural}", registry=registry)(delete)
 

@@ -21,24 +21,32 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import psycopg
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel
+from opentelemetry.trace import NonRecordingSpan, StatusCode
 from psycopg import AsyncConnection
 
-from plait.errors import PermanentDispatchError
+from plait.errors import PermanentDispatchError, ValidationError
 from plait.event_processing import repository
 from plait.event_processing.repository import EventInstance, QueueItem
 from plait.event_processing.states import QueueState
 from plait.kernel.database import Database
+from plait.observability.logging import log_context
+from plait.observability.tracing import parse_traceparent, tracer
 
 __all__ = ["Consumer", "DispatchSettings", "Dispatcher"]
 
 logger = logging.getLogger(__name__)
 COMPONENT = "event_processing"
+
+#: Name of the span of one dispatch attempt of one event.
+DISPATCH_SPAN = "plait.event.dispatch"
 
 #: Something that acts on an event; raises to have it retried (or dead-lettered).
 Consumer = Callable[[EventInstance], Awaitable[Any]]
@@ -133,8 +141,9 @@ class Dispatcher:
         if event is None:  # removed by retention while queued: nothing left to do
             return
         try:
-            for consume in self._consumers:
-                await consume(event)
+            with _dispatch_span(event, item.attempts):
+                for consume in self._consumers:
+                    await consume(event)
         except Exception as exc:
             await self._failed(item, event, exc)
             return
@@ -197,3 +206,33 @@ class Dispatcher:
                 logger.debug("event dispatch: LISTEN connection lost (%s); polling", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+
+@contextlib.contextmanager
+def _dispatch_span(event: EventInstance, attempt: int) -> Iterator[None]:
+    """A span per dispatch attempt, in the trace the event was ingested in (its
+    ``traceparent`` extension): ingestion, dispatch and the runs started are one trace."""
+    parent = None
+    value = event.extensions.get("traceparent")
+    if isinstance(value, str):
+        with contextlib.suppress(ValidationError):
+            remote = NonRecordingSpan(parse_traceparent(value))
+            parent = otel.set_span_in_context(remote, otel_context.Context())
+    attributes: dict[str, str | int] = {
+        "plait.namespace": event.namespace,
+        "plait.event.source": event.source,
+        "plait.event.type": event.type,
+        "plait.event.id": event.event_id,
+        "plait.attempt": attempt,
+    }
+    with (
+        log_context(namespace=event.namespace),
+        tracer().start_as_current_span(DISPATCH_SPAN, parent, attributes=attributes) as span,
+    ):
+        try:
+            yield
+        except Exception as exc:
+            span.set_status(StatusCode.ERROR, str(exc))
+            span.set_attribute("plait.outcome", "error")
+            raise
+        span.set_attribute("plait.outcome", "success")

@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from plait import API_GROUP, API_VERSION
+from plait.observability.metrics import time_kubernetes_api_call
 
 __all__ = ["Kube", "PodResult"]
 
@@ -57,6 +58,11 @@ class Kube:
     def _custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self._client())
 
+    async def _call(self, verb: str, resource: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a client call in the thread pool, counted and timed for /metrics."""
+        with time_kubernetes_api_call(verb, resource):
+            return await asyncio.to_thread(fn, *args, **kwargs)
+
     def close(self) -> None:
         if self._api is not None:
             self._api.close()  # type: ignore[no-untyped-call]
@@ -65,8 +71,12 @@ class Kube:
         """Create a Job; False when it exists already (the name makes this idempotent)."""
         namespace = manifest["metadata"]["namespace"]
         try:
-            await asyncio.to_thread(
-                self._batch.create_namespaced_job, namespace, cast(Any, dict(manifest))
+            await self._call(
+                "create",
+                "jobs",
+                self._batch.create_namespaced_job,
+                namespace,
+                cast(Any, dict(manifest)),
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -76,7 +86,7 @@ class Kube:
 
     async def job_exists(self, namespace: str, name: str) -> bool:
         try:
-            await asyncio.to_thread(self._batch.read_namespaced_job, name, namespace)
+            await self._call("get", "jobs", self._batch.read_namespaced_job, name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -86,7 +96,9 @@ class Kube:
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its Pods; a Job already gone is fine."""
         try:
-            await asyncio.to_thread(
+            await self._call(
+                "delete",
+                "jobs",
                 self._batch.delete_namespaced_job,
                 name,
                 namespace,
@@ -98,8 +110,12 @@ class Kube:
 
     async def pod_result(self, namespace: str, job: str) -> PodResult | None:
         """The terminated state of the Job's container, if a Pod of it is still there."""
-        pods = await asyncio.to_thread(
-            self._core.list_namespaced_pod, namespace, label_selector=f"job-name={job}"
+        pods = await self._call(
+            "list",
+            "pods",
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=f"job-name={job}",
         )
         for pod in pods.items:
             for status in (pod.status.container_statuses if pod.status else None) or ():
@@ -122,7 +138,9 @@ class Kube:
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
-            await asyncio.to_thread(
+            await self._call(
+                "patch",
+                "workflowinstances/status",
                 self._custom.patch_namespaced_custom_object_status,
                 API_GROUP,
                 API_VERSION,
@@ -140,7 +158,9 @@ class Kube:
 
     async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj = await asyncio.to_thread(
+            obj = await self._call(
+                "get",
+                "workflowinstances",
                 self._custom.get_namespaced_custom_object,
                 API_GROUP,
                 API_VERSION,
@@ -157,7 +177,9 @@ class Kube:
     async def create_instance(self, manifest: Mapping[str, Any]) -> bool:
         """Create a WorkflowInstance; False when that name exists (idempotent by name)."""
         try:
-            await asyncio.to_thread(
+            await self._call(
+                "create",
+                "workflowinstances",
                 self._custom.create_namespaced_custom_object,
                 API_GROUP,
                 API_VERSION,
@@ -172,7 +194,9 @@ class Kube:
         return True
 
     async def list_instances(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        result = await asyncio.to_thread(
+        result = await self._call(
+            "list",
+            "workflowinstances",
             self._custom.list_namespaced_custom_object,
             API_GROUP,
             API_VERSION,
@@ -185,7 +209,9 @@ class Kube:
     async def patch_instance_spec(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
         """Merge-patch a WorkflowInstance's spec (cancel, suspend); a deleted one is fine."""
         try:
-            await asyncio.to_thread(
+            await self._call(
+                "patch",
+                "workflowinstances",
                 self._custom.patch_namespaced_custom_object,
                 API_GROUP,
                 API_VERSION,
@@ -204,7 +230,9 @@ class Kube:
         """Merge-patch an EventTrigger's status (last start, next schedule time)."""
         body = json.loads(json.dumps({"status": dict(status)}, default=str))
         try:
-            await asyncio.to_thread(
+            await self._call(
+                "patch",
+                "eventtriggers/status",
                 self._custom.patch_namespaced_custom_object_status,
                 API_GROUP,
                 API_VERSION,

@@ -37,6 +37,7 @@ from plait.event_processing.repository import EventInstance
 from plait.kernel import expressions
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
+from plait.observability.tracing import TRACEPARENT_ANNOTATION, current_traceparent
 from plait.workflow_orchestrator import repository
 from plait.workflow_orchestrator.repository import EventTrigger
 from plait.workflow_orchestrator.states import FINAL_PHASES
@@ -64,8 +65,6 @@ TRIGGER_ANNOTATION = "plait.dev/trigger-id"
 EVENT_ANNOTATION = "plait.dev/event-id"
 #: The cron tick an instance was started for.
 SCHEDULED_ANNOTATION = "plait.dev/scheduled-time"
-#: W3C trace context of the event, so the run joins the event's trace.
-TRACEPARENT_ANNOTATION = "plait.dev/traceparent"
 
 #: The standard cron macros, as five fields (cronsim reads only fields).
 CRON_MACROS = {
@@ -238,7 +237,8 @@ class TriggerStarter:
                 outcomes.append((trigger.name, Outcome.FILTERED))
                 continue
             annotations = {EVENT_ANNOTATION: str(event.id)}
-            traceparent = event.extensions.get("traceparent")
+            # The dispatch span's context (or the ingestion's): the run joins the trace.
+            traceparent = current_traceparent() or event.extensions.get("traceparent")
             if isinstance(traceparent, str):
                 annotations[TRACEPARENT_ANNOTATION] = traceparent
             start = Start(
