@@ -31,6 +31,7 @@ from plait.kernel.database import Database
 from plait.kernel.kube import Kube as KubeCalls
 from plait.task_execution.service import TaskExecution
 from plait.testing._process import wait_until
+from plait.workflow_orchestrator import repository as repo
 from plait.workflow_orchestrator.runtime import Orchestrator
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.fixtures.operator import StartOperator
@@ -272,3 +273,30 @@ async def test_cancelling_a_waiting_run_cancels_its_wait(
     assert [s[2] for s in subscriptions(migrated_database)] == ["Cancelled"]
     assert state_of(migrated_database, "stop-run", "wait") == "Cancelled"
     assert await orchestrator.deliver_event(await send(database, cluster.namespace, None, {})) == 0
+
+
+async def test_a_match_whose_attempt_was_not_recorded_is_finished_after_a_crash(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str, database: Database
+) -> None:
+    first = start_operator("--no-dispatch")
+    submit(
+        cluster,
+        "heal",
+        [waiter(correlation="true"), task("b", deps=["wait"])],
+        outputs={"paid": "tasks.wait.outputs.amount"},
+    )
+    wait_state(migrated_database, "heal-run", "wait", "Waiting")
+    first.kill()
+    # What a dispatcher that died right after matching leaves behind: the subscription
+    # Matched, with the event's data, and the attempt still Waiting.
+    async with database.connection("workflow_orchestrator") as conn:
+        [sub] = await repo.waiting_subscriptions(
+            conn, namespace=cluster.namespace, event_type="order.paid", subject=None
+        )
+        assert await repo.mark_matched(conn, sub.id, event_id=uuid.uuid4(), outputs={"amount": 7})
+    assert state_of(migrated_database, "heal-run", "wait") == "Waiting"
+    start_operator("--no-dispatch")
+    final = wait_phase(cluster, "heal-run")
+    assert final["phase"] == "Succeeded", final
+    rows = [(r[0], r[2], r[4]) for r in attempts(migrated_database, "heal-run")]
+    assert rows == [("b", "Succeeded", None), ("wait", "Succeeded", {"amount": 7})]
