@@ -152,8 +152,15 @@ async def test_each_matching_event_starts_one_run_with_its_arguments(
         }
     assert {row[2] for row in stored()} == event_ids
     assert all(row[1] for row in stored())
-    status = json.loads(cluster.kubectl("get", "etr", "big-orders", "-o", "json"))["status"]
-    assert status["lastInstance"] in {r["metadata"]["name"] for r in runs}
+    names = {r["metadata"]["name"] for r in runs}
+    wait_until(  # the status is written once a burst is over
+        lambda: (
+            cluster.kubectl("get", "etr", "big-orders", "-o", "jsonpath={.status.lastInstance}")
+            in names
+        ),
+        timeout=30,
+        what="status.lastInstance",
+    )
 
 
 async def test_forbid_and_rate_limits_drop_extra_starts(
