@@ -164,6 +164,15 @@ async def run_operator(
         async def _started(**_: Any) -> None:
             ready.set()
 
+        @kopf.on.cleanup(registry=registry)
+        async def _stopping(**_: Any) -> None:
+            # Kopf handles the signals itself: its cleanup is where shutdown starts, so the
+            # dispatcher finishes the events in hand before Kopf cancels leftover tasks.
+            stop.set()
+            if services is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await services
+
         runner = await _serve_health(options, ready)
         services = (
             asyncio.create_task(_run_event_services(ctx, options, logged_in, stop))
@@ -183,7 +192,8 @@ async def run_operator(
         finally:
             stop.set()
             if services is not None:
-                await services
+                with contextlib.suppress(asyncio.CancelledError):
+                    await services
             if runner is not None:
                 await runner.cleanup()
             kube.close()
