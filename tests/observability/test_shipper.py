@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -23,7 +21,6 @@ from plait.observability.logging import log_context
 from plait.observability.settings import ObservabilitySettings
 from plait.observability.shipper import LogShipper
 from plait.testing import PostgresServer
-from plait.testing._process import run_as_user
 from tests.observability._util import eventually
 
 
@@ -95,22 +92,6 @@ async def test_stop_flushes_what_is_buffered(obs_dsn: str, connections: DsnConne
 # --- with PostgreSQL stopped ----------------------------------------------------------------
 
 
-def pg_ctl(server: PostgresServer, action: str) -> None:
-    """Stop or start ``server`` keeping its data (PostgresServer.start would initdb again)."""
-    args = [str(server.bindir / "pg_ctl"), action, "-w", "-D", str(server.data_dir)]
-    if action == "start":
-        args += [
-            "-l",
-            str(server.log_file),
-            "-o",
-            f"-p {server.port} -k {server.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-        ]
-    else:
-        args += ["-m", "fast"]
-    demote = run_as_user("postgres") if os.geteuid() == 0 else None
-    subprocess.run(args, check=True, capture_output=True, preexec_fn=demote, cwd="/")
-
-
 @pytest.fixture
 def own_server() -> Iterator[tuple[PostgresServer, str]]:
     """A private server this test may stop and start, migrated for observability only.
@@ -147,7 +128,7 @@ async def test_database_down_bounds_the_buffer_counts_drops_and_resumes(
     try:
         logger.info("before the outage")
         await eventually(lambda: has_rows(dsn, 1, "logger = %s", logger.name), what="first")
-        pg_ctl(server, "stop")
+        server.pause()
         before = dropped_total("buffer_full")
         started = time.monotonic()
         for i in range(300):
@@ -158,7 +139,7 @@ async def test_database_down_bounds_the_buffer_counts_drops_and_resumes(
         assert dropped_total("buffer_full") - before >= 200
         await eventually(lambda: shipper.writer.failures >= 2, what="failed attempts")
         assert not shipper.writer.healthy
-        pg_ctl(server, "start")
+        server.resume()
         await eventually(
             lambda: shipper.writer.healthy and len(shipper.buffer) == 0,
             what="resumed shipping",

@@ -81,6 +81,11 @@ class PostgresServer:
             preexec=demote,
         )
         pwfile.unlink()
+        self._start_server()
+        return self
+
+    def _start_server(self) -> None:
+        demote = run_as_user("postgres", self.base_dir) if os.geteuid() == 0 else None
         options = " ".join(
             [
                 f"-p {self.port}",
@@ -108,7 +113,20 @@ class PostgresServer:
             preexec=demote,
         )
         self._running = True
-        return self
+
+    def pause(self) -> None:
+        """Stop the server but keep its data, like an outage; :meth:`resume` brings it back
+        on the same port."""
+        if self._running:
+            self._running = False
+            demote = run_as_user("postgres") if os.geteuid() == 0 else None
+            self._run(
+                "pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.data_dir), preexec=demote
+            )
+
+    def resume(self) -> None:
+        if not self._running:
+            self._start_server()
 
     def stop(self) -> None:
         if self._running:

@@ -13,6 +13,7 @@ import kopf
 from psycopg import AsyncConnection
 
 from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
+from plait.observability.tracing import TRACEPARENT_ANNOTATION
 from plait.resources import EVENT_TRIGGER, WORKFLOW_DEFINITION, WORKFLOW_INSTANCE
 from plait.resources.common import PlaitModel
 from plait.resources.trigger import EventTriggerSpec
@@ -88,7 +89,12 @@ class WorkflowInstanceStore:
                 )
         summary = await ctx.orchestrator.advance(
             uid,
-            Control(cancel=spec.cancel, suspend=spec.suspend, retry=spec.retry),
+            Control(
+                cancel=spec.cancel,
+                suspend=spec.suspend,
+                retry=spec.retry,
+                traceparent=ref.annotations.get(TRACEPARENT_ANNOTATION),
+            ),
             ensure_jobs=True,
         )
         assert summary is not None  # the row exists: it was just made sure of

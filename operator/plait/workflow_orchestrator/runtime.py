@@ -38,6 +38,15 @@ from plait.controller.conditions import Condition, merge_conditions
 from plait.event_processing.repository import EventInstance
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
+from plait.observability import metrics
+from plait.observability.tracing import (
+    TRACEPARENT_ANNOTATION,
+    RunTrace,
+    run_trace,
+    task_attempt_span,
+    task_traceparent,
+    workflow_span,
+)
 from plait.resources.common import ContainerTemplate
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
@@ -92,6 +101,8 @@ class Control:
     cancel: bool = False
     suspend: bool = False
     retry: int = 0
+    traceparent: str | None = None
+    """The ``plait.dev/traceparent`` annotation: the trace (an event's) the run joins."""
 
 
 def _duration(start: dt.datetime | None, end: dt.datetime | None) -> str | None:
@@ -195,10 +206,54 @@ class Orchestrator:
         changed = await self._tasks.observe(job)
         if changed is None:
             return
+        if changed.state in FINAL_STATES:
+            await self._attempt_finished(changed)
         meta = job.get("metadata") or {}
         owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
         if owner.get("name"):
             self.kick(changed.workflow_instance_id, meta["namespace"], owner["name"])
+
+    def trace_of(self, uid: uuid.UUID) -> RunTrace:
+        """The run's trace: its own (ids from its uid) or the event's it was started by."""
+        control = self._controls.get(uid)
+        annotations = (
+            {TRACEPARENT_ANNOTATION: control.traceparent}
+            if control is not None and control.traceparent
+            else None
+        )
+        return run_trace(uid, annotations)
+
+    async def _attempt_finished(self, attempt: TaskInstance) -> None:
+        """Count a finished attempt and record its span (Kubernetes' wait and the task's own
+        time apart: created -> running is queueing, running -> finished is the task)."""
+        outcome = _OUTCOMES.get(attempt.state)
+        if outcome is None:
+            return
+        end = attempt.finished_at or attempt.updated_at
+        queue_wait = run_time = None
+        if attempt.started_at is not None:
+            queue_wait = (attempt.started_at - attempt.created_at).total_seconds()
+            run_time = (end - attempt.started_at).total_seconds()
+        metrics.task_attempt_finished(outcome, queue_wait_seconds=queue_wait, run_seconds=run_time)
+        async with self._db.connection(COMPONENT) as conn:
+            instance = await repository.get_workflow_instance(conn, attempt.workflow_instance_id)
+        if instance is None:
+            return
+        task_attempt_span(
+            self.trace_of(instance.id),
+            namespace=instance.namespace,
+            instance=instance.name,
+            workflow=instance.workflow_name,
+            task=attempt.task_name,
+            attempt=attempt.attempt,
+            start=attempt.created_at,
+            end=end,
+            outcome=outcome,
+            job_name=attempt.job_name,
+            queue_wait_seconds=queue_wait,
+            run_seconds=run_time,
+            error=attempt.message if outcome != "succeeded" else None,
+        )
 
     async def deliver_event(self, event: EventInstance) -> int:
         """Complete the waits this event correlates with; returns how many it completed.
@@ -448,10 +503,30 @@ class Orchestrator:
         message: str | None = None,
         outputs: Mapping[str, Any] | None = None,
         failure: Mapping[str, Any] | None = None,
+        starting: bool = False,
     ) -> None:
+        """Record a phase change; ``starting``: the run's first launch (Pending -> Running)."""
         async with self._db.connection(COMPONENT) as conn:
-            await repository.set_workflow_phase(
+            changed = await repository.set_workflow_phase(
                 conn, uid, phase, message=message, outputs=outputs, failure=failure
+            )
+        if changed is None:
+            return  # already final: another writer recorded (and measured) the end
+        if starting:
+            metrics.workflow_instance_started(changed.namespace)
+        if phase in FINAL_PHASES:
+            start = changed.started_at or changed.created_at
+            end = changed.finished_at or changed.updated_at
+            metrics.workflow_instance_finished(phase.value, (end - start).total_seconds())
+            workflow_span(
+                self.trace_of(uid),
+                namespace=changed.namespace,
+                instance=changed.name,
+                workflow=changed.workflow_name,
+                start=start,
+                end=end,
+                outcome=phase.value.lower(),
+                error=message if phase is not WorkflowPhase.SUCCEEDED else None,
             )
 
     async def _advance(
@@ -526,7 +601,7 @@ class Orchestrator:
                     reason=skip.reason,
                 )
             if decision.launches and instance.phase is WorkflowPhase.PENDING:
-                await self._set_phase(uid, WorkflowPhase.RUNNING, message="running")
+                await self._set_phase(uid, WorkflowPhase.RUNNING, message="running", starting=True)
             for launch in decision.launches:
                 task = _task(spec, launch.task)
                 if task.wait_for_event is not None:
@@ -543,9 +618,15 @@ class Orchestrator:
                         template=template,
                         inputs=launch.inputs,
                         timeout_seconds=task.timeout_seconds,
+                        traceparent=task_traceparent(
+                            self.trace_of(uid), launch.task, launch.attempt
+                        ),
                     ),
                     definition=definition,
                 )
+                due = _due_since(instance, task, attempts)
+                if due is not None:
+                    metrics.task_overhead("launch", (_now() - due).total_seconds())
             if decision.retry_at is not None:
                 self._wake_at(uid, decision.retry_at)
             if decision.phase is not None:
@@ -607,6 +688,9 @@ class Orchestrator:
                     template=template,
                     inputs=a.inputs,
                     timeout_seconds=task.timeout_seconds,
+                    traceparent=task_traceparent(
+                        self.trace_of(instance.id), a.task_name, a.attempt
+                    ),
                 )
             )
         await self._tasks.ensure_jobs(requests)
@@ -680,6 +764,33 @@ class Orchestrator:
             ):
                 return
         logger.warning("gave up publishing the status of %s/%s after conflicts", namespace, name)
+
+
+_OUTCOMES = {
+    TaskState.SUCCEEDED: "succeeded",
+    TaskState.FAILED: "failed",
+    TaskState.TIMED_OUT: "timed_out",
+    TaskState.CANCELLED: "cancelled",
+}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _due_since(
+    instance: WorkflowInstance, task: Task, attempts: list[TaskInstance]
+) -> dt.datetime | None:
+    """When a launched task became ready: its last dependency's end, else the run's start
+    (a retry's backoff is part of the plan, not overhead, so retries are not measured)."""
+    if any(a.task_name == task.name for a in attempts):
+        return None
+    ends = [
+        a.finished_at
+        for a in attempts
+        if a.task_name in set(task.dependencies) and a.finished_at is not None
+    ]
+    return max(ends) if ends else instance.started_at
 
 
 def succeeded_condition(summary: Mapping[str, Any], generation: int) -> Condition:
