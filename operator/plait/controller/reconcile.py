@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import kopf
+import psycopg
+import psycopg_pool
 
 from plait import API_GROUP, API_VERSION
 from plait.controller.conditions import Condition, merge_conditions
@@ -41,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 #: How soon an object waiting for a referenced object is reconciled again.
 REFERENCE_RETRY_SECONDS = 3
+#: Delay before a reconciliation that found PostgreSQL unreachable is tried again.
+DATABASE_RETRY_SECONDS = 5
 
 #: The kinds other kinds refer to by name; an in-memory Kopf index is kept for each.
 REFERENCED_KINDS = ("WorkflowDefinition", "TaskDefinition", "Integration", "EventDefinition")
@@ -181,7 +185,15 @@ def register_kind(
             else None
         )
         with reconcile_span(info.kind, meta["namespace"], meta["name"], run=run):
-            await _reconcile(body, spec, meta, status, patch, **kwargs)
+            try:
+                await _reconcile(body, spec, meta, status, patch, **kwargs)
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+                # PostgreSQL is away (a restart, a failover): try again soon, not in the
+                # minute Kopf waits after an unexpected error.
+                raise kopf.TemporaryError(
+                    f"database unavailable ({type(exc).__name__}); retrying",
+                    delay=DATABASE_RETRY_SECONDS,
+                ) from exc
 
     async def _reconcile(
         body: kopf.Body,

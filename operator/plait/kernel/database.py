@@ -8,8 +8,10 @@ role, so a component's queries run with its rights alone even in a one-login dep
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -19,6 +21,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
@@ -104,6 +107,7 @@ class Database:
 
     def __init__(self, pools: Mapping[str, AsyncConnectionPool[AsyncConnection[Any]]]) -> None:
         self._pools = dict(pools)
+        self._checking: set[str] = set()
 
     @classmethod
     async def open(
@@ -143,9 +147,27 @@ class Database:
 
     @asynccontextmanager
     async def connection(self, component: str | Component) -> AsyncIterator[AsyncConnection[Any]]:
-        """A pooled connection of ``component`` (committed on success, rolled back on error)."""
-        async with self.pool(component).connection() as conn:
-            yield conn
+        """A pooled connection of ``component`` (committed on success, rolled back on error).
+
+        A connection that turns out broken (PostgreSQL restarted, a failover) makes the
+        pool check its other idle connections in the background, so the next callers get
+        live ones instead of failing one stale connection at a time.
+        """
+        pool = self.pool(component)
+        try:
+            async with pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError:
+            if pool.name not in self._checking:
+                self._checking.add(pool.name)
+                task = asyncio.ensure_future(self._check(pool))
+                task.add_done_callback(lambda _: self._checking.discard(pool.name))
+            raise
+
+    @staticmethod
+    async def _check(pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+        with contextlib.suppress(Exception):
+            await pool.check()
 
     async def close(self) -> None:
         for pool in self._pools.values():
