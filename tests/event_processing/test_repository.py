@@ -138,24 +138,29 @@ async def test_list_events_pages_newest_first(conn: psycopg.AsyncConnection) -> 
     assert times == sorted(times, reverse=True)
 
 
-async def test_purge_deletes_old_events_in_batches_and_keeps_dead_letters(
+async def test_purge_deletes_old_dispatched_events_in_batches_and_keeps_dead_letters(
     conn: psycopg.AsyncConnection,
 ) -> None:
     for i in range(5):
         await repo.insert_event(conn, event(f"e{i}"))
     stored, _ = await repo.insert_event(conn, event("dead"), max_attempts=1)
-    await repo.lease(conn, "w")
-    await repo.fail(conn, stored.id, "w", "boom")
+    for item in await repo.lease(conn, "w"):
+        if item.event_instance_id == stored.id:
+            await repo.fail(conn, stored.id, "w", "boom")
+        else:
+            await repo.complete(conn, item.event_instance_id, "w")
+    waiting, _ = await repo.insert_event(conn, event("not-yet-dispatched"))
     cutoff = datetime.now(UTC) + timedelta(seconds=1)
     assert await repo.purge_events(conn, cutoff, batch_size=2) == 6
     assert await repo.get_event(conn, "/github/acme", "e0") is None
+    assert await repo.get_event(conn, "/github/acme", "not-yet-dispatched") == waiting
     [letter] = (await repo.list_dead_letters(conn, "ci")).items
     assert letter.event_instance_id is None
     assert letter.payload["id"] == "dead"
     queued = await (
         await conn.execute("SELECT count(*) FROM event_processing_service.event_queue_state")
     ).fetchone()
-    assert queued == (0,)
+    assert queued == (1,)
 
 
 async def test_event_definition_versions(conn: psycopg.AsyncConnection) -> None:

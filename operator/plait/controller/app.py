@@ -204,7 +204,11 @@ async def _run_event_services(
     ctx: OperatorContext, options: OperatorOptions, logged_in: asyncio.Event, stop: asyncio.Event
 ) -> None:
     """The event dispatcher and the cron scheduler, once Kubernetes credentials are loaded."""
-    from plait.event_processing.dispatcher import Dispatcher, DispatchSettings
+    from plait.event_processing.dispatcher import (
+        Dispatcher,
+        DispatchSettings,
+        run_event_retention,
+    )
     from plait.workflow_orchestrator.triggers import TriggerStarter, run_scheduler
 
     waiter = asyncio.ensure_future(logged_in.wait())
@@ -229,6 +233,7 @@ async def _run_event_services(
     await asyncio.gather(
         dispatcher.run(stop),
         run_scheduler(starter, stop, poll=options.schedule_poll_seconds),
+        run_event_retention(ctx.db, stop, days=options.event_retention_days),
     )
 
 
@@ -350,6 +355,14 @@ def current_namespace() -> str:
     envvar="PLAIT_EVENT_POLL_SECONDS",
     help="Dispatcher poll interval besides LISTEN/NOTIFY.",
 )
+@click.option(
+    "--event-retention-days",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    envvar="PLAIT_EVENT_RETENTION_DAYS",
+    help="Delete dispatched events older than this (0: keep forever).",
+)
 @click.option("--peering", envvar="PLAIT_PEERING", help="Kopf peering name (several replicas).")
 def operator_command(
     namespaces: tuple[str, ...],
@@ -366,6 +379,7 @@ def operator_command(
     event_batch_size: int,
     event_visibility_timeout_seconds: float,
     event_poll_seconds: float,
+    event_retention_days: float,
     peering: str | None,
 ) -> None:
     """Run the operator: reconcile Plait's resources into PostgreSQL and run workflows."""
@@ -388,6 +402,7 @@ def operator_command(
         event_batch_size=event_batch_size,
         event_visibility_timeout_seconds=event_visibility_timeout_seconds,
         event_poll_seconds=event_poll_seconds,
+        event_retention_days=event_retention_days,
         peering=peering,
     )
 

@@ -71,6 +71,10 @@ class OperatorOptions:
     event_poll_seconds: float = 2.0
     """Dispatcher poll interval besides LISTEN/NOTIFY wake-ups."""
 
+    event_retention_days: float = 30.0
+    """Dispatched events older than this are deleted (hourly, in small batches); 0 keeps
+    them forever. Dead letters keep their own copy of the event."""
+
     schedule_poll_seconds: float = 1.0
     """How often cron triggers are checked for due ticks (their start lateness bound)."""
 

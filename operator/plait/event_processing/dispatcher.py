@@ -40,7 +40,7 @@ from plait.kernel.database import Database
 from plait.observability.logging import log_context
 from plait.observability.tracing import parse_traceparent, tracer
 
-__all__ = ["Consumer", "DispatchSettings", "Dispatcher"]
+__all__ = ["Consumer", "DispatchSettings", "Dispatcher", "run_event_retention"]
 
 logger = logging.getLogger(__name__)
 COMPONENT = "event_processing"
@@ -236,3 +236,25 @@ def _dispatch_span(event: EventInstance, attempt: int) -> Iterator[None]:
             span.set_attribute("plait.outcome", "error")
             raise
         span.set_attribute("plait.outcome", "success")
+
+
+async def run_event_retention(
+    db: Database, stop: asyncio.Event, *, days: float, interval: float = 3600.0
+) -> None:
+    """Delete dispatched events older than ``days`` every ``interval`` seconds (batched,
+    so no long locks); events still queued are never removed. ``days`` 0 keeps all."""
+    if days <= 0:
+        return
+    while not stop.is_set():
+        try:
+            async with db.connection(COMPONENT) as conn:
+                row = await (await conn.execute("SELECT now()")).fetchone()
+                assert row is not None
+                deleted = await repository.purge_events(conn, row[0] - timedelta(days=days))
+            if deleted:
+                logger.info("event retention: deleted %d events older than %g days", deleted, days)
+        except Exception as exc:
+            logger.warning("event retention failed (%s); trying again later", exc)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()

@@ -310,18 +310,24 @@ async def list_events(
 async def purge_events(
     conn: AsyncConnection[Any], older_than: datetime, *, batch_size: int = 1000
 ) -> int:
-    """Retention: delete events received before ``older_than``, ``batch_size`` per transaction.
+    """Retention: delete dispatched events received before ``older_than``, ``batch_size``
+    per transaction.
 
-    Small batches keep locks and WAL bursts short; queue rows go with their event (cascade)
-    and dead letters keep their payload. Returns the number of events deleted.
+    Events still waiting or being dispatched are kept whatever their age (nothing accepted
+    is lost); dead-lettered ones go, their dead letters keep the payload. Small batches keep
+    locks and WAL bursts short; queue rows go with their event (cascade). Returns the
+    number of events deleted.
     """
     total = 0
     while True:
         async with conn.transaction():
             cur = await conn.execute(
                 "DELETE FROM event_processing_service.event_instances WHERE id IN ("
-                " SELECT id FROM event_processing_service.event_instances"
-                " WHERE received_at < %s LIMIT %s)",
+                " SELECT e.id FROM event_processing_service.event_instances e"
+                " LEFT JOIN event_processing_service.event_queue_state q"
+                "  ON q.event_instance_id = e.id"
+                " WHERE e.received_at < %s AND (q.state IS NULL"
+                "  OR q.state IN ('Done', 'DeadLettered')) LIMIT %s)",
                 (older_than, batch_size),
             )
         total += cur.rowcount
