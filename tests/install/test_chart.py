@@ -60,6 +60,7 @@ def expected_operator_rules(*, secrets: bool, namespaces: bool) -> set[tuple[str
         want |= {("plait.dev", kind, v) for v in ("get", "list", "watch", "patch", "update")}
         want |= {("plait.dev", f"{kind}/status", v) for v in ("get", "patch", "update")}
         want.add(("plait.dev", f"{kind}/finalizers", "update"))
+    want.add(("plait.dev", "workflowinstances", "create"))  # EventTriggers start runs
     want |= {("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")}
     want |= {("", "pods", v) for v in ("get", "list", "watch")}
     want.add(("", "pods/log", "get"))
