@@ -86,7 +86,7 @@ CREATE TABLE event_processing_service.event_instances (
     sequence_id        uuid        REFERENCES event_processing_service.event_sequences (id),
     sequence_position  bigint      CONSTRAINT event_instances_position_positive CHECK (sequence_position >= 1),
     received_at        timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT event_instances_one_per_source_id UNIQUE (source, event_id),
+    CONSTRAINT event_instances_one_per_source_id UNIQUE (namespace, source, event_id),
     CONSTRAINT event_instances_one_per_position UNIQUE (sequence_id, sequence_position),
     CONSTRAINT event_instances_sequenced_iff_keyed
         CHECK ((partition_key IS NULL) = (sequence_id IS NULL)
@@ -94,9 +94,9 @@ CREATE TABLE event_processing_service.event_instances (
     CONSTRAINT event_instances_one_data_form CHECK (data IS NULL OR data_base64 IS NULL)
 );
 COMMENT ON TABLE event_processing_service.event_instances IS
-    'Every accepted CloudEvent, stored before it is acknowledged. High volume: retention deletes old rows in small batches by received_at (BRIN index) instead of time partitioning, because the deduplication key (source, event_id) must be unique across all time and a unique key on a partitioned table would have to include the partition column.';
+    'Every accepted CloudEvent, stored before it is acknowledged. High volume: retention deletes old rows in small batches by received_at (BRIN index) instead of time partitioning, because the deduplication key (namespace, source, event_id) must be unique across all time and a unique key on a partitioned table would have to include the partition column.';
 COMMENT ON COLUMN event_processing_service.event_instances.event_id IS
-    'The CloudEvents id; with source it identifies the event, so a redelivered event is recognised and stored once.';
+    'The CloudEvents id; with source it identifies the event within its namespace, so a redelivered event is recognised and stored once (the same event sent to two namespaces is two events).';
 COMMENT ON COLUMN event_processing_service.event_instances.data IS
     'Event data when it is JSON; data_base64 holds any other payload (never both).';
 COMMENT ON COLUMN event_processing_service.event_instances.extensions IS
@@ -184,7 +184,7 @@ COMMENT ON COLUMN event_processing_service.dead_letter_queue.payload IS
 COMMENT ON COLUMN event_processing_service.dead_letter_queue.status IS
     'Open, Replayed or Discarded (plait.event_processing.states.DeadLetterStatus).';
 CREATE UNIQUE INDEX dead_letter_queue_one_open
-    ON event_processing_service.dead_letter_queue (source, event_id) WHERE status = 'Open';
+    ON event_processing_service.dead_letter_queue (namespace, source, event_id) WHERE status = 'Open';
 COMMENT ON INDEX event_processing_service.dead_letter_queue_one_open IS
     'At most one open dead letter per event: dead-lettering twice is a no-op, yet a replayed event that fails again gets a new row.';
 CREATE INDEX dead_letter_queue_keyset

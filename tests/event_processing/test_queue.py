@@ -129,7 +129,7 @@ async def test_replay_of_an_event_removed_by_retention_stores_it_again(
     (letter,) = (await repo.list_dead_letters(conn, "shop")).items
     assert letter.event_instance_id is None
     await repo.replay_dead_letter(conn, "shop", letter.id)
-    stored = await repo.get_event(conn, "/orders", "gone")
+    stored = await repo.get_event(conn, "shop", "/orders", "gone")
     assert stored is not None
     assert stored.data == {"n": "gone"}
     assert stored.sequence_position == 2  # the end of its sequence
@@ -180,3 +180,21 @@ async def test_concurrent_dispatchers_keep_each_key_in_order(connect_as: Connect
     await asyncio.gather(*(worker(f"w{i}") for i in range(4)))
     assert len(completions) == len(set(completions)) == 61
     assert dict(done) == {key: list(range(1, 11)) for key in keys}
+
+
+async def test_queue_stats_count_waiting_and_leased_events(conn: psycopg.AsyncConnection) -> None:
+    assert await repo.queue_stats(conn) == {
+        "depth": {"Pending": 0, "Leased": 0},
+        "lag_seconds": 0.0,
+    }
+    await repo.insert_event(conn, event("a", key="k"))
+    await repo.insert_event(conn, event("b", key="k"))
+    (leased,) = await repo.lease(conn, "w")
+    await conn.execute("SELECT pg_sleep(0.05)")
+    stats = await repo.queue_stats(conn)
+    assert stats["depth"] == {"Pending": 1, "Leased": 1}
+    assert stats["lag_seconds"] > 0
+    await repo.complete(conn, leased.event_instance_id, "w")
+    (leased,) = await repo.lease(conn, "w")
+    await repo.complete(conn, leased.event_instance_id, "w")
+    assert (await repo.queue_stats(conn))["depth"] == {"Pending": 0, "Leased": 0}

@@ -152,8 +152,8 @@ async def test_purge_deletes_old_dispatched_events_in_batches_and_keeps_dead_let
     waiting, _ = await repo.insert_event(conn, event("not-yet-dispatched"))
     cutoff = datetime.now(UTC) + timedelta(seconds=1)
     assert await repo.purge_events(conn, cutoff, batch_size=2) == 6
-    assert await repo.get_event(conn, "/github/acme", "e0") is None
-    assert await repo.get_event(conn, "/github/acme", "not-yet-dispatched") == waiting
+    assert await repo.get_event(conn, "ci", "/github/acme", "e0") is None
+    assert await repo.get_event(conn, "ci", "/github/acme", "not-yet-dispatched") == waiting
     [letter] = (await repo.list_dead_letters(conn, "ci")).items
     assert letter.event_instance_id is None
     assert letter.payload["id"] == "dead"
@@ -178,3 +178,14 @@ async def test_event_definition_soft_delete(conn: psycopg.AsyncConnection) -> No
     assert await repo.delete_event_definition(conn, "ci", "push") == 1
     assert await repo.latest_event_definition(conn, "ci", "push") is None
     assert await repo.delete_event_definition(conn, "ci", "push") == 0
+
+
+async def test_the_same_event_sent_to_two_namespaces_is_two_events(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    first, created_first = await repo.insert_event(conn, event("e1"))
+    other, created_other = await repo.insert_event(conn, event("e1", namespace="other"))
+    assert created_first
+    assert created_other
+    assert first.id != other.id
+    assert await repo.get_event(conn, "other", "/github/acme", "e1") == other

@@ -193,7 +193,8 @@ async def latest_event_definition_for_type(
 
 # -- events --------------------------------------------------------------------------------
 _SELECT_EVENT = (
-    "SELECT * FROM event_processing_service.event_instances WHERE source = %s AND event_id = %s"
+    "SELECT * FROM event_processing_service.event_instances "
+    "WHERE namespace = %s AND source = %s AND event_id = %s"
 )
 
 
@@ -219,7 +220,7 @@ async def _store(conn: AsyncConnection[Any], event: NewEvent, max_attempts: int)
                 "event_id, type, subject, time, data_content_type, data_schema, data, "
                 "data_base64, extensions, partition_key, sequence_id, sequence_position) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (source, event_id) DO NOTHING RETURNING *",
+                "ON CONFLICT (namespace, source, event_id) DO NOTHING RETURNING *",
                 (
                     event.namespace,
                     event.source,
@@ -250,13 +251,14 @@ async def _store(conn: AsyncConnection[Any], event: NewEvent, max_attempts: int)
 
 
 class _Duplicate(Exception):
-    """(source, id) was stored before: the attempt to store it again is rolled back."""
+    """(namespace, source, id) was stored before: storing it again is rolled back."""
 
 
 async def insert_event(
     conn: AsyncConnection[Any], event: NewEvent, *, max_attempts: int = 5
 ) -> tuple[EventInstance, bool]:
-    """Store and enqueue ``event`` unless (source, id) is known; (stored event, created).
+    """Store and enqueue ``event`` unless (namespace, source, id) is known; (stored event,
+    created).
 
     A keyed event takes the next position of its sequence in the same transaction; a
     duplicate rolls that back, so positions have no gaps.
@@ -265,7 +267,7 @@ async def insert_event(
         return await _store(conn, event, max_attempts), True
     except _Duplicate:
         pass
-    existing = await get_event(conn, event.source, event.id)
+    existing = await get_event(conn, event.namespace, event.source, event.id)
     assert existing is not None
     return existing, False
 
@@ -286,9 +288,13 @@ async def get_event_by_id(conn: AsyncConnection[Any], id: uuid.UUID) -> EventIns
         return await cur.fetchone()
 
 
-async def get_event(conn: AsyncConnection[Any], source: str, event_id: str) -> EventInstance | None:
+async def get_event(
+    conn: AsyncConnection[Any], namespace: str, source: str, event_id: str
+) -> EventInstance | None:
+    """The event (source, id) received in ``namespace``: the same CloudEvent sent to two
+    namespaces is two events."""
     async with conn.cursor(row_factory=class_row(EventInstance)) as cur:
-        await cur.execute(_SELECT_EVENT, (source, event_id))
+        await cur.execute(_SELECT_EVENT, (namespace, source, event_id))
         return await cur.fetchone()
 
 
@@ -324,10 +330,11 @@ async def purge_events(
             cur = await conn.execute(
                 "DELETE FROM event_processing_service.event_instances WHERE id IN ("
                 " SELECT e.id FROM event_processing_service.event_instances e"
-                " LEFT JOIN event_processing_service.event_queue_state q"
+                " JOIN event_processing_service.event_queue_state q"
                 "  ON q.event_instance_id = e.id"
-                " WHERE e.received_at < %s AND (q.state IS NULL"
-                "  OR q.state IN ('Done', 'DeadLettered')) LIMIT %s)",
+                " WHERE e.received_at < %s AND q.state IN ('Done', 'DeadLettered')"
+                # Locked rows are skipped: a replay requeueing this event right now wins.
+                " LIMIT %s FOR UPDATE OF e, q SKIP LOCKED)",
                 (older_than, batch_size),
             )
         total += cur.rowcount
@@ -409,7 +416,7 @@ _DEAD_LETTER_FROM_EVENTS = (
     "FROM event_processing_service.event_instances e "
     "JOIN event_processing_service.event_queue_state q ON q.event_instance_id = e.id "
     "WHERE e.id = ANY(%s) "
-    "ON CONFLICT (source, event_id) WHERE status = 'Open' DO NOTHING"
+    "ON CONFLICT (namespace, source, event_id) WHERE status = 'Open' DO NOTHING"
 )
 
 
@@ -466,20 +473,28 @@ async def reap_expired_leases(conn: AsyncConnection[Any]) -> int:
 
 
 async def queue_stats(conn: AsyncConnection[Any]) -> dict[str, Any]:
-    """Depth per state and the age of the oldest due event (for metrics and `plait dlq`)."""
-    rows = await (
+    """Events waiting (Pending) and in hand (Leased), and the age of the oldest due one.
+
+    Read through the partial indexes of those two states, so the cost does not grow with
+    the dispatched history; dead letters are counted from their own table.
+    """
+    row = await (
         await conn.execute(
-            "SELECT state, count(*), extract(epoch FROM now() - min(available_at)) "
-            "FROM event_processing_service.event_queue_state WHERE state <> 'Done' GROUP BY state"
+            "SELECT (SELECT count(*) FROM event_processing_service.event_queue_state "
+            "        WHERE state = 'Pending'), "
+            "       (SELECT count(*) FROM event_processing_service.event_queue_state "
+            "        WHERE state = 'Leased'), "
+            "       (SELECT extract(epoch FROM now() - min(available_at)) "
+            "        FROM event_processing_service.event_queue_state "
+            "        WHERE state = 'Pending' AND available_at <= now())"
         )
-    ).fetchall()
-    depth = {state.value: 0 for state in QueueState if state is not QueueState.DONE}
-    lag = 0.0
-    for state, count, age in rows:
-        depth[state] = count
-        if state == QueueState.PENDING and age is not None:
-            lag = max(0.0, float(age))
-    return {"depth": depth, "lag_seconds": lag}
+    ).fetchone()
+    assert row is not None
+    pending, leased, age = row
+    return {
+        "depth": {QueueState.PENDING.value: pending, QueueState.LEASED.value: leased},
+        "lag_seconds": max(0.0, float(age)) if age is not None else 0.0,
+    }
 
 
 # -- dead letters --------------------------------------------------------------------------
@@ -540,6 +555,11 @@ async def replay_dead_letter(
             return None
         requeued = 0
         if letter.event_instance_id is not None:
+            # Hold the event against retention's delete until this transaction ends.
+            await conn.execute(
+                "SELECT FROM event_processing_service.event_instances WHERE id = %s FOR KEY SHARE",
+                (letter.event_instance_id,),
+            )
             cur2 = await conn.execute(
                 "UPDATE event_processing_service.event_queue_state SET state = 'Pending', "
                 "attempts = 0, max_attempts = %s, available_at = now(), leased_by = NULL, "
@@ -548,8 +568,19 @@ async def replay_dead_letter(
                 (max_attempts, letter.event_instance_id),
             )
             requeued = cur2.rowcount
-        if requeued == 0:
-            await _store(conn, _event_from_payload(namespace, letter.payload), max_attempts)
+        if requeued == 0:  # retention removed the event: store it again from the payload
+            event = _event_from_payload(namespace, letter.payload)
+            try:
+                await _store(conn, event, max_attempts)
+            except _Duplicate:  # ... but it was sent again meanwhile, and that copy failed
+                await conn.execute(
+                    "UPDATE event_processing_service.event_queue_state q SET state = 'Pending', "
+                    "attempts = 0, max_attempts = %s, available_at = now(), updated_at = now() "
+                    "FROM event_processing_service.event_instances e "
+                    "WHERE q.event_instance_id = e.id AND e.namespace = %s AND e.source = %s "
+                    "AND e.event_id = %s AND q.state = 'DeadLettered'",
+                    (max_attempts, namespace, event.source, event.id),
+                )
         await notify_new_events(conn)
         return letter
 
