@@ -238,7 +238,7 @@ CREATE TABLE workflow_orchestrator_service.workflow_event_subscriptions (
 COMMENT ON TABLE workflow_orchestrator_service.workflow_event_subscriptions IS
     'A running instance waiting for an event ("wait for event" task): one row per task attempt, so a retried subscribe is idempotent.';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_subscriptions.subject IS
-    'Exact CloudEvents subject to correlate on (e.g. an order id); null matches any subject. Set when the correlation requires event.subject == <value known at subscription time>: a prefilter, the correlation itself is always evaluated too.';
+    'Reserved prefilter: an exact CloudEvents subject the correlation requires (null matches any subject). Not filled yet: every waiting subscription of the event''s type is evaluated with its correlation.';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_subscriptions.filter IS
     '{"correlation": CEL text, "bindings": {"params": ..., "tasks": ..., "workflow": ...}}: the expression and the values it reads, frozen when the task started waiting.';
 COMMENT ON COLUMN workflow_orchestrator_service.workflow_event_subscriptions.matched_event_id IS

@@ -32,7 +32,7 @@ async def partitions(conn: psycopg.AsyncConnection, table: str) -> list[str]:
 async def test_writes_land_in_daily_partitions_and_read_back(conn: psycopg.AsyncConnection) -> None:
     now = datetime.now(UTC)
     wf = uuid.uuid4()
-    await repo.insert_logs(
+    await repo.copy_logs(
         conn,
         [
             repo.LogRecord(
@@ -61,7 +61,7 @@ async def test_writes_land_in_daily_partitions_and_read_back(conn: psycopg.Async
             ),
         ],
     )
-    await repo.insert_spans(
+    await repo.copy_spans(
         conn,
         [
             repo.Span(

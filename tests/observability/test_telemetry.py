@@ -83,17 +83,23 @@ async def test_database_gauges_are_cached_and_never_stale(database: Database) ->
 async def test_snapshots_land_in_the_table(
     connections: DsnConnections, obs_conn: psycopg.AsyncConnection
 ) -> None:
-    metrics.event_ingested("snap", "accepted", 3)
+    for _ in range(3):
+        metrics.kubernetes_api_call("get", "snapshot-test", 200, 0.01)
     samples = take_samples("operator")
     assert all(s.name.startswith("plait_") and not s.name.endswith("_created") for s in samples)
     written = await MetricsSnapshotter(connections, "operator", replica="pod-a").snapshot()
     assert written == len(samples)
     cur = await obs_conn.execute(
         "SELECT value, kind, labels FROM observability_service.observability_metrics "
-        "WHERE name = 'plait_events_ingested_total' AND labels->>'namespace' = 'snap'"
+        "WHERE name = 'plait_kubernetes_api_requests_total' "
+        "AND labels->>'resource' = 'snapshot-test'"
     )
     assert await cur.fetchall() == [
-        (3.0, "counter", {"namespace": "snap", "outcome": "accepted", "replica": "pod-a"})
+        (
+            3.0,
+            "counter",
+            {"verb": "get", "resource": "snapshot-test", "code": "200", "replica": "pod-a"},
+        )
     ]
 
 

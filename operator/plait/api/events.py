@@ -39,10 +39,10 @@ from plait.event_processing.cloudevents import (
     parse_structured,
 )
 from plait.event_processing.repository import EventInstance, NewEvent
-from plait.observability.metrics import EVENTS_INGESTED
+from plait.observability.metrics import event_ingested
 from plait.observability.tracing import current_traceparent, event_span
 
-__all__ = ["EVENTS_INGESTED", "add_routes", "read_capped"]
+__all__ = ["add_routes", "read_capped"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,14 +191,14 @@ async def post_events(request: web.Request) -> web.Response:
     try:
         events, is_batch = await _parse(request)
     except (InvalidEventError, Problem):
-        EVENTS_INGESTED.labels(namespace, "rejected").inc()
+        event_ingested("rejected")
         raise
     results: list[tuple[EventInstance, bool]] = []
     async with request.app[DATABASE].connection("event_processing") as conn:
         try:
             await _check_schemas(request, conn, namespace, events, is_batch)
         except (InvalidEventError, Problem):
-            EVENTS_INGESTED.labels(namespace, "rejected").inc(len(events))
+            event_ingested("rejected", len(events))
             raise
         for attempt in range(_RETRIES):
             try:
@@ -217,9 +217,9 @@ async def post_events(request: web.Request) -> web.Response:
                     raise
     stored = sum(1 for _, created in results if created)
     if stored:
-        EVENTS_INGESTED.labels(namespace, "stored").inc(stored)
+        event_ingested("stored", stored)
     if len(results) - stored:
-        EVENTS_INGESTED.labels(namespace, "duplicate").inc(len(results) - stored)
+        event_ingested("duplicate", len(results) - stored)
     status = 202 if stored else 200
     if not is_batch:
         return web.json_response(_position_json(*results[0]), status=status)

@@ -230,11 +230,14 @@ async def _run_event_services(
         namespaces=None if options.all_namespaces else options.namespaces,
     )
     logger.info("event dispatcher %s started", dispatcher.worker)
-    await asyncio.gather(
-        dispatcher.run(stop),
-        run_scheduler(starter, stop, poll=options.schedule_poll_seconds),
-        run_event_retention(ctx.db, stop, days=options.event_retention_days),
-    )
+    try:
+        await asyncio.gather(
+            dispatcher.run(stop),
+            run_scheduler(starter, stop, poll=options.schedule_poll_seconds),
+            run_event_retention(ctx.db, stop, days=options.event_retention_days),
+        )
+    finally:
+        await starter.close()
 
 
 def current_namespace() -> str:

@@ -32,7 +32,7 @@ from opentelemetry import trace as otel
 from opentelemetry.trace import NonRecordingSpan, StatusCode
 from psycopg import AsyncConnection
 
-from plait.errors import PermanentDispatchError, ValidationError
+from plait.errors import DispatchError, PermanentDispatchError, ValidationError
 from plait.event_processing import repository
 from plait.event_processing.repository import EventInstance, QueueItem
 from plait.event_processing.states import QueueState
@@ -93,6 +93,7 @@ class Dispatcher:
         listener = asyncio.create_task(self._listen(stop), name="plait-event-listen")
         try:
             while not stop.is_set():
+                self._wake.clear()  # before the round: a NOTIFY during it is not lost
                 try:
                     handled = await self.run_once()
                 except (psycopg.OperationalError, OSError) as exc:
@@ -103,7 +104,6 @@ class Dispatcher:
                     handled = 0
                 if handled:
                     continue  # more may be due (the next event of a sequence, a full batch)
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.poll_interval):
                         waiter = asyncio.ensure_future(self._wake.wait())
@@ -131,8 +131,12 @@ class Dispatcher:
                 lease_for=self.settings.visibility_timeout,
                 namespaces=self._namespaces,
             )
-        if items:
-            await asyncio.gather(*(self._dispatch(item) for item in items))
+        results = await asyncio.gather(
+            *(self._dispatch(item) for item in items), return_exceptions=True
+        )
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, BaseException):  # its lease expires; it is taken over
+                logger.warning("event %s: dispatch aborted: %r", item.event_instance_id, result)
         return len(items)
 
     async def _dispatch(self, item: QueueItem) -> None:
@@ -140,10 +144,17 @@ class Dispatcher:
             event = await repository.get_event_by_id(conn, item.event_instance_id)
         if event is None:  # removed by retention while queued: nothing left to do
             return
+        # A dispatch must end well before its lease does, or another dispatcher would take
+        # the event over while this one still works on it.
+        budget = self.settings.visibility_timeout.total_seconds() * 0.8
         try:
             with _dispatch_span(event, item.attempts):
-                for consume in self._consumers:
-                    await consume(event)
+                async with asyncio.timeout(budget):
+                    for consume in self._consumers:
+                        await consume(event)
+        except TimeoutError:
+            await self._failed(item, event, DispatchError(f"dispatch took longer than {budget:g}s"))
+            return
         except Exception as exc:
             await self._failed(item, event, exc)
             return

@@ -19,7 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from plait import API_GROUP, API_VERSION
 from plait.observability.metrics import time_kubernetes_api_call
 
-__all__ = ["Kube", "PodResult"]
+__all__ = ["REQUEST_TIMEOUT_SECONDS", "Kube", "PodResult"]
+
+#: Longest one of Plait's own Kubernetes calls may take (connect and read).
+REQUEST_TIMEOUT_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,9 @@ class Kube:
         return client.CustomObjectsApi(self._client())
 
     async def _call(self, verb: str, resource: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a client call in the thread pool, counted and timed for /metrics."""
+        """Run a client call in the thread pool, counted and timed for /metrics, and bounded
+        in time: a hung connection must not hold the locks and leases of its caller."""
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_SECONDS)
         with time_kubernetes_api_call(verb, resource):
             return await asyncio.to_thread(fn, *args, **kwargs)
 

@@ -137,8 +137,10 @@ TASK_OVERHEAD = Histogram(
 # --- events ---------------------------------------------------------------------------------
 EVENTS_INGESTED = Counter(
     "plait_events_ingested_total",
-    "Events received, by namespace and outcome (accepted, duplicate, rejected).",
-    ["namespace", "outcome"],
+    "CloudEvents received by the API, by outcome: stored (new), duplicate (seen before, "
+    "acknowledged again) or rejected (invalid or too large; nothing stored). No namespace "
+    "label: namespaces come from the request path, and series must stay bounded.",
+    ["outcome"],
 )
 
 # --- Kubernetes API -------------------------------------------------------------------------
@@ -208,6 +210,8 @@ for _reason in ("buffer_full", "rejected", "shutdown"):
     SPANS_DROPPED.labels(_reason)
 for _stage in ("launch", "advance"):
     TASK_OVERHEAD.labels(_stage)
+for _ingested in ("stored", "duplicate", "rejected"):
+    EVENTS_INGESTED.labels(_ingested)
 for _phase in ("Succeeded", "Failed", "Cancelled"):
     WORKFLOW_INSTANCES_FINISHED.labels(_phase)
 for _snapshot in ("written", "failed"):
@@ -266,8 +270,8 @@ def task_overhead(stage: Literal["launch", "advance"], seconds: float) -> None:
         TASK_OVERHEAD.labels(stage).observe(seconds)
 
 
-def event_ingested(namespace: str, outcome: str, count: int = 1) -> None:
-    EVENTS_INGESTED.labels(namespace, outcome).inc(count)
+def event_ingested(outcome: str, count: int = 1) -> None:
+    EVENTS_INGESTED.labels(outcome).inc(count)
 
 
 def kubernetes_api_call(verb: str, resource: str, code: int | str, seconds: float) -> None:

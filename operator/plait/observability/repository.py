@@ -35,9 +35,7 @@ __all__ = [
     "drop_partitions_before",
     "ensure_partitions",
     "find_traces",
-    "insert_logs",
     "insert_metrics",
-    "insert_spans",
     "list_partitions",
     "list_traces",
     "logs_of_instance",
@@ -98,32 +96,6 @@ class Span:
     workflow_instance_id: uuid.UUID | None = None
 
 
-async def insert_logs(conn: AsyncConnection[Any], records: Sequence[LogRecord]) -> None:
-    """Append a batch of log records (one round trip per batch, pipelined)."""
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO observability_service.observability_logs (time, level, component, "
-            "logger, message, attributes, namespace, workflow_instance_id, task_instance_id, "
-            "trace_id, span_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    r.time,
-                    r.level.value,
-                    r.component,
-                    r.logger,
-                    r.message,
-                    Jsonb(dict(r.attributes)),
-                    r.namespace,
-                    r.workflow_instance_id,
-                    r.task_instance_id,
-                    r.trace_id,
-                    r.span_id,
-                )
-                for r in records
-            ],
-        )
-
-
 async def insert_metrics(conn: AsyncConnection[Any], samples: Sequence[MetricSample]) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(
@@ -132,34 +104,6 @@ async def insert_metrics(conn: AsyncConnection[Any], samples: Sequence[MetricSam
             [
                 (s.time, s.name, s.kind.value, s.value, Jsonb(dict(s.labels)), s.unit, s.component)
                 for s in samples
-            ],
-        )
-
-
-async def insert_spans(conn: AsyncConnection[Any], spans: Sequence[Span]) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO observability_service.observability_traces (start_time, end_time, "
-            "trace_id, span_id, parent_span_id, name, kind, status_code, status_message, "
-            "component, attributes, events, workflow_instance_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    s.start_time,
-                    s.end_time,
-                    s.trace_id,
-                    s.span_id,
-                    s.parent_span_id,
-                    s.name,
-                    s.kind.value,
-                    s.status_code.value,
-                    s.status_message,
-                    s.component,
-                    Jsonb(dict(s.attributes)),
-                    Jsonb([dict(e) for e in s.events]),
-                    s.workflow_instance_id,
-                )
-                for s in spans
             ],
         )
 

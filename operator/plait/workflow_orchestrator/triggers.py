@@ -22,7 +22,7 @@ import logging
 import re
 import uuid
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,9 +125,13 @@ def _prefix(trigger_name: str) -> str:
 
 def instance_name(trigger: EventTrigger, *, event: uuid.UUID | None = None,
                   tick: dt.datetime | None = None) -> str:  # fmt: skip
-    """``<trigger>-<digest of (trigger, event)>`` or ``<trigger>-<tick in unix minutes>``."""
+    """``<trigger>-<digest of (trigger, event)>``, or for a cron tick
+    ``<trigger>-<digest of trigger>-<tick in unix minutes>``."""
     if tick is not None:
-        return f"{_prefix(trigger.name)}-{int(tick.timestamp()) // 60}"
+        # The trigger's id in the name too: names that differ only in what _prefix drops
+        # (report.daily, report-daily) must not share their runs.
+        digest = hashlib.sha256(str(trigger.id).encode()).hexdigest()[:6]
+        return f"{_prefix(trigger.name)}-{digest}-{int(tick.timestamp()) // 60}"
     digest = hashlib.sha256(f"{trigger.id}/{event}".encode()).hexdigest()[:10]
     return f"{_prefix(trigger.name)}-{digest}"
 
@@ -216,6 +220,15 @@ class TriggerStarter:
         self._db = db
         self._kube = kube
         self._publishing: dict[uuid.UUID, asyncio.Future[None]] = {}
+        self._serial: dict[uuid.UUID, asyncio.Lock] = {}
+        self._warned: dict[uuid.UUID, str] = {}
+
+    async def close(self) -> None:
+        """Finish (or drop) the pending status writes."""
+        pending = list(self._publishing.values())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     # events
     async def on_event(self, event: EventInstance) -> list[tuple[str, Outcome]]:
@@ -246,12 +259,19 @@ class TriggerStarter:
                 self._arguments(trigger, variables),
                 annotations,
             )
-            async with self._db.connection(COMPONENT) as conn:
-                if _needs_lock(trigger):
-                    async with conn.transaction():
-                        locked = await _lock_trigger(conn, trigger.id)
-                        outcome = await self._start_locked(conn, locked, start)
-                else:  # the instance's name alone makes the start exactly-once
+            if _needs_lock(trigger):
+                # Starts of this trigger depend on each other (rate, concurrency): they
+                # queue on its row lock. Within a process they queue here first, holding
+                # no connection, so a burst for one trigger cannot drain the pool.
+                async with (
+                    self._serial.setdefault(trigger.id, asyncio.Lock()),
+                    self._db.connection(COMPONENT) as conn,
+                    conn.transaction(),
+                ):
+                    locked = await _lock_trigger(conn, trigger.id)
+                    outcome = await self._start_locked(conn, locked, start)
+            else:  # the instance's name alone makes the start exactly-once
+                async with self._db.connection(COMPONENT) as conn:
                     outcome = await self._create(conn, trigger, start)
             outcomes.append((trigger.name, outcome))
         return outcomes
@@ -285,39 +305,70 @@ class TriggerStarter:
 
     # schedules
     async def run_schedules(self, now: dt.datetime | None = None) -> list[tuple[str, Outcome]]:
-        """Start the due ticks of every scheduled trigger not being handled elsewhere."""
+        """Start the due ticks of every scheduled trigger not being handled elsewhere.
+
+        Each trigger is handled in a transaction of its own, holding only its own row: a
+        broken trigger (its workflow gone, an argument that fails) never holds back another.
+        """
+        async with self._db.connection(COMPONENT) as conn:
+            ids = await _scheduled_trigger_ids(conn)
+        outcomes: list[tuple[str, Outcome]] = []
+        for id in ids:
+            try:
+                outcomes += await self._run_schedule(id, now)
+            except DispatchError as exc:  # retried on the next pass, within the tick's grace
+                self._warn_once(id, f"scheduled trigger: {exc}; trying again")
+            except Exception:
+                logger.exception("scheduled trigger %s: pass failed; trying again", id)
+        return outcomes
+
+    async def _run_schedule(
+        self, id: uuid.UUID, now: dt.datetime | None
+    ) -> list[tuple[str, Outcome]]:
         outcomes: list[tuple[str, Outcome]] = []
         async with self._db.connection(COMPONENT) as conn, conn.transaction():
+            trigger = await _try_lock_schedule(conn, id)
+            if trigger is None:  # another replica has it, or it is gone or suspended
+                return outcomes
             now = now or await _database_now(conn)
-            for trigger in await _lock_schedules(conn):
-                schedule = trigger.spec.get("schedule") or {}
-                after = trigger.last_scheduled_time or trigger.created_at
-                ticks, newest = due_ticks(
-                    schedule.get("cron", trigger.schedule or ""),
-                    schedule.get("timeZone", "UTC"),
-                    after,
-                    now,
-                    catch_up=schedule.get("catchUp", "Skip"),
-                    starting_deadline_seconds=schedule.get("startingDeadlineSeconds"),
-                )
-                for tick in ticks:
-                    variables = {"schedule": {"time": tick}}
+            schedule = trigger.spec.get("schedule") or {}
+            ticks, newest = due_ticks(
+                schedule.get("cron", trigger.schedule or ""),
+                schedule.get("timeZone", "UTC"),
+                trigger.last_scheduled_time or trigger.created_at,
+                now,
+                catch_up=schedule.get("catchUp", "Skip"),
+                starting_deadline_seconds=schedule.get("startingDeadlineSeconds"),
+            )
+            for tick in ticks:
+                try:
                     start = Start(
                         instance_name(trigger, tick=tick),
-                        self._arguments(trigger, variables),
-                        {SCHEDULED_ANNOTATION: tick.isoformat().replace("+00:00", "Z")},
+                        self._arguments(trigger, {"schedule": {"time": tick}}),
+                        {SCHEDULED_ANNOTATION: _rfc3339(tick)},
                     )
                     outcome = await self._start_locked(conn, trigger, start, now=now)
-                    outcomes.append((trigger.name, outcome))
-                    trigger = await _lock_trigger(conn, trigger.id)  # fresh bookkeeping
-                if newest is not None:
-                    await conn.execute(
-                        "UPDATE workflow_orchestrator_service.workflow_event_triggers "
-                        "SET last_scheduled_time = %s WHERE id = %s",
-                        (newest, trigger.id),
-                    )
-                    await self._publish_next(trigger, schedule, newest)
+                except PermanentDispatchError as exc:  # this tick can never start
+                    logger.warning("%s; the run of %s is skipped", exc, _rfc3339(tick))
+                    continue
+                outcomes.append((trigger.name, outcome))
+                trigger = await _lock_trigger(conn, trigger.id)  # fresh bookkeeping
+            if newest is None:
+                return outcomes
+            await conn.execute(
+                "UPDATE workflow_orchestrator_service.workflow_event_triggers "
+                "SET last_scheduled_time = %s WHERE id = %s",
+                (newest, trigger.id),
+            )
+        self._warned.pop(id, None)
+        await self._publish_next(trigger, schedule, newest)  # after the commit
         return outcomes
+
+    def _warn_once(self, id: uuid.UUID, message: str) -> None:
+        """Log a trigger's failure when it first happens or changes, not every pass."""
+        if self._warned.get(id) != message:
+            self._warned[id] = message
+            logger.warning("%s", message)
 
     async def _publish_next(
         self, trigger: EventTrigger, schedule: Mapping[str, Any], newest: dt.datetime
@@ -430,23 +481,27 @@ class TriggerStarter:
 
         async def publish() -> None:
             try:
-                await asyncio.sleep(STATUS_COALESCE_SECONDS)
-                async with self._db.connection(COMPONENT) as conn:
-                    row = await (
-                        await conn.execute(
-                            "SELECT last_fired_at, last_instance "
-                            "FROM workflow_orchestrator_service.workflow_event_triggers "
-                            "WHERE id = %s",
-                            (trigger.id,),
-                        )
-                    ).fetchone()
-                if row is not None and row[0] is not None:
-                    status = {"lastTriggeredTime": _rfc3339(row[0]), "lastInstance": row[1]}
-                    await self._patch_status(trigger, status)
+                await self._publish_last_start_now(trigger)
+            except Exception as exc:  # the start happened; a missed status is cosmetic
+                logger.warning("EventTrigger %s: status not updated: %s", trigger.name, exc)
             finally:
                 self._publishing.pop(trigger.id, None)
 
         self._publishing[trigger.id] = asyncio.ensure_future(publish())
+
+    async def _publish_last_start_now(self, trigger: EventTrigger) -> None:
+        await asyncio.sleep(STATUS_COALESCE_SECONDS)
+        async with self._db.connection(COMPONENT) as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT last_fired_at, last_instance "
+                    "FROM workflow_orchestrator_service.workflow_event_triggers WHERE id = %s",
+                    (trigger.id,),
+                )
+            ).fetchone()
+        if row is not None and row[0] is not None:
+            status = {"lastTriggeredTime": _rfc3339(row[0]), "lastInstance": row[1]}
+            await self._patch_status(trigger, status)
 
     async def _active_instances(self, trigger: EventTrigger, *, exclude: str) -> list[str]:
         items = await self._kube.list_instances(
@@ -524,15 +579,28 @@ async def _lock_trigger(conn: AsyncConnection[Any], id: uuid.UUID) -> EventTrigg
     return row
 
 
-async def _lock_schedules(conn: AsyncConnection[Any]) -> Sequence[EventTrigger]:
-    """Live scheduled triggers no other replica is handling right now (SKIP LOCKED)."""
+async def _scheduled_trigger_ids(conn: AsyncConnection[Any]) -> list[uuid.UUID]:
+    """The live, enabled scheduled triggers (index workflow_event_triggers_scheduled)."""
+    rows = await (
+        await conn.execute(
+            "SELECT id FROM workflow_orchestrator_service.workflow_event_triggers "
+            "WHERE schedule IS NOT NULL AND enabled AND deleted_at IS NULL ORDER BY id"
+        )
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+async def _try_lock_schedule(conn: AsyncConnection[Any], id: uuid.UUID) -> EventTrigger | None:
+    """The scheduled trigger's row, locked; None when another replica holds it (SKIP
+    LOCKED) or it was suspended or deleted meanwhile."""
     async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
         await cur.execute(
             "SELECT * FROM workflow_orchestrator_service.workflow_event_triggers "
-            "WHERE schedule IS NOT NULL AND enabled AND deleted_at IS NULL "
-            "ORDER BY id FOR UPDATE SKIP LOCKED"
+            "WHERE id = %s AND schedule IS NOT NULL AND enabled AND deleted_at IS NULL "
+            "FOR UPDATE SKIP LOCKED",
+            (id,),
         )
-        return await cur.fetchall()
+        return await cur.fetchone()
 
 
 async def run_scheduler(starter: TriggerStarter, stop: asyncio.Event, *, poll: float) -> None:
