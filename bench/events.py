@@ -87,7 +87,8 @@ def raw_insert(dsn: str, events: list[dict[str, Any]], per_transaction: int) -> 
                         "source, event_id, type, subject, time, data_content_type, data_schema, "
                         "data, data_base64, extensions, partition_key, sequence_id, "
                         "sequence_position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                        "%s, %s, %s, %s) ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
+                        "%s, %s, %s, %s) ON CONFLICT (namespace, source, event_id) "
+                        "DO NOTHING RETURNING id",
                         (NAMESPACE, e["source"], e["id"], e["type"], None, e["time"],
                          e["datacontenttype"], None, Jsonb(e["data"]), None, Jsonb({}),
                          e["partitionkey"], seq[0], seq[1]),
@@ -95,8 +96,9 @@ def raw_insert(dsn: str, events: list[dict[str, Any]], per_transaction: int) -> 
                     assert row is not None
                     conn.execute(
                         "INSERT INTO event_processing_service.event_queue_state "
-                        "(event_instance_id, max_attempts) VALUES (%s, %s)",
-                        (row[0], 5),
+                        "(event_instance_id, max_attempts, sequence_id, sequence_position) "
+                        "VALUES (%s, %s, %s, %s)",
+                        (row[0], 5, seq[0], seq[1]),
                     )
         return time.perf_counter() - started
 
