@@ -189,3 +189,32 @@ async def test_the_same_event_sent_to_two_namespaces_is_two_events(
     assert created_other
     assert first.id != other.id
     assert await repo.get_event(conn, "other", "/github/acme", "e1") == other
+
+
+async def test_a_batch_stores_new_events_once_and_reports_duplicates(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    old, _ = await repo.insert_event(conn, event("old", partition_key="k"))
+    async with conn.transaction():
+        results = await repo.insert_events(
+            conn,
+            [
+                event("a", partition_key="k"),
+                event("old", partition_key="k"),
+                event("a", partition_key="k"),  # repeated within the batch
+                event("b", partition_key="k"),
+            ],
+        )
+    assert [(r.event_id, r.sequence_position, created) for r, created in results] == [
+        ("a", 2, True),
+        ("old", 1, False),
+        ("a", 2, False),
+        ("b", 3, True),
+    ]
+    assert results[1][0] == old
+    queued = await (
+        await conn.execute("SELECT count(*) FROM event_processing_service.event_queue_state")
+    ).fetchone()
+    assert queued == (3,)
+    with pytest.raises(ValueError, match="one namespace"):
+        await repo.insert_events(conn, [event("x"), event("y", namespace="other")])

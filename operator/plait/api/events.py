@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from aiohttp import web
 from jsonschema.exceptions import SchemaError
-from psycopg import AsyncConnection
+from opentelemetry.trace import Span
 
 from plait.api.context import CONFIG, DATABASE, namespace_of
 from plait.api.problems import Problem
@@ -40,7 +40,7 @@ from plait.event_processing.cloudevents import (
 )
 from plait.event_processing.repository import EventInstance, NewEvent
 from plait.observability.metrics import event_ingested
-from plait.observability.tracing import current_traceparent, event_span
+from plait.observability.tracing import start_event_span, traceparent
 
 __all__ = ["add_routes", "read_capped"]
 
@@ -160,25 +160,26 @@ async def _check_schemas(
         )
 
 
-async def _store(
-    conn: AsyncConnection[Any], event: NewEvent, max_attempts: int
-) -> tuple[EventInstance, bool]:
-    """Store one event inside its ingestion span; the span's trace context goes into the
-    event's ``traceparent`` extension (CloudEvents distributed tracing), so the runs it
-    starts join the sender's trace through it."""
-    with event_span(
-        namespace=event.namespace,
-        source=event.source,
-        type=event.type,
-        event_id=event.id,
-        parent_traceparent=_str_or_none((event.extensions or {}).get("traceparent")),
-    ):
-        context = current_traceparent()
-        if context is not None:
-            event = dataclasses.replace(
-                event, extensions={**(event.extensions or {}), "traceparent": context}
-            )
-        return await repository.insert_event(conn, event, max_attempts=max_attempts)
+def _traced(events: list[NewEvent]) -> tuple[list[NewEvent], list[Span]]:
+    """Start each event's ingestion span; the span's trace context goes into the event's
+    ``traceparent`` extension (CloudEvents distributed tracing), so the runs it starts join
+    the sender's trace through it."""
+    spans, traced = [], []
+    for event in events:
+        span = start_event_span(
+            namespace=event.namespace,
+            source=event.source,
+            type=event.type,
+            event_id=event.id,
+            parent_traceparent=_str_or_none((event.extensions or {}).get("traceparent")),
+        )
+        context = span.get_span_context()
+        if context.is_valid:
+            extensions = {**(event.extensions or {}), "traceparent": traceparent(context)}
+            event = dataclasses.replace(event, extensions=extensions)
+        spans.append(span)
+        traced.append(event)
+    return traced, spans
 
 
 def _str_or_none(value: object) -> str | None:
@@ -200,21 +201,29 @@ async def post_events(request: web.Request) -> web.Response:
         except (InvalidEventError, Problem):
             event_ingested("rejected", len(events))
             raise
-        for attempt in range(_RETRIES):
-            try:
-                async with conn.transaction():
-                    results = [
-                        await _store(conn, e.to_new_event(namespace), config.max_attempts)
-                        for e in events
-                    ]
-                    if any(created for _, created in results):
-                        await repository.notify_new_events(conn)
-                break
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
-                # Two batches took the same sequences in opposite orders; PostgreSQL rolled
-                # this one back whole, so trying again is safe.
-                if attempt == _RETRIES - 1:
-                    raise
+        traced, spans = _traced([e.to_new_event(namespace) for e in events])
+        try:
+            for attempt in range(_RETRIES):
+                try:
+                    async with conn.transaction():
+                        results = await repository.insert_events(
+                            conn, traced, max_attempts=config.max_attempts
+                        )
+                        if any(created for _, created in results):
+                            await repository.notify_new_events(conn)
+                    break
+                except (
+                    psycopg.errors.DeadlockDetected,
+                    psycopg.errors.SerializationFailure,
+                    repository.ConcurrentDuplicateError,
+                ):
+                    # Two batches took the same sequences in opposite orders, or stored the
+                    # same event at once; this one was rolled back whole: try again.
+                    if attempt == _RETRIES - 1:
+                        raise
+        finally:
+            for span in spans:
+                span.end()
     stored = sum(1 for _, created in results if created)
     if stored:
         event_ingested("stored", stored)

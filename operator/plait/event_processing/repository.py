@@ -22,6 +22,7 @@ from plait.kernel import versions
 from plait.kernel.database import Page, fetch_page
 
 __all__ = [
+    "ConcurrentDuplicateError",
     "DeadLetter",
     "EventDefinition",
     "EventInstance",
@@ -34,6 +35,7 @@ __all__ = [
     "get_event",
     "get_event_by_id",
     "insert_event",
+    "insert_events",
     "latest_event_definition",
     "latest_event_definition_for_type",
     "lease",
@@ -198,55 +200,66 @@ _SELECT_EVENT = (
 )
 
 
+async def _store_new(
+    conn: AsyncConnection[Any], event: NewEvent, max_attempts: int
+) -> EventInstance | None:
+    """Give ``event`` its position, store and enqueue it; None if (namespace, source, id)
+    exists, in which case the caller must undo the position (roll back)."""
+    sequence_id, position = None, None
+    if event.partition_key is not None:
+        row = await (
+            await conn.execute(
+                "INSERT INTO event_processing_service.event_sequences "
+                "(namespace, event_type, partition_key, last_position) VALUES (%s, %s, %s, 1) "
+                "ON CONFLICT (namespace, event_type, partition_key) DO UPDATE SET "
+                "last_position = event_sequences.last_position + 1, updated_at = now() "
+                "RETURNING id, last_position",
+                (event.namespace, event.type, event.partition_key),
+            )
+        ).fetchone()
+        assert row is not None
+        sequence_id, position = row
+    async with conn.cursor(row_factory=class_row(EventInstance)) as cur:
+        await cur.execute(
+            "INSERT INTO event_processing_service.event_instances (namespace, source, "
+            "event_id, type, subject, time, data_content_type, data_schema, data, "
+            "data_base64, extensions, partition_key, sequence_id, sequence_position) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (namespace, source, event_id) DO NOTHING RETURNING *",
+            (
+                event.namespace,
+                event.source,
+                event.id,
+                event.type,
+                event.subject,
+                event.time,
+                event.data_content_type,
+                event.data_schema,
+                Jsonb(event.data) if event.data is not None else None,
+                event.data_base64,
+                Jsonb(dict(event.extensions or {})),
+                event.partition_key,
+                sequence_id,
+                position,
+            ),
+        )
+        created = await cur.fetchone()
+    if created is None:
+        return None
+    await conn.execute(
+        "INSERT INTO event_processing_service.event_queue_state "
+        "(event_instance_id, max_attempts, sequence_id, sequence_position) "
+        "VALUES (%s, %s, %s, %s)",
+        (created.id, max_attempts, sequence_id, position),
+    )
+    return created
+
+
 async def _store(conn: AsyncConnection[Any], event: NewEvent, max_attempts: int) -> EventInstance:
     async with conn.transaction():  # a savepoint when the caller already opened one
-        sequence_id, position = None, None
-        if event.partition_key is not None:
-            row = await (
-                await conn.execute(
-                    "INSERT INTO event_processing_service.event_sequences "
-                    "(namespace, event_type, partition_key, last_position) VALUES (%s, %s, %s, 1) "
-                    "ON CONFLICT (namespace, event_type, partition_key) DO UPDATE SET "
-                    "last_position = event_sequences.last_position + 1, updated_at = now() "
-                    "RETURNING id, last_position",
-                    (event.namespace, event.type, event.partition_key),
-                )
-            ).fetchone()
-            assert row is not None
-            sequence_id, position = row
-        async with conn.cursor(row_factory=class_row(EventInstance)) as cur:
-            await cur.execute(
-                "INSERT INTO event_processing_service.event_instances (namespace, source, "
-                "event_id, type, subject, time, data_content_type, data_schema, data, "
-                "data_base64, extensions, partition_key, sequence_id, sequence_position) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (namespace, source, event_id) DO NOTHING RETURNING *",
-                (
-                    event.namespace,
-                    event.source,
-                    event.id,
-                    event.type,
-                    event.subject,
-                    event.time,
-                    event.data_content_type,
-                    event.data_schema,
-                    Jsonb(event.data) if event.data is not None else None,
-                    event.data_base64,
-                    Jsonb(dict(event.extensions or {})),
-                    event.partition_key,
-                    sequence_id,
-                    position,
-                ),
-            )
-            created = await cur.fetchone()
+        created = await _store_new(conn, event, max_attempts)
         if created is None:
             raise _Duplicate  # rolls back the sequence increment with the savepoint
-        await conn.execute(
-            "INSERT INTO event_processing_service.event_queue_state "
-            "(event_instance_id, max_attempts, sequence_id, sequence_position) "
-            "VALUES (%s, %s, %s, %s)",
-            (created.id, max_attempts, sequence_id, position),
-        )
     return created
 
 
@@ -270,6 +283,48 @@ async def insert_event(
     existing = await get_event(conn, event.namespace, event.source, event.id)
     assert existing is not None
     return existing, False
+
+
+class ConcurrentDuplicateError(Exception):
+    """Another transaction stored one of these events between the check and the insert;
+    this transaction must be rolled back and tried again (it will then see it stored)."""
+
+
+async def insert_events(
+    conn: AsyncConnection[Any], events: Sequence[NewEvent], *, max_attempts: int = 5
+) -> list[tuple[EventInstance, bool]]:
+    """Store and enqueue a batch (all events of one namespace), in the caller's
+    transaction; (stored event, created) per event, in order.
+
+    Duplicates (already stored, or repeated within the batch) are found by one query
+    first, so new events need no savepoint each. A duplicate stored concurrently after that
+    query raises :class:`ConcurrentDuplicateError`: roll back and call again.
+    """
+    if not events:
+        return []
+    namespace = events[0].namespace
+    if any(e.namespace != namespace for e in events):
+        raise ValueError("insert_events takes the events of one namespace")
+    async with conn.cursor(row_factory=class_row(EventInstance)) as cur:
+        await cur.execute(
+            "SELECT e.* FROM event_processing_service.event_instances e "
+            "JOIN unnest(%s::text[], %s::text[]) AS k(source, event_id) "
+            "ON e.source = k.source AND e.event_id = k.event_id WHERE e.namespace = %s",
+            ([e.source for e in events], [e.id for e in events], namespace),
+        )
+        known = {(row.source, row.event_id): row for row in await cur.fetchall()}
+    results: list[tuple[EventInstance, bool]] = []
+    for event in events:
+        existing = known.get((event.source, event.id))
+        if existing is not None:
+            results.append((existing, False))
+            continue
+        created = await _store_new(conn, event, max_attempts)
+        if created is None:
+            raise ConcurrentDuplicateError(f"{event.source} {event.id}")
+        known[(event.source, event.id)] = created
+        results.append((created, True))
+    return results
 
 
 async def notify_new_events(conn: AsyncConnection[Any]) -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "parse_traceparent",
     "reconcile_span",
     "run_trace",
+    "start_event_span",
     "task_attempt_span",
     "task_traceparent",
     "traceparent",
@@ -478,20 +479,18 @@ def reconcile_span(
         span.set_attribute("plait.outcome", "success")
 
 
-@contextlib.contextmanager
-def event_span(
+def start_event_span(
     *,
     namespace: str,
     source: str,
     type: str,
     event_id: str,
     parent_traceparent: str | None = None,
-) -> Iterator[otel.Span]:
-    """Ingestion of one event (a SERVER span); joins the sender's trace if it sent one.
-
-    Inside, :func:`current_traceparent` is what to store with the event so the run it
-    starts carries it in its ``plait.dev/traceparent`` annotation.
-    """
+) -> otel.Span:
+    """Start (not enter) the ingestion span of one event, a SERVER span joining the sender's
+    trace if it sent one; the caller ends it. A batch has one per event, side by side, so
+    they cannot be nested context managers. ``traceparent(span.get_span_context())`` is
+    what to store with the event, so the runs it starts join its trace."""
     parent: otel_context.Context | None = None
     if parent_traceparent:
         try:
@@ -505,10 +504,25 @@ def event_span(
         "plait.event.type": type,
         "plait.event.id": event_id,
     }
-    with (
-        log_context(namespace=namespace),
-        tracer().start_as_current_span(
-            EVENT_SPAN, parent, kind=otel.SpanKind.SERVER, attributes=attrs
-        ) as span,
-    ):
+    return tracer().start_span(EVENT_SPAN, parent, kind=otel.SpanKind.SERVER, attributes=attrs)
+
+
+@contextlib.contextmanager
+def event_span(
+    *,
+    namespace: str,
+    source: str,
+    type: str,
+    event_id: str,
+    parent_traceparent: str | None = None,
+) -> Iterator[otel.Span]:
+    """:func:`start_event_span`, current (and ended) for the ``with`` block."""
+    span = start_event_span(
+        namespace=namespace,
+        source=source,
+        type=type,
+        event_id=event_id,
+        parent_traceparent=parent_traceparent,
+    )
+    with log_context(namespace=namespace), otel.use_span(span, end_on_exit=True):
         yield span
