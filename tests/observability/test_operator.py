@@ -246,3 +246,117 @@ def test_the_operator_rides_out_a_database_outage(
         wait_until(shipped_again, timeout=60, what="shipping to resume and report its drops")
     finally:
         operator.stop()
+
+
+def test_an_event_and_the_run_it_starts_share_one_trace(
+    cluster: Kube,
+    start_operator: StartOperator,
+    migrated_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Sender -> ingestion (plait api) -> dispatch (operator) -> the run and its tasks."""
+    for key, value in FAST.items():
+        monkeypatch.setenv(key, value)
+    start_operator()
+    sim = {"sim.plait.dev/exit-code": "0"}
+    definition = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowDefinition",
+        "metadata": {"name": "single"},
+        "spec": {
+            "tasks": [
+                {
+                    "name": "only",
+                    "template": {"image": "busybox", "podMetadata": {"annotations": sim}},
+                }
+            ]
+        },
+    }
+    trigger = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "EventTrigger",
+        "metadata": {"name": "on-ping"},
+        "spec": {"eventType": "dev.plait.test.ping", "workflowRef": {"name": "single"}},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(definition))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(trigger))
+    wait_until(
+        lambda: (
+            cluster.kubectl(
+                "get",
+                "etr",
+                "on-ping",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            )
+            == "True"
+        ),
+        timeout=60,
+        what="the trigger",
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_DATABASE")}
+    env.update(PLAIT_DATABASE_URL=migrated_database, PLAIT_API_TOKEN="s3cret-token")
+    with (tmp_path / "api.log").open("wb") as log:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "plait", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(
+            lambda: (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
+            ),
+            timeout=30,
+            what="plait api",
+        )
+        sender_trace, sender_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+        event = {
+            "specversion": "1.0",
+            "id": "ping-1",
+            "source": "/tests",
+            "type": "dev.plait.test.ping",
+            "traceparent": f"00-{sender_trace}-{sender_span}-01",
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/namespaces/{cluster.namespace}/events",
+            data=json.dumps(event).encode(),
+            headers={
+                "Content-Type": "application/cloudevents+json",
+                "Authorization": "Bearer s3cret-token",
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 202
+
+        def spans() -> dict[str, tuple[Any, ...]]:
+            with psycopg.connect(migrated_database) as conn:
+                rows = conn.execute(
+                    "SELECT name, span_id, parent_span_id, component "
+                    "FROM observability_service.observability_traces WHERE trace_id = %s",
+                    (sender_trace,),
+                ).fetchall()
+            return {row[0]: row for row in rows}
+
+        wanted = {"plait.event", "plait.event.dispatch", "plait.workflow", "plait.task"}
+        wait_until(lambda: wanted <= spans().keys(), timeout=90, what=f"spans {wanted}")
+        found = spans()
+        assert found["plait.event"][2] == sender_span
+        assert found["plait.event"][3] == "api"
+        assert found["plait.event.dispatch"][2] == found["plait.event"][1]
+        assert found["plait.workflow"][2] == found["plait.event.dispatch"][1]
+        assert found["plait.task"][2] == found["plait.workflow"][1]
+        # The token never reaches a table.
+        with psycopg.connect(migrated_database) as conn:
+            leaked = conn.execute(
+                "SELECT count(*) FROM observability_service.observability_logs "
+                "WHERE message LIKE '%s3cret-token%' OR attributes::text LIKE '%s3cret-token%'"
+            ).fetchone()
+        assert leaked == (0,)
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
