@@ -161,9 +161,13 @@ def main() -> int:
         token = secrets.token_urlsafe(24)
         api_env = {
             **os.environ,
-            "PLAIT_DATABASE_URL_EVENT_PROCESSING": pg.dsn(
-                "plait", user=EVENTS.role, password=passwords[EVENTS.name]
-            ),
+            # The API's two components, each as its own role: events and its telemetry.
+            **{
+                f"PLAIT_DATABASE_URL_{c.env_suffix}": pg.dsn(
+                    "plait", user=c.role, password=passwords[c.name]
+                )
+                for c in (EVENTS, component_by_name("observability"))
+            },
             "PLAIT_API_TOKEN": token,
         }
         api_env.pop("PLAIT_DATABASE_URL", None)
@@ -228,6 +232,31 @@ def main() -> int:
         )
         show(cluster, "get", "wfi", "-l", "plait.dev/trigger=on-large-order", "-o", columns)
         show(cluster, "get", "eventtriggers")
+
+        step("plait traces show: the event's trace, from ingestion to the run's tasks")
+        run = json.loads(
+            cluster.kubectl(
+                "get", "wfi", "-l", "plait.dev/trigger=on-large-order", "-o", "json"
+            ).stdout
+        )["items"][0]["metadata"]["name"]
+        traces: list[str] = []
+
+        def traced() -> bool:
+            shown = subprocess.run(
+                [sys.executable, "-m", "plait", "traces", "show", run, "-n", "default"],
+                env={**os.environ, "PLAIT_DATABASE_URL": dsn},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            traces[:] = [shown.stdout]
+            # Complete once the run's root span is in (it is recorded when the run ends).
+            out = shown.stdout
+            return "plait.event.dispatch" in out and "not recorded yet" not in out
+
+        wait_until(traced, timeout=30, what="the run's spans")
+        print(f"$ plait traces show {run} -n default")
+        print(traces[0], end="")
 
         step("a cyclic workflow is refused by the admission webhook")
         cyclic = {
