@@ -196,6 +196,38 @@ async def test_forbid_and_rate_limits_drop_extra_starts(
     assert len(instances(cluster, "one-at-a-time")) == 1
 
 
+async def test_replace_cancels_the_running_run_and_starts_the_new_one(
+    cluster: Kube,
+    start_operator: StartOperator,
+    connect_as: ConnectAs,
+    component_dsns: dict[str, str],
+) -> None:
+    workflow(cluster, duration="60s")
+    trigger(cluster, "latest-only", eventType="order.created", concurrencyPolicy="Replace")
+    start_operator()
+    wait_ready(cluster, "etr", "latest-only")
+    ns = cluster.namespace
+    await send(connect_as, order("o-1", 1, namespace=ns, key="k"))
+    wait_until(lambda: len(instances(cluster, "latest-only")) == 1, timeout=60, what="run 1")
+    (first,) = instances(cluster, "latest-only")
+    await send(connect_as, order("o-2", 1, namespace=ns, key="k"))
+    wait_until(lambda: len(instances(cluster, "latest-only")) == 2, timeout=60, what="run 2")
+
+    def phases() -> dict[str, str | None]:
+        return {
+            r["metadata"]["name"]: (r.get("status") or {}).get("phase")
+            for r in instances(cluster, "latest-only")
+        }
+
+    wait_until(
+        lambda: phases()[first["metadata"]["name"]] == "Cancelled",
+        timeout=60,
+        what="the first run to be cancelled",
+    )
+    (second,) = [n for n in phases() if n != first["metadata"]["name"]]
+    assert phases()[second] in {"Pending", "Running"}
+
+
 async def test_poison_events_are_dead_lettered_and_replay_once_fixed(
     cluster: Kube,
     start_operator: StartOperator,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -16,10 +18,12 @@ import pytest
 from plait.kernel.components import component_by_name
 from plait.kernel.migrations import migrate_database
 from plait.observability import metrics
-from plait.observability.batching import DsnConnections
+from plait.observability import repository as repo
+from plait.observability.batching import BatchWriter, BoundedBuffer, DsnConnections
 from plait.observability.logging import log_context
 from plait.observability.settings import ObservabilitySettings
 from plait.observability.shipper import LogShipper
+from plait.observability.states import LogLevel
 from plait.testing import PostgresServer
 from tests.observability._util import eventually
 
@@ -161,3 +165,17 @@ async def test_database_down_bounds_the_buffer_counts_drops_and_resumes(
         )
         == 1
     )
+
+
+async def test_concurrent_flushes_write_each_record_once(
+    obs_dsn: str, connections: DsnConnections
+) -> None:
+    """The background task and an explicit flush at once must not write a batch twice."""
+    buffer: BoundedBuffer[repo.LogRecord] = BoundedBuffer(1000)
+    writer = BatchWriter("logs", buffer, repo.copy_logs, connections, batch_size=10, interval=60.0)
+    marker = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    for i in range(95):
+        buffer.put(repo.LogRecord(now, LogLevel.INFO, "test", f"{marker} {i}"))
+    await asyncio.gather(*(writer.flush() for _ in range(4)))
+    assert await count_rows(obs_dsn, "message LIKE %s", f"{marker} %") == 95

@@ -176,16 +176,20 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
         settings, [component_by_name("event_processing"), component_by_name("observability")]
     )
     telemetry = Telemetry()
-    await telemetry.start(database, "api")
-    DATABASE_GAUGES.register_source("event_processing", queue_gauges)
-    runner = web.AppRunner(build_app(database, config), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    logger.info("plait api listening on %s:%d", host, port)
+    runner: web.AppRunner | None = None
     try:
+        app = build_app(database, config)  # refuses a bad configuration before anything runs
+        await telemetry.start(database, "api")
+        DATABASE_GAUGES.register_source("event_processing", queue_gauges)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        logger.info("plait api listening on %s:%d", host, port)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
+        DATABASE_GAUGES.unregister_source("event_processing")
         await telemetry.stop()
         await database.close()
 

@@ -173,6 +173,7 @@ class BatchWriter(Generic[T]):
         self.healthy = True
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._stopping = False
         self._failing_since: float | None = None
         self._dropped_mark = 0
@@ -219,7 +220,15 @@ class BatchWriter(Generic[T]):
 
     # -- work --------------------------------------------------------------------------------
     async def flush_once(self) -> int:
-        """Write one batch of the oldest items; how many were written (0 when empty)."""
+        """Write one batch of the oldest items; how many were written (0 when empty).
+
+        One flush at a time: items leave the buffer only once written, so two flushes at
+        once (the background task and an explicit flush) would write the same batch twice.
+        """
+        async with self._flushing:
+            return await self._flush_once()
+
+    async def _flush_once(self) -> int:
         batch = self.buffer.peek(self.batch_size)
         if not batch:
             return 0

@@ -394,6 +394,8 @@ class Orchestrator:
             outputs=sub.outputs if state is TaskState.SUCCEEDED else None,
             message=message,
         )
+        if changed is not None and state is not TaskState.CANCELLED:
+            await self._attempt_finished(changed)  # a wait is an attempt too: span, metrics
         return changed is not None
 
     async def _start_wait(self, instance: WorkflowInstance, task: Task, launch: Launch) -> None:
