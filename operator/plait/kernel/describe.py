@@ -156,6 +156,21 @@ def _component_section(conn: psycopg.Connection[Any], component: Component) -> l
     ]
     for table in tables:
         out += _table_section(conn, component.schema, table)
+    views = _rows(
+        conn,
+        "SELECT c.relname, obj_description(c.oid, 'pg_class'), "
+        "array_agg(a.attname ORDER BY a.attnum) "
+        "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "
+        "WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'v' "
+        "GROUP BY c.oid, c.relname ORDER BY c.relname",
+        component.schema,
+    )
+    if views:
+        out += ["Views:", ""]
+        for name, comment, columns in views:
+            out.append(f"- `{name}`{': ' + _cell(comment) if comment else ''}")
+            out.append(f"  Columns: {', '.join(f'`{c}`' for c in columns)}.")
+        out.append("")
     functions = _rows(
         conn,
         "SELECT p.oid::regprocedure::text, obj_description(p.oid, 'pg_proc'), p.prosecdef "
