@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 
 import click
+import pydantic
 
 from plait import __version__
-from plait.errors import PlaitError
+from plait.errors import ConfigurationError, PlaitError
 
 __all__ = ["cli", "main"]
 
@@ -69,9 +69,16 @@ def cli(log_level: str) -> None:
         logging.getLogger().setLevel(log_level.upper())
         return
     from plait.observability.logging import configure_logging
+    from plait.observability.settings import ObservabilitySettings
 
     # JSON lines for log collectors (a pod's stderr is no terminal); text for people.
-    chosen = os.environ.get("PLAIT_LOG_FORMAT") or ("text" if sys.stderr.isatty() else "json")
+    try:
+        settings = ObservabilitySettings()
+    except pydantic.ValidationError as exc:
+        problem = exc.errors()[0]
+        name = f"PLAIT_{str(problem['loc'][0]).upper()}"
+        raise ConfigurationError(f"{name}: {problem['msg']}") from None
+    chosen = settings.log_format or ("text" if sys.stderr.isatty() else "json")
     configure_logging(log_level, json=chosen == "json", component="plait")
 
 

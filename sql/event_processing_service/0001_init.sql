@@ -100,7 +100,7 @@ COMMENT ON COLUMN event_processing_service.event_instances.event_id IS
 COMMENT ON COLUMN event_processing_service.event_instances.data IS
     'Event data when it is JSON; data_base64 holds any other payload (never both).';
 COMMENT ON COLUMN event_processing_service.event_instances.extensions IS
-    'CloudEvents extension attributes (partitionkey included), as received.';
+    'CloudEvents extension attributes other than partitionkey (that one is partition_key).';
 COMMENT ON COLUMN event_processing_service.event_instances.partition_key IS
     'The partitionkey extension, else the subject: events of one type with the same key are dispatched in sequence_position order.';
 COMMENT ON COLUMN event_processing_service.event_instances.sequence_position IS

@@ -22,15 +22,9 @@ async def conn(connect_as: ConnectAs) -> psycopg.AsyncConnection:
 
 
 def event(id: str, *, key: str | None = None, type: str = "order.updated") -> repo.NewEvent:
-    """As ingestion stores it: the partitionkey extension is kept, and is the key."""
+    """As ingestion stores it: the partitionkey extension becomes the partition key."""
     return repo.NewEvent(
-        namespace="shop",
-        source="/orders",
-        id=id,
-        type=type,
-        data={"n": id},
-        extensions={"partitionkey": key} if key else {},
-        partition_key=key,
+        namespace="shop", source="/orders", id=id, type=type, data={"n": id}, partition_key=key
     )
 
 
@@ -128,6 +122,7 @@ async def test_replay_of_an_event_removed_by_retention_stores_it_again(
     )
     (letter,) = (await repo.list_dead_letters(conn, "shop")).items
     assert letter.event_instance_id is None
+    assert letter.payload["partitionkey"] == "k"
     await repo.replay_dead_letter(conn, "shop", letter.id)
     stored = await repo.get_event(conn, "shop", "/orders", "gone")
     assert stored is not None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -146,3 +149,12 @@ def test_text_format_shows_context() -> None:
     with log_context(namespace="ci", object="run-1"):
         ContextFilter().filter(record)
     assert "hello [ci/run-1]" in TextFormatter().format(record)
+
+
+def test_a_bad_logging_setting_is_one_clear_error() -> None:
+    env = {**os.environ, "PLAIT_LOG_FORMAT": "yaml"}
+    done = subprocess.run(
+        [sys.executable, "-m", "plait", "crds", "--help"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: PLAIT_LOG_FORMAT: Input should be 'json' or 'text'"

@@ -465,7 +465,9 @@ _DEAD_LETTER_FROM_EVENTS = (
     "jsonb_strip_nulls(jsonb_build_object("
     " 'specversion', e.spec_version, 'id', e.event_id, 'source', e.source, 'type', e.type,"
     " 'subject', e.subject, 'time', e.time, 'datacontenttype', e.data_content_type,"
-    " 'dataschema', e.data_schema, 'data', e.data, 'data_base64', e.data_base64)) "
+    " 'dataschema', e.data_schema, 'data', e.data, 'data_base64', e.data_base64,"
+    # the partitionkey extension is kept in its column (unless it is just the subject)
+    " 'partitionkey', NULLIF(e.partition_key, e.subject))) "
     "|| e.extensions, "
     "q.last_error, q.attempts "
     "FROM event_processing_service.event_instances e "
@@ -643,7 +645,7 @@ async def replay_dead_letter(
 def _event_from_payload(namespace: str, payload: Mapping[str, Any]) -> NewEvent:
     known = {
         "specversion", "id", "source", "type", "subject", "time", "datacontenttype",
-        "dataschema", "data", "data_base64",
+        "dataschema", "data", "data_base64", "partitionkey",
     }  # fmt: skip
     time = payload.get("time")
     return NewEvent(

@@ -25,8 +25,10 @@ class ObservabilitySettings(BaseSettings):
         description="Master switch: off stops log shipping, spans, metric snapshots, "
         "database gauges and retention (stderr logging and /metrics counters stay).",
     )
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="Format of the lines written to stderr."
+    log_format: Literal["json", "text"] | None = Field(
+        default=None,
+        description="Format of the lines written to stderr; unset: text on a terminal, "
+        "else JSON (a pod's stderr is no terminal).",
     )
     log_shipping: bool = Field(
         default=True, description="Ship log records into observability_logs."
