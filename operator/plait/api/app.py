@@ -10,10 +10,8 @@ instead of failing requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 
@@ -33,6 +31,7 @@ from plait.event_processing.gauges import queue_gauges
 from plait.kernel.components import component_by_name
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
+from plait.kernel.signals import run_until_signalled
 from plait.observability import Telemetry
 from plait.observability.logging import set_process_component
 from plait.observability.metrics import DATABASE_GAUGES
@@ -287,12 +286,4 @@ def api_command(
         max_attempts=max_attempts,
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await serve(host, port, stop, config)
-
-    asyncio.run(main())
+    run_until_signalled(lambda stop: serve(host, port, stop, config))

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import signal
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +29,7 @@ from plait.event_processing.gauges import queue_gauges
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
+from plait.kernel.signals import run_until_signalled
 from plait.observability import Telemetry
 from plait.observability.logging import set_process_component
 from plait.observability.metrics import DATABASE_GAUGES
@@ -409,12 +409,4 @@ def operator_command(
         peering=peering,
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await run_operator(options, stop=stop)
-
-    asyncio.run(main())
+    run_until_signalled(lambda stop: run_operator(options, stop=stop))
