@@ -200,7 +200,6 @@ async def test_replace_cancels_the_running_run_and_starts_the_new_one(
     cluster: Kube,
     start_operator: StartOperator,
     connect_as: ConnectAs,
-    component_dsns: dict[str, str],
 ) -> None:
     workflow(cluster, duration="60s")
     trigger(cluster, "latest-only", eventType="order.created", concurrencyPolicy="Replace")
