@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv k8s-tools check lint format typecheck test test-unit demo \
+.PHONY: help deps venv k8s-tools check lint format typecheck layers test test-unit demo \
         cluster-up cluster-down crds clean clean-cache
 .PHONY: manifests values-doc chart-check
 .PHONY: bench
@@ -34,7 +34,7 @@ venv: $(BIN)/.installed ## Create the virtualenv with Plait and its dev tools.
 k8s-tools: ## Build (once, then reuse) etcd, the Kubernetes control plane, kubectl, kwok and helm.
 	@hack/build-k8s.sh >/dev/null
 
-check: lint typecheck ## Lint, format check and type check.
+check: lint typecheck layers ## Lint, format check, type check and the import layers.
 
 lint: venv
 	@echo "==> ruff"
@@ -48,6 +48,10 @@ format: venv ## Apply ruff's formatting and safe fixes.
 typecheck: venv
 	@echo "==> mypy"
 	@$(BIN)/mypy
+
+layers: venv ## Check that imports point down the layers of DESIGN.md (import-linter).
+	@echo "==> import layers"
+	@$(BIN)/lint-imports --no-cache
 
 test: deps venv k8s-tools check ## Everything the tests need, then the whole suite.
 	@echo "==> pytest"

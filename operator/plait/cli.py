@@ -22,7 +22,7 @@ __all__ = ["cli", "main"]
 # Subcommand name -> "module:attribute". Modules are imported only when their command runs,
 # so `plait --help` stays fast and one component's dependencies never load for another.
 COMMANDS: dict[str, str] = {
-    "db": "plait.kernel.dbcli:db_command",
+    "db": "plait.dbcli:db_command",
     "migrate": "plait.kernel.migrations:migrate_command",
     "crds": "plait.resources.crd:crds_command",
     "operator": "plait.controller.app:operator_command",

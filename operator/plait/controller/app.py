@@ -23,16 +23,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plait.controller.diffbase import SpecDigestDiffBaseStorage
 from plait.controller.options import FINALIZER, OperatorOptions
-from plait.controller.reconcile import KindBinding, OperatorContext, register_kind
+from plait.controller.reconcile import register_kind
 from plait.controller.webhook import build_webhook_server
 from plait.event_processing.gauges import queue_gauges
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
-from plait.kernel.kube import Kube
+from plait.kernel.kube import Kube, current_namespace
 from plait.kernel.signals import run_until_signalled
 from plait.observability import Telemetry
 from plait.observability.logging import set_process_component
-from plait.observability.metrics import DATABASE_GAUGES
+from plait.observability.metrics import DATABASE_GAUGES, time_kubernetes_api_call
+from plait.resources.stores import KindBinding, OperatorContext
 from plait.task_execution.service import TaskExecution
 from plait.workflow_orchestrator.gauges import instance_gauges
 from plait.workflow_orchestrator.runtime import Orchestrator, register_runtime
@@ -61,18 +62,19 @@ def configure_settings(settings: kopf.OperatorSettings, options: OperatorOptions
             settings.admission.managed = WEBHOOK_CONFIGURATION
 
 
-def bindings() -> list[KindBinding]:
+def bindings(orchestrator: Orchestrator) -> list[KindBinding]:
     """Every kind with the component store that persists it."""
     from plait.event_processing.handlers import BINDINGS as event_processing
     from plait.integration.handlers import BINDINGS as integration
     from plait.task_execution.handlers import BINDINGS as task_execution
-    from plait.workflow_orchestrator.handlers import BINDINGS as workflow_orchestrator
+    from plait.workflow_orchestrator.handlers import bindings as workflow_orchestrator
 
-    return [*workflow_orchestrator, *task_execution, *integration, *event_processing]
+    return [*workflow_orchestrator(orchestrator), *task_execution, *integration, *event_processing]
 
 
 def build_registry(
     ctx: OperatorContext,
+    orchestrator: Orchestrator,
     options: OperatorOptions,
     kinds: Sequence[KindBinding] | None = None,
     *,
@@ -95,7 +97,7 @@ def build_registry(
             logged_in.set()
         return credentials
 
-    for binding in kinds if kinds is not None else bindings():
+    for binding in kinds if kinds is not None else bindings(orchestrator):
         register_kind(
             registry,
             binding,
@@ -103,7 +105,7 @@ def build_registry(
             resync_seconds=options.resync_seconds,
             webhook=bool(options.webhook_port),
         )
-    register_runtime(registry, ctx.orchestrator)
+    register_runtime(registry, orchestrator)
     return registry
 
 
@@ -152,11 +154,12 @@ async def run_operator(
         await telemetry.start(database, "operator", retention=True)
         DATABASE_GAUGES.register_source("event_processing", queue_gauges)
         DATABASE_GAUGES.register_source("workflow_orchestrator", instance_gauges)
-        kube = Kube(pool_size=options.api_threads)
+        kube = Kube(pool_size=options.api_threads, observe_call=time_kubernetes_api_call)
         tasks = TaskExecution(database, kube, job_ttl_seconds=options.job_ttl_seconds)
-        ctx = OperatorContext(database, kube, Orchestrator(database, kube, tasks))
+        ctx = OperatorContext(database, kube)
+        orchestrator = Orchestrator(database, kube, tasks)
         logged_in = asyncio.Event()
-        registry = build_registry(ctx, options, logged_in=logged_in)
+        registry = build_registry(ctx, orchestrator, options, logged_in=logged_in)
         kopf_settings = kopf.OperatorSettings()
         configure_settings(kopf_settings, options)
 
@@ -175,7 +178,7 @@ async def run_operator(
 
         runner = await _serve_health(options, ready)
         services = (
-            asyncio.create_task(_run_event_services(ctx, options, logged_in, stop))
+            asyncio.create_task(_run_event_services(ctx, orchestrator, options, logged_in, stop))
             if options.dispatch
             else None
         )
@@ -201,7 +204,11 @@ async def run_operator(
 
 
 async def _run_event_services(
-    ctx: OperatorContext, options: OperatorOptions, logged_in: asyncio.Event, stop: asyncio.Event
+    ctx: OperatorContext,
+    orchestrator: Orchestrator,
+    options: OperatorOptions,
+    logged_in: asyncio.Event,
+    stop: asyncio.Event,
 ) -> None:
     """The event dispatcher and the cron scheduler, once Kubernetes credentials are loaded."""
     from plait.event_processing.dispatcher import (
@@ -221,7 +228,7 @@ async def _run_event_services(
     starter = TriggerStarter(ctx.db, ctx.kube)
     dispatcher = Dispatcher(
         ctx.db,
-        [ctx.orchestrator.deliver_event, starter.on_event],
+        [orchestrator.deliver_event, starter.on_event],
         DispatchSettings(
             batch_size=options.event_batch_size,
             visibility_timeout=dt.timedelta(seconds=options.event_visibility_timeout_seconds),
@@ -238,21 +245,6 @@ async def _run_event_services(
         )
     finally:
         await starter.close()
-
-
-def current_namespace() -> str:
-    """The pod's namespace in a cluster, else the kubeconfig context's, else "default"."""
-    in_cluster = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    if in_cluster.exists():
-        return in_cluster.read_text().strip()
-    from kubernetes import config
-
-    with contextlib.suppress(Exception):
-        _, context = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-        namespace = context.get("context", {}).get("namespace")
-        if namespace:
-            return str(namespace)
-    return "default"
 
 
 @click.command("operator")

@@ -18,26 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, cast
 
 import kopf
 import psycopg
 import psycopg_pool
 
 from plait import API_GROUP, API_VERSION
-from plait.controller.conditions import Condition, merge_conditions
-from plait.kernel.database import Database
-from plait.kernel.kube import Kube
+from plait.kernel.conditions import Condition, merge_conditions
 from plait.observability.tracing import reconcile_span, run_trace
-from plait.resources import KINDS_BY_NAME, KindInfo
-from plait.resources.common import PlaitModel
+from plait.resources import KINDS_BY_NAME
+from plait.resources.stores import KindBinding, ObjectRef, OperatorContext
 from plait.resources.validation import Problem, check_resource, parse_spec, references
 
-__all__ = ["Applied", "KindBinding", "ObjectRef", "OperatorContext", "Store", "register_kind"]
-
-if TYPE_CHECKING:
-    from plait.workflow_orchestrator.runtime import Orchestrator
+__all__ = ["register_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,73 +42,6 @@ DATABASE_RETRY_SECONDS = 5
 
 #: The kinds other kinds refer to by name; an in-memory Kopf index is kept for each.
 REFERENCED_KINDS = ("WorkflowDefinition", "TaskDefinition", "Integration", "EventDefinition")
-
-
-@dataclass(frozen=True)
-class OperatorContext:
-    """What stores work with: the database pools, the Kubernetes calls, the orchestrator."""
-
-    db: Database
-    kube: Kube
-    orchestrator: Orchestrator
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """Which object a store call is about."""
-
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    annotations: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Applied:
-    """What a store did: the condition to report and extra status fields."""
-
-    reason: str
-    message: str
-    status: Mapping[str, Any] = field(default_factory=dict)
-    condition_status: str = "True"
-    published: bool = False
-    """The store wrote the object's status itself (a WorkflowInstance's summary has
-    writers outside reconciliation and is written with optimistic concurrency)."""
-
-    @classmethod
-    def version(cls, version: int, *, in_status: bool = True) -> Applied:
-        """An accepted versioned spec. The message states the result, never whether this
-        call wrote it, so a repeated reconciliation computes the same status."""
-        return cls(
-            reason="Accepted",
-            message=f"the spec is stored as version {version}",
-            status={"version": version} if in_status else {},
-        )
-
-
-class Store(Protocol):
-    """A component's writer of one kind's rows."""
-
-    async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
-        """Make the rows match ``spec``; must be idempotent."""
-
-    async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
-        """Mark the object's rows deleted; must be idempotent."""
-
-
-@dataclass(frozen=True)
-class KindBinding:
-    """A kind, the store that persists it, and the condition type it reports."""
-
-    info: KindInfo
-    store: Store
-    condition_type: str = "Ready"
-    rejected_status: Mapping[str, Any] = field(default_factory=dict)
-    """Extra status fields set when the object is invalid (an instance's phase, say)."""
-    admit_missing_references: bool = False
-    """Let the webhook admit the object while what it refers to does not exist yet (a
-    trigger may be applied before its workflow); it then waits with Ready=False."""
 
 
 def _index_name(kind: str) -> str:

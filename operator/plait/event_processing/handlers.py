@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.event_processing import repository
 from plait.resources import EVENT_DEFINITION
 from plait.resources.common import PlaitModel
 from plait.resources.event import EventDefinitionSpec
+from plait.resources.stores import Applied, KindBinding, ObjectRef, OperatorContext
 
 __all__ = ["BINDINGS", "EventDefinitionStore"]
 

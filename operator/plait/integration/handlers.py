@@ -11,11 +11,11 @@ import uuid
 
 from jsonschema import Draft202012Validator
 
-from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.integration import repository
 from plait.resources import INTEGRATION
 from plait.resources.common import PlaitModel
 from plait.resources.integration import IntegrationSpec
+from plait.resources.stores import Applied, KindBinding, ObjectRef, OperatorContext
 
 __all__ = ["BINDINGS", "IntegrationStore"]
 

@@ -8,18 +8,20 @@ default configuration (in-cluster service account, or KUBECONFIG).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from plait import API_GROUP, API_VERSION
-from plait.observability.metrics import time_kubernetes_api_call
 
-__all__ = ["REQUEST_TIMEOUT_SECONDS", "Kube", "PodResult"]
+__all__ = ["REQUEST_TIMEOUT_SECONDS", "CallObserver", "Kube", "PodResult", "current_namespace"]
 
 #: Longest one of Plait's own Kubernetes calls may take (connect and read).
 REQUEST_TIMEOUT_SECONDS = 30
@@ -34,11 +36,17 @@ class PodResult:
     reason: str | None
 
 
+#: Wraps each call: given the verb and the resource, a context manager around the call
+#: (the operator passes one that counts and times calls for /metrics).
+CallObserver = Callable[[str, str], AbstractContextManager[object]]
+
+
 class Kube:
     """Job, Pod and WorkflowInstance-status calls."""
 
-    def __init__(self, pool_size: int = 32) -> None:
+    def __init__(self, pool_size: int = 32, observe_call: CallObserver | None = None) -> None:
         self._pool_size = pool_size
+        self._observe_call: CallObserver = observe_call or (lambda _verb, _resource: nullcontext())
         self._api: client.ApiClient | None = None
 
     def _client(self) -> client.ApiClient:
@@ -62,10 +70,10 @@ class Kube:
         return client.CustomObjectsApi(self._client())
 
     async def _call(self, verb: str, resource: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a client call in the thread pool, counted and timed for /metrics, and bounded
+        """Run a client call in the thread pool, seen by the call observer, and bounded
         in time: a hung connection must not hold the locks and leases of its caller."""
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_SECONDS)
-        with time_kubernetes_api_call(verb, resource):
+        with self._observe_call(verb, resource):
             return await asyncio.to_thread(fn, *args, **kwargs)
 
     def close(self) -> None:
@@ -249,3 +257,18 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def current_namespace() -> str:
+    """The pod's namespace in a cluster, else the kubeconfig context's, else "default"."""
+    in_cluster = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    if in_cluster.exists():
+        return in_cluster.read_text().strip()
+    from kubernetes import config
+
+    with contextlib.suppress(Exception):
+        _, context = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        namespace = context.get("context", {}).get("namespace")
+        if namespace:
+            return str(namespace)
+    return "default"

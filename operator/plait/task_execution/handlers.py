@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.resources import TASK_DEFINITION
 from plait.resources.common import PlaitModel
+from plait.resources.stores import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.task_execution import repository
 
 __all__ = ["BINDINGS", "TaskDefinitionStore"]

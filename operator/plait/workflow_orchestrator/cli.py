@@ -39,7 +39,7 @@ def _api() -> client.CustomObjectsApi:
 def _namespace(namespace: str | None) -> str:
     if namespace:
         return namespace
-    from plait.controller.app import current_namespace
+    from plait.kernel.kube import current_namespace
 
     return current_namespace()
 

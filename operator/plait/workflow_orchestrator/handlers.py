@@ -1,6 +1,6 @@
 """How WorkflowDefinitions, WorkflowInstances and EventTriggers are persisted.
 
-The reconciler (:mod:`plait.controller.reconcile`) validates and calls these stores;
+The operator's reconciler validates and calls these stores;
 they only translate a typed spec into repository calls.
 """
 
@@ -12,17 +12,22 @@ from typing import Any
 import kopf
 from psycopg import AsyncConnection
 
-from plait.controller.reconcile import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.observability.tracing import TRACEPARENT_ANNOTATION
 from plait.resources import EVENT_TRIGGER, WORKFLOW_DEFINITION, WORKFLOW_INSTANCE
 from plait.resources.common import PlaitModel
+from plait.resources.stores import Applied, KindBinding, ObjectRef, OperatorContext
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
 from plait.workflow_orchestrator import repository
-from plait.workflow_orchestrator.runtime import Control, succeeded_condition
+from plait.workflow_orchestrator.runtime import Control, Orchestrator, succeeded_condition
 from plait.workflow_orchestrator.triggers import EVENT_ANNOTATION, TRIGGER_ANNOTATION
 
-__all__ = ["BINDINGS", "EventTriggerStore", "WorkflowDefinitionStore", "WorkflowInstanceStore"]
+__all__ = [
+    "EventTriggerStore",
+    "WorkflowDefinitionStore",
+    "WorkflowInstanceStore",
+    "bindings",
+]
 
 COMPONENT = "workflow_orchestrator"
 
@@ -50,6 +55,9 @@ class WorkflowDefinitionStore:
 
 class WorkflowInstanceStore:
     """Records a run against the exact definition version it runs, then runs it."""
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
 
     async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
         assert isinstance(spec, WorkflowInstanceSpec)
@@ -87,7 +95,7 @@ class WorkflowInstanceStore:
                     trigger_id=trigger_id,
                     event_id=event_id,
                 )
-        summary = await ctx.orchestrator.advance(
+        summary = await self.orchestrator.advance(
             uid,
             Control(
                 cancel=spec.cancel,
@@ -98,7 +106,7 @@ class WorkflowInstanceStore:
             ensure_jobs=True,
         )
         assert summary is not None  # the row exists: it was just made sure of
-        await ctx.orchestrator.publish(uid, ref.namespace, ref.name, generation=ref.generation)
+        await self.orchestrator.publish(uid, ref.namespace, ref.name, generation=ref.generation)
         condition = succeeded_condition(summary, ref.generation)
         return Applied(
             reason=condition.reason,
@@ -109,7 +117,7 @@ class WorkflowInstanceStore:
 
     async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         """Deleting a run cancels it; its rows stay as history."""
-        await ctx.orchestrator.advance(uuid.UUID(ref.uid), Control(cancel=True))
+        await self.orchestrator.advance(uuid.UUID(ref.uid), Control(cancel=True))
 
 
 def _started_by(ref: ObjectRef) -> tuple[uuid.UUID | None, uuid.UUID | None]:
@@ -162,13 +170,15 @@ class EventTriggerStore:
             await repository.delete_event_trigger(conn, ref.namespace, ref.name)
 
 
-BINDINGS = (
-    KindBinding(WORKFLOW_DEFINITION, WorkflowDefinitionStore()),
-    KindBinding(EVENT_TRIGGER, EventTriggerStore(), admit_missing_references=True),
-    KindBinding(
-        WORKFLOW_INSTANCE,
-        WorkflowInstanceStore(),
-        condition_type="Succeeded",
-        rejected_status={"phase": "Failed"},
-    ),
-)
+def bindings(orchestrator: Orchestrator) -> tuple[KindBinding, ...]:
+    """The component's kinds; runs are driven by ``orchestrator``."""
+    return (
+        KindBinding(WORKFLOW_DEFINITION, WorkflowDefinitionStore()),
+        KindBinding(EVENT_TRIGGER, EventTriggerStore(), admit_missing_references=True),
+        KindBinding(
+            WORKFLOW_INSTANCE,
+            WorkflowInstanceStore(orchestrator),
+            condition_type="Succeeded",
+            rejected_status={"phase": "Failed"},
+        ),
+    )

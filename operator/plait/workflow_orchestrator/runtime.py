@@ -34,8 +34,8 @@ from typing import Any
 
 import kopf
 
-from plait.controller.conditions import Condition, merge_conditions
 from plait.event_processing.repository import EventInstance
+from plait.kernel.conditions import Condition, merge_conditions
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
 from plait.observability import metrics

@@ -1,0 +1,85 @@
+"""The contract between the reconciler and the components that persist each kind.
+
+The operator process (:mod:`plait.controller.reconcile`) validates an object and calls its
+kind's :class:`Store`; components implement stores and declare a :class:`KindBinding` per
+kind. Both sides meet here, below them, so no component imports the process that runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from plait.kernel.database import Database
+from plait.kernel.kube import Kube
+from plait.resources import KindInfo
+from plait.resources.common import PlaitModel
+
+__all__ = ["Applied", "KindBinding", "ObjectRef", "OperatorContext", "Store"]
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    """What stores work with: the database pools and Plait's own Kubernetes calls."""
+
+    db: Database
+    kube: Kube
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Which object a store call is about."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a store did: the condition to report and extra status fields."""
+
+    reason: str
+    message: str
+    status: Mapping[str, Any] = field(default_factory=dict)
+    condition_status: str = "True"
+    published: bool = False
+    """The store wrote the object's status itself (a WorkflowInstance's summary has
+    writers outside reconciliation and is written with optimistic concurrency)."""
+
+    @classmethod
+    def version(cls, version: int, *, in_status: bool = True) -> Applied:
+        """An accepted versioned spec. The message states the result, never whether this
+        call wrote it, so a repeated reconciliation computes the same status."""
+        return cls(
+            reason="Accepted",
+            message=f"the spec is stored as version {version}",
+            status={"version": version} if in_status else {},
+        )
+
+
+class Store(Protocol):
+    """A component's writer of one kind's rows."""
+
+    async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
+        """Make the rows match ``spec``; must be idempotent."""
+
+    async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
+        """Mark the object's rows deleted; must be idempotent."""
+
+
+@dataclass(frozen=True)
+class KindBinding:
+    """A kind, the store that persists it, and the condition type it reports."""
+
+    info: KindInfo
+    store: Store
+    condition_type: str = "Ready"
+    rejected_status: Mapping[str, Any] = field(default_factory=dict)
+    """Extra status fields set when the object is invalid (an instance's phase, say)."""
+    admit_missing_references: bool = False
+    """Let the webhook admit the object while what it refers to does not exist yet (a
+    trigger may be applied before its workflow); it then waits with Ready=False."""
