@@ -4,27 +4,39 @@ Parsing is strict and total: every problem is reported as a :class:`Violation` w
 pointer into the event as a client wrote it (``/id``, ``/data/amount``; ``/2/id`` for the
 third event of a batch), so one answer tells the sender everything to fix. Nothing here
 touches the database; the API validates a whole request first and only then stores it.
+
+Everything PostgreSQL or Python would choke on later is refused here, by name: attributes
+over their length limit (the limits keep the unique keys within a b-tree index row, even
+at four UTF-8 bytes a character), NUL characters and lone surrogates (text and jsonb hold
+neither), invalid UTF-8, data nested deeper than :data:`MAX_DATA_DEPTH`, numbers that are
+not finite or integers longer than :data:`MAX_INTEGER_DIGITS`, and times outside years
+1-9999 in UTC.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import math
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-
-import jsonschema
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Final
 
 from plait.errors import ValidationError
 from plait.event_processing.repository import NewEvent
+from plait.resources.schemas import compile_schema
 
 __all__ = [
     "BATCH_CONTENT_TYPE",
+    "MAX_DATA_DEPTH",
+    "MAX_EXTENSION_NAME_LENGTH",
+    "MAX_EXTENSION_VALUE_LENGTH",
+    "MAX_INTEGER_DIGITS",
+    "MAX_LENGTHS",
     "STRUCTURED_CONTENT_TYPE",
     "CloudEvent",
     "InvalidEventError",
@@ -32,6 +44,7 @@ __all__ = [
     "Violation",
     "event_from_mapping",
     "is_json_media_type",
+    "load_json",
     "parse_batch",
     "parse_binary",
     "parse_rfc3339",
@@ -50,7 +63,35 @@ _DATA = ("data", "data_base64")
 _KNOWN = frozenset(_REQUIRED + _OPTIONAL + _DATA)
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
-_INT32 = (-(2**31), 2**31 - 1)
+INT32: Final = (-(2**31), 2**31 - 1)
+_INT32 = INT32
+
+#: Most characters of each string attribute. (namespace, source, id) and (namespace, type,
+#: partition key) are unique keys: 256 characters of up to 4 UTF-8 bytes each keep a key
+#: well under PostgreSQL's b-tree row limit (2704 bytes).
+MAX_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "id": 256,
+        "source": 256,
+        "type": 256,
+        "subject": 256,  # the partition key when there is no partitionkey
+        "partitionkey": 256,
+        "time": 64,
+        "datacontenttype": 256,
+        "dataschema": 2048,
+    }
+)
+#: Extension attribute names (the spec recommends at most 20) and string values.
+MAX_EXTENSION_NAME_LENGTH: Final = 64
+MAX_EXTENSION_VALUE_LENGTH: Final = 4096
+#: Arrays and objects nested in ``data``: deeper data would exhaust Python's recursion
+#: limit in validation and storage.
+MAX_DATA_DEPTH: Final = 64
+#: Digits of an integer in JSON (Python's own limit for converting text to int).
+MAX_INTEGER_DIGITS: Final = 4300
+#: Violations reported per request at most: the rest are of the same kind.
+_MAX_VIOLATIONS = 100
+_BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +170,12 @@ def is_json_media_type(content_type: str | None) -> bool:
 
 
 def _string(
-    value: Any, path: str, problems: list[Violation], *, required: bool = False
+    value: Any,
+    path: str,
+    problems: list[Violation],
+    *,
+    max_length: int,
+    required: bool = False,
 ) -> str | None:
     if value is None:
         if required:
@@ -141,13 +187,156 @@ def _string(
     if value == "":
         problems.append(Violation(path, "must not be empty"))
         return None
+    reason = _text_problem(value, max_length)
+    if reason is not None:
+        problems.append(Violation(path, reason))
+        return None
     return value
+
+
+def _text_problem(value: str, max_length: int | None = None) -> str | None:
+    """Why PostgreSQL could not store ``value`` as text (or it is over ``max_length``)."""
+    if max_length is not None and len(value) > max_length:
+        return f"must be at most {max_length} characters, got {len(value)}"
+    bad = _BAD_CHARACTER.search(value)
+    if bad is None:
+        return None
+    if bad.group() == "\x00":
+        return f"contains a NUL character (U+0000) at character {bad.start()}"
+    return (
+        f"contains a lone surrogate (U+{ord(bad.group()):04X}) at character {bad.start()}: "
+        "not valid Unicode"
+    )
+
+
+class _Unstorable:
+    """A JSON number that no JSON store can hold, standing in for it until the violation is
+    reported at its path."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _parse_constant(name: str) -> _Unstorable:
+    return _Unstorable(f"{name} is not a finite number (JSON has no NaN or Infinity)")
+
+
+def _parse_float(text: str) -> float | _Unstorable:
+    value = float(text)
+    if math.isfinite(value):
+        return value
+    return _Unstorable(f"{text[:40]} is not a finite number (beyond a 64-bit float)")
+
+
+def _parse_int(text: str) -> int | _Unstorable:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INTEGER_DIGITS:
+        return _Unstorable(
+            f"an integer of {digits} digits; integers have at most {MAX_INTEGER_DIGITS} digits"
+        )
+    return int(text)
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]')
+
+
+def _too_deep_at(text: str, segments: int) -> str:
+    """The JSON pointer (its first ``segments`` tokens) of the first member nested deeper
+    than :data:`MAX_DATA_DEPTH`; only called once the parser ran out of recursion."""
+    stack: list[list[Any]] = []  # per open container: [is_object, key or index]
+    last_string = ""
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            if len(stack) > MAX_DATA_DEPTH + segments:
+                break
+            stack.append([token == "{", "" if token == "{" else 0])
+        elif token in ("]", "}"):
+            if stack:
+                stack.pop()
+        elif token == ",":
+            if stack and not stack[-1][0]:
+                stack[-1][1] += 1
+        elif token == ":":
+            if stack and stack[-1][0]:
+                stack[-1][1] = last_string
+        else:
+            last_string = json.loads(token)
+    return "".join(f"/{_escape(str(key))}" for _, key in stack[:segments])
+
+
+def load_json(body: bytes, *, path: str = "", segments: int = 0) -> Any:
+    """``body`` as strict JSON: UTF-8 (a BOM is skipped), no NaN or Infinity, numbers a
+    store can hold; ValueError with a reason otherwise.
+
+    ``_Unstorable`` placeholders stand where a number cannot be stored; :func:`_data_problems`
+    reports them by path. A document too deep to parse raises :class:`_TooDeepError` naming
+    the member (``path`` plus the first ``segments`` pointer tokens).
+    """
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        return json.loads(
+            text, parse_constant=_parse_constant, parse_float=_parse_float, parse_int=_parse_int
+        )
+    except RecursionError:
+        raise _TooDeepError(path + _too_deep_at(text, segments)) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+class _TooDeepError(ValueError):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"nested too deeply: data nests at most {MAX_DATA_DEPTH} levels")
+
+
+def _data_problems(data: Any, path: str) -> list[Violation]:
+    """Everything in ``data`` that jsonb cannot hold: NUL characters and lone surrogates in
+    strings and member names, non-finite or overlong numbers, nesting over the limit."""
+    problems: list[Violation] = []
+    stack: list[tuple[Any, str, int]] = [(data, path, 0)]
+    while stack and len(problems) < _MAX_VIOLATIONS:
+        value, where, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_DATA_DEPTH:
+                problems.append(
+                    Violation(
+                        path,
+                        f"nested more than {MAX_DATA_DEPTH} levels deep (at {where}): data "
+                        f"nests at most {MAX_DATA_DEPTH} levels of arrays and objects",
+                    )
+                )
+                break
+            if isinstance(value, dict):
+                for key, item in reversed(value.items()):
+                    member = f"{where}/{_escape(key)}"
+                    reason = _text_problem(key)
+                    if reason is not None:
+                        problems.append(Violation(member, f"member name {reason}"))
+                    stack.append((item, member, depth + 1))
+            else:
+                for index in range(len(value) - 1, -1, -1):
+                    stack.append((value[index], f"{where}/{index}", depth + 1))
+        elif isinstance(value, str):
+            reason = _text_problem(value)
+            if reason is not None:
+                problems.append(Violation(where, reason))
+        elif isinstance(value, _Unstorable):
+            problems.append(Violation(where, value.reason))
+    return problems
 
 
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | _Unstorable):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -158,14 +347,25 @@ def _json_type(value: Any) -> str:
     return "null"
 
 
+_TIME_RANGE = "between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z (years 1 to 9999 in UTC)"
+
+
 def parse_rfc3339(text: str) -> datetime:
-    """An RFC 3339 timestamp (with its offset); ValueError for anything else."""
+    """An RFC 3339 timestamp (with its offset) within years 1-9999 once in UTC, the range
+    of Python's datetime; ValueError for anything else."""
     if not _RFC3339.match(text):
         raise ValueError(f"must be an RFC 3339 timestamp with a UTC offset, got {text[:64]!r}")
+    if text.startswith("0000"):
+        raise ValueError(f"must be {_TIME_RANGE}, got {text[:64]!r}")
     try:
-        return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValueError(f"invalid timestamp {text[:64]!r}: {exc}") from None
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"must be {_TIME_RANGE}, got {text[:64]!r}") from None
+    return parsed
 
 
 def _timestamp(value: str, path: str, problems: list[Violation]) -> datetime | None:
@@ -177,6 +377,15 @@ def _timestamp(value: str, path: str, problems: list[Violation]) -> datetime | N
 
 
 def _extension(name: str, value: Any, path: str, problems: list[Violation]) -> Any:
+    if len(name) > MAX_EXTENSION_NAME_LENGTH:
+        problems.append(
+            Violation(
+                path,
+                f"extension attribute names must be at most {MAX_EXTENSION_NAME_LENGTH} "
+                f"characters, got {len(name)}",
+            )
+        )
+        return None
     if not _EXTENSION_NAME.match(name):
         problems.append(
             Violation(
@@ -186,9 +395,17 @@ def _extension(name: str, value: Any, path: str, problems: list[Violation]) -> A
             )
         )
         return None
+    if isinstance(value, _Unstorable):
+        problems.append(Violation(path, value.reason))
+        return None
     if isinstance(value, bool | str):
         if value == "":
             problems.append(Violation(path, "must not be empty"))
+        elif isinstance(value, str):
+            limit = MAX_LENGTHS[PARTITION_KEY] if name == PARTITION_KEY else None
+            reason = _text_problem(value, limit or MAX_EXTENSION_VALUE_LENGTH)
+            if reason is not None:
+                problems.append(Violation(path, reason))
         if name == PARTITION_KEY and not isinstance(value, str):
             problems.append(Violation(path, "the partition key must be a string"))
         return value
@@ -229,14 +446,26 @@ def event_from_mapping(obj: Any, prefix: str = "") -> CloudEvent:
                 f"unsupported specversion {spec_version!r}: only {SPEC_VERSION!r} is accepted",
             )
         )
-    event_id = _string(attrs.get("id"), f"{prefix}/id", problems, required=True)
-    source = _string(attrs.get("source"), f"{prefix}/source", problems, required=True)
-    event_type = _string(attrs.get("type"), f"{prefix}/type", problems, required=True)
-    subject = _string(attrs.get("subject"), f"{prefix}/subject", problems)
-    time_text = _string(attrs.get("time"), f"{prefix}/time", problems)
+
+    def string(name: str, *, required: bool = False) -> str | None:
+        return _string(
+            attrs.get(name),
+            f"{prefix}/{name}",
+            problems,
+            max_length=MAX_LENGTHS[name],
+            required=required,
+        )
+
+    event_id = string("id", required=True)
+    source = string("source", required=True)
+    event_type = string("type", required=True)
+    subject = string("subject")
+    time_text = string("time")
     time = _timestamp(time_text, f"{prefix}/time", problems) if time_text else None
-    content_type = _string(attrs.get("datacontenttype"), f"{prefix}/datacontenttype", problems)
-    data_schema = _string(attrs.get("dataschema"), f"{prefix}/dataschema", problems)
+    content_type = string("datacontenttype")
+    data_schema = string("dataschema")
+    if "data" in attrs:
+        problems += _data_problems(attrs["data"], f"{prefix}/data")
     data_base64 = attrs.get("data_base64")
     if data_base64 is not None:
         if "data" in attrs:
@@ -248,7 +477,7 @@ def event_from_mapping(obj: Any, prefix: str = "") -> CloudEvent:
         else:
             try:
                 base64.b64decode(data_base64, validate=True)
-            except binascii.Error as exc:
+            except ValueError as exc:  # binascii.Error, or a non-ASCII character
                 problems.append(Violation(f"{prefix}/data_base64", f"invalid base64: {exc}"))
     extensions: dict[str, Any] = {}
     for name, value in attrs.items():
@@ -280,23 +509,18 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def _load_json(body: bytes, what: str) -> Any:
+def _load_json(body: bytes, what: str, segments: int) -> Any:
     try:
-        return json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise InvalidEventError(
-            f"Malformed {what}", [Violation("", f"the body is not UTF-8: {exc.reason}")]
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise InvalidEventError(
-            f"Malformed {what}",
-            [Violation("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")],
-        ) from None
+        return load_json(body, segments=segments)
+    except _TooDeepError as exc:
+        raise InvalidEventError(f"Malformed {what}", [Violation(exc.path, str(exc))]) from None
+    except ValueError as exc:
+        raise InvalidEventError(f"Malformed {what}", [Violation("", str(exc))]) from None
 
 
 def parse_structured(body: bytes) -> CloudEvent:
     """``application/cloudevents+json``: the whole event is the JSON body."""
-    return event_from_mapping(_load_json(body, "CloudEvent"))
+    return event_from_mapping(_load_json(body, "CloudEvent", 1))
 
 
 def parse_batch(body: bytes) -> list[CloudEvent]:
@@ -304,7 +528,7 @@ def parse_batch(body: bytes) -> list[CloudEvent]:
 
     Every event is checked and all problems are reported together, each under its index.
     """
-    items = _load_json(body, "CloudEvents batch")
+    items = _load_json(body, "CloudEvents batch", 2)
     if not isinstance(items, list):
         raise InvalidEventError(
             "Malformed CloudEvents batch",
@@ -317,19 +541,22 @@ def parse_batch(body: bytes) -> list[CloudEvent]:
             events.append(event_from_mapping(item, f"/{index}"))
         except InvalidEventError as exc:
             problems.extend(exc.violations)
+            if len(problems) >= _MAX_VIOLATIONS:
+                break
     if problems:
-        raise InvalidEventError("Invalid CloudEvents batch", problems)
+        raise InvalidEventError("Invalid CloudEvents batch", problems[:_MAX_VIOLATIONS])
     return events
 
 
 def parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     """Binary mode: attributes in ``ce-*`` headers, the data is the body as sent.
 
-    Header values are percent-decoded (the HTTP binding encodes non-ASCII that way). JSON
-    content types are parsed into ``data``; any other payload is kept byte for byte as
-    ``data_base64``.
+    Header values are percent-decoded (the HTTP binding encodes non-ASCII that way) and
+    must be UTF-8 before and after. JSON content types are parsed into ``data``; any other
+    payload is kept byte for byte as ``data_base64``.
     """
     attrs: dict[str, Any] = {}
+    problems: list[Violation] = []
     for name, value in headers.items():
         lower = name.lower()
         if lower.startswith("ce-") and len(lower) > 3:
@@ -339,7 +566,16 @@ def parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
                     "Invalid CloudEvent",
                     [Violation(f"/{attr}", "in binary mode the data is the request body")],
                 )
-            attrs[attr] = urllib.parse.unquote(value)
+            decoded = _header_text(name, value)
+            if isinstance(decoded, Violation):
+                problems.append(Violation(f"/{_escape(attr)}", decoded.reason))
+            else:
+                attrs[attr] = decoded
+    content_type = headers.get("Content-Type")
+    if content_type and _BAD_CHARACTER.search(content_type):
+        problems.append(Violation("/datacontenttype", "the Content-Type header is not UTF-8"))
+    if problems:
+        raise InvalidEventError("Invalid CloudEvent", problems)
     if not any(k in attrs for k in _REQUIRED):
         raise InvalidEventError(
             "Not a CloudEvent",
@@ -351,14 +587,17 @@ def parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
                 )
             ],
         )
-    content_type = headers.get("Content-Type")
     if content_type:
         attrs["datacontenttype"] = content_type
     if body:
         if is_json_media_type(content_type):
             try:
-                attrs["data"] = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                attrs["data"] = load_json(body, path="/data")
+            except _TooDeepError as exc:
+                raise InvalidEventError(
+                    "Malformed CloudEvent data", [Violation(exc.path, str(exc))]
+                ) from None
+            except ValueError as exc:
                 raise InvalidEventError(
                     "Malformed CloudEvent data",
                     [
@@ -371,6 +610,21 @@ def parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
         else:
             attrs["data_base64"] = base64.b64encode(body).decode()
     return event_from_mapping(attrs)
+
+
+def _header_text(name: str, value: str) -> str | Violation:
+    """A header's text after percent-decoding, or why it is not UTF-8.
+
+    aiohttp hands on bytes that are not UTF-8 as lone surrogates (surrogateescape).
+    """
+    if _BAD_CHARACTER.search(value):
+        return Violation("", f"the {name} header is not UTF-8 (send non-ASCII percent-encoded)")
+    try:
+        return urllib.parse.unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        return Violation(
+            "", f"the {name} header is not UTF-8 once percent-decoded ({value[:80]!r})"
+        )
 
 
 class SchemaValidator:
@@ -387,11 +641,7 @@ class SchemaValidator:
     def _compiled(self, key: Any, schema: Mapping[str, Any]) -> Any:
         validator = self._cache.get(key)
         if validator is None:
-            cls = jsonschema.validators.validator_for(
-                schema, default=jsonschema.Draft202012Validator
-            )
-            cls.check_schema(dict(schema))
-            validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+            validator = compile_schema(schema)
             if len(self._cache) >= self._max:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = validator

@@ -15,9 +15,9 @@ async caller can fetch it all first and pass a dict-backed lookup. Problems with
 
 from __future__ import annotations
 
+import graphlib
 import heapq
 import re
-import zoneinfo
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +30,8 @@ from plait.kernel import expressions
 from plait.resources.common import Parameter, PlaitModel
 from plait.resources.event import EventDefinitionSpec
 from plait.resources.integration import IntegrationSpec
+from plait.resources.schedules import schedule_problem
+from plait.resources.schemas import schema_problems
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec, WorkflowInstanceSpec
@@ -235,55 +237,21 @@ def _check_expression(
 def find_cycle(dependencies: Mapping[str, Iterable[str]]) -> list[str] | None:
     """A dependency cycle as a path ``[a, b, c, a]`` (each depends on the next), or None.
 
-    Edges to names that are not keys are ignored. Iterative, so 5,000-task chains are fine;
-    the cycle reported is a shortest one through the first (in key order) task on a cycle.
+    Found by :mod:`graphlib`, the standard library's topological sorter. Edges to names
+    that are not keys are ignored; the path starts at the first (in key order) task on it.
     """
-    nodes = list(dependencies)
-    known = set(nodes)
-    edges = {n: [d for d in dependencies[n] if d in known] for n in nodes}
-    # Peel off tasks whose dependencies are all peeled (Kahn): what remains reaches a cycle.
-    outdeg = {n: len(set(edges[n])) for n in nodes}
-    dependents: dict[str, list[str]] = {n: [] for n in nodes}
-    for n in nodes:
-        for d in set(edges[n]):
-            dependents[d].append(n)
-    ready = [n for n in nodes if outdeg[n] == 0]
-    removed = set()
-    while ready:
-        n = ready.pop()
-        removed.add(n)
-        for m in dependents[n]:
-            outdeg[m] -= 1
-            if outdeg[m] == 0:
-                ready.append(m)
-    remaining = [n for n in nodes if n not in removed]
-    if not remaining:
-        return None
-    # Every remaining node reaches a cycle; walk until a node repeats, then shorten by BFS.
-    walk: dict[str, int] = {}
-    node = remaining[0]
-    while node not in walk:
-        walk[node] = len(walk)
-        node = next(d for d in edges[node] if d not in removed)
-    start = node
-    parent: dict[str, str] = {}
-    queue = [start]
-    index = 0
-    while index < len(queue):
-        current = queue[index]
-        index += 1
-        for d in edges[current]:
-            if d == start:
-                chain: list[str] = []
-                back = current
-                while back != start:
-                    chain.append(back)
-                    back = parent[back]
-                return [start, *reversed(chain), start]
-            if d not in parent and d not in removed:
-                parent[d] = current
-                queue.append(d)
-    raise AssertionError("unreachable: a remaining node always lies on or before a cycle")
+    known = set(dependencies)
+    graph = {n: [d for d in deps if d in known] for n, deps in dependencies.items()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        # graphlib lists each node before the one depending on it: reverse for our reading.
+        cycle = list(reversed(exc.args[1][:-1]))
+        order = {n: i for i, n in enumerate(dependencies)}
+        first = min(range(len(cycle)), key=lambda i: order[cycle[i]])
+        cycle = cycle[first:] + cycle[:first]
+        return [*cycle, cycle[0]]
+    return None
 
 
 def _ancestors(order: Sequence[str], edges: Mapping[str, Sequence[str]]) -> dict[str, int]:
@@ -593,51 +561,6 @@ def check_instance_update(old: WorkflowInstanceSpec, new: WorkflowInstanceSpec) 
     return problems
 
 
-_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_CRON_FIELDS = (
-    ("minute", 0, 59, ()),
-    ("hour", 0, 23, ()),
-    ("day of month", 1, 31, ()),
-    (
-        "month",
-        1,
-        12,
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
-    ),
-    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
-)
-_CRON_ITEM = re.compile(r"^(\*|\?|(\w+)(?:-(\w+))?)(?:/(\d+))?$")
-
-
-def _cron_problem(expression: str) -> str | None:
-    """Why ``expression`` is not a valid five-field cron expression, or None."""
-    text = expression.strip()
-    if text.lower() in _CRON_MACROS:
-        return None
-    fields = text.split()
-    if len(fields) != 5:
-        return f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
-    for value, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for item in value.split(","):
-            match = _CRON_ITEM.match(item)
-            if match is None:
-                return f"{label} field {value!r}: cannot read {item!r}"
-            bounds = [match.group(2), match.group(3)]
-            for bound in (b for b in bounds if b is not None):
-                number = (
-                    names.index(bound.lower()) + low
-                    if bound.lower() in names
-                    else int(bound)
-                    if bound.isdigit()
-                    else None
-                )
-                if number is None or not low <= number <= high:
-                    return f"{label} field {value!r}: {bound!r} is not in {low}-{high}"
-            if match.group(4) is not None and int(match.group(4)) == 0:
-                return f"{label} field {value!r}: step must be positive"
-    return None
-
-
 def check_event_trigger(spec: EventTriggerSpec, lookup: Lookup | None = None) -> list[Problem]:
     """The filter and argument expressions, the schedule, and the workflow it starts."""
     problems: list[Problem] = []
@@ -653,15 +576,11 @@ def check_event_trigger(spec: EventTriggerSpec, lookup: Lookup | None = None) ->
             variables=variables,
         )
     if spec.schedule is not None:
-        reason = _cron_problem(spec.schedule.cron)
+        # Exactly what the scheduler does: the next tick by cronsim, in the time zone.
+        reason = schedule_problem(spec.schedule.cron, spec.schedule.time_zone)
         if reason is not None:
-            problems.append(Problem("spec.schedule.cron", f"invalid cron expression: {reason}"))
-        try:
-            zoneinfo.ZoneInfo(spec.schedule.time_zone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            problems.append(
-                Problem("spec.schedule.timeZone", f"unknown time zone {spec.schedule.time_zone!r}")
-            )
+            field = "timeZone" if reason.startswith("unknown time zone") else "cron"
+            problems.append(Problem(f"spec.schedule.{field}", reason))
     definition = _lookup_spec(
         lookup, "WorkflowDefinition", spec.workflow_ref.name, "spec.workflowRef.name", problems
     )
@@ -728,59 +647,15 @@ def check_integration(spec: IntegrationSpec, lookup: Lookup | None = None) -> li
     ]
 
 
-_SCHEMA_TYPES = {"null", "boolean", "object", "array", "number", "integer", "string"}
-_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
-_SUBSCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
-
-
-def _schema_problems(schema: Any, path: str, depth: int = 0) -> Iterable[Problem]:
-    if isinstance(schema, bool):
-        return
-    if not isinstance(schema, Mapping):
-        yield Problem(path, "a JSON Schema must be an object or a boolean")
-        return
-    if depth > 64:
-        yield Problem(path, "schema is nested too deeply")
-        return
-    kinds = schema.get("type")
-    for kind in kinds if isinstance(kinds, list) else ([kinds] if kinds is not None else []):
-        if kind not in _SCHEMA_TYPES:
-            yield Problem(f"{path}.type", f"{kind!r} is not a JSON Schema type", "NotSupported")
-    required = schema.get("required")
-    if required is not None and not (
-        isinstance(required, list) and all(isinstance(r, str) for r in required)
-    ):
-        yield Problem(f"{path}.required", "must be a list of property names")
-    for key in _SUBSCHEMA_MAPS:
-        children = schema.get(key)
-        if children is None:
-            continue
-        if not isinstance(children, Mapping):
-            yield Problem(f"{path}.{key}", "must map names to schemas")
-            continue
-        for name, child in children.items():
-            yield from _schema_problems(child, f"{path}.{key}.{name}", depth + 1)
-    for key in _SUBSCHEMA_LISTS:
-        children = schema.get(key)
-        if children is None:
-            continue
-        if not isinstance(children, list):
-            yield Problem(f"{path}.{key}", "must be a list of schemas")
-            continue
-        for i, child in enumerate(children):
-            yield from _schema_problems(child, f"{path}.{key}[{i}]", depth + 1)
-    for key in _SUBSCHEMA_ONE:
-        if key in schema:
-            yield from _schema_problems(schema[key], f"{path}.{key}", depth + 1)
-
-
 def check_event_definition(
     spec: EventDefinitionSpec, lookup: Lookup | None = None
 ) -> list[Problem]:
-    """The data schema is a well-formed JSON Schema (the keywords Plait relies on)."""
+    """The data schema compiles exactly as the event API compiles it (meta-schema, formats,
+    references), so no event of the type can meet a broken schema."""
     del lookup
-    return list(_schema_problems(spec.schema_, "spec.schema"))
+    return [
+        Problem(path, message) for path, message in schema_problems(spec.schema_, "spec.schema")
+    ]
 
 
 _CHECKS: dict[type[PlaitModel], Callable[[Any, Lookup | None], list[Problem]]] = {

@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cronsim import CronSim
 from kubernetes.client.exceptions import ApiException
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
@@ -38,6 +37,7 @@ from plait.kernel import expressions
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
 from plait.observability.tracing import TRACEPARENT_ANNOTATION, current_traceparent
+from plait.resources.schedules import cron_ticks
 from plait.workflow_orchestrator import repository
 from plait.workflow_orchestrator.repository import EventTrigger
 from plait.workflow_orchestrator.states import FINAL_PHASES
@@ -66,16 +66,6 @@ EVENT_ANNOTATION = "plait.dev/event-id"
 #: The cron tick an instance was started for.
 SCHEDULED_ANNOTATION = "plait.dev/scheduled-time"
 
-#: The standard cron macros, as five fields (cronsim reads only fields).
-CRON_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 #: A tick this late is "missed" (catchUp decides) unless startingDeadlineSeconds says
 #: otherwise; covers a slow pass or a replica taking over, not an outage.
 ON_TIME_GRACE = dt.timedelta(seconds=60)
@@ -179,9 +169,8 @@ def due_ticks(
     again.
     """
     zone = zoneinfo.ZoneInfo(time_zone)
-    expression = CRON_MACROS.get(cron.strip().lower(), cron)
     passed: list[dt.datetime] = []
-    for tick in CronSim(expression, after.astimezone(zone)):
+    for tick in cron_ticks(cron, after.astimezone(zone)):
         if tick > now:
             break
         passed.append(tick.astimezone(dt.UTC))
@@ -374,8 +363,7 @@ class TriggerStarter:
         self, trigger: EventTrigger, schedule: Mapping[str, Any], newest: dt.datetime
     ) -> None:
         zone = zoneinfo.ZoneInfo(schedule.get("timeZone", "UTC"))
-        expression = CRON_MACROS.get(str(schedule.get("cron", "")).lower(), schedule.get("cron"))
-        upcoming = next(iter(CronSim(str(expression), newest.astimezone(zone))))
+        upcoming = next(cron_ticks(str(schedule.get("cron", "")), newest.astimezone(zone)))
         await self._patch_status(trigger, {"nextScheduleTime": _rfc3339(upcoming)})
 
     # both
