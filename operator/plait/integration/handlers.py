@@ -1,8 +1,8 @@
 """How Integrations are persisted: non-secret settings and the Secret's name, never its data.
 
-The type must be one of the catalog's (``integration_definitions``) and the settings must
-match that type's JSON Schema; anything else is reported on the object (Ready=False) and
-not stored.
+The type must be one of the catalog's (``integration_definitions``), the settings must
+match that type's JSON Schema and ``secretRef`` may map only the type's secret keys;
+anything else is reported on the object (Ready=False) and not stored.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import uuid
 from jsonschema import Draft202012Validator
 
 from plait.integration import repository
+from plait.integration.credentials import secret_ref_problems
 from plait.resources import INTEGRATION
 from plait.resources.common import PlaitModel
 from plait.resources.integration import IntegrationSpec
@@ -51,6 +52,13 @@ class IntegrationStore:
                         + f": {e.message}"
                         for e in errors[:5]
                     ),
+                    condition_status="False",
+                )
+            secret_problems = secret_ref_problems(spec, catalog_type)
+            if secret_problems:
+                return Applied(
+                    reason="InvalidSecretRef",
+                    message="; ".join(f"{path}: {message}" for path, message in secret_problems),
                     condition_status="False",
                 )
             integration, _ = await repository.upsert_integration(

@@ -18,6 +18,7 @@ from plait.resources.common import (
     RetryPolicy,
     SecretKeySelector,
     SecretReference,
+    SecurityContext,
     Status,
 )
 from plait.resources.event import EVENT_DEFINITION, EventDefinitionSpec, EventDefinitionStatus
@@ -94,6 +95,7 @@ __all__ = [
     "Schedule",
     "SecretKeySelector",
     "SecretReference",
+    "SecurityContext",
     "Status",
     "Task",
     "TaskCounts",

@@ -24,6 +24,7 @@ __all__ = [
     "MAX_EXPRESSION",
     "MAX_MAP_ENTRIES",
     "Backoff",
+    "Capabilities",
     "CelExpression",
     "Condition",
     "ContainerTemplate",
@@ -40,8 +41,10 @@ __all__ = [
     "Quantity",
     "ResourceRequirements",
     "RetryPolicy",
+    "SeccompProfile",
     "SecretKeySelector",
     "SecretReference",
+    "SecurityContext",
     "Status",
     "cel_rule",
 ]
@@ -139,13 +142,21 @@ class IntegrationReference(PlaitModel):
     """Name of the Integration."""
 
 
+#: A key of a Secret (the characters Kubernetes allows in Secret keys).
+SecretKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+]
+
+
 class SecretReference(PlaitModel):
     """A Secret in the same namespace; Plait stores only this reference, never the values."""
 
     name: ObjectName
     """Name of the Secret."""
-    key: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
-    """One key of the Secret; when unset, every key is used."""
+    keys: Annotated[dict[SecretKey, SecretKey], Field(max_length=16)] | None = None
+    """Secret key of the catalog type -> the key holding it in this Secret, for keys named
+    differently there; every other secret key of the type is read from the key of the same
+    name. Keys the type does not declare are refused."""
 
 
 class SecretKeySelector(PlaitModel):
@@ -218,6 +229,120 @@ class PodMetadata(PlaitModel):
     """Annotations of the Pods."""
 
 
+class Capabilities(PlaitModel):
+    """Linux capabilities of a task's container, added to or dropped from the runtime's set."""
+
+    add: (
+        Annotated[
+            list[Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Z][A-Z_]*$")]],
+            Field(max_length=41, json_schema_extra={"x-kubernetes-list-type": "set"}),
+        ]
+        | None
+    ) = None
+    """Capabilities to add, e.g. NET_BIND_SERVICE (the only one the restricted Pod Security
+    level allows)."""
+    drop: (
+        Annotated[
+            list[Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Z][A-Z_]*$")]],
+            Field(max_length=41, json_schema_extra={"x-kubernetes-list-type": "set"}),
+        ]
+        | None
+    ) = None
+    """Capabilities to drop; ALL when unset."""
+
+
+_LOCALHOST_PROFILE = cel_rule(
+    "self.type == 'Localhost' ? has(self.localhostProfile) : !has(self.localhostProfile)",
+    "localhostProfile is required with type Localhost and only allowed with it",
+)
+
+
+class SeccompProfile(PlaitModel):
+    """The seccomp filter of a task's Pod."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_LOCALHOST_PROFILE]})
+
+    type: Literal["RuntimeDefault", "Localhost", "Unconfined"]
+    """RuntimeDefault (the container runtime's profile), Localhost (a profile file on the
+    node) or Unconfined (no filter; refused by the restricted Pod Security level)."""
+    localhost_profile: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = (
+        None
+    )
+    """With type Localhost: the profile's path relative to the kubelet's seccomp folder."""
+
+    @model_validator(mode="after")
+    def _localhost(self) -> Self:
+        if (self.type == "Localhost") != (self.localhost_profile is not None):
+            raise ValueError(str(_LOCALHOST_PROFILE["message"]))
+        return self
+
+
+UserId = Annotated[int, Field(ge=0, le=2147483647)]
+
+_PRIVILEGED_ESCALATES = cel_rule(
+    "!(has(self.privileged) && self.privileged"
+    " && has(self.allowPrivilegeEscalation) && !self.allowPrivilegeEscalation)",
+    "a privileged container always allows privilege escalation",
+)
+_ROOT_IS_NOT_NON_ROOT = cel_rule(
+    "!(has(self.runAsUser) && self.runAsUser == 0 && has(self.runAsNonRoot) && self.runAsNonRoot)",
+    "runAsUser 0 is root: it contradicts runAsNonRoot true",
+)
+
+
+class SecurityContext(PlaitModel):
+    """How a task's Pod and container run. Every field left unset keeps Plait's
+    restricted-compliant default: runAsNonRoot true, runAsUser 65532 (unless runAsNonRoot
+    is false), allowPrivilegeEscalation false, capabilities drop ALL, seccompProfile
+    RuntimeDefault."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [_PRIVILEGED_ESCALATES, _ROOT_IS_NOT_NON_ROOT]
+        }
+    )
+
+    run_as_user: UserId | None = None
+    """User id the container runs as; 65532 when unset (unless runAsNonRoot is false: then
+    the image's USER)."""
+    run_as_group: UserId | None = None
+    """Primary group id of the container's processes; the image's when unset."""
+    run_as_non_root: bool | None = None
+    """Refuse to start the container as root (uid 0); true unless runAsUser is 0."""
+    fs_group: UserId | None = None
+    """Group that owns the Pod's volumes (integration credential files included)."""
+    read_only_root_filesystem: bool | None = None
+    """Mount the container's root filesystem read-only."""
+    allow_privilege_escalation: bool | None = None
+    """Let a process gain more privileges than its parent (setuid binaries); false unless
+    privileged is true."""
+    privileged: bool | None = None
+    """Run the container privileged (refused by the baseline and restricted Pod Security
+    levels)."""
+    capabilities: Capabilities | None = None
+    """Linux capabilities to add and drop; every one is dropped when unset."""
+    seccomp_profile: SeccompProfile | None = None
+    """Seccomp filter; RuntimeDefault when unset."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.privileged and self.allow_privilege_escalation is False:
+            raise ValueError(str(_PRIVILEGED_ESCALATES["message"]))
+        if self.run_as_user == 0 and self.run_as_non_root:
+            raise ValueError(str(_ROOT_IS_NOT_NON_ROOT["message"]))
+        return self
+
+    def over(self, defaults: SecurityContext | None) -> SecurityContext:
+        """This context with the fields it leaves unset taken from ``defaults``."""
+        if defaults is None:
+            return self
+        merged = {
+            **defaults.model_dump(exclude_none=True),
+            **self.model_dump(exclude_none=True),
+        }
+        return SecurityContext.model_validate(merged)
+
+
 class ContainerTemplate(PlaitModel):
     """The container a task runs: one Job per attempt is created from it."""
 
@@ -264,9 +389,17 @@ class ContainerTemplate(PlaitModel):
         ]
         | None
     ) = None
-    """Integrations whose settings and credentials are made available to the container."""
+    """Integrations whose settings and credentials are made available to the container:
+    settings as PLAIT_INTEGRATION_<NAME>_<SETTING> variables, secret keys as files under
+    /var/run/plait/integrations/<name>/."""
     service_account_name: DnsLabel | None = None
     """Service account the task's Pod runs as; the namespace's default when unset."""
+    automount_service_account_token: bool | None = None
+    """Mount the service account's API token into the Pod; false when unset, so a task
+    reaches the Kubernetes API only when it asks to."""
+    security_context: SecurityContext | None = None
+    """How the Pod and container run (user, privileges, capabilities, seccomp); unset fields
+    take the workflow's securityContext, then Plait's restricted-compliant defaults."""
     pod_metadata: PodMetadata | None = None
     """Labels and annotations added to the task's Pods (Plait's own take precedence)."""
 

@@ -25,6 +25,7 @@ from plait.resources.common import (
     PlaitModel,
     PrinterColumn,
     RetryPolicy,
+    SecurityContext,
     Status,
     cel_rule,
 )
@@ -154,6 +155,12 @@ class WorkflowDefinitionSpec(PlaitModel):
     """Deadline of the whole run, in seconds; unfinished tasks are cancelled after it."""
     parallelism: Annotated[int, Field(ge=1, le=10000)] | None = None
     """Most tasks running at once; unlimited when unset."""
+    security_context: SecurityContext | None = None
+    """Default securityContext of every task's Pod: a field a task's template leaves unset
+    is taken from here, and one unset here keeps Plait's restricted-compliant default."""
+    automount_service_account_token: bool | None = None
+    """Default of the tasks' automountServiceAccountToken (a task's own value wins); false
+    when unset."""
 
     @model_validator(mode="after")
     def _exit_task(self) -> Self:

@@ -4,6 +4,11 @@ The name is a function of the instance's uid, the task and the attempt number, s
 operator process (before or after a crash, or two at once) names the same attempt's Job
 the same way, and the API server's uniqueness of names makes its creation idempotent.
 Plait retries by itself (``backoffLimit: 0``), so every attempt is its own Job and row.
+
+Every Job passes the ``restricted`` Pod Security level unless its task asks otherwise
+(:func:`security`), and carries the Integrations its task lists: settings as environment
+variables, secret keys as files the kubelet projects from the Secret (:func:`integration_env`,
+:func:`integration_volume`), so no secret value is ever part of a Job.
 """
 
 from __future__ import annotations
@@ -16,16 +21,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from plait import API_GROUP, API_VERSION
-from plait.resources.common import ContainerTemplate
+from plait.integration.credentials import TaskIntegration
+from plait.resources.common import ContainerTemplate, SecurityContext
+from plait.resources.workflow import WorkflowDefinitionSpec
 
 __all__ = [
+    "DEFAULT_RUN_AS_USER",
+    "INTEGRATIONS_MOUNT",
     "LABEL_ATTEMPT",
     "LABEL_INSTANCE",
     "LABEL_INSTANCE_UID",
     "LABEL_TASK",
     "JobRequest",
     "build_job",
+    "integration_env",
+    "integration_volume",
     "job_name",
+    "security",
+    "with_workflow_defaults",
 ]
 
 LABEL_INSTANCE = "plait.dev/instance"
@@ -34,6 +47,12 @@ LABEL_TASK = "plait.dev/task"
 LABEL_ATTEMPT = "plait.dev/attempt"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "plait"}
 TERMINATION_MESSAGE_LIMIT = 4096
+#: The user a task runs as unless it says otherwise: not root, whatever the image's USER
+#: (65532 is distroless' "nonroot"); restricted Pod Security refuses root.
+DEFAULT_RUN_AS_USER = 65532
+#: Where an Integration's secret keys appear: ``<mount>/<integration>/<key>``.
+INTEGRATIONS_MOUNT = "/var/run/plait/integrations"
+INTEGRATIONS_VOLUME = "plait-integrations"
 
 
 def _label_safe(text: str, limit: int) -> str:
@@ -66,6 +85,8 @@ class JobRequest:
     timeout_seconds: int | None = None
     ttl_seconds: int = 600
     traceparent: str | None = None
+    integrations: tuple[TaskIntegration, ...] = ()
+    """The template's Integrations, resolved (settings and Secret names, no values)."""
 
     @property
     def name(self) -> str:
@@ -81,8 +102,127 @@ def _input_env(inputs: Mapping[str, Any]) -> list[dict[str, str]]:
     return env
 
 
+def with_workflow_defaults(
+    template: ContainerTemplate, workflow: WorkflowDefinitionSpec
+) -> ContainerTemplate:
+    """The template with what it leaves unset of the Pod's security taken from the
+    workflow's defaults (``spec.securityContext``, ``spec.automountServiceAccountToken``)."""
+    context = template.security_context
+    if workflow.security_context is not None:
+        context = (context or SecurityContext()).over(workflow.security_context)
+    automount = template.automount_service_account_token
+    if automount is None:
+        automount = workflow.automount_service_account_token
+    if (context, automount) == (
+        template.security_context,
+        template.automount_service_account_token,
+    ):
+        return template
+    return template.model_copy(
+        update={"security_context": context, "automount_service_account_token": automount}
+    )
+
+
+def security(context: SecurityContext | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Pod's and the container's securityContext: the task's fields over defaults that
+    pass the ``restricted`` Pod Security level (non-root, no privilege escalation, every
+    capability dropped, the runtime's seccomp profile)."""
+    sc = context or SecurityContext()
+    run_as_user = sc.run_as_user
+    if run_as_user is None and sc.run_as_non_root is not False:
+        run_as_user = DEFAULT_RUN_AS_USER
+    run_as_non_root = sc.run_as_non_root
+    if run_as_non_root is None:
+        run_as_non_root = run_as_user != 0
+    pod: dict[str, Any] = {"runAsNonRoot": run_as_non_root}
+    if run_as_user is not None:
+        pod["runAsUser"] = run_as_user
+    if sc.run_as_group is not None:
+        pod["runAsGroup"] = sc.run_as_group
+    if sc.fs_group is not None:
+        pod["fsGroup"] = sc.fs_group
+    pod["seccompProfile"] = (
+        sc.seccomp_profile.to_dict() if sc.seccomp_profile else {"type": "RuntimeDefault"}
+    )
+    container: dict[str, Any] = {}
+    escalation = sc.allow_privilege_escalation
+    if escalation is None and not sc.privileged:
+        escalation = False
+    if escalation is not None:
+        container["allowPrivilegeEscalation"] = escalation
+    if sc.privileged is not None:
+        container["privileged"] = sc.privileged
+    capabilities = sc.capabilities
+    drop = capabilities.drop if capabilities and capabilities.drop is not None else ["ALL"]
+    container["capabilities"] = {"drop": list(drop)}
+    if capabilities and capabilities.add:
+        container["capabilities"]["add"] = list(capabilities.add)
+    if sc.read_only_root_filesystem is not None:
+        container["readOnlyRootFilesystem"] = sc.read_only_root_filesystem
+    return pod, container
+
+
+def _env_part(text: str) -> str:
+    """``baseUrl`` -> ``BASE_URL``, ``my-hook.prod`` -> ``MY_HOOK_PROD``."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text)
+    return re.sub(r"[^A-Za-z0-9]+", "_", snake).strip("_").upper()
+
+
+def integration_env(integrations: tuple[TaskIntegration, ...]) -> list[dict[str, str]]:
+    """``PLAIT_INTEGRATIONS`` (every integration's type, settings and credentials folder, as
+    JSON) and ``PLAIT_INTEGRATION_<NAME>_<SETTING>`` for each top-level setting (strings
+    as they are, other values as JSON). Raises ValueError when two names collide."""
+    if not integrations:
+        return []
+    summary = {
+        i.name: {
+            "type": i.type,
+            "settings": i.settings,
+            **({"secretsDir": f"{INTEGRATIONS_MOUNT}/{i.name}"} if i.secret_items else {}),
+        }
+        for i in integrations
+    }
+    env = [{"name": "PLAIT_INTEGRATIONS", "value": json.dumps(summary, sort_keys=True)}]
+    origin: dict[str, str] = {}
+    for integration in integrations:
+        prefix = f"PLAIT_INTEGRATION_{_env_part(integration.name)}"
+        for setting, value in sorted(integration.settings.items()):
+            name = f"{prefix}_{_env_part(setting)}"
+            where = f"setting {setting!r} of Integration {integration.name!r}"
+            if name in origin:
+                raise ValueError(f"{where} and {origin[name]} both become {name}")
+            origin[name] = where
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            env.append({"name": name, "value": text})
+    return env
+
+
+def integration_volume(integrations: tuple[TaskIntegration, ...]) -> dict[str, Any] | None:
+    """One projected volume with each Integration's secret keys as ``<name>/<key>``: the
+    Job names the Secrets and keys, the kubelet reads them. None when there is none."""
+    sources = [
+        {
+            "secret": {
+                "name": i.secret_name,
+                "items": [
+                    {"key": item.secret_key, "path": f"{i.name}/{item.type_key}"}
+                    for item in i.secret_items
+                ],
+            }
+        }
+        for i in integrations
+        if i.secret_name and i.secret_items
+    ]
+    if not sources:
+        return None
+    return {"name": INTEGRATIONS_VOLUME, "projected": {"sources": sources}}
+
+
 def build_job(request: JobRequest) -> dict[str, Any]:
-    """The Job manifest of one attempt."""
+    """The Job manifest of one attempt.
+
+    Raises ValueError when the task's integrations cannot be given to it (colliding
+    variable names)."""
     t = request.template
     labels = {
         **MANAGED_BY,
@@ -104,15 +244,18 @@ def build_job(request: JobRequest) -> dict[str, Any]:
         else:
             env.append({"name": var.name, "value": var.value or ""})
     env += _input_env(request.inputs)
+    env += integration_env(request.integrations)
     env.append({"name": "PLAIT_TASK", "value": request.task})
     env.append({"name": "PLAIT_ATTEMPT", "value": str(request.attempt)})
     if request.traceparent:
         env.append({"name": "TRACEPARENT", "value": request.traceparent})
+    pod_security, container_security = security(t.security_context)
     container: dict[str, Any] = {
         "name": "main",
         "image": t.image,
         "env": env,
         "terminationMessagePolicy": "File",
+        "securityContext": container_security,
     }
     if t.command:
         container["command"] = list(t.command)
@@ -123,9 +266,20 @@ def build_job(request: JobRequest) -> dict[str, Any]:
     if t.resources is not None:
         container["resources"] = t.resources.model_dump(by_alias=True, exclude_none=True)
     pod_metadata = t.pod_metadata
-    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": bool(t.automount_service_account_token),
+        "securityContext": pod_security,
+        "containers": [container],
+    }
     if t.service_account_name:
         pod_spec["serviceAccountName"] = t.service_account_name
+    volume = integration_volume(request.integrations)
+    if volume is not None:
+        pod_spec["volumes"] = [volume]
+        container["volumeMounts"] = [
+            {"name": volume["name"], "mountPath": INTEGRATIONS_MOUNT, "readOnly": True}
+        ]
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": request.ttl_seconds,

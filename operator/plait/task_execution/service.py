@@ -9,6 +9,9 @@ a crash at any point, or two operators at once, harmless:
   without its row; a row left without its Job by a crash gets it from :meth:`ensure_jobs`.
 - :meth:`observe` turns a Job's (and its Pod's) final state into the attempt's state once;
   seeing the same finished Job again changes nothing.
+- :meth:`observe_refusal` fails an attempt whose Pod the API server refuses for good (the
+  namespace's Pod Security level, a missing ServiceAccount): the Job controller would
+  retry such a Pod forever, and a Job says so only in its FailedCreate Events.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from plait.integration import credentials
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
 from plait.task_execution import repository
@@ -33,10 +37,16 @@ from plait.task_execution.jobs import (
 from plait.task_execution.repository import TaskInstance
 from plait.task_execution.states import FINAL_STATES, TaskState
 
-__all__ = ["TaskExecution", "outputs_from_message"]
+__all__ = ["JOB_REFUSAL_EVENTS", "PERMANENT_REFUSALS", "TaskExecution", "outputs_from_message"]
 
 logger = logging.getLogger(__name__)
 COMPONENT = "task_execution"
+
+#: Texts of a FailedCreate Event that no retry of the Job controller can cure: the Pod
+#: breaks the namespace's Pod Security level, or names a ServiceAccount that does not exist.
+PERMANENT_REFUSALS = ("violates PodSecurity", "error looking up service account")
+#: Field selector of the Events :meth:`TaskExecution.observe_refusal` reads.
+JOB_REFUSAL_EVENTS = "involvedObject.kind=Job,reason=FailedCreate"
 
 
 def outputs_from_message(message: str | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -74,10 +84,22 @@ class TaskExecution:
         async with self._db.connection(COMPONENT) as conn:
             return await repository.tasks_of_instance(conn, instance_uid)
 
+    async def _manifest(self, request: JobRequest) -> dict[str, Any] | str:
+        """The attempt's Job, with its Integrations resolved; or why it cannot have one."""
+        names = [i.name for i in request.template.integrations or ()]
+        try:
+            if names:
+                found = await credentials.for_task(self._db, request.namespace, names)
+                request = dataclasses.replace(request, integrations=tuple(found))
+            return build_job(request)
+        except (credentials.IntegrationUnavailable, ValueError) as exc:
+            return f"the task cannot start: {exc}"
+
     async def start(
         self, request: JobRequest, *, definition: tuple[str, int] | None = None
     ) -> TaskInstance:
-        """Record the attempt, then create its Job (both idempotent)."""
+        """Record the attempt, then create its Job (both idempotent). An attempt whose Job
+        cannot be built (an Integration missing or unfit) is returned Failed, with why."""
         request = dataclasses.replace(request, ttl_seconds=self._ttl)
         async with self._db.connection(COMPONENT) as conn:
             attempt, _ = await repository.insert_task_attempt(
@@ -91,8 +113,17 @@ class TaskExecution:
                 definition=definition,
             )
         if attempt.state is TaskState.PENDING:
-            await self._kube.create_job(build_job(request))
+            manifest = await self._manifest(request)
+            if isinstance(manifest, str):
+                return await self._fail_unbuilt(request.name, manifest) or attempt
+            await self._kube.create_job(manifest)
         return attempt
+
+    async def _fail_unbuilt(self, job: str, message: str) -> TaskInstance | None:
+        async with self._db.connection(COMPONENT) as conn:
+            return await repository.set_task_state(
+                conn, job, TaskState.FAILED, message=message[:4096]
+            )
 
     async def ensure_jobs(self, requests: list[JobRequest]) -> int:
         """Create the Jobs of recorded Pending attempts that have none (after a crash
@@ -100,7 +131,11 @@ class TaskExecution:
         created = 0
         for request in requests:
             req = dataclasses.replace(request, ttl_seconds=self._ttl)
-            if await self._kube.create_job(build_job(req)):
+            manifest = await self._manifest(req)
+            if isinstance(manifest, str):
+                await self._fail_unbuilt(req.name, manifest)
+                continue
+            if await self._kube.create_job(manifest):
                 created += 1
                 logger.info("created missing Job %s/%s", req.namespace, req.name)
         return created
@@ -190,6 +225,40 @@ class TaskExecution:
         async with self._db.connection(COMPONENT) as conn:
             return await repository.set_task_state(
                 conn, name, state, exit_code=exit_code, outputs=outputs, message=message
+            )
+
+    async def observe_refusal(self, event: Mapping[str, Any]) -> TaskInstance | None:
+        """A Job's FailedCreate Event: when it is a :data:`PERMANENT_REFUSALS`, the Job is
+        deleted (its controller would retry the Pod forever) and the attempt Failed with
+        the API server's words; the changed row, else None.
+
+        The Job goes first: should the process die in between, the attempt is a Pending row
+        without a Job, which the next resume recreates, is refused again, and lands here.
+        """
+        involved = event.get("involvedObject") or {}
+        message = str(event.get("message") or "")
+        if (
+            event.get("reason") != "FailedCreate"
+            or involved.get("kind") != "Job"
+            or not any(text in message for text in PERMANENT_REFUSALS)
+        ):
+            return None
+        name = involved.get("name")
+        namespace = involved.get("namespace") or (event.get("metadata") or {}).get("namespace")
+        if not name or not namespace:
+            return None
+        async with self._db.connection(COMPONENT) as conn:
+            current = await repository.attempt_by_job(conn, name)
+        if current is None or current.state in FINAL_STATES or current.namespace != namespace:
+            return None
+        await self._kube.delete_job(namespace, name)
+        refusal = message.removeprefix("Error creating: ")
+        async with self._db.connection(COMPONENT) as conn:
+            return await repository.set_task_state(
+                conn,
+                name,
+                TaskState.FAILED,
+                message=f"the cluster refused the task's Pod: {refusal}"[:4096],
             )
 
     async def supersede_unsuccessful(self, instance_uid: uuid.UUID) -> int:

@@ -51,9 +51,9 @@ from plait.resources.common import ContainerTemplate
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
 from plait.task_execution import repository as task_repository
-from plait.task_execution.jobs import LABEL_INSTANCE_UID, JobRequest
+from plait.task_execution.jobs import LABEL_INSTANCE_UID, JobRequest, with_workflow_defaults
 from plait.task_execution.repository import TaskInstance
-from plait.task_execution.service import TaskExecution
+from plait.task_execution.service import JOB_REFUSAL_EVENTS, TaskExecution
 from plait.task_execution.states import FINAL_STATES, TaskState
 from plait.workflow_orchestrator import repository
 from plait.workflow_orchestrator.engine import Attempt, Launch, plan
@@ -212,6 +212,18 @@ class Orchestrator:
         owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
         if owner.get("name"):
             self.kick(changed.workflow_instance_id, meta["namespace"], owner["name"])
+
+    async def on_job_refused(self, event: Mapping[str, Any]) -> None:
+        """A Job's FailedCreate Event: a Pod refused for good fails its attempt (see
+        TaskExecution.observe_refusal), and the run is advanced."""
+        changed = await self._tasks.observe_refusal(event)
+        if changed is None:
+            return
+        await self._attempt_finished(changed)
+        async with self._db.connection(COMPONENT) as conn:
+            instance = await repository.get_workflow_instance(conn, changed.workflow_instance_id)
+        if instance is not None:
+            self.kick(instance.id, instance.namespace, instance.name)
 
     def trace_of(self, uid: uuid.UUID) -> RunTrace:
         """The run's trace: its own (ids from its uid) or the event's it was started by."""
@@ -610,14 +622,14 @@ class Orchestrator:
                     await self._start_wait(instance, task, launch)
                     continue
                 template, definition = await self._template(instance.namespace, task)
-                await self._tasks.start(
+                started = await self._tasks.start(
                     JobRequest(
                         namespace=instance.namespace,
                         instance_name=instance.name,
                         instance_uid=str(uid),
                         task=launch.task,
                         attempt=launch.attempt,
-                        template=template,
+                        template=with_workflow_defaults(template, spec),
                         inputs=launch.inputs,
                         timeout_seconds=task.timeout_seconds,
                         traceparent=task_traceparent(
@@ -626,6 +638,8 @@ class Orchestrator:
                     ),
                     definition=definition,
                 )
+                if started.state in FINAL_STATES:  # its Job could not be built: plan again
+                    self.kick(uid, instance.namespace, instance.name)
                 due = _due_since(instance, task, attempts)
                 if due is not None:
                     metrics.task_overhead("launch", (_now() - due).total_seconds())
@@ -687,7 +701,7 @@ class Orchestrator:
                     instance_uid=str(instance.id),
                     task=a.task_name,
                     attempt=a.attempt,
-                    template=template,
+                    template=with_workflow_defaults(template, spec),
                     inputs=a.inputs,
                     timeout_seconds=task.timeout_seconds,
                     traceparent=task_traceparent(
@@ -848,3 +862,13 @@ def register_runtime(registry: kopf.OperatorRegistry, orchestrator: Orchestrator
         labels={LABEL_INSTANCE_UID: kopf.PRESENT},
         registry=registry,
     )(job_event)
+
+    # Only Jobs' FailedCreate Events, selected by the API server: a trickle, not every Event.
+    async def select_refusals(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.watching.field_selectors["", "v1", "events"] = JOB_REFUSAL_EVENTS
+
+    async def job_refused(body: kopf.Body, **_: Any) -> None:
+        await orchestrator.on_job_refused(dict(body))
+
+    kopf.on.startup(id="select-job-refusals", registry=registry)(select_refusals)
+    kopf.on.event("", "v1", "events", id="fail-refused-jobs", registry=registry)(job_refused)
