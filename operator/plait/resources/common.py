@@ -235,7 +235,7 @@ class Capabilities(PlaitModel):
     add: (
         Annotated[
             list[Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Z][A-Z_]*$")]],
-            Field(max_length=41, json_schema_extra={"x-kubernetes-list-type": "set"}),
+            Field(max_length=41),
         ]
         | None
     ) = None
@@ -244,7 +244,7 @@ class Capabilities(PlaitModel):
     drop: (
         Annotated[
             list[Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Z][A-Z_]*$")]],
-            Field(max_length=41, json_schema_extra={"x-kubernetes-list-type": "set"}),
+            Field(max_length=41),
         ]
         | None
     ) = None
