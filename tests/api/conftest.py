@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,10 +52,23 @@ class Api:
             return await (await conn.execute(query, args)).fetchall()
 
 
-@pytest.fixture
-async def api(migrated_database: str, component_dsns: dict[str, str]) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def serve_in_process(
+    migrated_database: str, component_dsns: dict[str, str], config: ApiConfig
+) -> AsyncIterator[Api]:
+    """The application in this process, connected as the event_processing role."""
     settings = Settings(database_url=component_dsns["event_processing"], database_pool_min=1)
     database = await Database.open(settings, [component_by_name("event_processing")], environ={})
+    try:
+        async with TestClient(TestServer(build_app(database, config))) as client:
+            yield Api(client, migrated_database)
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+async def api(migrated_database: str, component_dsns: dict[str, str]) -> AsyncIterator[Api]:
+    """Small limits, so that the tests can cross them cheaply; one dispatch attempt."""
     config = ApiConfig(
         tokens=TokenStore([TOKEN]),
         max_event_bytes=2048,
@@ -62,6 +76,5 @@ async def api(migrated_database: str, component_dsns: dict[str, str]) -> AsyncIt
         max_batch_events=5,
         max_attempts=1,
     )
-    async with TestClient(TestServer(build_app(database, config))) as client:
-        yield Api(client, migrated_database)
-    await database.close()
+    async with serve_in_process(migrated_database, component_dsns, config) as api:
+        yield api

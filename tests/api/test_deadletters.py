@@ -9,7 +9,7 @@ from datetime import timedelta
 import psycopg
 from openapi_spec_validator import validate
 
-from plait.api.openapi import document
+from plait.api.routes import document
 from plait.event_processing import repository
 from tests.api.conftest import AUTH, STRUCTURED, URL, Api, ce
 

@@ -1,10 +1,11 @@
 """``plait api``: the stateless HTTP process (any number of replicas).
 
 It serves health, readiness and Prometheus metrics, CloudEvents ingestion and the
-dead-letter queue (``/v1``, bearer tokens) and its OpenAPI document; other components add
-their routes to the same application. It writes only to PostgreSQL. Readiness means "can
-reach the database", so a replica cut off from PostgreSQL leaves the Service's endpoints
-instead of failing requests.
+dead-letter queue (``/v1``, bearer tokens) and its OpenAPI document, all declared in the
+route table of :mod:`plait.api.routes`. It writes only to PostgreSQL. Every error is
+``application/problem+json``; a request that is the client's fault is a 4xx, never a 5xx.
+Slow clients are cut off: a body must arrive within ``--body-timeout``, and a connection
+that sends nothing (or not a whole request head) for ``--keepalive-timeout`` is closed.
 """
 
 from __future__ import annotations
@@ -13,20 +14,22 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
 
 import click
 import psycopg
 import psycopg_pool
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from prometheus_client import Histogram
 
-from plait.api import deadletters, events, openapi
 from plait.api.auth import TOKEN_ENV, TOKEN_FILE_ENV, TokenStore
 from plait.api.context import CONFIG, DATABASE, ApiConfig
+from plait.api.events import SCHEMA_VALIDATOR
+from plait.api.openapi import DOCUMENT
 from plait.api.problems import Problem, problem_response
+from plait.api.routes import ROUTES, document
+from plait.api.routing import Handler, add_routes, route_of
 from plait.errors import ConfigurationError, NotFoundError, ValidationError
-from plait.event_processing.cloudevents import InvalidEventError
+from plait.event_processing.cloudevents import InvalidEventError, SchemaValidator
 from plait.event_processing.gauges import queue_gauges
 from plait.kernel.components import component_by_name
 from plait.kernel.config import Settings
@@ -45,26 +48,6 @@ REQUEST_DURATION = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-async def healthz(_: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
-
-
-async def readyz(request: web.Request) -> web.Response:
-    try:
-        async with asyncio.timeout(2):
-            async with request.app[DATABASE].connection("event_processing") as conn:
-                await conn.execute("SELECT 1")
-    except Exception as exc:
-        logger.warning("not ready: %s", type(exc).__name__)
-        return web.Response(status=503, text="database unreachable\n")
-    return web.Response(text="ok\n")
-
-
-async def metrics(_: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -79,7 +62,12 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     started = time.perf_counter()
     status = 500
     try:
-        if request.path.startswith("/v1/"):
+        declared = route_of(request)
+        # Every declared route says whether it is public; what matched none (404, 405)
+        # under /v1 still needs a token, so strangers learn nothing about the routes.
+        if (declared is None and request.path.startswith("/v1/")) or (
+            declared is not None and not declared.public
+        ):
             _authenticate(request)
         response = await handler(request)
         status = response.status
@@ -87,8 +75,8 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     except Problem as problem:
         status = problem.status
         response = problem_response(problem)
-        if problem.status == 413:
-            # Do not read (or linger over) the rest of a body we refused for its size.
+        if problem.status in (400, 408, 413) and not request.content.at_eof():
+            # Do not read (or linger over) the rest of a body we refused.
             response.force_close()
         return response
     except InvalidEventError as exc:
@@ -109,6 +97,11 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         status = 404
         return problem_response(Problem(404, "not-found", "Not found", str(exc)))
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        if isinstance(exc, psycopg.errors.ProgramLimitExceeded):
+            # Not an outage (an index row too large, say): a retry would fail the same way.
+            status = 500
+            logger.exception("PostgreSQL refused a request over one of its limits")
+            return problem_response(_INTERNAL)
         status = 503
         logger.warning("database unavailable: %s", type(exc).__name__)
         return problem_response(
@@ -123,11 +116,23 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except Exception:
+        status = 500
+        logger.exception("unexpected error in %s %s", request.method, request.path)
+        return problem_response(_INTERNAL)
     finally:
         route = request.match_info.route.resource
         REQUEST_DURATION.labels(
             request.method, route.canonical if route is not None else "unmatched", str(status)
         ).observe(time.perf_counter() - started)
+
+
+_INTERNAL = Problem(
+    500,
+    "internal-error",
+    "Internal error",
+    "plait api failed to handle this request; the error is in its log",
+)
 
 
 def _authenticate(request: web.Request) -> None:
@@ -156,12 +161,9 @@ def build_app(database: Database, config: ApiConfig | None = None) -> web.Applic
     )
     app[DATABASE] = database
     app[CONFIG] = config
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    openapi.add_routes(app)
-    events.add_routes(app)
-    deadletters.add_routes(app)
+    app[SCHEMA_VALIDATOR] = SchemaValidator()
+    app[DOCUMENT] = document()
+    add_routes(app, ROUTES)
     return app
 
 
@@ -180,7 +182,9 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
         app = build_app(database, config)  # refuses a bad configuration before anything runs
         await telemetry.start(database, "api")
         DATABASE_GAUGES.register_source("event_processing", queue_gauges)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(
+            app, access_log=None, keepalive_timeout=app[CONFIG].keepalive_timeout
+        )
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         logger.info("plait api listening on %s:%d", host, port)
@@ -254,6 +258,22 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
     envvar="PLAIT_EVENT_MAX_ATTEMPTS",
     help="Dispatch attempts of each received event before it is dead-lettered.",
 )
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    envvar="PLAIT_API_BODY_TIMEOUT",
+    help="Seconds a client has to send a whole request body; slower clients get 408.",
+)
+@click.option(
+    "--keepalive-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=75.0,
+    show_default=True,
+    envvar="PLAIT_API_KEEPALIVE_TIMEOUT",
+    help="Seconds before closing a connection that sends no request (or not a whole request head).",
+)
 def api_command(
     host: str,
     port: int,
@@ -263,6 +283,8 @@ def api_command(
     max_batch_bytes: int,
     max_batch_events: int,
     max_attempts: int,
+    body_timeout: float,
+    keepalive_timeout: float,
 ) -> None:
     """Run the HTTP API (stateless; run as many replicas as you like)."""
     environ = dict(os.environ)
@@ -284,6 +306,8 @@ def api_command(
         max_batch_bytes=max_batch_bytes,
         max_batch_events=max_batch_events,
         max_attempts=max_attempts,
+        body_timeout=body_timeout,
+        keepalive_timeout=keepalive_timeout,
     )
 
     run_until_signalled(lambda stop: serve(host, port, stop, config))

@@ -24,7 +24,8 @@ from aiohttp import web
 from jsonschema.exceptions import SchemaError
 from opentelemetry.trace import Span
 
-from plait.api.context import CONFIG, DATABASE, namespace_of
+from plait.api.context import CONFIG, DATABASE, namespace_of, read_capped
+from plait.api.models import Acknowledgement, BatchAcknowledgement
 from plait.api.problems import Problem
 from plait.event_processing import repository
 from plait.event_processing.cloudevents import (
@@ -42,43 +43,22 @@ from plait.event_processing.repository import EventInstance, NewEvent
 from plait.observability.metrics import event_ingested
 from plait.observability.tracing import start_event_span, traceparent
 
-__all__ = ["add_routes", "read_capped"]
+__all__ = ["SCHEMA_VALIDATOR", "post_events"]
 
 logger = logging.getLogger(__name__)
 
 _RETRIES = 3
-_VALIDATOR = web.AppKey("schema_validator", SchemaValidator)
+SCHEMA_VALIDATOR = web.AppKey("schema_validator", SchemaValidator)
 
 
-async def read_capped(request: web.Request, limit: int, what: str, option: str) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-
-    def too_large(size: str) -> Problem:
-        return Problem(
-            413,
-            "payload-too-large",
-            "Payload too large",
-            f"the {what} is {size} bytes; the limit is {limit} bytes ({option})",
-        )
-
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(str(request.content_length))
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise too_large(f"more than {limit}")
-    return bytes(body)
-
-
-def _position_json(instance: EventInstance, created: bool) -> dict[str, Any]:
-    return {
-        "id": instance.event_id,
-        "source": instance.source,
-        "stored": created,
-        "position": instance.sequence_position,
-        "partitionKey": instance.partition_key,
-    }
+def _acknowledgement(instance: EventInstance, created: bool) -> Acknowledgement:
+    return Acknowledgement(
+        id=instance.event_id,
+        source=instance.source,
+        stored=created,
+        position=instance.sequence_position,
+        partition_key=instance.partition_key,
+    )
 
 
 async def _parse(request: web.Request) -> tuple[list[CloudEvent], bool]:
@@ -130,7 +110,7 @@ async def _check_schemas(
     events: Sequence[CloudEvent],
     is_batch: bool,
 ) -> None:
-    validator = request.app[_VALIDATOR]
+    validator = request.app[SCHEMA_VALIDATOR]
     definitions = {
         t: await repository.latest_event_definition_for_type(conn, namespace, t)
         for t in {e.type for e in events}
@@ -230,18 +210,13 @@ async def post_events(request: web.Request) -> web.Response:
     if len(results) - stored:
         event_ingested("duplicate", len(results) - stored)
     status = 202 if stored else 200
-    if not is_batch:
-        return web.json_response(_position_json(*results[0]), status=status)
-    return web.json_response(
-        {
-            "stored": stored,
-            "duplicates": len(results) - stored,
-            "events": [_position_json(i, c) for i, c in results],
-        },
-        status=status,
+    answer: Acknowledgement | BatchAcknowledgement = (
+        BatchAcknowledgement(
+            stored=stored,
+            duplicates=len(results) - stored,
+            events=[_acknowledgement(i, c) for i, c in results],
+        )
+        if is_batch
+        else _acknowledgement(*results[0])
     )
-
-
-def add_routes(app: web.Application) -> None:
-    app[_VALIDATOR] = SchemaValidator()
-    app.router.add_post("/v1/namespaces/{namespace}/events", post_events)
+    return web.json_response(answer.model_dump(mode="json", by_alias=True), status=status)

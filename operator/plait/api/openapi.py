@@ -1,420 +1,174 @@
 """The OpenAPI 3.1 document of ``plait api``, served at ``/openapi.json``.
 
-Written by hand next to the routes it describes; a test checks that it is a valid OpenAPI
-document and that it lists exactly the routes the application serves.
+Built from the route table (:mod:`plait.api.routes`) and the JSON Schema of the request and
+reply models (:mod:`plait.api.models`): nothing in it is written twice. Tests check that it
+is a valid OpenAPI document, that it lists exactly the routes served, and a fuzzer checks
+that a real ``plait api`` answers every request with a documented status and body.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from plait import __version__
+from plait.api.models import SCHEMA_REF
+from plait.api.routing import Parameter, Reply, Route, problem
 
-__all__ = ["add_routes", "document"]
+__all__ = ["DOCUMENT", "UNAUTHORIZED", "build_document", "openapi_json"]
+
+DOCUMENT = web.AppKey("openapi_document", dict)
+UNAUTHORIZED = problem(
+    "Missing or wrong bearer token.",
+    {"WWW-Authenticate": "`Bearer`: the scheme to authenticate with."},
+)
 
 
-def _problem(description: str) -> dict[str, Any]:
+Refs = Mapping[tuple[type[BaseModel], JsonSchemaMode], Mapping[str, Any]]
+
+
+def _models(routes: Iterable[Route]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    found: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    for route in routes:
+        if route.query is not None:
+            found[(route.query, "validation")] = None
+        if route.body is not None:
+            for content in route.body.content.values():
+                if isinstance(content, type):
+                    found[(content, "validation")] = None
+        for reply in (*route.replies.values(), UNAUTHORIZED):
+            for model in reply.models:
+                found[(model, "serialization")] = None
+    return list(found)
+
+
+def _schemas(routes: Iterable[Route]) -> tuple[Refs, dict[str, Any]]:
+    """The $ref of each (model, mode) and the schemas they point to (pydantic names a model
+    whose request and reply shapes differ twice, ``-Input`` and ``-Output``)."""
+    found, schema = models_json_schema(_models(routes), ref_template=SCHEMA_REF)
+    refs = {
+        (model, mode): ref
+        for (model, mode), ref in found.items()
+        if isinstance(model, type) and issubclass(model, BaseModel)
+    }
+    return refs, _without_null_defaults(schema.get("$defs", {}))
+
+
+def _without_null_defaults(schema: Any) -> Any:
+    """``schema`` less ``"default": null``: absent and null mean the same to the API, and the
+    schemas do not list null as a value (pydantic writes the Python default)."""
+    if isinstance(schema, dict):
+        return {
+            k: _without_null_defaults(v)
+            for k, v in schema.items()
+            if not (k == "default" and v is None)
+        }
+    if isinstance(schema, list):
+        return [_without_null_defaults(v) for v in schema]
+    return schema
+
+
+def _parameter(parameter: Parameter) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "name": parameter.name,
+        "in": parameter.location,
+        "required": parameter.required or parameter.location == "path",
+        "schema": _without_null_defaults(dict(parameter.schema)),
+    }
+    if parameter.description:
+        item["description"] = parameter.description
+    return item
+
+
+def query_parameters(model: type[BaseModel]) -> list[Parameter]:
+    """One query parameter per field of ``model``, with the field's JSON Schema."""
+    schema = _without_null_defaults(model.model_json_schema(ref_template=SCHEMA_REF))
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, property_schema in schema["properties"].items():
+        described = dict(property_schema)
+        description = described.pop("description", "")
+        described.pop("title", None)
+        parameters.append(Parameter(name, "query", described, description, name in required))
+    return parameters
+
+
+def _reply(reply: Reply, refs: Refs) -> dict[str, Any]:
+    item: dict[str, Any] = {"description": reply.description}
+    if reply.models:
+        schemas = [dict(refs[(m, "serialization")]) for m in reply.models]
+        schema = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+        item["content"] = {reply.content_type or "application/json": {"schema": schema}}
+    elif reply.content_type:
+        item["content"] = {reply.content_type: {"schema": {"type": "string"}}}
+    if reply.headers:
+        item["headers"] = {
+            name: {"description": meaning, "required": True, "schema": {"type": "string"}}
+            for name, meaning in reply.headers.items()
+        }
+    return item
+
+
+def _operation(route: Route, refs: Refs) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary}
+    if route.description:
+        operation["description"] = route.description
+    parameters = [*route.parameters]
+    if route.query is not None:
+        parameters += query_parameters(route.query)
+    if parameters:
+        operation["parameters"] = [_parameter(p) for p in parameters]
+    if route.body is not None:
+        content = {
+            media: {
+                "schema": dict(refs[(schema, "validation")])
+                if isinstance(schema, type)
+                else dict(schema)
+            }
+            for media, schema in route.body.content.items()
+        }
+        operation["requestBody"] = {"required": route.body.required, "content": content}
+        if route.body.description:
+            operation["requestBody"]["description"] = route.body.description
+    replies = dict(route.replies)
+    if route.public:
+        operation["security"] = []
+    else:
+        replies.setdefault(401, UNAUTHORIZED)
+    operation["responses"] = {
+        str(status): _reply(replies[status], refs) for status in sorted(replies)
+    }
+    return operation
+
+
+def build_document(routes: Iterable[Route]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes``."""
+    routes = list(routes)
+    refs, schemas = _schemas(routes)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
     return {
-        "description": description,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Plait API",
+            "version": __version__,
+            "description": "Event ingestion (CloudEvents 1.0 over HTTP) and the dead-letter "
+            "queue of Plait. Everything under /v1 needs `Authorization: Bearer <token>`.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas,
         },
     }
 
 
-_NAMESPACE = {
-    "name": "namespace",
-    "in": "path",
-    "required": True,
-    "description": "Kubernetes namespace the events or dead letters belong to.",
-    "schema": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
-}
-_LETTER_ID = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "description": "Id of the dead letter.",
-    "schema": {"type": "string", "format": "uuid"},
-}
-_UNAUTHORIZED = _problem("Missing or wrong bearer token (with `WWW-Authenticate: Bearer`).")
-_SERVICE_UNAVAILABLE = _problem("The database cannot be reached; nothing was stored.")
-
-_CLOUDEVENT = {
-    "type": "object",
-    "description": "A CloudEvent 1.0 in JSON format. Other lower-case alphanumeric members "
-    "are extension attributes (strings, integers or booleans); `partitionkey` orders "
-    "events that share it (else `subject` does).",
-    "required": ["specversion", "id", "source", "type"],
-    "properties": {
-        "specversion": {"const": "1.0"},
-        "id": {"type": "string", "minLength": 1},
-        "source": {"type": "string", "minLength": 1, "format": "uri-reference"},
-        "type": {"type": "string", "minLength": 1},
-        "subject": {"type": "string", "minLength": 1},
-        "time": {"type": "string", "format": "date-time"},
-        "datacontenttype": {"type": "string"},
-        "dataschema": {"type": "string", "format": "uri"},
-        "data": {"description": "Event data (JSON)."},
-        "data_base64": {"type": "string", "contentEncoding": "base64"},
-        "partitionkey": {"type": "string", "minLength": 1},
-    },
-    "additionalProperties": {"type": ["string", "integer", "boolean"]},
-}
-
-_DOCUMENT: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "Plait API",
-        "version": __version__,
-        "description": "Event ingestion (CloudEvents 1.0 over HTTP) and the dead-letter queue "
-        "of Plait. Everything under /v1 needs `Authorization: Bearer <token>`.",
-    },
-    "servers": [{"url": "/"}],
-    "security": [{"bearer": []}],
-    "paths": {
-        "/healthz": {
-            "get": {
-                "summary": "Liveness: the process serves HTTP.",
-                "operationId": "healthz",
-                "security": [],
-                "responses": {"200": {"description": "ok"}},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness: the database is reachable.",
-                "operationId": "readyz",
-                "security": [],
-                "responses": {
-                    "200": {"description": "ok"},
-                    "503": {"description": "database unreachable"},
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics.",
-                "operationId": "metrics",
-                "security": [],
-                "responses": {"200": {"description": "Prometheus text format"}},
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document.",
-                "operationId": "openapi",
-                "security": [],
-                "responses": {"200": {"description": "OpenAPI 3.1 document"}},
-            }
-        },
-        "/v1/namespaces/{namespace}/events": {
-            "parameters": [_NAMESPACE],
-            "post": {
-                "summary": "Send CloudEvents (binary mode, structured mode or a batch).",
-                "description": "The Content-Type chooses the mode: "
-                "`application/cloudevents+json` (one structured event), "
-                "`application/cloudevents-batch+json` (a JSON array of events, all stored or "
-                "none), anything else is binary mode with `ce-specversion`, `ce-id`, "
-                "`ce-source`, `ce-type` (and optional `ce-*`) headers and the data as the body. "
-                "The answer comes after the events are committed. An event whose source and id "
-                "were stored before is acknowledged again and not stored twice.",
-                "operationId": "sendEvents",
-                "parameters": [
-                    {
-                        "name": "ce-specversion",
-                        "in": "header",
-                        "required": False,
-                        "description": "Binary mode: `1.0` (also ce-id, ce-source, ce-type, ...).",
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/cloudevents+json": {
-                            "schema": {"$ref": "#/components/schemas/CloudEvent"}
-                        },
-                        "application/cloudevents-batch+json": {
-                            "schema": {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/CloudEvent"},
-                            }
-                        },
-                        "*/*": {"schema": {"description": "Binary mode: the event's data."}},
-                    },
-                },
-                "responses": {
-                    "202": {
-                        "description": "Stored (at least one new event, for a batch).",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        {"$ref": "#/components/schemas/Acknowledgement"},
-                                        {"$ref": "#/components/schemas/BatchAcknowledgement"},
-                                    ]
-                                }
-                            }
-                        },
-                    },
-                    "200": {
-                        "description": "Duplicate(s): already stored, nothing changed.",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        {"$ref": "#/components/schemas/Acknowledgement"},
-                                        {"$ref": "#/components/schemas/BatchAcknowledgement"},
-                                    ]
-                                }
-                            }
-                        },
-                    },
-                    "400": _problem("Malformed JSON or an invalid CloudEvent; `errors` say where."),
-                    "401": _UNAUTHORIZED,
-                    "413": _problem(
-                        "Over --max-event-bytes, --max-batch-bytes or --max-batch-events."
-                    ),
-                    "415": _problem("An unsupported application/cloudevents* media type."),
-                    "422": _problem(
-                        "Data violates the JSON Schema of the type's EventDefinition; "
-                        "`errors` give each failing path and reason."
-                    ),
-                    "503": _SERVICE_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/namespaces/{namespace}/deadletters": {
-            "parameters": [_NAMESPACE],
-            "get": {
-                "summary": "List dead letters, newest first.",
-                "operationId": "listDeadLetters",
-                "parameters": [
-                    {
-                        "name": "status",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["Open", "Replayed", "Discarded"]},
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
-                    },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "description": "`nextCursor` of the previous page.",
-                        "schema": {"type": "string"},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "One page.",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["items", "nextCursor"],
-                                    "properties": {
-                                        "items": {
-                                            "type": "array",
-                                            "items": {"$ref": "#/components/schemas/DeadLetter"},
-                                        },
-                                        "nextCursor": {"type": ["string", "null"]},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "400": _problem("Invalid status, limit or cursor."),
-                    "401": _UNAUTHORIZED,
-                },
-            },
-        },
-        "/v1/namespaces/{namespace}/deadletters/purge": {
-            "parameters": [_NAMESPACE],
-            "post": {
-                "summary": "Delete dead letters by id and/or created before a time.",
-                "operationId": "purgeDeadLetters",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "minProperties": 1,
-                                "properties": {
-                                    "ids": {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "items": {"type": "string", "format": "uuid"},
-                                    },
-                                    "olderThan": {"type": "string", "format": "date-time"},
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {
-                        "description": "How many were deleted.",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {"purged": {"type": "integer"}},
-                                }
-                            }
-                        },
-                    },
-                    "400": _problem("Invalid body."),
-                    "401": _UNAUTHORIZED,
-                },
-            },
-        },
-        "/v1/namespaces/{namespace}/deadletters/{id}": {
-            "parameters": [_NAMESPACE, _LETTER_ID],
-            "get": {
-                "summary": "One dead letter, with the full event.",
-                "operationId": "getDeadLetter",
-                "responses": {
-                    "200": {
-                        "description": "The dead letter.",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/DeadLetter"}
-                            }
-                        },
-                    },
-                    "400": _problem("The id is not a UUID."),
-                    "401": _UNAUTHORIZED,
-                    "404": _problem("No such dead letter in the namespace."),
-                },
-            },
-            "delete": {
-                "summary": "Delete one dead letter.",
-                "operationId": "deleteDeadLetter",
-                "responses": {
-                    "204": {"description": "Deleted."},
-                    "400": _problem("The id is not a UUID."),
-                    "401": _UNAUTHORIZED,
-                    "404": _problem("No such dead letter in the namespace."),
-                },
-            },
-        },
-        "/v1/namespaces/{namespace}/deadletters/{id}/replay": {
-            "parameters": [_NAMESPACE, _LETTER_ID],
-            "post": {
-                "summary": "Send the event through dispatch again (the letter becomes Replayed).",
-                "operationId": "replayDeadLetter",
-                "responses": {
-                    "200": {
-                        "description": "Replayed.",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/DeadLetter"}
-                            }
-                        },
-                    },
-                    "401": _UNAUTHORIZED,
-                    "404": _problem("No such dead letter in the namespace."),
-                    "409": _problem("The dead letter is not Open (already replayed)."),
-                },
-            },
-        },
-    },
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "CloudEvent": _CLOUDEVENT,
-            "Acknowledgement": {
-                "type": "object",
-                "required": ["id", "source", "stored", "position", "partitionKey"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "source": {"type": "string"},
-                    "stored": {
-                        "type": "boolean",
-                        "description": "false: a duplicate of an event stored before.",
-                    },
-                    "position": {
-                        "type": ["integer", "null"],
-                        "description": "Position in the (namespace, type, partition key) "
-                        "sequence, from 1; null for an event without a partition key.",
-                    },
-                    "partitionKey": {"type": ["string", "null"]},
-                },
-            },
-            "BatchAcknowledgement": {
-                "type": "object",
-                "required": ["stored", "duplicates", "events"],
-                "properties": {
-                    "stored": {"type": "integer"},
-                    "duplicates": {"type": "integer"},
-                    "events": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Acknowledgement"},
-                    },
-                },
-            },
-            "DeadLetter": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string", "format": "uuid"},
-                    "namespace": {"type": "string"},
-                    "eventInstanceId": {"type": ["string", "null"], "format": "uuid"},
-                    "source": {"type": "string"},
-                    "eventId": {"type": "string"},
-                    "type": {"type": "string"},
-                    "reason": {"type": "string"},
-                    "attempts": {"type": "integer"},
-                    "status": {"type": "string", "enum": ["Open", "Replayed", "Discarded"]},
-                    "createdAt": {"type": "string", "format": "date-time"},
-                    "resolvedAt": {"type": ["string", "null"], "format": "date-time"},
-                    "payload": {"$ref": "#/components/schemas/CloudEvent"},
-                },
-            },
-            "Problem": {
-                "type": "object",
-                "description": "RFC 9457 problem details.",
-                "required": ["type", "title", "status", "detail"],
-                "properties": {
-                    "type": {"type": "string", "format": "uri"},
-                    "title": {"type": "string"},
-                    "status": {"type": "integer"},
-                    "detail": {"type": "string"},
-                    "errors": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["path", "reason"],
-                            "properties": {
-                                "path": {
-                                    "type": "string",
-                                    "description": "JSON pointer into the request (for a "
-                                    "batch it starts with the event's index).",
-                                },
-                                "reason": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
-
-
-def document() -> dict[str, Any]:
-    return _DOCUMENT
-
-
-async def openapi_json(_: web.Request) -> web.Response:
-    return web.json_response(_DOCUMENT)
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/openapi.json", openapi_json)
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DOCUMENT])

@@ -1,0 +1,275 @@
+"""The request and response bodies of ``plait api`` as pydantic models.
+
+Their JSON Schema is the OpenAPI document's ``components.schemas``; the handlers build
+their answers from the response models and validate the purge and list requests with the
+request models, so the document cannot drift from what is served. CloudEvents themselves
+are parsed by :mod:`plait.event_processing.cloudevents` (precise JSON-pointer errors in every
+mode); :class:`CloudEvent` describes the same rules from the same limits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SkipValidation,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
+
+from plait.event_processing.cloudevents import (
+    INT32,
+    MAX_EXTENSION_NAME_LENGTH,
+    MAX_EXTENSION_VALUE_LENGTH,
+    MAX_LENGTHS,
+    parse_rfc3339,
+)
+from plait.event_processing.states import DeadLetterStatus
+from plait.kernel.database import MAX_PAGE_SIZE, decode_cursor
+
+__all__ = [
+    "SCHEMA_REF",
+    "Acknowledgement",
+    "BatchAcknowledgement",
+    "CloudEvent",
+    "DeadLetter",
+    "DeadLetterPage",
+    "DeadLetterQuery",
+    "ProblemDetails",
+    "ProblemError",
+    "PurgeRequest",
+    "PurgeResult",
+]
+
+#: Where a model's schema lives in the OpenAPI document.
+SCHEMA_REF = "#/components/schemas/{model}"
+_MAX_CURSOR_LENGTH = 256
+
+
+def _attribute(name: str, description: str) -> Any:
+    return Field(default=None, min_length=1, max_length=MAX_LENGTHS[name], description=description)
+
+
+_BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_EXTENSION_VALUE: JsonDict = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": MAX_EXTENSION_VALUE_LENGTH},
+        {"type": "integer", "minimum": INT32[0], "maximum": INT32[1]},
+        {"type": "boolean"},
+    ]
+}
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvent 1.0 in JSON format. Other members are extension attributes: names of
+    lower-case letters and digits, values strings, 32-bit integers or booleans.
+    `partitionkey` orders events that share it (else `subject` does). Strings hold no NUL
+    character; `data` nests at most 64 levels, with finite numbers only."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "additionalProperties": _EXTENSION_VALUE,
+            "propertyNames": {
+                "pattern": "^([a-z0-9]+|data_base64)$",
+                "maxLength": max(MAX_EXTENSION_NAME_LENGTH, len("datacontenttype")),
+            },
+        }
+    )
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1, max_length=MAX_LENGTHS["id"])
+    source: str = Field(
+        min_length=1, max_length=MAX_LENGTHS["source"], description="A URI-reference."
+    )
+    type: str = Field(min_length=1, max_length=MAX_LENGTHS["type"])
+    subject: str | SkipJsonSchema[None] = _attribute("subject", "The partition key if none.")
+    time: str | SkipJsonSchema[None] = Field(
+        default=None,
+        max_length=MAX_LENGTHS["time"],
+        json_schema_extra={"format": "date-time"},
+        description="RFC 3339 with an offset, years 1 to 9999 in UTC.",
+    )
+    datacontenttype: str | SkipJsonSchema[None] = _attribute(
+        "datacontenttype", "Media type of data."
+    )
+    dataschema: str | SkipJsonSchema[None] = _attribute("dataschema", "URI of data's schema.")
+    partitionkey: str | SkipJsonSchema[None] = _attribute(
+        "partitionkey", "Events of one type and key are dispatched in order."
+    )
+    data: Any = Field(default=None, description="Event data (JSON).")
+    data_base64: Annotated[str, Field(pattern=_BASE64)] | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra={"contentEncoding": "base64"},
+        description="Binary data, base64; excludes data.",
+    )
+
+
+class Acknowledgement(BaseModel):
+    """One received event: stored now, or a duplicate of one stored before."""
+
+    id: str
+    source: str
+    stored: bool = Field(description="false: a duplicate of an event stored before.")
+    position: int | None = Field(
+        description="Position in the (namespace, type, partition key) sequence, from 1; "
+        "null for an event without a partition key."
+    )
+    partition_key: str | None = Field(serialization_alias="partitionKey")
+
+
+class BatchAcknowledgement(BaseModel):
+    """A batch: how many were new, how many duplicates, and each event in order."""
+
+    stored: int
+    duplicates: int
+    events: list[Acknowledgement]
+
+
+# A dead letter's payload is the CloudEvent as it was stored, passed on as is: it was valid
+# when received (under the limits of that time), so it is not validated again. Build a
+# DeadLetter with model_validate and dump it with warnings=False.
+_Payload = SkipValidation[CloudEvent]
+
+
+# Timestamps as Python writes them (the offset as +00:00), as the API always has.
+_Timestamp = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class DeadLetter(BaseModel):
+    """An event whose dispatch failed on every attempt, with the full event."""
+
+    id: uuid.UUID
+    namespace: str
+    event_instance_id: uuid.UUID | None = Field(serialization_alias="eventInstanceId")
+    source: str
+    event_id: str = Field(serialization_alias="eventId")
+    type: str
+    reason: str
+    attempts: int
+    status: DeadLetterStatus
+    created_at: _Timestamp = Field(serialization_alias="createdAt")
+    resolved_at: _Timestamp | None = Field(serialization_alias="resolvedAt")
+    payload: _Payload
+
+
+class DeadLetterPage(BaseModel):
+    """One page of dead letters, newest first."""
+
+    items: list[DeadLetter]
+    next_cursor: str | None = Field(
+        serialization_alias="nextCursor",
+        description="Pass as `cursor` for the next page; null at the end.",
+    )
+
+
+def _cursor(value: Any) -> Any:
+    if isinstance(value, str):
+        decode_cursor(value)  # a ValidationError (a ValueError) for a cursor not made by us
+    return value
+
+
+class DeadLetterQuery(BaseModel):
+    """The query of ``GET .../deadletters``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: DeadLetterStatus | SkipJsonSchema[None] = Field(
+        default=None, description="Only letters in this status."
+    )
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE, description="Page size.")
+    cursor: Annotated[str | SkipJsonSchema[None], BeforeValidator(_cursor)] = Field(
+        default=None,
+        max_length=_MAX_CURSOR_LENGTH,
+        description="`nextCursor` of the previous page.",
+    )
+
+    @field_validator("status", "cursor", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+def _uuid_list(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise ValueError("ids must be a non-empty array of UUIDs")
+    try:
+        return [uuid.UUID(str(item)) for item in value]
+    except ValueError:
+        raise ValueError("ids must be a non-empty array of UUIDs") from None
+
+
+def _rfc3339(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("olderThan must be an RFC 3339 timestamp string")
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise ValueError(f"olderThan {exc}") from None
+
+
+class PurgeRequest(BaseModel):
+    """Which dead letters to delete: by id, created before a time, or both (both must
+    match)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"minProperties": 1},
+    )
+
+    ids: Annotated[
+        Annotated[list[uuid.UUID], Field(min_length=1)] | SkipJsonSchema[None],
+        BeforeValidator(_uuid_list),
+    ] = None
+    older_than: Annotated[datetime | SkipJsonSchema[None], BeforeValidator(_rfc3339)] = Field(
+        default=None, validation_alias="olderThan"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> PurgeRequest:
+        if self.ids is None and self.older_than is None:
+            raise ValueError('say what to purge: {"ids": [...]} or {"olderThan": "<RFC 3339>"}')
+        return self
+
+
+class PurgeResult(BaseModel):
+    """How many dead letters were deleted."""
+
+    purged: int
+
+
+class ProblemError(BaseModel):
+    """One problem with the request."""
+
+    path: str = Field(
+        description="Where: a JSON pointer into the request (for a batch it starts with the "
+        "event's index), or the name of a path or query parameter."
+    )
+    reason: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(json_schema_extra={"format": "uri"})
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemError] | SkipJsonSchema[None] = None
