@@ -97,17 +97,27 @@ def main() -> int:
                 "default",
                 "--health-port",
                 str(health),
-                "--webhook-port",
-                str(free_port()),
-                "--webhook-manage",
-                "--webhook-host",
-                "127.0.0.1",
             ],
             env=op_env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         stack.callback(stop_process, operator)
+
+        # Admission is its own stateless process (no database), registered for this
+        # cluster by --manage and unregistered when it stops.
+        hook_health = free_port()
+        hook_log = (cluster.state_dir / "webhook.log").open("wb")
+        webhook = subprocess.Popen(
+            [sys.executable, "-m", "plait", "webhook", "--port", str(free_port()),
+             "--health-port", str(hook_health), "--manage", "--host", "127.0.0.1",
+             "--namespace", "default"],
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("PLAIT_DATABASE")},
+                 "KUBECONFIG": str(cluster.kubeconfig)},
+            stdout=hook_log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        stack.callback(stop_process, webhook)
 
         def healthy() -> bool:
             if operator.poll() is not None:
@@ -118,6 +128,15 @@ def main() -> int:
                 return bool(r.status == 200)
 
         wait_until(healthy, timeout=60, what="the operator")
+
+        def webhook_healthy() -> bool:
+            if webhook.poll() is not None:
+                tail = (cluster.state_dir / "webhook.log").read_text()[-3000:]
+                raise SystemExit(f"plait webhook exited with {webhook.returncode}:\n{tail}")
+            with urllib.request.urlopen(f"http://127.0.0.1:{hook_health}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+
+        wait_until(webhook_healthy, timeout=60, what="plait webhook")
         print(f"operator healthy on :{health} (logs: {cluster.state_dir / 'operator.log'})")
 
         step("kubectl apply -f examples/")

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "migrate": "plait.kernel.migrations:migrate_command",
     "crds": "plait.resources.crd:crds_command",
     "operator": "plait.controller.app:operator_command",
+    "webhook": "plait.admission.cli:webhook_command",
     "instances": "plait.workflow_orchestrator.cli:instances_command",
     "api": "plait.api.app:api_command",
     "events": "plait.event_processing.cli:events_command",

@@ -1,4 +1,4 @@
-"""``plait operator``: Kopf with Plait's settings, its handlers, health, metrics, webhook.
+"""``plait operator``: Kopf with Plait's settings, its handlers, health and metrics.
 
 Kopf is configured so that nothing of it leaks into users' objects under Kopf's names:
 the finalizer, the progress and diff-base annotations all live under ``plait.dev/``.
@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import click
@@ -24,7 +23,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from plait.controller.diffbase import SpecDigestDiffBaseStorage
 from plait.controller.options import FINALIZER, OperatorOptions
 from plait.controller.reconcile import register_kind
-from plait.controller.webhook import build_webhook_server
 from plait.event_processing.gauges import queue_gauges
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
@@ -42,9 +40,6 @@ __all__ = ["build_registry", "configure_settings", "operator_command", "run_oper
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_CONFIGURATION = "plait.dev"
-
-
 def configure_settings(settings: kopf.OperatorSettings, options: OperatorOptions) -> None:
     """Plait's names for Kopf's bookkeeping, and quiet, write-thrifty defaults."""
     settings.persistence.finalizer = FINALIZER
@@ -56,10 +51,6 @@ def configure_settings(settings: kopf.OperatorSettings, options: OperatorOptions
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
-    if options.webhook_port:
-        settings.admission.server = build_webhook_server(options)
-        if options.webhook_manage:
-            settings.admission.managed = WEBHOOK_CONFIGURATION
 
 
 def bindings(orchestrator: Orchestrator) -> list[KindBinding]:
@@ -103,7 +94,6 @@ def build_registry(
             binding,
             ctx,
             resync_seconds=options.resync_seconds,
-            webhook=bool(options.webhook_port),
         )
     register_runtime(registry, orchestrator)
     return registry
@@ -157,7 +147,12 @@ async def run_operator(
         kube = Kube(pool_size=options.api_threads, observe_call=time_kubernetes_api_call)
         tasks = TaskExecution(database, kube, job_ttl_seconds=options.job_ttl_seconds)
         ctx = OperatorContext(database, kube)
-        orchestrator = Orchestrator(database, kube, tasks)
+        orchestrator = Orchestrator(
+            database,
+            kube,
+            tasks,
+            namespaces=None if options.all_namespaces else options.namespaces,
+        )
         logged_in = asyncio.Event()
         registry = build_registry(ctx, orchestrator, options, logged_in=logged_in)
         kopf_settings = kopf.OperatorSettings()
@@ -272,31 +267,6 @@ async def _run_event_services(
     help="Port of /healthz and /metrics (0: off).",
 )
 @click.option(
-    "--webhook-port",
-    type=int,
-    default=9443,
-    show_default=True,
-    envvar="PLAIT_WEBHOOK_PORT",
-    help="Admission webhook HTTPS port (0: off).",
-)
-@click.option(
-    "--webhook-host",
-    envvar="PLAIT_WEBHOOK_HOST",
-    help="Address the API server dials for the webhook (with --webhook-manage).",
-)
-@click.option(
-    "--webhook-cert-dir",
-    type=click.Path(path_type=Path),
-    envvar="PLAIT_WEBHOOK_CERT_DIR",
-    help="Folder with tls.crt and tls.key; self-signed when unset.",
-)
-@click.option(
-    "--webhook-manage",
-    is_flag=True,
-    envvar="PLAIT_WEBHOOK_MANAGE",
-    help="Create and maintain the ValidatingWebhookConfiguration (development).",
-)
-@click.option(
     "--resync-seconds",
     type=float,
     default=300.0,
@@ -363,10 +333,6 @@ def operator_command(
     namespaces: tuple[str, ...],
     all_namespaces: bool,
     health_port: int,
-    webhook_port: int,
-    webhook_host: str | None,
-    webhook_cert_dir: Path | None,
-    webhook_manage: bool,
     resync_seconds: float,
     migrate: bool,
     job_ttl_seconds: int,
@@ -386,10 +352,6 @@ def operator_command(
         namespaces=namespaces,
         all_namespaces=all_namespaces,
         health_port=health_port,
-        webhook_port=webhook_port,
-        webhook_host=webhook_host,
-        webhook_cert_dir=webhook_cert_dir,
-        webhook_manage=webhook_manage,
         resync_seconds=resync_seconds,
         migrate=migrate,
         job_ttl_seconds=job_ttl_seconds,

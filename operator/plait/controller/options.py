@@ -1,9 +1,8 @@
-"""What an operator process is told at start: scope, endpoints, webhook, resync."""
+"""What an operator process is told at start: scope, endpoints, resync."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 __all__ = ["FINALIZER", "OperatorOptions"]
 
@@ -26,24 +25,6 @@ class OperatorOptions:
 
     health_port: int = 8080
     """Port of that server; 0 disables it."""
-
-    webhook_port: int = 9443
-    """HTTPS port of the validating admission webhook; 0 disables the webhook."""
-
-    webhook_address: str = "0.0.0.0"
-    """Address the webhook listens on."""
-
-    webhook_host: str | None = None
-    """Host name or IP the API server uses to call the webhook when Plait manages its
-    configuration (``webhook_manage``); ignored otherwise."""
-
-    webhook_cert_dir: Path | None = None
-    """Folder with ``tls.crt`` and ``tls.key`` (as cert-manager or the chart mount them);
-    a self-signed pair is generated in a temporary folder when unset."""
-
-    webhook_manage: bool = False
-    """Create and keep the ValidatingWebhookConfiguration up to date (development
-    clusters); the Helm chart installs its own instead."""
 
     resync_seconds: float = 300.0
     """How often every object is reconciled again, repairing drift in the database."""

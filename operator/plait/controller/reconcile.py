@@ -10,15 +10,15 @@ every create, update, resume and periodic resync the reconciler:
    spec writes nothing) and reports the result in ``status``.
 
 Deletion marks the rows deleted (history kept) before Kopf removes Plait's finalizer.
-The validating webhook runs the same checks before an object is stored at all.
+The admission webhook (``plait webhook``, :mod:`plait.admission`) runs the same content
+checks before an object is stored at all; this re-checks everything regardless.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import psycopg
@@ -27,9 +27,8 @@ import psycopg_pool
 from plait import API_GROUP, API_VERSION
 from plait.kernel.conditions import Condition, merge_conditions
 from plait.observability.tracing import reconcile_span, run_trace
-from plait.resources import KINDS_BY_NAME
 from plait.resources.stores import KindBinding, ObjectRef, OperatorContext
-from plait.resources.validation import Problem, check_resource, parse_spec, references
+from plait.resources.validation import Problem, check_resource, parse_spec
 
 __all__ = ["register_kind"]
 
@@ -83,9 +82,8 @@ def register_kind(
     ctx: OperatorContext,
     *,
     resync_seconds: float,
-    webhook: bool,
 ) -> None:
-    """Register the index, change handlers, resync timer, deletion and webhook of a kind."""
+    """Register the index, change handlers, resync timer and deletion of a kind."""
     info = binding.info
     resource = (API_GROUP, API_VERSION, info.plural)
 
@@ -137,14 +135,21 @@ def register_kind(
         if problems:
             reason, message = _problem_reason(problems), _problem_message(problems)
             _warn_once(body, previous.get(binding.condition_type), reason, message)
+            # Waiting for a referenced object is not a verdict on this one (a run whose
+            # definition is not applied yet waits, Pending, and has not failed).
+            waiting = reason == "ReferenceNotFound"
             _set_status(
                 patch,
                 status,
                 generation,
-                Condition(binding.condition_type, "False", reason, message, generation),
-                # Waiting for a referenced object is not a verdict on this one (a run whose
-                # definition is still being stored is not Failed).
-                binding.rejected_status if reason != "ReferenceNotFound" else {},
+                Condition(
+                    binding.condition_type,
+                    binding.waiting_condition if waiting else "False",
+                    reason,
+                    message,
+                    generation,
+                ),
+                binding.waiting_status if waiting else binding.rejected_status,
             )
             if reason == "ReferenceNotFound":
                 # Objects applied together arrive in any order: look again shortly. Kopf
@@ -193,27 +198,6 @@ def register_kind(
 
     kopf.on.delete(*resource, id=f"delete-{info.plural}", registry=registry)(delete)
 
-    if webhook:
-
-        async def validate(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-            # Admission must agree with the API server, not with a watch cache that may
-            # trail it by an event: references are read live (a few GETs per request).
-            wanted = references(info.kind, dict(body.get("spec") or {}))
-            found = await asyncio.to_thread(_read_references, namespace or "", wanted)
-            problems = check_resource(dict(body), lambda kind, name: found.get((kind, name)))
-            if binding.admit_missing_references:
-                problems = [p for p in problems if p.reason != "NotFound"]
-            if problems:
-                raise kopf.AdmissionError(_problem_message(problems), code=422)
-
-        kopf.on.validate(
-            *resource,
-            id=f"validate-{info.plural}",
-            operations=["CREATE", "UPDATE"],
-            subresource=None,
-            registry=registry,
-        )(validate)
-
 
 def _warn_once(body: kopf.Body, old: Mapping[str, Any] | None, reason: str, message: str) -> None:
     """A Warning Event for a rejection, unless the condition already says the same
@@ -221,31 +205,6 @@ def _warn_once(body: kopf.Body, old: Mapping[str, Any] | None, reason: str, mess
     old = old or {}
     if (old.get("reason"), old.get("message")) != (reason, message):
         kopf.warn(body, reason=reason, message=message)
-
-
-def _read_references(
-    namespace: str, wanted: set[tuple[str, str]]
-) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """The specs of the referenced objects that exist, read from the API server."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    api = client.CustomObjectsApi()
-    found: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for kind, name in sorted(wanted):
-        try:
-            obj = cast(
-                dict[str, Any],
-                api.get_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, KINDS_BY_NAME[kind].plural, name
-                ),
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                continue
-            raise
-        found[(kind, name)] = obj.get("spec") or {}
-    return found
 
 
 def _set_status(

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import uuid
 
-from jsonschema import Draft202012Validator
-
 from plait.integration import repository
+from plait.integration.catalog import IntegrationType, settings_problems
 from plait.integration.credentials import secret_ref_problems
 from plait.resources import INTEGRATION
 from plait.resources.common import PlaitModel
@@ -37,21 +36,16 @@ class IntegrationStore:
                     f"known types: {known}",
                     condition_status="False",
                 )
-            errors = sorted(
-                Draft202012Validator(catalog_type.settings_schema).iter_errors(spec.settings or {}),
-                key=lambda e: list(e.absolute_path),
+            kind = IntegrationType(
+                catalog_type.type,
+                catalog_type.settings_schema,
+                tuple(catalog_type.secret_keys),
             )
+            errors = settings_problems(kind, spec.settings or {})
             if errors:
                 return Applied(
                     reason="InvalidSettings",
-                    message="; ".join(
-                        "spec.settings"
-                        + "".join(
-                            f".{p}" if isinstance(p, str) else f"[{p}]" for p in e.absolute_path
-                        )
-                        + f": {e.message}"
-                        for e in errors[:5]
-                    ),
+                    message="; ".join(f"{path}: {message}" for path, message in errors[:5]),
                     condition_status="False",
                 )
             secret_problems = secret_ref_problems(spec, catalog_type)

@@ -80,6 +80,8 @@ class KindBinding:
     condition_type: str = "Ready"
     rejected_status: Mapping[str, Any] = field(default_factory=dict)
     """Extra status fields set when the object is invalid (an instance's phase, say)."""
-    admit_missing_references: bool = False
-    """Let the webhook admit the object while what it refers to does not exist yet (a
-    trigger may be applied before its workflow); it then waits with Ready=False."""
+    waiting_status: Mapping[str, Any] = field(default_factory=dict)
+    """Extra status fields while an object it refers to does not exist yet (a run waiting
+    for its definition is Pending)."""
+    waiting_condition: str = "False"
+    """The condition's status meanwhile: a run that waits has not failed (Unknown)."""

@@ -9,8 +9,8 @@ Cluster access belongs to the caller (the reconciler, the admission webhook): ob
 resource refers to are found through a ``lookup(kind, name)`` callback that returns the
 referenced object's ``spec`` or None. :func:`references` lists what will be looked up, so an
 async caller can fetch it all first and pass a dict-backed lookup. Problems with reason
-``NotFound`` are the ones a caller may prefer to report as a condition rather than reject
-(objects applied together arrive in any order).
+``NotFound`` are exactly the other objects that do not exist (yet): admission warns about
+them and the reconciler waits for them (objects applied together arrive in any order).
 """
 
 from __future__ import annotations
@@ -462,7 +462,6 @@ def check_workflow_definition(
                         here,
                         f"task {task.name!r} depends on {dep!r}, "
                         "which is not a task of this workflow",
-                        "NotFound",
                     )
                 )
             elif dep in seen:

@@ -174,11 +174,13 @@ def bindings(orchestrator: Orchestrator) -> tuple[KindBinding, ...]:
     """The component's kinds; runs are driven by ``orchestrator``."""
     return (
         KindBinding(WORKFLOW_DEFINITION, WorkflowDefinitionStore()),
-        KindBinding(EVENT_TRIGGER, EventTriggerStore(), admit_missing_references=True),
+        KindBinding(EVENT_TRIGGER, EventTriggerStore()),
         KindBinding(
             WORKFLOW_INSTANCE,
             WorkflowInstanceStore(orchestrator),
             condition_type="Succeeded",
             rejected_status={"phase": "Failed"},
+            waiting_status={"phase": "Pending"},
+            waiting_condition="Unknown",
         ),
     )
