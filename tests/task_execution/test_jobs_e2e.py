@@ -95,8 +95,11 @@ def test_default_tasks_run_where_restricted_is_enforced_and_overrides_are_refuse
     assert 'serviceaccount "missing" not found' in message
 
     assert status["counts"]["failed"] == 2
-    assert status["failure"]["task"] in {"privileged", "no-account"}
-    assert status["failure"]["message"].startswith("the cluster refused the task's Pod")
+    failed = status["failure"]["task"]
+    assert failed in {"privileged", "no-account"}
+    assert status["failure"]["message"].startswith(
+        f"task {failed} attempt 1 failed: the cluster refused the task's Pod: "
+    )
 
 
 def test_a_task_gets_its_integrations_and_no_secret_value_is_in_any_object(
