@@ -74,18 +74,30 @@ def main() -> int:
         cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         show(cluster, "get", "crds")
 
+        # Every Plait process below connects as the components' own roles, never as the
+        # superuser: each component reaches its own schema only.
+        role_dsns = {
+            f"PLAIT_DATABASE_URL_{c.env_suffix}": pg.dsn(
+                "plait", user=c.role, password=passwords[c.name]
+            )
+            for c in COMPONENTS
+        }
+        as_roles = {k: v for k, v in os.environ.items() if k != "PLAIT_DATABASE_URL"}
+        as_roles.update(role_dsns)
+
+        step("each component's role is confined to its own schema")
+        events_dsn = role_dsns[f"PLAIT_DATABASE_URL_{EVENTS.env_suffix}"]
+        with psycopg.connect(events_dsn, autocommit=True) as conn:
+            print(f"$ psql (as {EVENTS.role}) -c 'SELECT count(*) FROM auth_service.users'")
+            try:
+                conn.execute("SELECT count(*) FROM auth_service.users")
+                raise SystemExit("the event_processing role could read the auth schema")
+            except psycopg.errors.InsufficientPrivilege as exc:
+                print(f"ERROR:  {exc}")
+
         step("starting plait operator (each component connects as its own database role)")
         health = free_port()
-        op_env = {
-            **os.environ,
-            "KUBECONFIG": str(cluster.kubeconfig),
-            **{
-                f"PLAIT_DATABASE_URL_{c.env_suffix}": pg.dsn(
-                    "plait", user=c.role, password=passwords[c.name]
-                )
-                for c in COMPONENTS
-            },
-        }
+        op_env = {**as_roles, "KUBECONFIG": str(cluster.kubeconfig)}
         log = (cluster.state_dir / "operator.log").open("wb")
         operator = subprocess.Popen(
             [
@@ -168,7 +180,7 @@ def main() -> int:
         step("plait instances show diamond-run-1 (the DAG, from PostgreSQL)")
         shown = subprocess.run(
             [sys.executable, "-m", "plait", "instances", "show", "diamond-run-1", "-n", "default"],
-            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PLAIT_DATABASE_URL": dsn},
+            env={**as_roles, "KUBECONFIG": str(cluster.kubeconfig)},
             capture_output=True,
             text=True,
             check=True,
@@ -178,18 +190,13 @@ def main() -> int:
         step("plait api: CloudEvents in, committed before they are acknowledged")
         api_port = free_port()
         token = secrets.token_urlsafe(24)
-        api_env = {
-            **os.environ,
-            # The API's two components, each as its own role: events and its telemetry.
-            **{
-                f"PLAIT_DATABASE_URL_{c.env_suffix}": pg.dsn(
-                    "plait", user=c.role, password=passwords[c.name]
-                )
-                for c in (EVENTS, component_by_name("observability"))
-            },
-            "PLAIT_API_TOKEN": token,
-        }
-        api_env.pop("PLAIT_DATABASE_URL", None)
+        # The API's two components only, each as its own role: events and its telemetry.
+        api_env = {k: v for k, v in as_roles.items() if not k.startswith("PLAIT_DATABASE_URL_")}
+        for c in (EVENTS, component_by_name("observability")):
+            api_env[f"PLAIT_DATABASE_URL_{c.env_suffix}"] = role_dsns[
+                f"PLAIT_DATABASE_URL_{c.env_suffix}"
+            ]
+        api_env["PLAIT_API_TOKEN"] = token
         api_log = (cluster.state_dir / "api.log").open("wb")
         api = subprocess.Popen(
             [sys.executable, "-m", "plait", "api", "--host", "127.0.0.1", "--port", str(api_port)],
@@ -263,7 +270,7 @@ def main() -> int:
         def traced() -> bool:
             shown = subprocess.run(
                 [sys.executable, "-m", "plait", "traces", "show", run, "-n", "default"],
-                env={**os.environ, "PLAIT_DATABASE_URL": dsn},
+                env=as_roles,
                 capture_output=True,
                 text=True,
                 check=False,
@@ -304,7 +311,7 @@ def main() -> int:
         )
         print(refused.stderr.strip())
 
-        step("the same resources, as rows in PostgreSQL")
+        step("the same resources, as rows in PostgreSQL (read as the superuser)")
         with psycopg.connect(dsn) as conn:
             for query in (
                 "SELECT namespace, name, version, left(spec_hash, 12) AS spec_hash "

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "plait"
 VALUES_DIR = Path(__file__).parent / "values"
 PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
+#: Every rule the chart grants each ServiceAccount, with the code that needs it.
+RBAC_TABLE = CHART / "files" / "rbac.yaml"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion): offline renders use it.
 KUBE_VERSION = "1.29.0"
 CHECKOV_VERSION = "3.3.30"
@@ -66,6 +68,41 @@ class Helm:
     def render(self, **kwargs: Any) -> list[dict[str, Any]]:
         """The rendered objects (hooks included), parsed."""
         return parse(self.template(**kwargs).stdout)
+
+
+Triple = tuple[str, str, str]
+"""(API group, resource[/subresource], verb): one thing a rule allows."""
+
+
+def table_triples(
+    account: str, mode: str, *, scope: str | None = None, audited_only: bool = False
+) -> set[Triple]:
+    """What RBAC_TABLE grants ``account`` (operator, webhook) in ``mode`` (allNamespaces or
+    namespaced), optionally only the rules of one scope (watched or cluster), or only those
+    the audited run must use."""
+    found: set[Triple] = set()
+    for rule in yaml.safe_load(RBAC_TABLE.read_text())[account]:
+        if rule.get("modes", "both") not in ("both", mode):
+            continue
+        if (scope is not None and rule["scope"] != scope) or (audited_only and rule.get("audit")):
+            continue
+        found |= {
+            (g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+        }
+    return found
+
+
+def granted_triples(docs: list[dict[str, Any]]) -> set[Triple]:
+    """What the Roles and ClusterRoles among ``docs`` grant, together."""
+    return {
+        (g, r, v)
+        for doc in docs
+        if doc["kind"] in {"Role", "ClusterRole"}
+        for rule in doc["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
 
 
 def parse(text: str) -> list[dict[str, Any]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import filecmp
+import importlib
 import importlib.util
 import subprocess
 from pathlib import Path
@@ -11,7 +13,18 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.install.conftest import CHART, PRODUCTION_VALUES, ROOT, VALUES_DIR, Helm, find
+from tests.install.conftest import (
+    CHART,
+    PRODUCTION_VALUES,
+    RBAC_TABLE,
+    ROOT,
+    VALUES_DIR,
+    Helm,
+    Triple,
+    find,
+    granted_triples,
+    table_triples,
+)
 
 PLAIT_KINDS = [
     "workflowdefinitions",
@@ -42,34 +55,9 @@ def pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def rules_of(docs: list[dict[str, Any]], kind: str, suffix: str) -> set[tuple[str, str, str]]:
+def rules_of(docs: list[dict[str, Any]], kind: str, suffix: str) -> set[Triple]:
     """(apiGroup, resource, verb) triples granted by one Role or ClusterRole."""
-    role = find(docs, kind, suffix)
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-
-
-def expected_operator_rules(*, secrets: bool, namespaces: bool) -> set[tuple[str, str, str]]:
-    want: set[tuple[str, str, str]] = set()
-    for kind in PLAIT_KINDS:
-        want |= {("plait.dev", kind, v) for v in ("get", "list", "watch", "patch", "update")}
-        want |= {("plait.dev", f"{kind}/status", v) for v in ("get", "patch", "update")}
-        want.add(("plait.dev", f"{kind}/finalizers", "update"))
-    want.add(("plait.dev", "workflowinstances", "create"))  # EventTriggers start runs
-    want |= {("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")}
-    want |= {("", "pods", v) for v in ("get", "list", "watch")}
-    want.add(("", "pods/log", "get"))
-    want |= {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
-    if secrets:
-        want.add(("", "secrets", "get"))
-    if namespaces:
-        want |= {("", "namespaces", v) for v in ("get", "list", "watch")}
-    return want
+    return granted_triples([find(docs, kind, suffix)])
 
 
 def test_helm_lint_strict(helm: Helm) -> None:
@@ -113,6 +101,9 @@ def test_defaults_render_every_part(helm: Helm) -> None:
     for expected in [
         ("Deployment", "plait-operator"),
         ("Deployment", "plait-api"),
+        ("Deployment", "plait-webhook"),
+        ("Service", "plait-webhook-metrics"),
+        ("PodDisruptionBudget", "plait-webhook"),
         ("Service", "plait-api"),
         ("Service", "plait-api-metrics"),
         ("Service", "plait-operator-metrics"),
@@ -126,6 +117,7 @@ def test_defaults_render_every_part(helm: Helm) -> None:
         assert expected in kinds
     assert {n for k, n in kinds if k == "NetworkPolicy"} == {
         "plait-operator",
+        "plait-webhook",
         "plait-api",
         "plait-migrate",
         "plait-postgresql",
@@ -155,9 +147,16 @@ def test_every_pod_is_restricted_with_resources(helm: Helm, values: list[Path]) 
 def test_processes_get_their_commands_probes_and_tokens(helm: Helm) -> None:
     specs = pod_specs(helm.render(values=[PRODUCTION_VALUES]))
     operator, api, migrate = specs["plait-operator"], specs["plait-api"], specs["plait-migrate"]
+    webhook = specs["plait-webhook"]
     assert operator["containers"][0]["args"] == ["operator", "--all-namespaces"]
+    assert webhook["containers"][0]["args"] == ["webhook", "--cert-dir=/etc/plait/webhook"]
+    assert webhook["automountServiceAccountToken"] is True
+    assert webhook["serviceAccountName"] == "plait-webhook"
+    mount = next(m for m in webhook["containers"][0]["volumeMounts"] if m["name"] == "webhook-cert")
+    assert mount == {"name": "webhook-cert", "mountPath": "/etc/plait/webhook", "readOnly": True}
+    assert webhook["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert api["containers"][0]["args"] == ["api"]
-    assert migrate["containers"][0]["args"] == ["migrate"]
+    assert migrate["containers"][0]["args"] == ["migrate", "--create-roles"]
     assert operator["automountServiceAccountToken"] is True
     assert api["automountServiceAccountToken"] is False
     assert migrate["automountServiceAccountToken"] is False
@@ -170,26 +169,99 @@ def test_processes_get_their_commands_probes_and_tokens(helm: Helm) -> None:
     # Migrations run in the hook only, never at operator start.
     env = {e["name"]: e for e in operator["containers"][0]["env"]}
     assert env["PLAIT_MIGRATE_ON_START"]["value"] == "false"
-    assert env["PLAIT_WEBHOOK_CERT_DIR"]["value"] == "/etc/plait/webhook"
+    # Admission is the webhook's alone: the operator serves and mounts nothing of it.
+    assert "WEBHOOK" not in str(operator)
+    assert not [p for p in operator["containers"][0]["ports"] if p["containerPort"] == 9443]
 
 
-def test_database_secret_shared_and_per_component(helm: Helm) -> None:
-    specs = pod_specs(helm.render(values=[PRODUCTION_VALUES]))
-    env = {e["name"]: e for e in specs["plait-api"]["containers"][0]["env"]}
+API_COMPONENTS = ["event_processing", "observability"]
+
+
+def dashed(component: str) -> str:
+    return component.replace("_", "-")
+
+
+def env_of(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in spec["containers"][0]["env"]}
+
+
+@pytest.mark.parametrize(
+    ("values", "secret"),
+    [([], "plait-postgresql"), ([PRODUCTION_VALUES], "plait-database")],
+    ids=["bundled", "production"],
+)
+def test_each_component_logs_in_as_its_own_role_by_default(
+    helm: Helm, values: list[Path], secret: str
+) -> None:
+    """The operator gets one DSN per component, the API only its two; all from the Secret."""
+    specs = pod_specs(helm.render(values=values))
+    for workload, components in [("plait-operator", COMPONENTS), ("plait-api", API_COMPONENTS)]:
+        env = env_of(specs[workload])
+        assert "PLAIT_DATABASE_URL" not in env
+        dsns = {n: e for n, e in env.items() if n.startswith("PLAIT_DATABASE_URL_")}
+        assert sorted(dsns) == sorted(f"PLAIT_DATABASE_URL_{c.upper()}" for c in components)
+        for c in components:
+            ref = dsns[f"PLAIT_DATABASE_URL_{c.upper()}"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": secret, "key": f"url-{dashed(c)}"}
+    migrate = specs["plait-migrate"]["containers"][0]
+    assert migrate["args"] == ["migrate", "--create-roles"]
+    env = env_of(specs["plait-migrate"])
     assert env["PLAIT_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "plait-database",
-        "key": "url",
+        "name": secret,
+        "key": "migration-url",
     }
-    migrate_env = {e["name"]: e for e in specs["plait-migrate"]["containers"][0]["env"]}
-    assert migrate_env["PLAIT_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "migration-url"
+    for c in COMPONENTS:
+        ref = env[f"PLAIT_DATABASE_PASSWORD_{c.upper()}"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret, "key": f"password-{dashed(c)}"}
+    # No credential is ever a plain value of a container's environment.
+    for name, spec in specs.items():
+        for container in spec["containers"]:
+            for e in container.get("env", []):
+                if e["name"].startswith(("PLAIT_DATABASE_URL", "PLAIT_DATABASE_PASSWORD")):
+                    assert "value" not in e, (name, e["name"])
+
+
+def test_bundled_secret_holds_a_password_and_a_dsn_per_role(helm: Helm) -> None:
+    data = {
+        k: base64.b64decode(v).decode()
+        for k, v in find(helm.render(), "Secret", "-postgresql")["data"].items()
+    }
+    superuser = data["password"]
+    host = "plait-postgresql.plait.svc:5432/plait"
+    assert data["migration-url"] == f"postgresql://postgres:{superuser}@{host}"
+    assert "url" not in data  # no shared login
+    passwords = {data[f"password-{dashed(c)}"] for c in COMPONENTS} | {superuser}
+    assert len(passwords) == len(COMPONENTS) + 1  # all different
+    for c in COMPONENTS:
+        password = data[f"password-{dashed(c)}"]
+        assert len(password) == 32
+        assert data[f"url-{dashed(c)}"] == f"postgresql://plait_{c}:{password}@{host}"
+
+
+def test_shared_login_and_database_per_component_modes(helm: Helm) -> None:
+    specs = pod_specs(
+        helm.render(
+            values=[PRODUCTION_VALUES],
+            sets=["database.componentRoles=false", "database.migration.createRoles=false"],
+        )
+    )
+    for workload in ("plait-operator", "plait-api"):
+        env = env_of(specs[workload])
+        assert env["PLAIT_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "plait-database",
+            "key": "url",
+        }
+        assert not [n for n in env if n.startswith("PLAIT_DATABASE_URL_")]
+    assert specs["plait-migrate"]["containers"][0]["args"] == ["migrate"]
+    assert not [n for n in env_of(specs["plait-migrate"]) if "PASSWORD" in n]
 
     specs = pod_specs(helm.render(values=[PRODUCTION_VALUES], sets=["database.perComponent=true"]))
     for workload, prefix in [("plait-operator", "url-"), ("plait-migrate", "migration-url-")]:
-        env = {e["name"]: e for e in specs[workload]["containers"][0]["env"]}
+        env = env_of(specs[workload])
         assert "PLAIT_DATABASE_URL" not in env
         for component in COMPONENTS:
             ref = env[f"PLAIT_DATABASE_URL_{component.upper()}"]["valueFrom"]["secretKeyRef"]
-            assert ref == {"name": "plait-database", "key": prefix + component.replace("_", "-")}
+            assert ref == {"name": "plait-database", "key": prefix + dashed(component)}
 
 
 def test_migration_hook_runs_before_install_and_upgrade(helm: Helm) -> None:
@@ -200,50 +272,101 @@ def test_migration_hook_runs_before_install_and_upgrade(helm: Helm) -> None:
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
 
 
-def test_operator_rbac_cluster_wide_is_exact(helm: Helm) -> None:
+@pytest.mark.parametrize("account", ["operator", "webhook"])
+def test_rbac_cluster_wide_is_the_table(helm: Helm, account: str) -> None:
     docs = helm.render()
-    assert rules_of(docs, "ClusterRole", "plait-operator") == expected_operator_rules(
-        secrets=True, namespaces=True
+    mode = "allNamespaces"
+    name = f"plait-{account}"
+    assert rules_of(docs, "ClusterRole", name) == table_triples(account, mode, scope="watched")
+    assert rules_of(docs, "ClusterRole", f"{name}-cluster") == table_triples(
+        account, mode, scope="cluster"
     )
-    assert rules_of(docs, "ClusterRole", "-crds") == {
-        ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")
-    }
-    assert rules_of(docs, "Role", "-leases") == {
-        ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")
-    }
+    binding = find(docs, "ClusterRoleBinding", f"{name}-cluster")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "plait"}]
+
+
+def test_rbac_grants_nothing_unused(helm: Helm) -> None:
+    docs = helm.render()
+    roles = sorted(d["metadata"]["name"] for d in docs if d["kind"] in {"Role", "ClusterRole"})
+    assert roles == [
+        "plait-operator",
+        "plait-operator-cluster",
+        "plait-webhook",
+        "plait-webhook-cluster",
+    ]
+    operator = granted_triples([d for d in docs if d["metadata"]["name"].startswith("plait-op")])
+    # Nothing no code calls: Secrets and pod logs are never read, Kopf runs standalone (no
+    # Leases, no peering objects), and cluster-wide it needs no namespaces.
+    assert not {t for t in operator if t[1] in {"secrets", "pods/log", "leases", "namespaces"}}
+    webhook = granted_triples([d for d in docs if d["metadata"]["name"].startswith("plait-we")])
+    assert ("authorization.k8s.io", "subjectaccessreviews", "create") in webhook
     # No wildcard anywhere, and no permission on webhook configurations.
     for doc in docs:
         for rule in doc.get("rules", []) if doc["kind"] in {"Role", "ClusterRole"} else []:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], doc["metadata"]["name"]
             assert "admissionregistration.k8s.io" not in rule["apiGroups"]
-    # The API gets no role at all.
-    assert not [
-        d for d in docs if d["kind"] in {"Role", "RoleBinding"} and "-api" in d["metadata"]["name"]
-    ]
+    # Without the webhook, its account and rules are gone.
+    docs = helm.render(sets=["webhook.enabled=false"])
+    assert not [d for d in docs if "webhook" in d["metadata"]["name"]]
 
 
-def test_operator_rbac_namespaced(helm: Helm) -> None:
+def test_rbac_namespaced(helm: Helm) -> None:
     docs = helm.render(
-        sets=[
-            "operator.allNamespaces=false",
-            "operator.watchNamespaces={team-a,team-b}",
-            "operator.readSecrets=false",
-        ]
+        sets=["operator.allNamespaces=false", "operator.watchNamespaces={team-a,team-b}"]
     )
-    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "plait-operator"]
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    for role in roles:
-        got = rules_of([role], "Role", "plait-operator")
-        assert got == expected_operator_rules(secrets=False, namespaces=False)
-    assert not [
-        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "plait-operator"
-    ]
+    for account in ("operator", "webhook"):
+        name = f"plait-{account}"
+        roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == name]
+        assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+        for role in roles:
+            assert rules_of([role], "Role", name) == table_triples(
+                account, "namespaced", scope="watched"
+            )
+        assert not [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == name]
+        assert rules_of(docs, "ClusterRole", f"{name}-cluster") == table_triples(
+            account, "namespaced", scope="cluster"
+        )
+    # Kopf lists and watches namespaces when it serves only some of them.
+    assert {("", "namespaces", "list"), ("", "namespaces", "watch")} <= rules_of(
+        docs, "ClusterRole", "plait-operator-cluster"
+    )
     operator = pod_specs(docs)["plait-operator"]["containers"][0]
     assert operator["args"] == ["operator", "--namespace=team-a", "--namespace=team-b"]
     for webhook in find(docs, "ValidatingWebhookConfiguration")["webhooks"]:
         expr = webhook["namespaceSelector"]["matchExpressions"][0]
         assert expr["values"] == ["team-a", "team-b"]
+
+
+def test_rbac_table_names_its_code_and_the_docs_show_it() -> None:
+    """Each rule says why and who needs it; every module:qualname it names exists."""
+    table = yaml.safe_load(RBAC_TABLE.read_text())
+    assert sorted(table) == ["operator", "webhook"]
+    doc = (ROOT / "docs" / "install.md").read_text()
+    for rules in table.values():
+        seen: set[Triple] = set()
+        for rule in rules:
+            assert rule["scope"] in {"watched", "cluster"}, rule
+            assert rule.get("modes", "both") in {"both", "allNamespaces", "namespaced"}, rule
+            assert rule["why"], rule
+            assert rule["code"], rule
+            assert rule["why"] in doc
+            for ref in rule["code"]:
+                if ": " in ref:  # a description ("kopf: ...")
+                    continue
+                module_name, _, qualname = ref.partition(":")
+                target: Any = importlib.import_module(module_name)
+                for part in qualname.split("."):
+                    assert hasattr(target, part), f"{ref} (in {RBAC_TABLE.name}) does not exist"
+                    target = getattr(target, part)
+            triples = {
+                (g, r, v)
+                for g in rule["apiGroups"]
+                for r in rule["resources"]
+                for v in rule["verbs"]
+            }
+            assert not triples & seen, f"listed twice: {triples & seen}"
+            seen |= triples
 
 
 def test_api_token_secret_is_a_mounted_file_and_no_kubernetes_access(helm: Helm) -> None:
@@ -284,8 +407,6 @@ def test_webhook_self_signed_certificate_matches_service(helm: Helm, tmp_path: P
         "port": 443,
     }
     secret = find(docs, "Secret", "-webhook-tls")
-    import base64
-
     ca = tmp_path / "ca.crt"
     ca.write_bytes(base64.b64decode(vwc["clientConfig"]["caBundle"]))
     crt = tmp_path / "tls.crt"
@@ -334,7 +455,7 @@ def test_optional_parts(helm: Helm) -> None:
     policies = {d["metadata"]["name"] for d in docs if d["kind"] == "NetworkPolicy"}
     assert policies == {"plait-operator", "plait-api", "plait-migrate"}
     assert not [d for d in docs if d["kind"] == "ValidatingWebhookConfiguration"]
-    assert "PLAIT_WEBHOOK_CERT_DIR" not in str(pod_specs(docs)["plait-operator"])
+    assert "plait-webhook" not in pod_specs(docs)
     # NetworkPolicies turned off: only the bundled database keeps its policy.
     docs = helm.render(sets=["networkPolicy.enabled=false"])
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "NetworkPolicy"] == [

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from plait.kernel.components import COMPONENTS
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.install.conftest import CHART, PRODUCTION_VALUES, ROOT, VALUES_DIR, Helm
 
@@ -47,12 +48,22 @@ def restricted(kube: Kube) -> None:
     )
 
 
+def database_secret_literals() -> list[str]:
+    """The keys docs/install.md puts in the database Secret: the migration DSN, and per
+    component its role's password and the DSN that logs in as that role."""
+    db = "db.invalid:5432/plait"
+    literals = [f"--from-literal=migration-url=postgresql://plait_migrator:x@{db}"]
+    for c in COMPONENTS:
+        dashed = c.name.replace("_", "-")
+        literals += [
+            f"--from-literal=password-{dashed}=pw-{dashed}",
+            f"--from-literal=url-{dashed}=postgresql://{c.role}:pw-{dashed}@{db}",
+        ]
+    return literals
+
+
 def database_secret(kube: Kube) -> None:
-    kube.kubectl(
-        "create", "secret", "generic", "plait-database",
-        "--from-literal=url=postgresql://plait_app:x@db.invalid:5432/plait",
-        "--from-literal=migration-url=postgresql://plait_migrator:x@db.invalid:5432/plait",
-    )  # fmt: skip
+    kube.kubectl("create", "secret", "generic", "plait-database", *database_secret_literals())
 
 
 def items(cluster: KubeCluster, *args: str) -> list[dict[str, Any]]:
@@ -130,7 +141,9 @@ def test_helm_install_upgrade_uninstall(
                      "--wait", "--timeout", "3m")  # fmt: skip
     try:
         crds_established(kube.cluster)
-        pods = wait_for_running(kube.cluster, kube.namespace, selector, "operator", "api")
+        pods = wait_for_running(
+            kube.cluster, kube.namespace, selector, "operator", "api", "webhook"
+        )
         assert "postgresql" in pods
         assert set(pods.values()) == {NODE}
         # The post-install migration hook ran and, having succeeded, was cleaned up.
@@ -144,6 +157,9 @@ def test_helm_install_upgrade_uninstall(
         assert [n.split("/")[0] for n in listed] == ["taskdefinition.plait.dev"]
 
         cert_before = webhook[0]["webhooks"][0]["clientConfig"]["caBundle"]
+        database = f"secret/{release}-plait-postgresql"
+        passwords_before = json.loads(kube.kubectl("get", database, "-o", "json"))["data"]
+        assert {f"password-{c.name.replace('_', '-')}" for c in COMPONENTS} <= set(passwords_before)
         cluster_helm.run("upgrade", release, str(CHART), *ns, "-f", str(KWOK_VALUES),
                          "--set", "api.replicas=3", "--wait", "--timeout", "3m")  # fmt: skip
         api = json.loads(kube.kubectl("get", "deployment", f"{release}-plait-api", "-o", "json"))
@@ -154,9 +170,11 @@ def test_helm_install_upgrade_uninstall(
             "three API pods",
             lambda: len(items(kube.cluster, "pods", "-n", kube.namespace, "-l", api_pods)) == 3,
         )
-        # lookup kept the webhook CA (and the bundled database's password) stable.
+        # lookup kept the webhook CA and the bundled database's passwords stable.
         webhook = items(kube.cluster, "validatingwebhookconfigurations", "-l", selector)
         assert webhook[0]["webhooks"][0]["clientConfig"]["caBundle"] == cert_before
+        passwords = json.loads(kube.kubectl("get", database, "-o", "json"))["data"]
+        assert passwords == passwords_before
         history = json.loads(cluster_helm.run("history", release, *ns, "-o", "json").stdout)
         assert [h["status"] for h in history] == ["superseded", "deployed"]
     finally:
@@ -191,9 +209,13 @@ def test_helm_install_production_values(
             d["metadata"]["name"]: d["status"].get("readyReplicas")
             for d in items(kube.cluster, "deployments", "-n", kube.namespace, "-l", selector)
         }
-        assert deployments == {f"{release}-plait-operator": 2, f"{release}-plait-api": 3}
+        assert deployments == {
+            f"{release}-plait-operator": 2,
+            f"{release}-plait-api": 3,
+            f"{release}-plait-webhook": 2,
+        }
         policies = items(kube.cluster, "networkpolicies", "-n", kube.namespace, "-l", selector)
-        assert len(policies) == 3
+        assert len(policies) == 4
     finally:
         cluster_helm.run("uninstall", release, *ns, "--wait", "--timeout", "2m")
     assert wait_for(
@@ -213,8 +235,7 @@ def test_kubectl_apply_manifests(plait_crds: KubeCluster) -> None:
     try:
         cluster.kubectl(
             "-n", "plait", "create", "secret", "generic", "plait-database",
-            "--from-literal=url=postgresql://plait_app:x@db.invalid:5432/plait",
-            "--from-literal=migration-url=postgresql://plait_migrator:x@db.invalid:5432/plait",
+            *database_secret_literals(),
         )  # fmt: skip
         proc = cluster.run_kubectl("apply", "-f", str(manifests))
         assert proc.returncode == 0, proc.stderr

@@ -59,9 +59,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* The eight components, each with its own DSN in the database-per-component mode. */}}
+{{/* The eight components; `plait operator` opens a pool for each of them. */}}
 {{- define "plait.components" -}}
 workflow_orchestrator event_processing task_execution integration auth testing_framework web_application observability
+{{- end -}}
+
+{{/* The components `plait api` opens a pool for (plait.api.app:serve): it gets only these. */}}
+{{- define "plait.apiComponents" -}}
+event_processing observability
 {{- end -}}
 
 {{/* Name of the Secret with the runtime DSNs: the bundled PostgreSQL's, or the user's. */}}
@@ -71,7 +76,7 @@ workflow_orchestrator event_processing task_execution integration auth testing_f
 {{- else if .Values.database.existingSecret -}}
 {{- .Values.database.existingSecret -}}
 {{- else -}}
-{{- fail "database.existingSecret is required when postgresql.enabled is false: create a Secret with the DSN (kubectl create secret generic plait-database --from-literal=url=postgresql://... --from-literal=migration-url=postgresql://...) and set database.existingSecret=plait-database" -}}
+{{- fail "database.existingSecret is required when postgresql.enabled is false: create a Secret with one DSN per component (url-<component>), the migration DSN (migration-url) and the components' passwords (password-<component>), see docs/install.md, and set database.existingSecret" -}}
 {{- end -}}
 {{- end -}}
 
@@ -83,10 +88,16 @@ workflow_orchestrator event_processing task_execution integration auth testing_f
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when every database lives in its own database (never with the bundled one). */}}
+{{- define "plait.databasePerComponent" -}}
+{{- if and .Values.database.perComponent (not .Values.postgresql.enabled) }}true{{ end -}}
+{{- end -}}
+
 {{/*
 DSN environment variables: call with (dict "secret" NAME "urlKey" KEY "prefix" PREFIX
-"perComponent" BOOL "components" LIST). In the per-component mode each component gets
-PLAIT_DATABASE_URL_<COMPONENT>; otherwise one PLAIT_DATABASE_URL serves all of them.
+"perComponent" BOOL "components" LIST). Per component, each component gets
+PLAIT_DATABASE_URL_<COMPONENT> from the key PREFIX<component-with-dashes>; otherwise one
+PLAIT_DATABASE_URL serves all of them.
 */}}
 {{- define "plait.databaseEnv" -}}
 {{- if .perComponent }}
@@ -106,12 +117,32 @@ PLAIT_DATABASE_URL_<COMPONENT>; otherwise one PLAIT_DATABASE_URL serves all of t
 {{- end }}
 {{- end -}}
 
+{{/*
+DSNs of a running process: call with (dict "root" $ "components" LIST). With
+database.componentRoles (the default) each component logs in as its own role.
+*/}}
 {{- define "plait.runtimeDatabaseEnv" -}}
-{{- include "plait.databaseEnv" (dict "secret" (include "plait.databaseSecret" .) "urlKey" .Values.database.urlKey "prefix" .Values.database.componentKeyPrefix "perComponent" (and .Values.database.perComponent (not .Values.postgresql.enabled)) "components" (include "plait.components" .)) }}
+{{- $v := .root.Values.database }}
+{{- $perComponent := or $v.componentRoles (include "plait.databasePerComponent" .root) }}
+{{- include "plait.databaseEnv" (dict "secret" (include "plait.databaseSecret" .root) "urlKey" $v.urlKey "prefix" $v.componentKeyPrefix "perComponent" $perComponent "components" .components) }}
 {{- end -}}
 
+{{/*
+The migration Job's DSNs, and, when it creates the component roles, their LOGIN passwords
+(PLAIT_DATABASE_PASSWORD_<COMPONENT>, read by `plait migrate --create-roles`).
+*/}}
 {{- define "plait.migrationDatabaseEnv" -}}
-{{- include "plait.databaseEnv" (dict "secret" (include "plait.migrationSecret" .) "urlKey" .Values.database.migration.urlKey "prefix" .Values.database.migration.componentKeyPrefix "perComponent" (and .Values.database.perComponent (not .Values.postgresql.enabled)) "components" (include "plait.components" .)) }}
+{{- $m := .Values.database.migration }}
+{{- include "plait.databaseEnv" (dict "secret" (include "plait.migrationSecret" .) "urlKey" $m.urlKey "prefix" $m.componentKeyPrefix "perComponent" (include "plait.databasePerComponent" .) "components" (include "plait.components" .)) }}
+{{- if and $m.createRoles .Values.database.componentRoles }}
+{{- range $c := splitList " " (include "plait.components" .) }}
+- name: PLAIT_DATABASE_PASSWORD_{{ upper $c }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "plait.migrationSecret" $ }}
+      key: {{ printf "%s%s" $m.passwordKeyPrefix (replace "_" "-" $c) }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Environment every Plait process shares. */}}

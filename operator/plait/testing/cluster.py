@@ -43,6 +43,19 @@ SIMULATION_ANNOTATIONS = {
 }
 
 NODE_NAME = "kwok-node-0"
+#: The API server records every request made with a ServiceAccount token, except the control
+#: plane's own (kube-system), so a test can compare what a process did with its RBAC rules.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _STAGES_DIR = Path(__file__).with_name("kwok")
 _COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -98,6 +111,8 @@ class LocalCluster:
         self.progress = progress
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.log_dir = self.state_dir / "logs"
+        #: JSON lines, one per request made with a ServiceAccount token (``AUDIT_POLICY``).
+        self.audit_log = self.log_dir / "audit.log"
         self.ports = _Ports()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._started_at = 0.0
@@ -203,6 +218,7 @@ class LocalCluster:
 
     def _start_apiserver(self, timeout: float) -> None:
         pki = self.state_dir / "pki"
+        (pki / "audit-policy.yaml").write_text(AUDIT_POLICY)
         self._spawn(
             "kube-apiserver",
             f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
@@ -220,6 +236,9 @@ class LocalCluster:
             "--profiling=false",
             "--max-requests-inflight=1000",
             "--max-mutating-requests-inflight=500",
+            f"--audit-policy-file={pki / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-mode=blocking",
             "--v=0",
         )
         # kube-apiserver writes a self-signed serving certificate (with its CA) on start.

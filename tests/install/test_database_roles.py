@@ -1,0 +1,178 @@
+"""The default install's database: each component logs in as its own role, confined to its schema.
+
+The chart is rendered with its defaults (the bundled PostgreSQL). A private PostgreSQL
+stands in for the bundled one: its superuser gets the rendered Secret's password, as the
+postgres image's entrypoint does from POSTGRES_PASSWORD_FILE. The migration Job's command
+then runs with the Job's own environment (Secret references resolved from the rendered
+Secret), and every DSN the operator's and the API's Deployments get is tried: it logs in
+as its component's role, reaches that component's schema, and is refused every other one.
+The API is also started with its Deployment's environment, and serves.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from plait.kernel.components import COMPONENTS, component_by_name
+from plait.testing import PostgresServer
+from plait.testing._process import free_port, stop_process, wait_until
+from tests.install.conftest import Helm, find
+
+NAMESPACE = "plait"
+BUNDLED_HOST = f"plait-postgresql.{NAMESPACE}.svc:5432"
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The rendered workloads, by name, and the stand-in server they are pointed at."""
+
+    workloads: dict[str, dict[str, Any]]
+    secrets: dict[str, dict[str, str]]
+    server: PostgresServer
+
+    def env(self, workload: str) -> dict[str, str]:
+        """The container's environment as the kubelet would set it, aimed at ``server``."""
+        container = self.workloads[workload]["spec"]["template"]["spec"]["containers"][0]
+        env: dict[str, str] = {}
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = var["value"]
+            elif "secretKeyRef" in var.get("valueFrom", {}):
+                ref = var["valueFrom"]["secretKeyRef"]
+                env[var["name"]] = self.secrets[ref["name"]][ref["key"]]
+            else:  # fieldRef: the pod's own name and namespace
+                env[var["name"]] = "test"
+        local = f"127.0.0.1:{self.server.port}"
+        return {k: v.replace(BUNDLED_HOST, local) for k, v in env.items()}
+
+    def args(self, workload: str) -> list[str]:
+        container = self.workloads[workload]["spec"]["template"]["spec"]["containers"][0]
+        return list(container["args"])
+
+
+def clean_environ() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
+
+
+def run_plait(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "plait", *args],
+        env={**clean_environ(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def installed(helm_bin: Any) -> Iterator[Installed]:
+    """The default render, migrated by its own Job's command on a private PostgreSQL.
+
+    Private, because roles are global to a server: the session's server has its own.
+    """
+    docs = Helm(helm_bin).render(namespace=NAMESPACE)
+    secrets = {
+        d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+        for d in docs
+        if d["kind"] == "Secret"
+    }
+    workloads = {
+        d["metadata"]["name"]: d for d in docs if d["kind"] in {"Deployment", "StatefulSet", "Job"}
+    }
+    bundled = find(docs, "StatefulSet", "-postgresql")["metadata"]["name"]
+    with PostgresServer() as server:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
+                    sql.Literal(secrets[bundled]["password"])
+                )
+            )
+            conn.execute("CREATE DATABASE plait")
+        result = Installed(workloads, secrets, server)
+        done = run_plait(result.args("plait-migrate"), result.env("plait-migrate"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield result
+
+
+def test_the_migration_job_runs_again_on_upgrade(installed: Installed) -> None:
+    """The hook runs before every upgrade: creating the roles and grants again is a no-op."""
+    done = run_plait(installed.args("plait-migrate"), installed.env("plait-migrate"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "up to date" in done.stdout
+    dsn = installed.env("plait-operator")["PLAIT_DATABASE_URL_AUTH"]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM auth_service.roles").fetchone() == (3,)
+
+
+def tables_by_schema(installed: Installed) -> dict[str, str]:
+    """One table of each component's schema, read as the superuser."""
+    dsn = installed.env("plait-migrate")["PLAIT_DATABASE_URL"]
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT schemaname, min(tablename) FROM pg_tables "
+            "WHERE schemaname LIKE '%\\_service' GROUP BY 1"
+        ).fetchall()
+    return dict(rows)
+
+
+@pytest.mark.parametrize("workload", ["plait-operator", "plait-api"])
+def test_each_dsn_reaches_its_own_schema_and_no_other(installed: Installed, workload: str) -> None:
+    tables = tables_by_schema(installed)
+    assert len(tables) == len(COMPONENTS)
+    env = installed.env(workload)
+    dsns = {k.removeprefix("PLAIT_DATABASE_URL_"): v for k, v in env.items() if "_URL_" in k}
+    assert dsns
+    for suffix, dsn in dsns.items():
+        component = component_by_name(suffix.lower())
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (component.role,)
+            own = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(component.schema), sql.Identifier(tables[component.schema])
+            )
+            conn.execute(own)
+            for schema, table in tables.items():
+                if schema == component.schema:
+                    continue
+                query = sql.SQL("SELECT * FROM {}.{} LIMIT 1").format(
+                    sql.Identifier(schema), sql.Identifier(table)
+                )
+                with pytest.raises(
+                    psycopg.errors.InsufficientPrivilege,
+                    match=f"permission denied for schema {schema}",
+                ):
+                    conn.execute(query)
+
+
+def test_the_api_serves_with_its_deployment_environment(installed: Installed) -> None:
+    port = free_port()
+    env = {**clean_environ(), **installed.env("plait-api"), "PLAIT_API_TOKEN": "t" * 32}
+    args = [*installed.args("plait-api"), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plait", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            url = f"http://127.0.0.1:{port}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+
+        wait_until(ready, timeout=60, what="plait api /readyz")
+    finally:
+        stop_process(proc)
