@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 
+from plait.admission.review import review
 from plait.integration import repository
 from plait.integration.credentials import (
     IntegrationUnavailable,
@@ -132,3 +133,35 @@ async def test_a_missing_or_deleted_integration_is_a_clear_error(db: Database) -
         await repository.delete_integration(conn, "ns", "gone")
     with pytest.raises(IntegrationUnavailable, match="'gone' does not exist"):
         await for_task(db, "ns", ["gone"])
+
+
+async def test_admission_refuses_secret_keys_the_type_does_not_declare() -> None:
+    async def read(namespace: str, wanted: set[tuple[str, str]]) -> dict[Any, Any]:
+        return {}
+
+    async def authorize(user: Any, namespace: str, need: Any) -> bool:
+        return True
+
+    def request(secret_ref: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "uid": "u",
+            "operation": "CREATE",
+            "namespace": "ns",
+            "userInfo": {"username": "author"},
+            "object": {
+                "apiVersion": "plait.dev/v1alpha1",
+                "kind": "Integration",
+                "metadata": {"name": "lake"},
+                "spec": {"type": "s3", "settings": {"bucket": "b"}, "secretRef": secret_ref},
+            },
+        }
+
+    refused = await review(request({"name": "aws", "keys": {"accessKey": "id"}}), read, authorize)
+    assert refused["allowed"] is False
+    assert refused["status"] == {
+        "code": 422,
+        "message": "spec.secretRef.keys.accessKey: 'accessKey' is not a secret key of type "
+        "'s3' (its secret keys: accessKeyId, secretAccessKey)",
+    }
+    renamed = request({"name": "aws", "keys": {"accessKeyId": "id"}})
+    assert (await review(renamed, read, authorize))["allowed"] is True

@@ -23,6 +23,7 @@ from typing import Any
 
 from plait.admission.access import Need, UserInfo, needs
 from plait.integration.catalog import BUILTIN_TYPES, settings_problems
+from plait.integration.credentials import secret_ref_problems
 from plait.resources.integration import IntegrationSpec
 from plait.resources.validation import Problem, check_resource, parse_spec, references
 
@@ -44,7 +45,8 @@ def _listing(problems: list[str]) -> str:
 
 
 def _integration_problems(obj: Mapping[str, Any]) -> list[Problem]:
-    """The type is a catalog type and the settings match its schema (built in, no lookup)."""
+    """The type is a catalog type, the settings match its schema and secretRef names only
+    its secret keys (built in, no lookup)."""
     spec = parse_spec("Integration", obj["spec"])
     assert isinstance(spec, IntegrationSpec)
     kind = BUILTIN_TYPES.get(spec.type)
@@ -52,7 +54,8 @@ def _integration_problems(obj: Mapping[str, Any]) -> list[Problem]:
         known = ", ".join(sorted(BUILTIN_TYPES))
         message = f"{spec.type!r} is not an integration type (types: {known})"
         return [Problem("spec.type", message, "NotSupported")]
-    return [Problem(path, message) for path, message in settings_problems(kind, spec.settings)]
+    found = settings_problems(kind, spec.settings) + secret_ref_problems(spec, kind)
+    return [Problem(path, message) for path, message in found]
 
 
 def _denial(need: Need, user: UserInfo, namespace: str) -> str:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from plait.integration import repository
-from plait.integration.repository import IntegrationDefinition
 from plait.kernel.database import Database
 from plait.resources.integration import IntegrationSpec
 
 __all__ = [
+    "CatalogType",
     "IntegrationUnavailable",
     "SecretItem",
     "TaskIntegration",
@@ -48,13 +48,22 @@ class TaskIntegration:
     secret_items: tuple[SecretItem, ...]
 
 
+class CatalogType(Protocol):
+    """A catalog type as the check needs it: the built-in one in code (what admission
+    checks) or its row in ``integration_definitions`` (what the reconciler reads)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def secret_keys(self) -> Sequence[str]: ...
+
+
 class IntegrationUnavailable(Exception):
     """A task names an Integration that cannot be given to it (the message says why)."""
 
 
-def secret_ref_problems(
-    spec: IntegrationSpec, catalog_type: IntegrationDefinition
-) -> list[tuple[str, str]]:
+def secret_ref_problems(spec: IntegrationSpec, catalog_type: CatalogType) -> list[tuple[str, str]]:
     """(field path, message) for every key of ``secretRef`` the type does not declare."""
     ref = spec.secret_ref
     if ref is None:
