@@ -131,12 +131,12 @@ def test_database_ahead_of_code_is_refused_with_a_clear_message(
     with psycopg.connect(postgres) as conn:
         conn.execute(
             f"INSERT INTO public.{LEDGER_TABLE} (component, version, name, checksum) "
-            "VALUES ('event_processing', 2, 'from_the_future', repeat('a', 64))"
+            "VALUES ('event_processing', 99, 'from_the_future', repeat('a', 64))"
         )
     with pytest.raises(
         DatabaseAheadError,
         match=r"ahead of this code: component "
-        r"'event_processing' has migration 0002_from_the_future applied",
+        r"'event_processing' has migration 0099_from_the_future applied",
     ):
         migrate_database(postgres, COMPONENTS)
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from plait.task_execution import repository as repo
-from plait.task_execution.states import TaskState
+from plait.task_execution.states import STATES, TaskState
 from tests.fixtures.database import ConnectAs
 
 
@@ -135,3 +135,77 @@ async def test_task_definition_soft_delete(conn: psycopg.AsyncConnection) -> Non
     await repo.upsert_task_definition(conn, "ci", "compile", {"image": "gcc"})
     assert await repo.delete_task_definition(conn, "ci", "compile") == 1
     assert await repo.latest_task_definition(conn, "ci", "compile") is None
+
+
+async def test_a_move_the_state_machine_forbids_changes_nothing(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    """Every move set_task_state is asked for and STATES forbids is a no-op (a lost race)."""
+    wf = uuid.uuid4()
+    for old in TaskState:
+        for n, new in enumerate(TaskState, start=1):
+            if new in STATES.transitions[old]:
+                continue
+            row, _ = await attempt(conn, wf, n, task=f"from-{old.value.lower()}")
+            for step in _path_to(old):
+                assert await repo.set_task_state(conn, row.job_name, step) is not None
+            before = await repo.attempt_by_job(conn, row.job_name)
+            assert await repo.set_task_state(conn, row.job_name, new) is None, (old, new)
+            assert await repo.attempt_by_job(conn, row.job_name) == before
+
+
+def _path_to(state: TaskState) -> list[TaskState]:
+    """Moves from Pending that reach ``state`` (shortest, through the table)."""
+    paths: dict[TaskState, list[TaskState]] = {TaskState.PENDING: []}
+    frontier = [TaskState.PENDING]
+    while frontier:
+        current = frontier.pop(0)
+        for nxt in sorted(STATES.transitions[current]):
+            if nxt not in paths:
+                paths[nxt] = [*paths[current], nxt]
+                frontier.append(nxt)
+    return paths[state]
+
+
+async def test_an_attempt_that_never_started_is_recorded_skipped_in_one_insert(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    wf = uuid.uuid4()
+    skipped, created = await repo.insert_task_attempt(
+        conn,
+        namespace="ci",
+        workflow_instance_id=wf,
+        task_name="late",
+        attempt=1,
+        job_name="wf-late-1",
+        state=TaskState.SKIPPED,
+        message="not started: the workflow was cancelled",
+    )
+    assert created
+    assert (skipped.state, skipped.message) == (
+        TaskState.SKIPPED,
+        "not started: the workflow was cancelled",
+    )
+    assert skipped.finished_at is not None
+    assert skipped.started_at is None
+    launched, _ = await attempt(conn, wf, task="raced")
+    kept, created = await repo.insert_task_attempt(
+        conn,
+        namespace="ci",
+        workflow_instance_id=wf,
+        task_name="raced",
+        attempt=1,
+        job_name=launched.job_name,
+        state=TaskState.SKIPPED,
+    )
+    assert (kept, created) == (launched, False), "a launched attempt is never marked skipped"
+    with pytest.raises(ValueError, match="cannot start Running"):
+        await repo.insert_task_attempt(
+            conn,
+            namespace="ci",
+            workflow_instance_id=wf,
+            task_name="x",
+            attempt=1,
+            job_name="wf-x-1",
+            state=TaskState.RUNNING,
+        )

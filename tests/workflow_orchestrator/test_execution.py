@@ -240,7 +240,12 @@ def test_cancel_stops_running_tasks(
     cluster: Kube, start_operator: StartOperator, migrated_database: str
 ) -> None:
     start_operator()
-    submit(cluster, "long", [task("forever", duration="300s"), task("next", deps=["forever"])])
+    submit(
+        cluster,
+        "long",
+        [task("forever", duration="300s"), task("next", deps=["forever"])],
+        onExit=task("report"),
+    )
     wait_phase(cluster, "long-run", {"Running"})
     wait_until(
         lambda: attempts(migrated_database, "long-run")[0][2] == "Running",
@@ -250,9 +255,23 @@ def test_cancel_stops_running_tasks(
     cluster.kubectl("patch", "wfi", "long-run", "--type=merge", "-p", '{"spec":{"cancel":true}}')
     final = wait_phase(cluster, "long-run")
     assert final["phase"] == "Cancelled"
-    assert [(r[0], r[2]) for r in attempts(migrated_database, "long-run")] == [
-        ("forever", "Cancelled")
+    rows = attempts(migrated_database, "long-run")
+    assert [(r[0], r[2], r[5]) for r in rows] == [
+        ("forever", "Cancelled", "the workflow was cancelled"),
+        ("next", "Skipped", "not started: the workflow was cancelled"),
+        ("report", "Skipped", "not started: the workflow was cancelled"),
     ]
+    # Nothing of a finished run is left pending: the counts add up to the total.
+    assert final["counts"] == {
+        "total": 3,
+        "pending": 0,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "skipped": 2,
+        "cancelled": 1,
+    }
+    assert final["progress"] == "3/3"
     wait_until(lambda: not jobs(cluster), timeout=30, what="the Job to be deleted")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import psycopg
@@ -9,7 +10,12 @@ import pytest
 
 from plait.errors import ValidationError
 from plait.workflow_orchestrator import repository as repo
-from plait.workflow_orchestrator.states import SubscriptionStatus, WorkflowPhase
+from plait.workflow_orchestrator.states import (
+    FINAL_PHASES,
+    PHASES,
+    SubscriptionStatus,
+    WorkflowPhase,
+)
 from tests.fixtures.database import ConnectAs
 
 SPEC = {"tasks": [{"name": "build", "image": "alpine"}]}
@@ -295,3 +301,91 @@ async def test_subscriptions_expire_once_and_are_cancelled_with_their_run(
         "now": SubscriptionStatus.EXPIRED,
     }
     assert await repo.next_expiry(conn) is None
+
+
+async def test_a_phase_move_the_state_machine_forbids_changes_nothing(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    """set_workflow_phase is a no-op (a lost race) for every move PHASES forbids, and for
+    the retry's reopening (Failed -> Running), which only reopen_for_retry may do."""
+    paths = {
+        WorkflowPhase.PENDING: [],
+        WorkflowPhase.RUNNING: [WorkflowPhase.RUNNING],
+        WorkflowPhase.SUSPENDED: [WorkflowPhase.RUNNING, WorkflowPhase.SUSPENDED],
+        WorkflowPhase.SUCCEEDED: [WorkflowPhase.RUNNING, WorkflowPhase.SUCCEEDED],
+        WorkflowPhase.FAILED: [WorkflowPhase.RUNNING, WorkflowPhase.FAILED],
+        WorkflowPhase.CANCELLED: [WorkflowPhase.CANCELLED],
+        WorkflowPhase.ERROR: [WorkflowPhase.ERROR],
+    }
+    n = 0
+    for old, path in paths.items():
+        for new in WorkflowPhase:
+            if new in PHASES.transitions[old] and old not in FINAL_PHASES:
+                continue
+            n += 1
+            instance = await _instance(conn, f"run-{n}")
+            for step in path:
+                assert await repo.set_workflow_phase(conn, instance.id, step) is not None
+            before = await repo.get_workflow_instance(conn, instance.id)
+            assert before is not None
+            assert before.phase is old
+            assert await repo.set_workflow_phase(conn, instance.id, new) is None, (old, new)
+            assert await repo.get_workflow_instance(conn, instance.id) == before
+    failed = await _instance(conn, "retried")
+    await repo.set_workflow_phase(conn, failed.id, WorkflowPhase.FAILED)
+    reopened = await repo.reopen_for_retry(conn, failed.id, 1)
+    assert reopened is not None
+    assert (reopened.phase, reopened.retries) == (WorkflowPhase.RUNNING, 1)
+    assert await repo.reopen_for_retry(conn, failed.id, 2) is None, "only a failed run reopens"
+
+
+async def test_due_runs_are_claimed_once_with_a_lease(connect_as: ConnectAs) -> None:
+    conn = await connect_as("workflow_orchestrator")
+    other = await connect_as("workflow_orchestrator")
+    due = await _instance(conn, "due")
+    later = await _instance(conn, "later")
+    await _instance(conn, "never")
+    now = (await (await conn.execute("SELECT now()")).fetchone())[0]  # type: ignore[index]
+    for run, wake in ((due, now - dt.timedelta(seconds=1)), (later, now + dt.timedelta(hours=1))):
+        await repo.set_workflow_phase(conn, run.id, WorkflowPhase.RUNNING)
+        assert await repo.set_wake_at(conn, run.id, wake, seen=None) == wake
+    assert await repo.next_deadline(conn) == 0
+    assert await repo.next_deadline(conn, ["elsewhere"]) is None
+    assert await repo.claim_due_runs(conn, lease_seconds=30, namespaces=["elsewhere"]) == []
+    # Two replicas at once: the row lock of one makes the other skip the run.
+    async with conn.transaction():
+        claimed = await repo.claim_due_runs(conn, lease_seconds=30)
+        assert await repo.claim_due_runs(other, lease_seconds=30) == []
+    assert claimed == [repo.DueRun(due.id, "ci", "due")]
+    assert await repo.claim_due_runs(other, lease_seconds=30) == [], "leased for 30 s"
+    leased = await repo.get_workflow_instance(conn, due.id)
+    assert leased is not None
+    assert leased.wake_at is not None
+    assert 29 < (leased.wake_at - now).total_seconds() < 31
+    due_in = await repo.next_deadline(conn)
+    assert due_in is not None
+    assert 28 < due_in <= 30
+
+
+async def test_a_wake_is_never_dropped_by_a_writer_that_read_an_older_one(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    run = await _instance(conn)
+    await repo.set_workflow_phase(conn, run.id, WorkflowPhase.RUNNING)
+    t0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    retry = t0 + dt.timedelta(minutes=1)
+    timeout = t0 + dt.timedelta(minutes=5)
+    # An advance that read no wake records the run's timeout...
+    assert await repo.set_wake_at(conn, run.id, timeout, seen=None) == timeout
+    # ...one that read it records an earlier retry: it saw the latest, so it decides.
+    assert await repo.set_wake_at(conn, run.id, retry, seen=timeout) == retry
+    # A slower advance that read the timeout only (before the retry was due) and found
+    # nothing to wake for keeps the retry: the earlier of the two wins.
+    assert await repo.set_wake_at(conn, run.id, None, seen=timeout) == retry
+    assert await repo.set_wake_at(conn, run.id, timeout, seen=timeout) == retry
+    # Once the retry started, the advance that read it moves the wake to the timeout.
+    assert await repo.set_wake_at(conn, run.id, timeout, seen=retry) == timeout
+    ended = await repo.set_workflow_phase(conn, run.id, WorkflowPhase.FAILED)
+    assert ended is not None
+    assert ended.wake_at is None, "a finished run has no deadline"
+    assert await repo.set_wake_at(conn, run.id, retry, seen=None) is None

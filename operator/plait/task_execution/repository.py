@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from plait.kernel import versions
 from plait.kernel.database import Page, fetch_page
-from plait.task_execution.states import FINAL_STATES, TaskState
+from plait.task_execution.states import FINAL_STATES, STATES, TaskState
 
 __all__ = [
     "TaskDefinition",
@@ -120,14 +120,24 @@ async def insert_task_attempt(
     definition: tuple[str, int] | None = None,
     trace_id: str | None = None,
     span_id: str | None = None,
+    state: TaskState = TaskState.PENDING,
+    message: str | None = None,
 ) -> tuple[TaskInstance, bool]:
-    """Record attempt ``attempt`` of a task unless it exists; (attempt, created)."""
+    """Record attempt ``attempt`` of a task unless it exists; (attempt, created).
+
+    An attempt starts Pending, or Skipped (with a ``message``) when its run ended before
+    it could start: a row that exists already is left as it is, whatever its state.
+    """
+    if state not in STATES.initial:
+        raise ValueError(f"a task attempt cannot start {state.value}")
     definition_name, definition_version = definition or (None, None)
     async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
         await cur.execute(
             "INSERT INTO task_execution_service.task_instances (namespace, workflow_instance_id, "
             "task_name, attempt, job_name, definition_name, definition_version, inputs, "
-            "trace_id, span_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "trace_id, span_id, state, message, finished_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            " CASE WHEN %s THEN now() END) "
             "ON CONFLICT (workflow_instance_id, task_name, attempt) DO NOTHING RETURNING *",
             (
                 namespace,
@@ -140,6 +150,9 @@ async def insert_task_attempt(
                 Jsonb(dict(inputs or {})),
                 trace_id,
                 span_id,
+                state.value,
+                message,
+                state.final,
             ),
         )
         created = await cur.fetchone()
@@ -197,7 +210,9 @@ async def set_task_state(
     outputs: Mapping[str, Any] | None = None,
     message: str | None = None,
 ) -> TaskInstance | None:
-    """Move a not-yet-final attempt (found by its Job) to ``state``; None if final or missing."""
+    """Move an attempt (found by its Job) to ``state``; None when it is missing or its
+    state may not move to ``state`` (:data:`STATES`: a final state never moves, and
+    moving to the state it is in is no change): a lost race, not an error."""
     async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
         await cur.execute(
             "UPDATE task_execution_service.task_instances SET state = %(state)s, "
@@ -206,7 +221,7 @@ async def set_task_state(
             "started_at = CASE WHEN %(started)s THEN coalesce(started_at, now()) "
             "ELSE started_at END, "
             "finished_at = CASE WHEN %(final)s THEN now() END "
-            "WHERE job_name = %(job_name)s AND state <> ALL(%(finals)s) RETURNING *",
+            "WHERE job_name = %(job_name)s AND state = ANY(%(sources)s) RETURNING *",
             {
                 "state": state.value,
                 "exit_code": exit_code,
@@ -215,7 +230,7 @@ async def set_task_state(
                 "started": state in _STARTED,
                 "final": state in FINAL_STATES,
                 "job_name": job_name,
-                "finals": [s.value for s in FINAL_STATES],
+                "sources": STATES.sources_sql(state),
             },
         )
         return await cur.fetchone()

@@ -168,6 +168,33 @@ class TaskExecution:
             )
             await repository.set_task_state(conn, name, state, message=reason[:4096])
 
+    async def record_not_started(
+        self,
+        *,
+        namespace: str,
+        instance_name: str,
+        instance_uid: str,
+        task: str,
+        attempt: int,
+        reason: str,
+    ) -> bool:
+        """Record a task that will never start (its run ended first) as Skipped, in one
+        insert: an attempt recorded meanwhile (a launch racing the end) is left to be
+        cancelled with its Job, never marked as not started. True if it was recorded."""
+        name = job_name(instance_name, instance_uid, task, attempt)
+        async with self._db.connection(COMPONENT) as conn:
+            _, created = await repository.insert_task_attempt(
+                conn,
+                namespace=namespace,
+                workflow_instance_id=uuid.UUID(instance_uid),
+                task_name=task,
+                attempt=attempt,
+                job_name=name,
+                state=TaskState.SKIPPED,
+                message=reason[:4096],
+            )
+        return created
+
     async def update_without_job(
         self,
         instance_uid: uuid.UUID,

@@ -1,12 +1,15 @@
-"""States of a task attempt.
+"""States of a task attempt, with the moves allowed between them.
 
-Declared once here; the CHECK constraint in sql/task_execution_service lists the same
-values and a test keeps the two equal.
+Declared once here; the CHECK constraint and the transition trigger in
+sql/task_execution_service list the same values and moves, and tests keep them equal (see
+:mod:`plait.kernel.transitions`).
 """
 
 from enum import StrEnum
 
-__all__ = ["FINAL_STATES", "TaskState"]
+from plait.kernel.transitions import StateMachine
+
+__all__ = ["FINAL_STATES", "STATES", "TaskState"]
 
 
 class TaskState(StrEnum):
@@ -34,4 +37,23 @@ FINAL_STATES = frozenset(
         TaskState.CANCELLED,
         TaskState.TIMED_OUT,
     }
+)
+
+
+_ENDS = {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.TIMED_OUT, TaskState.CANCELLED}
+
+#: How an attempt moves. It is recorded Pending before its Job is created (or Skipped
+#: outright when its run ended before it could start); its Job's pod running makes it
+#: Running, a wait for an event Waiting. A Job may finish before it was seen running, and
+#: an attempt that never started may be skipped or fail (an expression that cannot be
+#: evaluated). Final states are for good: a retry is a new attempt.
+STATES = StateMachine(
+    TaskState,
+    initial={TaskState.PENDING, TaskState.SKIPPED},
+    transitions={
+        TaskState.PENDING: {TaskState.RUNNING, TaskState.WAITING, TaskState.SKIPPED, *_ENDS},
+        TaskState.RUNNING: _ENDS,
+        TaskState.WAITING: _ENDS,
+        **{s: set() for s in FINAL_STATES},
+    },
 )

@@ -7,7 +7,7 @@ query parameter. Rows come back as frozen dataclasses named after the table.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,14 +18,23 @@ from psycopg.types.json import Jsonb
 
 from plait.kernel import versions
 from plait.kernel.database import Page, fetch_page
-from plait.workflow_orchestrator.states import FINAL_PHASES, SubscriptionStatus, WorkflowPhase
+from plait.workflow_orchestrator.states import (
+    FINAL_PHASES,
+    PHASES,
+    RETRYABLE_PHASES,
+    SUBSCRIPTIONS,
+    SubscriptionStatus,
+    WorkflowPhase,
+)
 
 __all__ = [
+    "DueRun",
     "EventSubscription",
     "EventTrigger",
     "WorkflowDefinition",
     "WorkflowInstance",
     "cancel_subscriptions",
+    "claim_due_runs",
     "create_workflow_instance",
     "delete_event_trigger",
     "delete_workflow_definition",
@@ -37,8 +46,10 @@ __all__ = [
     "mark_matched",
     "matched_by",
     "matching_triggers",
+    "next_deadline",
     "next_expiry",
     "reopen_for_retry",
+    "set_wake_at",
     "set_workflow_phase",
     "subscribe",
     "subscriptions_of_instance",
@@ -50,6 +61,7 @@ __all__ = [
 SCHEMA = "workflow_orchestrator_service"
 _INSTANCES = sql.SQL("workflow_orchestrator_service.workflow_instances")
 _STARTED = (WorkflowPhase.RUNNING, WorkflowPhase.SUSPENDED, WorkflowPhase.SUCCEEDED)
+_UNFINISHED = frozenset(WorkflowPhase) - FINAL_PHASES
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,7 @@ class WorkflowInstance:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    wake_at: datetime | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phase", WorkflowPhase(self.phase))
@@ -261,9 +274,11 @@ async def set_workflow_phase(
     outputs: Mapping[str, Any] | None = None,
     failure: Mapping[str, Any] | None = None,
 ) -> WorkflowInstance | None:
-    """Move a not-yet-final instance to ``phase``; None if it is missing or already final.
+    """Move a not-yet-final instance to ``phase``; None if it is missing, already final, or
+    in a phase that may not move to ``phase`` (:data:`PHASES`): a lost race, not an error.
 
-    started_at is set the first time the instance runs, finished_at when it ends.
+    started_at is set the first time the instance runs, finished_at when it ends (and its
+    wake_at is cleared then: a finished run has no deadline).
     """
     async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
         await cur.execute(
@@ -273,8 +288,9 @@ async def set_workflow_phase(
             "failure = coalesce(%(failure)s, failure), "
             "started_at = CASE WHEN %(started)s THEN coalesce(started_at, now()) "
             "ELSE started_at END, "
-            "finished_at = CASE WHEN %(final)s THEN now() END "
-            "WHERE id = %(id)s AND phase <> ALL(%(finals)s) RETURNING *",
+            "finished_at = CASE WHEN %(final)s THEN now() END, "
+            "wake_at = CASE WHEN %(final)s THEN NULL ELSE wake_at END "
+            "WHERE id = %(id)s AND phase = ANY(%(sources)s) RETURNING *",
             {
                 "id": id,
                 "phase": phase.value,
@@ -283,7 +299,7 @@ async def set_workflow_phase(
                 "failure": Jsonb(dict(failure)) if failure is not None else None,
                 "started": phase in _STARTED,
                 "final": phase in FINAL_PHASES,
-                "finals": [p.value for p in FINAL_PHASES],
+                "sources": PHASES.sources_sql(phase, among=_UNFINISHED),
             },
         )
         return await cur.fetchone()
@@ -485,23 +501,39 @@ async def mark_matched(
     async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
         await cur.execute(
             f"UPDATE {_SUBSCRIPTIONS} SET status = 'Matched', matched_event_id = %s, "
-            "outputs = %s, resolved_at = now() WHERE id = %s AND status = 'Waiting' "
+            "outputs = %s, resolved_at = now() WHERE id = %s AND status = ANY(%s) "
             "AND (expires_at IS NULL OR expires_at > now()) RETURNING *",
-            (event_id, Jsonb(dict(outputs)), id),
+            (
+                event_id,
+                Jsonb(dict(outputs)),
+                id,
+                SUBSCRIPTIONS.sources_sql(SubscriptionStatus.MATCHED),
+            ),
         )
         return await cur.fetchone()
 
 
-async def expire_due(conn: AsyncConnection[Any], *, limit: int = 500) -> list[EventSubscription]:
+async def expire_due(
+    conn: AsyncConnection[Any], *, namespaces: Sequence[str] | None = None, limit: int = 500
+) -> list[EventSubscription]:
     """Mark waiting subscriptions past their ``expires_at`` Expired (at most ``limit``, the
-    earliest first); several operators may run this at once without doing one twice."""
+    earliest first, of runs in ``namespaces`` if given); several operators may run this at
+    once without doing one twice."""
     async with conn.cursor(row_factory=class_row(EventSubscription)) as cur:
         await cur.execute(
             f"UPDATE {_SUBSCRIPTIONS} SET status = 'Expired', resolved_at = now() "
-            f"WHERE id IN (SELECT id FROM {_SUBSCRIPTIONS} WHERE status = 'Waiting' "
-            "AND expires_at <= now() ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) "
-            "AND status = 'Waiting' RETURNING *",
-            (limit,),
+            f"WHERE id IN (SELECT s.id FROM {_SUBSCRIPTIONS} s "
+            " JOIN workflow_orchestrator_service.workflow_instances i "
+            " ON i.id = s.workflow_instance_id "
+            " WHERE s.status = 'Waiting' AND s.expires_at <= now() "
+            " AND (%(namespaces)s::text[] IS NULL OR i.namespace = ANY(%(namespaces)s)) "
+            " ORDER BY s.expires_at LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED) "
+            "AND status = ANY(%(sources)s) RETURNING *",
+            {
+                "namespaces": list(namespaces) if namespaces is not None else None,
+                "limit": limit,
+                "sources": SUBSCRIPTIONS.sources_sql(SubscriptionStatus.EXPIRED),
+            },
         )
         return await cur.fetchall()
 
@@ -521,8 +553,8 @@ async def cancel_subscriptions(conn: AsyncConnection[Any], workflow_instance_id:
     """Cancel every waiting subscription of a run (it was cancelled or has ended)."""
     cur = await conn.execute(
         f"UPDATE {_SUBSCRIPTIONS} SET status = 'Cancelled', resolved_at = now() "
-        "WHERE workflow_instance_id = %s AND status = 'Waiting'",
-        (workflow_instance_id,),
+        "WHERE workflow_instance_id = %s AND status = ANY(%s)",
+        (workflow_instance_id, SUBSCRIPTIONS.sources_sql(SubscriptionStatus.CANCELLED)),
     )
     return cur.rowcount
 
@@ -531,12 +563,110 @@ async def reopen_for_retry(
     conn: AsyncConnection[Any], id: uuid.UUID, retries: int
 ) -> WorkflowInstance | None:
     """Move a Failed (or Error) run back to Running as retry number ``retries``; None when
-    it is not failed or that retry was already done (idempotent)."""
+    it is not failed or that retry was already done (idempotent). A run that failed before
+    anything started (an expression no task could evaluate) starts now."""
     async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
         await cur.execute(
             "UPDATE workflow_orchestrator_service.workflow_instances SET phase = 'Running', "
-            "finished_at = NULL, failure = NULL, message = %s, retries = %s, updated_at = now() "
-            "WHERE id = %s AND phase IN ('Failed', 'Error') AND retries < %s RETURNING *",
-            (f"retry {retries}", retries, id, retries),
+            "finished_at = NULL, failure = NULL, message = %s, retries = %s, updated_at = now(), "
+            "started_at = coalesce(started_at, now()) "
+            "WHERE id = %s AND phase = ANY(%s) AND retries < %s RETURNING *",
+            (
+                f"retry {retries}",
+                retries,
+                id,
+                PHASES.sources_sql(WorkflowPhase.RUNNING, among=RETRYABLE_PHASES),
+                retries,
+            ),
         )
         return await cur.fetchone()
+
+
+# -- deadlines -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DueRun:
+    id: uuid.UUID
+    namespace: str
+    name: str
+
+
+async def set_wake_at(
+    conn: AsyncConnection[Any],
+    id: uuid.UUID,
+    wake_at: datetime | None,
+    *,
+    seen: datetime | None,
+) -> datetime | None:
+    """Record when an unfinished run must next be advanced by itself; returns what is
+    stored now.
+
+    ``seen`` is the wake_at the caller read before it looked at the run's tasks. If it
+    changed since (another advance or a claim wrote meanwhile), that writer may have seen
+    a deadline the caller did not: the earlier of the two is kept, so no deadline is ever
+    dropped (an early wake costs one idle advance, a lost one strands the run).
+    """
+    cur = await conn.execute(
+        "UPDATE workflow_orchestrator_service.workflow_instances SET wake_at = "
+        "CASE WHEN wake_at IS NOT DISTINCT FROM %(seen)s THEN %(wake)s "
+        "ELSE least(wake_at, %(wake)s) END "
+        "WHERE id = %(id)s AND phase <> ALL(%(finals)s) RETURNING wake_at",
+        {
+            "id": id,
+            "wake": wake_at,
+            "seen": seen,
+            "finals": [p.value for p in FINAL_PHASES],
+        },
+    )
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def claim_due_runs(
+    conn: AsyncConnection[Any],
+    *,
+    lease_seconds: float,
+    namespaces: Sequence[str] | None = None,
+    limit: int = 100,
+) -> list[DueRun]:
+    """Claim the runs whose wake_at has passed (at most ``limit``, the earliest first),
+    moving it ``lease_seconds`` ahead: any number of replicas may do this at once, each
+    due run is claimed by one, and a claimant that dies before advancing the run lets
+    another claim it when the lease runs out. ``namespaces`` limits it to those."""
+    async with conn.cursor(row_factory=class_row(DueRun)) as cur:
+        await cur.execute(
+            "UPDATE workflow_orchestrator_service.workflow_instances "
+            "SET wake_at = now() + make_interval(secs => %(lease)s) "
+            "WHERE id IN (SELECT id FROM workflow_orchestrator_service.workflow_instances "
+            " WHERE wake_at <= now() "
+            " AND (%(namespaces)s::text[] IS NULL OR namespace = ANY(%(namespaces)s)) "
+            " ORDER BY wake_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, namespace, name",
+            {
+                "lease": lease_seconds,
+                "namespaces": list(namespaces) if namespaces is not None else None,
+                "limit": limit,
+            },
+        )
+        return await cur.fetchall()
+
+
+async def next_deadline(
+    conn: AsyncConnection[Any], namespaces: Sequence[str] | None = None
+) -> float | None:
+    """Seconds (by the database's clock) until the next deadline of any run: a run's
+    wake_at or a waiting subscription's expiry; 0 when one is overdue, None when none."""
+    cur = await conn.execute(
+        "SELECT extract(epoch FROM least("
+        " (SELECT min(wake_at) FROM workflow_orchestrator_service.workflow_instances"
+        "  WHERE wake_at IS NOT NULL"
+        "  AND (%(namespaces)s::text[] IS NULL OR namespace = ANY(%(namespaces)s))),"
+        f" (SELECT min(s.expires_at) FROM {_SUBSCRIPTIONS} s"
+        "  JOIN workflow_orchestrator_service.workflow_instances i"
+        "  ON i.id = s.workflow_instance_id"
+        "  WHERE s.status = 'Waiting' AND s.expires_at IS NOT NULL"
+        "  AND (%(namespaces)s::text[] IS NULL OR i.namespace = ANY(%(namespaces)s))))"
+        " - now())::float8",
+        {"namespaces": list(namespaces) if namespaces is not None else None},
+    )
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else max(float(row[0]), 0.0)

@@ -3,9 +3,17 @@
 :meth:`Orchestrator.advance` is the one place a run moves forward. It reads the recorded
 state, asks :func:`plait.workflow_orchestrator.engine.plan` what to do, and does it with
 idempotent writes. It is called when an instance is created, changed or resumed, when one
-of its Jobs changes, and when a retry's backoff is over; calling it again at any time is
-harmless, so a crash between any two steps loses nothing: the next call (at the latest
+of its Jobs changes, and when one of its deadlines falls due; calling it again at any time
+is harmless, so a crash between any two steps loses nothing: the next call (at the latest
 when the restarted operator resumes the instance) picks up where the records stand.
+
+Deadlines wake a run by themselves: every advance records in the run's row (``wake_at``)
+the earliest moment it must be advanced even if nothing else happens (the workflow's
+``timeoutSeconds``, the end of a retry's backoff), and every operator replica runs
+:meth:`Orchestrator.run_deadlines`, which claims the due runs (each by one replica) and
+advances them. A run that ends finishes what is left of it: running attempts are
+cancelled with their Jobs, tasks that never started are recorded Skipped, so no task of a
+finished run is left unfinished.
 
 The WorkflowInstance's status is a bounded summary (phase, counts, progress, times,
 failure) computed from PostgreSQL, never the task list: a 5,000-task run has the same
@@ -15,7 +23,7 @@ A "wait for event" task runs no Job: its attempt subscribes (a row in
 ``workflow_event_subscriptions``, written *before* the attempt's row) and waits.
 :meth:`Orchestrator.deliver_event` completes the subscriptions an event correlates with
 (the event's data stored on the subscription, then the attempt recorded Succeeded), the
-expiry loop (:meth:`Orchestrator.run_expiry`) times out the others. Each step is
+deadline loop (:meth:`Orchestrator.run_deadlines`) times out the others. Each step is
 idempotent and every advance finishes attempts whose subscription was resolved but not
 yet carried over (after a crash in between), so nothing is lost or done twice.
 """
@@ -28,7 +36,7 @@ import datetime as dt
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +64,14 @@ from plait.task_execution.repository import TaskInstance
 from plait.task_execution.service import JOB_REFUSAL_EVENTS, TaskExecution
 from plait.task_execution.states import FINAL_STATES, TaskState
 from plait.workflow_orchestrator import repository
-from plait.workflow_orchestrator.engine import Attempt, Launch, plan
+from plait.workflow_orchestrator.engine import Attempt, Launch, Plan, Skip, plan
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
-from plait.workflow_orchestrator.states import FINAL_PHASES, SubscriptionStatus, WorkflowPhase
+from plait.workflow_orchestrator.states import (
+    FINAL_PHASES,
+    RETRYABLE_PHASES,
+    SubscriptionStatus,
+    WorkflowPhase,
+)
 from plait.workflow_orchestrator.subscriptions import (
     correlates,
     event_view,
@@ -88,10 +101,14 @@ SUMMARY_KEYS = frozenset(
 )
 #: Final phases as they appear in a summary.
 FINAL_VALUES = frozenset(p.value for p in FINAL_PHASES)
-#: Phases a retry (spec.retry) can reopen.
-RETRYABLE_PHASES = frozenset({WorkflowPhase.FAILED, WorkflowPhase.ERROR})
-#: Longest sleep of the expiry loop: it also picks up waits other replicas subscribed.
-EXPIRY_POLL_SECONDS = 30.0
+#: Longest sleep of the deadline loop: it also picks up deadlines other replicas recorded
+#: (a replica that records one wakes its own loop at once).
+DEADLINE_POLL_SECONDS = 10.0
+#: How far a claimed run's wake_at moves ahead until its advance records the next one: a
+#: replica that dies after claiming delays the run by this much, never strands it.
+WAKE_LEASE_SECONDS = 30.0
+#: Runs claimed per query by the deadline loop.
+WAKE_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -164,19 +181,28 @@ def summarize(
 class Orchestrator:
     """Moves runs forward; one per operator process."""
 
-    def __init__(self, db: Database, kube: Kube, tasks: TaskExecution) -> None:
+    def __init__(
+        self,
+        db: Database,
+        kube: Kube,
+        tasks: TaskExecution,
+        *,
+        namespaces: Sequence[str] | None = None,
+    ) -> None:
+        """``namespaces``: the namespaces this operator watches (None: all); the deadline
+        loop wakes only runs of those."""
         self._db = db
         self._kube = kube
         self._tasks = tasks
+        self._namespaces = tuple(namespaces) if namespaces is not None else None
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
-        self._wakeups: dict[uuid.UUID, asyncio.TimerHandle] = {}
         self._pending_status: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._controls: dict[uuid.UUID, Control] = {}
         self._to_publish: dict[uuid.UUID, tuple[str, str]] = {}
         self._dirty: dict[uuid.UUID, tuple[str, str]] = {}
         self._drainers: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._expiry_changed = asyncio.Event()
-        self._expiry: asyncio.Task[None] | None = None
+        self._deadlines_changed = asyncio.Event()
+        self._deadlines: asyncio.Task[None] | None = None
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -309,7 +335,7 @@ class Orchestrator:
         total = 0
         while True:
             async with self._db.connection(COMPONENT) as conn:
-                expired = await repository.expire_due(conn)
+                expired = await repository.expire_due(conn, namespaces=self._namespaces)
             for sub in expired:
                 await self._resolve_wait(sub)
                 await self._kick_instance(sub.workflow_instance_id)
@@ -317,35 +343,66 @@ class Orchestrator:
             if not expired:
                 return total
 
-    async def run_expiry(self, *, max_sleep: float = EXPIRY_POLL_SECONDS) -> None:
-        """Expire waits as they fall due, until cancelled: sleeps until the next deadline
-        (at most ``max_sleep``), woken early when this process subscribes a new wait."""
+    async def wake_due(self) -> int:
+        """Advance the runs whose ``wake_at`` has passed (a workflow timeout, a retry's
+        backoff); returns how many this replica claimed."""
+        total = 0
         while True:
-            self._expiry_changed.clear()
+            async with self._db.connection(COMPONENT) as conn:
+                due = await repository.claim_due_runs(
+                    conn,
+                    lease_seconds=WAKE_LEASE_SECONDS,
+                    namespaces=self._namespaces,
+                    limit=WAKE_BATCH,
+                )
+            for run in due:
+                await self._learn_control(run.id, run.namespace, run.name)
+                self.kick(run.id, run.namespace, run.name)
+            total += len(due)
+            if len(due) < WAKE_BATCH:
+                return total
+
+    async def run_deadlines(self, *, max_sleep: float = DEADLINE_POLL_SECONDS) -> None:
+        """Expire waits and wake runs as their deadlines fall due, until cancelled: sleeps
+        until the next deadline in PostgreSQL (at most ``max_sleep``), woken early when
+        this process records a new one."""
+        while True:
+            self._deadlines_changed.clear()
             delay = max_sleep
             try:
                 await self.expire_due()
+                await self.wake_due()
                 async with self._db.connection(COMPONENT) as conn:
-                    due_in = await repository.next_expiry(conn)
+                    due_in = await repository.next_deadline(conn, self._namespaces)
                 if due_in is not None:
                     delay = min(max(due_in, 0.05), max_sleep)
             except Exception:
-                logger.exception("expiring event subscriptions failed; trying again")
+                logger.exception("waking runs at their deadlines failed; trying again")
                 delay = min(5.0, max_sleep)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._expiry_changed.wait(), delay)
+                await asyncio.wait_for(self._deadlines_changed.wait(), delay)
 
-    def start_expiry(self) -> None:
-        """Run :meth:`run_expiry` in the background (once)."""
-        if self._expiry is None or self._expiry.done():
-            self._expiry = asyncio.ensure_future(self.run_expiry())
+    def start_deadlines(self) -> None:
+        """Run :meth:`run_deadlines` in the background (once)."""
+        if self._deadlines is None or self._deadlines.done():
+            self._deadlines = asyncio.ensure_future(self.run_deadlines())
 
-    async def stop_expiry(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
+    async def stop_deadlines(self) -> None:
+        if self._deadlines is not None:
+            self._deadlines.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
-            self._expiry = None
+                await self._deadlines
+            self._deadlines = None
+
+    async def _learn_control(self, uid: uuid.UUID, namespace: str, name: str) -> None:
+        """Read what the user asks of a run (cancel, suspend, retry) from its object when
+        this process has not seen it yet: a run woken here after another replica handled
+        it (or before this one resumed it) must not be advanced as if nothing was asked."""
+        if uid in self._controls:
+            return
+        obj = await self._kube.get_instance(namespace, name)
+        if obj is not None:
+            self._controls.setdefault(uid, control_of(obj))
 
     async def quiesce(self) -> None:
         """Wait until the advances and status writes this process has queued are done."""
@@ -449,7 +506,7 @@ class Orchestrator:
         if sub.status is not SubscriptionStatus.WAITING:
             await self._resolve_wait(sub)
         elif created and timeout is not None:
-            self._expiry_changed.set()
+            self._deadlines_changed.set()
 
     async def _settle_waits(
         self, uid: uuid.UUID, spec: WorkflowDefinitionSpec, attempts: list[TaskInstance]
@@ -518,14 +575,16 @@ class Orchestrator:
         outputs: Mapping[str, Any] | None = None,
         failure: Mapping[str, Any] | None = None,
         starting: bool = False,
-    ) -> None:
-        """Record a phase change; ``starting``: the run's first launch (Pending -> Running)."""
+    ) -> WorkflowInstance | None:
+        """Record a phase change; ``starting``: the run's first launch (Pending -> Running).
+        Returns the changed run, None when the move was not allowed any more (a lost race:
+        another writer moved it first)."""
         async with self._db.connection(COMPONENT) as conn:
             changed = await repository.set_workflow_phase(
                 conn, uid, phase, message=message, outputs=outputs, failure=failure
             )
         if changed is None:
-            return  # already final: another writer recorded (and measured) the end
+            return None  # e.g. already final: another writer recorded (and measured) the end
         if starting:
             metrics.workflow_instance_started(changed.namespace)
         if phase in FINAL_PHASES:
@@ -542,129 +601,249 @@ class Orchestrator:
                 outcome=phase.value.lower(),
                 error=message if phase is not WorkflowPhase.SUCCEEDED else None,
             )
+        return changed
 
     async def _advance(
         self, uid: uuid.UUID, control: Control, *, ensure_jobs: bool
     ) -> dict[str, Any] | None:
+        """One advance, in named steps, each idempotent: retry the run if asked; then,
+        until nothing more can happen now, finish what is left of a run that has ended,
+        cancel or suspend it as asked, settle resolved waits, plan and carry the plan out
+        (ending the run when the plan says so); last, record when the run must be woken
+        if nothing else happens."""
         loaded = await self._load(uid)
         if loaded is None:
             return None
         instance, spec = loaded
-        if control.retry > instance.retries and instance.phase in RETRYABLE_PHASES:
-            # Supersede first, then reopen: a crash in between is repaired by the next
-            # call, which finds the run still failed and the same retry still asked for.
-            await self._tasks.supersede_unsuccessful(uid)
-            async with self._db.connection(COMPONENT) as conn:
-                await repository.reopen_for_retry(conn, uid, control.retry)
-            reloaded = await self._load(uid)
-            assert reloaded is not None
-            instance = reloaded[0]
+        seen_wake = instance.wake_at  # read before the tasks: see repository.set_wake_at
+        instance = await self._retry_if_asked(instance, control)
+        retry_at: dt.datetime | None = None
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
-            everything = await self._tasks.attempts(uid)
-            attempts = [a for a in everything if a.superseded_at is None]
-            base: dict[str, int] = {}
-            for a in everything:
-                if a.superseded_at is not None:
-                    base[a.task_name] = max(base.get(a.task_name, 0), a.attempt)
+            attempts, base = await self._current_attempts(uid)
             if instance.phase in FINAL_PHASES:
-                if any(a.state not in FINAL_STATES for a in attempts):
-                    await self._cancel_waits(uid)
-                    await self._tasks.cancel_active(uid, f"the workflow {instance.phase.value}")
+                await self._close_out(instance, spec, attempts, base)
                 break
             if control.cancel:
-                await self._cancel_waits(uid)
-                await self._tasks.cancel_active(uid, "the workflow was cancelled")
-                await self._set_phase(
-                    uid, WorkflowPhase.CANCELLED, message="cancelled by spec.cancel"
-                )
+                await self._end(instance, spec, WorkflowPhase.CANCELLED, "cancelled by spec.cancel")
                 break
-            if control.suspend and instance.phase is WorkflowPhase.RUNNING:
-                await self._set_phase(
-                    uid, WorkflowPhase.SUSPENDED, message="suspended by spec.suspend"
-                )
-            elif not control.suspend and instance.phase is WorkflowPhase.SUSPENDED:
-                await self._set_phase(uid, WorkflowPhase.RUNNING, message="resumed")
+            instance = await self._follow_suspend(instance, control)
             if ensure_jobs:
                 await self._ensure_jobs(instance, spec, attempts)
                 ensure_jobs = False
             if await self._settle_waits(uid, spec, attempts):
                 continue  # plan on the attempts as they now stand
-            deadline = (
-                instance.started_at + dt.timedelta(seconds=spec.timeout_seconds)
-                if instance.started_at and spec.timeout_seconds
-                else None
-            )
-            now = dt.datetime.now(dt.UTC)
-            decision = plan(
-                spec,
-                instance.inputs,
-                [_as_attempt(a) for a in attempts],
-                now=now,
-                suspended=control.suspend,
-                deadline=deadline,
-                attempt_base=base,
-            )
-            for skip in decision.skips:
-                await self._tasks.record_without_job(
-                    namespace=instance.namespace,
-                    instance_name=instance.name,
-                    instance_uid=str(uid),
-                    task=skip.task,
-                    attempt=skip.attempt,
-                    state=TaskState.FAILED if skip.failed else TaskState.SKIPPED,
-                    reason=skip.reason,
-                )
-            if decision.launches and instance.phase is WorkflowPhase.PENDING:
-                await self._set_phase(uid, WorkflowPhase.RUNNING, message="running", starting=True)
-            for launch in decision.launches:
-                task = _task(spec, launch.task)
-                if task.wait_for_event is not None:
-                    await self._start_wait(instance, task, launch)
-                    continue
-                template, definition = await self._template(instance.namespace, task)
-                started = await self._tasks.start(
-                    JobRequest(
-                        namespace=instance.namespace,
-                        instance_name=instance.name,
-                        instance_uid=str(uid),
-                        task=launch.task,
-                        attempt=launch.attempt,
-                        template=with_workflow_defaults(template, spec),
-                        inputs=launch.inputs,
-                        timeout_seconds=task.timeout_seconds,
-                        traceparent=task_traceparent(
-                            self.trace_of(uid), launch.task, launch.attempt
-                        ),
-                    ),
-                    definition=definition,
-                )
-                if started.state in FINAL_STATES:  # its Job could not be built: plan again
-                    self.kick(uid, instance.namespace, instance.name)
-                due = _due_since(instance, task, attempts)
-                if due is not None:
-                    metrics.task_overhead("launch", (_now() - due).total_seconds())
-            if decision.retry_at is not None:
-                self._wake_at(uid, decision.retry_at)
+            decision = self._plan(instance, spec, control, attempts, base)
+            retry_at = decision.retry_at
+            instance = await self._carry_out(instance, spec, attempts, decision)
             if decision.phase is not None:
-                if any(a.state not in FINAL_STATES for a in attempts):
-                    await self._cancel_waits(uid)
-                    await self._tasks.cancel_active(uid, "the workflow ended")
-                await self._set_phase(
-                    uid,
+                await self._end(
+                    instance,
+                    spec,
                     decision.phase,
-                    message=decision.failure.message if decision.failure else "succeeded",
+                    decision.failure.message if decision.failure else "succeeded",
                     outputs=decision.outputs,
                     failure=decision.failure.as_status() if decision.failure else None,
                 )
                 break
             if not decision.skips:
                 break
-            loaded = await self._load(uid)
-            assert loaded is not None
-            instance = loaded[0]
-        refreshed = await self._load(uid)
-        assert refreshed is not None
-        return summarize(refreshed[0], spec, await self._tasks.attempts(uid))
+            instance = await self._reload(uid)
+        instance = await self._reload(uid)
+        await self._schedule_wake(instance, spec, retry_at, seen=seen_wake)
+        return summarize(instance, spec, await self._tasks.attempts(uid))
+
+    async def _reload(self, uid: uuid.UUID) -> WorkflowInstance:
+        loaded = await self._load(uid)
+        assert loaded is not None  # instances are never deleted while they are advanced
+        return loaded[0]
+
+    async def _retry_if_asked(
+        self, instance: WorkflowInstance, control: Control
+    ) -> WorkflowInstance:
+        """Reopen a Failed (or Error) run when spec.retry asks for one more retry."""
+        if control.retry <= instance.retries or instance.phase not in RETRYABLE_PHASES:
+            return instance
+        # Supersede first, then reopen: a crash in between is repaired by the next call,
+        # which finds the run still failed and the same retry still asked for.
+        await self._tasks.supersede_unsuccessful(instance.id)
+        async with self._db.connection(COMPONENT) as conn:
+            await repository.reopen_for_retry(conn, instance.id, control.retry)
+        return await self._reload(instance.id)
+
+    async def _current_attempts(self, uid: uuid.UUID) -> tuple[list[TaskInstance], dict[str, int]]:
+        """The attempts the engine plans from (those no retry of the run set aside), and
+        per task the highest attempt number set aside (numbering goes on from there)."""
+        everything = await self._tasks.attempts(uid)
+        base: dict[str, int] = {}
+        for a in everything:
+            if a.superseded_at is not None:
+                base[a.task_name] = max(base.get(a.task_name, 0), a.attempt)
+        return [a for a in everything if a.superseded_at is None], base
+
+    async def _follow_suspend(
+        self, instance: WorkflowInstance, control: Control
+    ) -> WorkflowInstance:
+        """Suspend a running run, or resume a suspended one, as spec.suspend asks."""
+        if control.suspend and instance.phase is WorkflowPhase.RUNNING:
+            target, message = WorkflowPhase.SUSPENDED, "suspended by spec.suspend"
+        elif not control.suspend and instance.phase is WorkflowPhase.SUSPENDED:
+            target, message = WorkflowPhase.RUNNING, "resumed"
+        else:
+            return instance
+        changed = await self._set_phase(instance.id, target, message=message)
+        return changed or await self._reload(instance.id)
+
+    def _plan(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        control: Control,
+        attempts: list[TaskInstance],
+        base: Mapping[str, int],
+    ) -> Plan:
+        """What the engine says must happen now (a pure function of the records)."""
+        return plan(
+            spec,
+            instance.inputs,
+            [_as_attempt(a) for a in attempts],
+            now=_now(),
+            suspended=control.suspend,
+            deadline=_deadline(instance, spec),
+            attempt_base=base,
+        )
+
+    async def _carry_out(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        attempts: list[TaskInstance],
+        decision: Plan,
+    ) -> WorkflowInstance:
+        """Record the plan's skips and start its launches (the first makes the run
+        Running); returns the instance as it now stands."""
+        for skip in decision.skips:
+            await self._record_skip(instance, skip)
+        if decision.launches and instance.phase is WorkflowPhase.PENDING:
+            changed = await self._set_phase(
+                instance.id, WorkflowPhase.RUNNING, message="running", starting=True
+            )
+            instance = changed or await self._reload(instance.id)
+        for launch in decision.launches:
+            await self._launch(instance, spec, attempts, launch)
+        return instance
+
+    async def _record_skip(self, instance: WorkflowInstance, skip: Skip) -> None:
+        await self._tasks.record_without_job(
+            namespace=instance.namespace,
+            instance_name=instance.name,
+            instance_uid=str(instance.id),
+            task=skip.task,
+            attempt=skip.attempt,
+            state=TaskState.FAILED if skip.failed else TaskState.SKIPPED,
+            reason=skip.reason,
+        )
+
+    async def _launch(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        attempts: list[TaskInstance],
+        launch: Launch,
+    ) -> None:
+        """Start one attempt: a wait for an event subscribes, any other task gets its Job."""
+        task = _task(spec, launch.task)
+        if task.wait_for_event is not None:
+            await self._start_wait(instance, task, launch)
+            return
+        template, definition = await self._template(instance.namespace, task)
+        started = await self._tasks.start(
+            JobRequest(
+                namespace=instance.namespace,
+                instance_name=instance.name,
+                instance_uid=str(instance.id),
+                task=launch.task,
+                attempt=launch.attempt,
+                template=with_workflow_defaults(template, spec),
+                inputs=launch.inputs,
+                timeout_seconds=task.timeout_seconds,
+                traceparent=task_traceparent(
+                    self.trace_of(instance.id), launch.task, launch.attempt
+                ),
+            ),
+            definition=definition,
+        )
+        if started.state in FINAL_STATES:  # its Job could not be built: plan again
+            self.kick(instance.id, instance.namespace, instance.name)
+        due = _due_since(instance, task, attempts)
+        if due is not None:
+            metrics.task_overhead("launch", (_now() - due).total_seconds())
+
+    async def _end(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        phase: WorkflowPhase,
+        message: str,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+        failure: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record the run's final phase first (nothing new starts after it), then finish
+        what is left of it; a crash in between is repaired by the next advance."""
+        await self._set_phase(instance.id, phase, message=message, outputs=outputs, failure=failure)
+        ended = await self._reload(instance.id)  # another writer may have ended it first
+        attempts, base = await self._current_attempts(instance.id)
+        await self._close_out(ended, spec, attempts, base)
+
+    async def _close_out(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        attempts: list[TaskInstance],
+        base: Mapping[str, int],
+    ) -> None:
+        """Leave every task of an ended run in a final state: its waits and running
+        attempts Cancelled (their Jobs deleted), the tasks that never started Skipped."""
+        recorded = {a.task_name for a in attempts}
+        never_started = [t for t in _all_tasks(spec) if t.name not in recorded]
+        unfinished = any(a.state not in FINAL_STATES for a in attempts)
+        if not never_started and not unfinished:
+            return
+        why = _ended_because(instance)
+        await self._cancel_waits(instance.id)
+        if unfinished:
+            await self._tasks.cancel_active(instance.id, why)
+        for task in never_started:
+            await self._tasks.record_not_started(
+                namespace=instance.namespace,
+                instance_name=instance.name,
+                instance_uid=str(instance.id),
+                task=task.name,
+                attempt=base.get(task.name, 0) + 1,
+                reason=f"not started: {why}",
+            )
+
+    async def _schedule_wake(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        retry_at: dt.datetime | None,
+        *,
+        seen: dt.datetime | None,
+    ) -> None:
+        """Record when an unfinished run must be advanced by itself: the earlier of its
+        workflow timeout and the end of a retry's backoff (none: nothing will wake it
+        but its tasks and the user)."""
+        if instance.phase in FINAL_PHASES:
+            return  # ending the run cleared it
+        deadlines = [d for d in (_deadline(instance, spec), retry_at) if d is not None]
+        wake = min(deadlines) if deadlines else None
+        if wake == instance.wake_at:
+            return
+        async with self._db.connection(COMPONENT) as conn:
+            stored = await repository.set_wake_at(conn, instance.id, wake, seen=seen)
+        if stored is not None:
+            self._deadlines_changed.set()  # this replica's loop sleeps until it at once
 
     async def _template(
         self, namespace: str, task: Task
@@ -710,20 +889,6 @@ class Orchestrator:
                 )
             )
         await self._tasks.ensure_jobs(requests)
-
-    def _wake_at(self, uid: uuid.UUID, when: dt.datetime) -> None:
-        """Advance again when a retry's backoff ends (a restart re-plans it anyway)."""
-        loop = asyncio.get_running_loop()
-        if uid in self._wakeups:
-            self._wakeups[uid].cancel()
-        delay = max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
-        self._wakeups[uid] = loop.call_later(delay, lambda: asyncio.ensure_future(self._woken(uid)))
-
-    async def _woken(self, uid: uuid.UUID) -> None:
-        self._wakeups.pop(uid, None)
-        loaded = await self._load(uid)
-        if loaded is not None:
-            self.kick(uid, loaded[0].namespace, loaded[0].name)
 
     def _publish_soon(self, uid: uuid.UUID, namespace: str, name: str) -> None:
         """Publish the status shortly, coalescing a burst of Job events into one write."""
@@ -820,6 +985,37 @@ def succeeded_condition(summary: Mapping[str, Any], generation: int) -> Conditio
     return Condition("Succeeded", "Unknown", phase, f"{summary['progress']} tasks done", generation)
 
 
+def control_of(obj: Mapping[str, Any]) -> Control:
+    """What a WorkflowInstance object asks of its run (its spec and trace annotation)."""
+    spec = obj.get("spec") or {}
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return Control(
+        cancel=bool(spec.get("cancel", False)),
+        suspend=bool(spec.get("suspend", False)),
+        retry=int(spec.get("retry", 0) or 0),
+        traceparent=annotations.get(TRACEPARENT_ANNOTATION),
+    )
+
+
+def _deadline(instance: WorkflowInstance, spec: WorkflowDefinitionSpec) -> dt.datetime | None:
+    """When the run times out (its timeoutSeconds from its start), if it has a timeout."""
+    if instance.started_at is None or not spec.timeout_seconds:
+        return None
+    return instance.started_at + dt.timedelta(seconds=spec.timeout_seconds)
+
+
+def _ended_because(instance: WorkflowInstance) -> str:
+    """Why an ended run's unfinished tasks were stopped (their message)."""
+    if instance.phase is WorkflowPhase.CANCELLED:
+        return "the workflow was cancelled"
+    failure = (instance.failure or {}).get("message")
+    return str(failure or instance.message or f"the workflow ended {instance.phase.value}")
+
+
+def _all_tasks(spec: WorkflowDefinitionSpec) -> list[Task]:
+    return [*spec.tasks, *([spec.on_exit] if spec.on_exit is not None else [])]
+
+
 def _task(spec: WorkflowDefinitionSpec, name: str) -> Task:
     if spec.on_exit is not None and spec.on_exit.name == name:
         return spec.on_exit
@@ -840,16 +1036,16 @@ def _as_attempt(a: TaskInstance) -> Attempt:
 
 def register_runtime(registry: kopf.OperatorRegistry, orchestrator: Orchestrator) -> None:
     """Follow Plait's Jobs with an event handler (it writes nothing back to them), and
-    time out waits for events while the operator runs."""
+    wake runs at their deadlines (and time out waits for events) while the operator runs."""
 
-    async def start_expiry(**_: Any) -> None:
-        orchestrator.start_expiry()
+    async def start_deadlines(**_: Any) -> None:
+        orchestrator.start_deadlines()
 
-    async def stop_expiry(**_: Any) -> None:
-        await orchestrator.stop_expiry()
+    async def stop_deadlines(**_: Any) -> None:
+        await orchestrator.stop_deadlines()
 
-    kopf.on.startup(id="expire-event-waits", registry=registry)(start_expiry)
-    kopf.on.cleanup(id="stop-expiring-event-waits", registry=registry)(stop_expiry)
+    kopf.on.startup(id="wake-runs-at-deadlines", registry=registry)(start_deadlines)
+    kopf.on.cleanup(id="stop-waking-runs", registry=registry)(stop_deadlines)
 
     async def job_event(body: kopf.Body, **_: Any) -> None:
         await orchestrator.on_job_event(dict(body))

@@ -1,0 +1,132 @@
+"""Deadlines wake a run by themselves, and a finished run leaves no task unfinished.
+
+The task outlives the workflow's ``timeoutSeconds`` (kwok keeps its pod Running for
+``sim.plait.dev/duration``): nothing but the deadline can end the run, so the run ending
+on time shows the deadline fired by itself, with one operator, after a restart, and with
+two operators of which one dies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import psycopg
+import pytest
+
+from plait.testing._process import wait_until
+from tests.fixtures.kube import Kube, KubeCluster
+from tests.fixtures.operator import StartOperator
+from tests.workflow_orchestrator.test_execution import attempts, jobs, submit, task, wait_phase
+
+pytestmark = pytest.mark.e2e
+
+#: How late after its deadline a run may end: the operator's reaction, not a poll interval.
+LATENESS = 3.0
+FINAL_COUNTS = ("succeeded", "failed", "skipped", "cancelled")
+
+
+@pytest.fixture
+def cluster(plait_crds: KubeCluster, kube: Kube) -> Kube:
+    return kube
+
+
+def run_times(dsn: str, name: str) -> tuple[dt.datetime, dt.datetime]:
+    """(started_at, finished_at) of a run, by the database's clock."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT started_at, finished_at FROM workflow_orchestrator_service.workflow_instances "
+            "WHERE name = %s",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    started, finished = row
+    assert started is not None
+    assert finished is not None
+    return started, finished
+
+
+def wait_running(dsn: str, name: str) -> None:
+    wait_until(
+        lambda: any(r[2] == "Running" for r in attempts(dsn, name)),
+        timeout=60,
+        what=f"a task of {name} to run",
+    )
+
+
+def assert_ended_on_time(dsn: str, name: str, timeout: int) -> None:
+    started, finished = run_times(dsn, name)
+    late = (finished - started).total_seconds() - timeout
+    assert 0 <= late <= LATENESS, f"{name} ended {late:.1f}s after its deadline"
+
+
+def assert_nothing_left(final: dict[str, Any]) -> None:
+    """Every task of a finished run is in a final state, and the counts add up."""
+    counts = final["counts"]
+    assert (counts["pending"], counts["running"]) == (0, 0), counts
+    assert counts["total"] == sum(counts[k] for k in FINAL_COUNTS), counts
+    done, total = final["progress"].split("/")
+    assert done == total == str(counts["total"])
+
+
+def slow_workflow(kube: Kube, name: str, timeout: int) -> None:
+    """A task that runs far longer than the workflow may, a task after it, an exit task."""
+    submit(
+        kube,
+        name,
+        [task("slow", duration="120s"), task("after", deps=["slow"])],
+        timeoutSeconds=timeout,
+        onExit=task("report"),
+    )
+
+
+def test_the_workflow_timeout_ends_a_run_whose_task_is_still_running(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    slow_workflow(cluster, "late", timeout=5)
+    final = wait_phase(cluster, "late-run", timeout=30)
+    assert final["phase"] == "Failed"
+    assert final["failure"]["message"] == "the workflow timed out after 5s"
+    assert_ended_on_time(migrated_database, "late-run", 5)
+    assert [(r[0], r[2]) for r in attempts(migrated_database, "late-run")] == [
+        ("after", "Skipped"),
+        ("report", "Skipped"),
+        ("slow", "Cancelled"),
+    ]
+    assert_nothing_left(final)
+    assert (final["counts"]["cancelled"], final["counts"]["skipped"]) == (1, 2)
+    wait_until(lambda: not jobs(cluster), timeout=30, what="the running Job to be deleted")
+
+
+def test_the_timeout_fires_after_the_operator_restarts_while_waiting(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    operator = start_operator()
+    slow_workflow(cluster, "restarted", timeout=10)
+    wait_running(migrated_database, "restarted-run")
+    operator.kill()
+    start_operator()
+    final = wait_phase(cluster, "restarted-run", timeout=40)
+    assert final["phase"] == "Failed"
+    assert_ended_on_time(migrated_database, "restarted-run", 10)
+    assert_nothing_left(final)
+
+
+def test_the_timeout_fires_once_with_two_operators_when_one_dies(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    first = start_operator()
+    start_operator()
+    slow_workflow(cluster, "replicas", timeout=10)
+    wait_running(migrated_database, "replicas-run")
+    first.kill()
+    final = wait_phase(cluster, "replicas-run", timeout=40)
+    assert final["phase"] == "Failed"
+    assert_ended_on_time(migrated_database, "replicas-run", 10)
+    assert_nothing_left(final)
+    with psycopg.connect(migrated_database) as conn:
+        wake = conn.execute(
+            "SELECT wake_at FROM workflow_orchestrator_service.workflow_instances"
+        ).fetchone()
+    assert wake == (None,), "a finished run has no deadline left"
