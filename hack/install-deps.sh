@@ -2,7 +2,9 @@
 # Installs the system packages Plait's development and tests need, only where missing:
 # PostgreSQL's server binaries, openssl, and Prometheus (prometheus and promtool: a test
 # has a real Prometheus scrape Plait's /metrics). Go (1.26, for the Kubernetes build) and
-# Python 3.11 come with the machine; this script says so clearly when they don't.
+# Python 3.11 come with the machine; this script says so clearly when they don't. The real
+# node's containerd, runc, CNI plugins and busybox are unpacked into the cache, not
+# installed (hack/node-packages.sh).
 set -euo pipefail
 
 have_pg() {
@@ -40,3 +42,7 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   # PostgreSQL refuses to run as root; the test servers run as this system user.
   useradd --system --no-create-home --shell /usr/sbin/nologin postgres
 fi
+
+# The local cluster's real node; without it the realnode tests are skipped, with the reason.
+"$(dirname "$0")/node-packages.sh" >/dev/null ||
+  echo "the real node's packages are unavailable: tests marked realnode will be skipped" >&2

@@ -1,16 +1,20 @@
-"""A real Kubernetes control plane on loopback, with kwok simulating the nodes.
+"""A real Kubernetes control plane on loopback, with kwok simulating a node and, on demand,
+a real node beside it.
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as plain processes
 from binaries built by ``hack/build-k8s.sh``; kwok plays the kubelet of one fake node, so
 Jobs go through their real lifecycle (scheduled, Running, finished) with no containers.
 A pod decides its own outcome through annotations (see ``kwok/pod-complete.yaml``).
+With ``real_node=True`` a kubelet with containerd runs real containers on a second node
+(see :mod:`plait.testing.node`); it is tainted, so only pods that tolerate it land there.
 
     cluster = LocalCluster(state_dir=Path(".local/cluster"))
     cluster.start()          # prints progress, returns when the node is Ready
     cluster.kubeconfig       # admin kubeconfig
     cluster.stop()
 
-``python -m plait.testing.cluster up|down|status`` drives the same class from the shell.
+``python -m plait.testing.cluster up|down|import-image`` drives the same class from the
+shell.
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ from pathlib import Path
 
 from plait.errors import ClusterError
 from plait.testing._process import free_port, stop_process, wait_until
+from plait.testing.images import build_node_images, image_cache_dir
+from plait.testing.node import (
+    NODE_KIND_LABEL,
+    REAL_NODE_NAME,
+    UNINITIALIZED_TAINT,
+    NodeLayout,
+    cleanup,
+    cni_config,
+    containerd_config,
+    create_cgroup_root,
+    find_node_dir,
+    import_images,
+    kubelet_config,
+    unavailable_reason,
+)
 
 __all__ = ["SIMULATION_ANNOTATIONS", "LocalCluster", "find_bin_dir"]
 
@@ -58,7 +77,15 @@ rules:
 """
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _STAGES_DIR = Path(__file__).with_name("kwok")
-_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+_COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "containerd",
+    "kubelet",
+)
 
 
 def find_bin_dir(*, progress: bool = True) -> Path:
@@ -93,6 +120,8 @@ class _Ports:
     controller_manager: int = field(default_factory=free_port)
     scheduler: int = field(default_factory=free_port)
     kwok: int = field(default_factory=free_port)
+    kubelet: int = field(default_factory=free_port)
+    kubelet_healthz: int = field(default_factory=free_port)
 
 
 class LocalCluster:
@@ -104,6 +133,7 @@ class LocalCluster:
         state_dir: Path | None = None,
         bin_dir: Path | None = None,
         progress: bool = True,
+        real_node: bool = False,
     ) -> None:
         self._owns_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="plait-cluster-")).resolve()
@@ -116,6 +146,12 @@ class LocalCluster:
         self.ports = _Ports()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._started_at = 0.0
+        self.real_node = real_node
+        #: The real node's folders and names, once it is started.
+        self.node_layout: NodeLayout | None = None
+        #: Seconds from the real node's first step (containerd) to its Ready condition.
+        self.real_node_ready_seconds: float | None = None
+        self._node_dir: Path | None = None
 
     # -- public ----------------------------------------------------------------------------
     @property
@@ -143,6 +179,11 @@ class LocalCluster:
         self._started_at = time.monotonic()
         if self.bin_dir is None:
             self.bin_dir = find_bin_dir(progress=self.progress)
+        if self.real_node:
+            reason = unavailable_reason(self.bin_dir)
+            if reason:
+                raise ClusterError(f"cannot start the real node: {reason}")
+            self._node_dir = find_node_dir(progress=self.progress)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._write_credentials()
@@ -151,6 +192,8 @@ class LocalCluster:
             self._start_controllers()
             self._start_kwok()
             self._create_node_and_wait(timeout)
+            if self.real_node:
+                self._start_real_node(timeout)
         except BaseException:
             self.stop()
             raise
@@ -159,7 +202,17 @@ class LocalCluster:
         return self
 
     def stop(self) -> None:
-        """Stop every process (newest first) and remove the state unless it was given."""
+        """Stop every process (newest first) and remove the state unless it was given.
+
+        The real node goes first: kubelet, containerd, then :func:`plait.testing.node.cleanup`
+        removes its containers, mounts, cgroups and bridge.
+        """
+        for name in ("kubelet", "containerd"):
+            if name in self._procs:
+                stop_process(self._procs.pop(name))
+        if self.node_layout is not None:
+            cleanup(self.node_layout)
+            self.node_layout = None
         for name in reversed(list(self._procs)):
             stop_process(self._procs.pop(name))
         (self.state_dir / "pids.json").unlink(missing_ok=True)
@@ -192,7 +245,40 @@ class LocalCluster:
             f"{self.tokens['controller-manager']},system:kube-controller-manager,kcm\n"
             f"{self.tokens['scheduler']},system:kube-scheduler,scheduler\n"
         )
+        if self.real_node:
+            # The kubelet's own identity: the Node authorizer and NodeRestriction admission
+            # limit it to its node and the pods bound to it.
+            self.tokens["node"] = secrets.token_hex(16)
+            with (pki / "tokens.csv").open("a") as tokens:
+                user = f"system:node:{REAL_NODE_NAME}"
+                tokens.write(f'{self.tokens["node"]},{user},{user},"system:nodes"\n')
+            self._write_kubelet_client_certificate(pki)
         os.chmod(pki / "tokens.csv", 0o600)
+
+    def _write_kubelet_client_certificate(self, pki: Path) -> None:
+        """A CA the kubelet trusts and the apiserver's client certificate from it: the
+        kubelet serves logs and exec to the apiserver alone."""
+        self._say("generating the kubelet client CA and the apiserver's client certificate")
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        openssl(
+            "req", "-x509", *ec, "-days", "3650", "-subj", "/CN=plait-kubelet-client-ca",
+            "-keyout", str(pki / "kubelet-client-ca.key"),
+            "-out", str(pki / "kubelet-client-ca.crt"),
+        )  # fmt: skip
+        openssl(
+            "req", *ec, "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            "-keyout", str(pki / "apiserver-kubelet-client.key"),
+            "-out", str(pki / "apiserver-kubelet-client.csr"),
+        )  # fmt: skip
+        openssl(
+            "x509", "-req", "-days", "3650", "-in", str(pki / "apiserver-kubelet-client.csr"),
+            "-CA", str(pki / "kubelet-client-ca.crt"), "-CAkey", str(pki / "kubelet-client-ca.key"),
+            "-CAcreateserial", "-out", str(pki / "apiserver-kubelet-client.crt"),
+        )  # fmt: skip
 
     def _start_etcd(self, timeout: float) -> None:
         p = self.ports
@@ -227,7 +313,18 @@ class LocalCluster:
             f"--secure-port={self.ports.apiserver}",
             f"--cert-dir={pki}",
             f"--token-auth-file={pki / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            # The real node's address is 127.0.0.1 (InternalIP); its name resolves nowhere.
+            "--kubelet-preferred-address-types=InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP",
+            *(
+                (
+                    f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                    f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                )
+                if self.real_node
+                else ()
+            ),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.key'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -336,6 +433,7 @@ class LocalCluster:
                     "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64",
                     "type": "kwok",
+                    NODE_KIND_LABEL: "kwok",
                 },
             },
             "status": {
@@ -365,33 +463,144 @@ class LocalCluster:
 
         self._wait(default_service_account, timeout, "the default ServiceAccount")
 
+    def _start_real_node(self, timeout: float) -> None:
+        """containerd (with the busybox and pause images), then the kubelet; returns when
+        the node is Ready with its address set and the uninitialized taint lifted."""
+        assert self.bin_dir is not None
+        assert self._node_dir is not None
+        started = time.monotonic()
+        layout = NodeLayout.new(self.state_dir / "node")
+        layout.check_socket_paths()
+        layout.save()
+        self.node_layout = layout
+        packages = self._node_dir / "root"
+        for folder in ("containerd", "cni/net.d", "cni/ipam", "pod-logs", "kubelet/pki"):
+            (layout.root / folder).mkdir(parents=True, exist_ok=True)
+        config = layout.root / "containerd" / "config.toml"
+        config.write_text(containerd_config(layout, self._node_dir))
+        (layout.root / "cni" / "net.d" / "10-plait.conflist").write_text(
+            json.dumps(cni_config(layout), indent=2)
+        )
+        create_cgroup_root(layout)
+        # containerd finds containerd-shim-runc-v2 on PATH.
+        env = {**os.environ, "PATH": f"{packages / 'usr/bin'}:{os.environ.get('PATH', '')}"}
+        self._spawn(
+            "containerd",
+            f"--config={config}",
+            executable=packages / "usr" / "bin" / "containerd",
+            env=env,
+        )
+        ctr = [str(packages / "usr/bin/ctr"), f"--address={layout.containerd_socket}", "version"]
+
+        def containerd_serves() -> bool:
+            return subprocess.run(ctr, capture_output=True, check=False).returncode == 0
+
+        self._wait(containerd_serves, timeout, "containerd")
+        images = build_node_images(self._node_dir, self.bin_dir / "pause", image_cache_dir())
+        import_images(layout, self._node_dir, images)
+        self._say("busybox and pause images imported")
+        kubelet_file = layout.root / "kubelet-config.json"
+        kubelet_file.write_text(
+            json.dumps(
+                kubelet_config(
+                    layout,
+                    port=self.ports.kubelet,
+                    healthz_port=self.ports.kubelet_healthz,
+                    client_ca=self.state_dir / "pki" / "kubelet-client-ca.crt",
+                ),
+                indent=2,
+            )
+        )
+        node_kubeconfig = layout.root / "kubelet.kubeconfig"
+        self._write_kubeconfig(node_kubeconfig, "node", self.tokens["node"])
+        self._spawn(
+            "kubelet",
+            f"--config={kubelet_file}",
+            f"--kubeconfig={node_kubeconfig}",
+            f"--root-dir={layout.kubelet_root}",
+            f"--cert-dir={layout.kubelet_root / 'pki'}",
+            f"--hostname-override={REAL_NODE_NAME}",
+            f"--node-labels={NODE_KIND_LABEL}=real",
+            # The kubelet then keeps the addresses it is given instead of guessing its own.
+            "--cloud-provider=external",
+            "--v=1",
+            env=env,
+        )
+
+        def registered() -> bool:
+            return self.kubectl("get", "node", REAL_NODE_NAME, check=False).returncode == 0
+
+        self._wait(registered, timeout, f"node {REAL_NODE_NAME} to register")
+        # Play the cloud provider: the kubelet serves on loopback only.
+        address = {"status": {"addresses": [
+            {"type": "InternalIP", "address": "127.0.0.1"},
+            {"type": "Hostname", "address": REAL_NODE_NAME},
+        ]}}  # fmt: skip
+        self.kubectl(
+            "patch", "node", REAL_NODE_NAME, "--subresource=status", "--type=merge",
+            "-p", json.dumps(address),
+        )  # fmt: skip
+        self.kubectl("taint", "node", REAL_NODE_NAME, f"{UNINITIALIZED_TAINT}-", check=False)
+
+        def ready() -> bool:
+            out = self.kubectl(
+                "get", "node", REAL_NODE_NAME, "-o",
+                'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
+                "{range .spec.taints[*]} {.key}{end}",
+                check=False,
+            )  # fmt: skip
+            words = out.stdout.split()
+            return bool(words) and words[0] == "True" and UNINITIALIZED_TAINT not in words
+
+        self._wait(ready, timeout, f"node {REAL_NODE_NAME} to be Ready")
+        self.real_node_ready_seconds = time.monotonic() - started
+
+    def import_image(self, *archives: Path) -> None:
+        """Import OCI or Docker image archives into the real node (no registry involved)."""
+        if self.node_layout is None or self._node_dir is None:
+            raise ClusterError("this cluster has no real node (start it with real_node=True)")
+        import_images(self.node_layout, self._node_dir, list(archives))
+
     # -- helpers ---------------------------------------------------------------------------
-    def _spawn(self, name: str, *args: str) -> None:
+    def _spawn(
+        self,
+        name: str,
+        *args: str,
+        executable: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         assert self.bin_dir is not None
         self._say(f"starting {name}")
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self._procs[name] = subprocess.Popen(
-            [str(self.bin_dir / name), *args],
+            [str(executable or self.bin_dir / name), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=self.state_dir,
+            env=env,
         )
         log.close()
 
     def _wait(self, check: object, timeout: float, what: str) -> None:
+        exited: list[str] = []
+
         def alive_and(check_fn: object = check) -> bool:
+            # wait_until swallows the check's exceptions: a dead process ends the wait here.
             for name, proc in self._procs.items():
                 if proc.poll() is not None:
                     tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                    raise ClusterError(f"{name} exited with code {proc.returncode}:\n{tail}")
+                    exited.append(f"{name} exited with code {proc.returncode}:\n{tail}")
+                    return True
             return bool(check_fn())  # type: ignore[operator]
 
         try:
             wait_until(alive_and, timeout=timeout, what=what, interval=0.2)
         except TimeoutError as exc:
             raise ClusterError(f"{exc}; logs are in {self.log_dir}") from None
+        if exited:
+            raise ClusterError(exited[0])
         self._say(f"{what}: ok")
 
     def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
@@ -426,6 +635,15 @@ class LocalCluster:
             print(f"[cluster +{elapsed:5.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (exited, its parent gone, not yet reaped) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def stop_detached(state_dir: Path) -> bool:
     """Stop a cluster started by ``up`` in another process, from its pid file."""
     pid_file = state_dir / "pids.json"
@@ -441,15 +659,14 @@ def stop_detached(state_dir: Path) -> bool:
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and _running(pid):
             time.sleep(0.1)
         else:
             os.killpg(pid, signal.SIGKILL)
     pid_file.unlink()
+    layout = NodeLayout.load(state_dir / "node")
+    if layout is not None:
+        cleanup(layout)
     return True
 
 
@@ -458,15 +675,38 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m plait.testing.cluster",
         description="Start or stop a local Kubernetes control plane with a kwok node.",
     )
-    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("action", choices=["up", "down", "import-image"])
     parser.add_argument(
         "--state-dir",
         type=Path,
         default=Path(".local/cluster"),
         help="where data, certificates, logs and the kubeconfig live",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="up: also start a real node (kubelet, containerd) beside the kwok node",
+    )
+    parser.add_argument(
+        "archives",
+        nargs="*",
+        type=Path,
+        help="import-image: OCI or Docker image archives (tar) to import into the real node",
+    )
+    args = parser.parse_intermixed_args(argv)
     state_dir: Path = args.state_dir.resolve()
+    if args.action == "import-image":
+        layout = NodeLayout.load(state_dir / "node")
+        if layout is None or not (state_dir / "pids.json").exists():
+            print(
+                f"no real node is running from {state_dir}; start one with "
+                "'python -m plait.testing.cluster up --real-node'",
+                file=sys.stderr,
+            )
+            return 1
+        import_images(layout, find_node_dir(), list(args.archives))
+        print(f"imported {' '.join(str(a) for a in args.archives)} into {REAL_NODE_NAME}")
+        return 0
     if args.action == "down":
         stopped = stop_detached(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -480,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     shutil.rmtree(state_dir, ignore_errors=True)
-    LocalCluster(state_dir=state_dir).start()
+    LocalCluster(state_dir=state_dir, real_node=args.real_node).start()
     print(f"export KUBECONFIG={state_dir / 'kubeconfig'}")
     return 0
 

@@ -1,0 +1,3 @@
+module plait.dev/hack/pause
+
+go 1.22

@@ -1,0 +1,532 @@
+"""The local cluster's real node: a kubelet with containerd, runc and the CNI bridge plugin.
+
+:class:`~plait.testing.cluster.LocalCluster` (``real_node=True``) starts it beside the kwok
+node. Its parts come from two caches: the kubelet and the pause program from
+``hack/build-k8s.sh`` (the same module set as the control plane), containerd, runc, the
+CNI plugins and busybox from Debian's packages, unpacked (not installed) by
+``hack/node-packages.sh``. Everything it writes lives under ``<cluster state>/node/``,
+except what the kubelet and containerd 1.6 hard-code, which :func:`cleanup` removes:
+
+- its cgroups, under a root of its own (``/plait-<id>`` in every cgroup hierarchy, so two
+  clusters on one machine never share ``kubepods``),
+- the shim sockets in ``/run/containerd/s``,
+  the CNI result cache in ``/var/lib/cni/results``, the log links in
+  ``/var/log/containers``, and the bridge ``plait<id>``.
+
+The kubelet authenticates as ``system:node:real-node-0`` (group ``system:nodes``, its own
+token), so the Node authorizer and NodeRestriction admission apply to it; it serves on
+127.0.0.1 and accepts only the apiserver's client certificate. It registers with
+``--cloud-provider=external``, which makes it keep the addresses it is given: the cluster
+plays the cloud provider, sets the node's address to 127.0.0.1 and lifts the
+``node.cloudprovider.kubernetes.io/uninitialized`` taint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from plait.errors import ClusterError
+
+__all__ = [
+    "NODE_KIND_LABEL",
+    "REAL_NODE_NAME",
+    "REAL_NODE_TAINT",
+    "NodeLayout",
+    "cleanup",
+    "find_node_dir",
+    "import_images",
+    "leftovers",
+    "unavailable_reason",
+]
+
+REAL_NODE_NAME = "real-node-0"
+#: Every node of the local cluster carries this label: ``real`` or ``kwok``.
+NODE_KIND_LABEL = "plait.dev/node-kind"
+#: The real node's taint: only pods that tolerate it run there, the rest stay on kwok.
+REAL_NODE_TAINT = {"key": "plait.dev/real-node", "value": "true", "effect": "NoSchedule"}
+UNINITIALIZED_TAINT = "node.cloudprovider.kubernetes.io/uninitialized"
+POD_SUBNET = "10.244.0.0/24"
+
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+_MNT_DETACH = 2
+_CRI_SANDBOXES = "io.containerd.grpc.v1.cri/sandboxes"
+_NODE_PROGRAMS = {"kubelet", "containerd", "containerd-shim-runc-v2", "runc"}
+
+
+def find_node_dir(*, progress: bool = True) -> Path:
+    """The unpacked Debian packages: ``PLAIT_NODE_DIR`` or ``hack/node-packages.sh``'s cache."""
+    configured = os.environ.get("PLAIT_NODE_DIR")
+    if configured:
+        return Path(configured)
+    script = _REPO_ROOT / "hack" / "node-packages.sh"
+    if not script.exists():
+        raise ClusterError(
+            "PLAIT_NODE_DIR is not set and hack/node-packages.sh is not next to this package"
+        )
+    proc = subprocess.run(
+        ["bash", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=None if progress else subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        detail = (proc.stderr or "").strip()
+        raise ClusterError(f"fetching the real node's packages failed: {detail}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def _cgroup_mounts() -> list[Path]:
+    """Every cgroup (v1) and cgroup2 mount point of this mount namespace."""
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        if post.split(" ", 1)[0] in ("cgroup", "cgroup2"):
+            mounts.append(Path(_unescape(pre.split(" ")[4])))
+    return mounts
+
+
+def _unescape(field: str) -> str:
+    return field.encode().decode("unicode_escape")
+
+
+def unavailable_reason(bin_dir: Path) -> str | None:
+    """Why this machine cannot run the real node, or None when it can."""
+    if not Path("/proc/self/mountinfo").exists():
+        return "the real node needs Linux"
+    if os.geteuid() != 0:
+        return (
+            f"the real node needs root (kubelet and containerd create cgroups, mounts and "
+            f"network namespaces); running as uid {os.geteuid()}"
+        )
+    for binary in ("kubelet", "pause"):
+        if not (bin_dir / binary).exists():
+            return f"{binary} is not in {bin_dir}: rebuild it with hack/build-k8s.sh"
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        return "the kernel has no overlay filesystem (containerd's snapshotter needs it)"
+    mounts = _cgroup_mounts()
+    if not mounts:
+        return "no cgroup filesystem is mounted"
+    probe_name = f"plait-probe-{secrets.token_hex(4)}"
+    for mount in mounts:
+        probe = mount / probe_name
+        try:
+            probe.mkdir()
+            probe.rmdir()
+        except OSError as exc:
+            return f"cannot create cgroups in {mount}: {exc.strerror}"
+    for tool in ("ip",):
+        if not any((Path(d) / tool).exists() for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin")):
+            return f"the '{tool}' command (iproute2) is missing; it removes the node's bridge"
+    return None
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """Where one real node keeps everything; saved in ``node.json`` for a later clean-up."""
+
+    root: Path
+    node_id: str
+
+    @classmethod
+    def new(cls, root: Path) -> NodeLayout:
+        return cls(root=root, node_id=secrets.token_hex(4))
+
+    @classmethod
+    def load(cls, root: Path) -> NodeLayout | None:
+        path = root / "node.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(root=Path(data["root"]), node_id=str(data["node_id"]))
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "node.json").write_text(json.dumps({**asdict(self), "root": str(self.root)}))
+
+    def check_socket_paths(self) -> None:
+        """Unix socket paths are limited to 104 bytes (containerd's check): fail clearly."""
+        longest = max(
+            f"{self.containerd_socket}.ttrpc",
+            str(self.kubelet_root / "pod-resources" / "kubelet.sock"),
+            key=len,
+        )
+        if len(longest.encode()) > 104:
+            raise ClusterError(
+                f"the state folder's path is too long for the real node's sockets ({longest} "
+                f"has {len(longest.encode())} bytes, at most 104): choose a shorter state folder"
+            )
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"plait-{self.node_id}"
+
+    @property
+    def bridge(self) -> str:
+        return f"plait{self.node_id}"  # at most 15 characters, as Linux requires
+
+    @property
+    def network(self) -> str:
+        return f"plait-{self.node_id}"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.root / "containerd" / "containerd.sock"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.root / "containerd" / "state"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.root / "kubelet"
+
+    @property
+    def pod_logs(self) -> Path:
+        return self.root / "pod-logs"
+
+
+def containerd_config(layout: NodeLayout, node_dir: Path) -> str:
+    """containerd 1.6's config: every path under the node's folder, the CRI plugin set up
+    for the kubelet (cgroupfs, overlayfs, our runc and CNI plugins, our pause image)."""
+    root = node_dir / "root"
+    c = layout.root / "containerd"
+    disabled = [
+        "io.containerd.snapshotter.v1.aufs",
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+        "io.containerd.internal.v1.opt",
+        "io.containerd.tracing.processor.v1.otlp",
+    ]
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""version = 2
+root = "{c / "root"}"
+state = "{layout.containerd_state}"
+disabled_plugins = {json.dumps(disabled)}
+
+[grpc]
+  address = "{layout.containerd_socket}"
+
+[ttrpc]
+  address = "{layout.containerd_socket}.ttrpc"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[{cri}]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  # The machine may lack CAP_SYS_RESOURCE: runc then cannot lower oom_score_adj to the
+  # kubelet's -998 for sandboxes; this keeps every OOM score at 0 or above instead.
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  # Network namespaces under containerd's state folder, not in the machine's /run/netns.
+  netns_mounts_under_state_dir = true
+
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  BinaryName = "{root / "usr" / "sbin" / "runc"}"
+  Root = "{layout.root / "runc"}"
+
+[{cri}.cni]
+  bin_dir = "{root / "usr" / "lib" / "cni"}"
+  conf_dir = "{layout.root / "cni" / "net.d"}"
+  max_conf_num = 1
+"""
+
+
+def cni_config(layout: NodeLayout) -> dict[str, object]:
+    """A bridge of this node's own, no gateway and no masquerading: ``ip_forward`` and
+    iptables stay untouched; pods reach each other on the bridge, not the outside."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": layout.network,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": layout.bridge,
+                "isGateway": False,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "dataDir": str(layout.root / "cni" / "ipam"),
+                },
+            }
+        ],
+    }
+
+
+def kubelet_config(
+    layout: NodeLayout, *, port: int, healthz_port: int, client_ca: Path
+) -> dict[str, object]:
+    """The KubeletConfiguration: cgroupfs under the node's own cgroup root, served on
+    loopback to the apiserver's client certificate only, no image garbage collection
+    (imported images cannot be pulled again) and no disk-pressure evictions."""
+    endpoint = f"unix://{layout.containerd_socket}"
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "failCgroupV1": False,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{layout.cgroup_root}",
+        "containerRuntimeEndpoint": endpoint,
+        "imageServiceEndpoint": endpoint,
+        "address": "127.0.0.1",
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz_port,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(client_ca)},
+        },
+        "authorization": {"mode": "Webhook"},
+        "podLogsDir": str(layout.pod_logs),
+        "volumePluginDir": str(layout.root / "volume-plugins"),
+        "rotateCertificates": False,
+        "serverTLSBootstrap": False,
+        "failSwapOn": False,
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {
+            "memory.available": "1%",
+            "nodefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+            "imagefs.available": "1%",
+        },
+        "registerWithTaints": [REAL_NODE_TAINT],
+    }
+
+
+def create_cgroup_root(layout: NodeLayout) -> None:
+    """``/plait-<id>`` in every hierarchy (the kubelet requires its cgroup root to exist)."""
+    for mount in _cgroup_mounts():
+        path = mount / layout.cgroup_root
+        path.mkdir(exist_ok=True)
+        # A new cpuset cgroup starts with no CPUs and no memory nodes: inherit the parent's.
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if (path / name).exists() and not (path / name).read_text().strip():
+                (path / name).write_text((mount / name).read_text())
+
+
+# -- clean-up -------------------------------------------------------------------------------
+
+
+def _pids() -> Iterator[int]:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def node_processes(layout: NodeLayout) -> dict[int, str]:
+    """Processes of this node: those naming its folder (containerd, kubelet, the shims) and
+    those in its cgroups (the containers); pid to command line."""
+    found = {}
+    marker = str(layout.root)
+    cgroup_marker = f"/{layout.cgroup_root}/"
+    for pid in _pids():
+        if pid == os.getpid():
+            continue
+        proc = Path("/proc") / str(pid)
+        argv = _read(proc / "cmdline").split("\0")
+        cmdline = " ".join(argv).strip()
+        ours = Path(argv[0]).name in _NODE_PROGRAMS and marker in cmdline
+        cgroups = _read(proc / "cgroup")
+        in_cgroup = any(
+            (line.split(":", 2)[-1] + "/").startswith(cgroup_marker) for line in cgroups.split()
+        )
+        if ours or in_cgroup:
+            found[pid] = cmdline
+    return found
+
+
+def _mount_points() -> list[str]:
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        points.append(_unescape(line.split(" ")[4]))
+    return points
+
+
+def _sandbox_files(layout: NodeLayout) -> tuple[set[Path], set[Path]]:
+    """Network namespaces and shim sockets named in the task bundles (outside our folder)."""
+    netns: set[Path] = set()
+    sockets: set[Path] = set()
+    tasks = layout.containerd_state / "io.containerd.runtime.v2.task"
+    for bundle in tasks.glob("*/*"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            spec = json.loads((bundle / "config.json").read_text())
+            for ns in spec["linux"].get("namespaces", []):
+                if ns.get("type") == "network" and ns.get("path", "").startswith("/"):
+                    netns.add(Path(os.path.realpath(ns["path"])))
+        with contextlib.suppress(OSError):
+            address = (bundle / "address").read_text().strip()
+            if address.startswith("unix://"):
+                sockets.add(Path(address.removeprefix("unix://")))
+    return netns, sockets
+
+
+def _umount(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if int(libc.umount2(path.encode(), 0)) != 0:
+        err = ctypes.get_errno()
+        if err == errno.EINVAL:  # not a mount point (any more)
+            return
+        if int(libc.umount2(path.encode(), _MNT_DETACH)) != 0:
+            err = ctypes.get_errno()
+            if err != errno.EINVAL:
+                raise OSError(err, f"umount {path}: {os.strerror(err)}")
+
+
+def _other_kubelets(layout: NodeLayout) -> bool:
+    for pid in _pids():
+        cmdline = _read(Path("/proc") / str(pid) / "cmdline").split("\0")
+        if cmdline and Path(cmdline[0]).name == "kubelet" and str(layout.root) not in cmdline:
+            return True
+    return False
+
+
+def cleanup(layout: NodeLayout, *, timeout: float = 15.0) -> None:
+    """Remove every trace of the node outside its folder, after kubelet and containerd stop:
+    kill its shims and containers, unmount what they mounted, delete its cgroups, its
+    bridge, its network namespaces and the files the kubelet and containerd hard-code."""
+    netns, sockets = _sandbox_files(layout)
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = node_processes(layout)
+        if not procs:
+            break
+        for pid in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise ClusterError(f"processes of the real node survive SIGKILL: {procs}")
+        time.sleep(0.1)
+    root = str(layout.root)
+    ours = [p for p in _mount_points() if p == root or p.startswith(root + "/")]
+    for point in sorted(set(ours), key=len, reverse=True):
+        _umount(point)
+    for path in netns:
+        with contextlib.suppress(FileNotFoundError):
+            _umount(str(path))
+            path.unlink()
+    for path in sockets:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    for name in ("s", "fifo", "runc/k8s.io", "runc", ""):
+        with contextlib.suppress(OSError):  # only when empty: another containerd's stay
+            Path("/run/containerd", name).rmdir()
+    for mount in _cgroup_mounts():
+        top = mount / layout.cgroup_root
+        if not top.exists():
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            _rmdir_cgroup(Path(dirpath), deadline)
+    if Path(f"/sys/class/net/{layout.bridge}").exists():
+        subprocess.run(["ip", "link", "delete", layout.bridge], capture_output=True, check=False)
+    results = Path("/var/lib/cni/results")
+    if results.is_dir():
+        sandboxes = {p.name for p in (layout.containerd_state / _CRI_SANDBOXES).glob("*")}
+        for entry in results.iterdir():
+            # <network>-<sandbox id>-<interface>: our bridge network and containerd's loopback
+            if entry.name.startswith(f"{layout.network}-") or any(
+                f"-{sandbox}-" in entry.name for sandbox in sandboxes
+            ):
+                entry.unlink(missing_ok=True)
+        for folder in (results, results.parent):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+    logs = Path("/var/log/containers")
+    if logs.is_dir():
+        for link in logs.iterdir():
+            if link.is_symlink() and os.readlink(link).startswith(str(layout.pod_logs)):
+                link.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            logs.rmdir()  # only when empty: another node's logs stay
+    if not _other_kubelets(layout):
+        # The device plugin folder is hard-coded and shared by every kubelet on the machine.
+        plugins = Path("/var/lib/kubelet/device-plugins")
+        for name in ("kubelet.sock", "kubelet_internal_checkpoint"):
+            (plugins / name).unlink(missing_ok=True)
+        for folder in (plugins, plugins.parent):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _rmdir_cgroup(path: Path, deadline: float) -> None:
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise ClusterError(f"cannot remove cgroup {path}: {exc}") from None
+            time.sleep(0.1)
+
+
+def leftovers(layout: NodeLayout) -> list[str]:
+    """What of the node is still on the machine: processes, mounts, cgroups, the bridge,
+    network namespaces. Empty after :func:`cleanup`."""
+    found = [f"process {pid}: {cmd}" for pid, cmd in node_processes(layout).items()]
+    root = str(layout.root)
+    found += [f"mount {p}" for p in _mount_points() if p == root or p.startswith(root + "/")]
+    found += [
+        f"cgroup {mount / layout.cgroup_root}"
+        for mount in _cgroup_mounts()
+        if (mount / layout.cgroup_root).exists()
+    ]
+    if Path(f"/sys/class/net/{layout.bridge}").exists():
+        found.append(f"bridge {layout.bridge}")
+    netns, sockets = _sandbox_files(layout)
+    found += [f"network namespace {p}" for p in netns if p.exists()]
+    found += [f"shim socket {p}" for p in sockets if p.exists()]
+    return found
+
+
+def import_images(layout: NodeLayout, node_dir: Path, archives: list[Path]) -> None:
+    """``ctr images import`` into the node's containerd (namespace ``k8s.io``, where the
+    kubelet looks): the images are there at once, no registry is asked."""
+    ctr = node_dir / "root" / "usr" / "bin" / "ctr"
+    base = [str(ctr), f"--address={layout.containerd_socket}", "--namespace=k8s.io"]
+    for archive in archives:  # ctr reads one archive per call
+        proc = subprocess.run(
+            [*base, "images", "import", str(archive)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ClusterError(f"ctr images import {archive} failed: {proc.stderr.strip()}")
