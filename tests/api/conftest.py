@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -16,8 +21,10 @@ from plait.api.context import ApiConfig
 from plait.kernel.components import component_by_name
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
+from plait.testing._process import free_port, stop_process, wait_until
 
 TOKEN = "s3cret-token"
+PROCESS_TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 URL = "/v1/namespaces/shop/events"
 STRUCTURED = {"Content-Type": "application/cloudevents+json", **AUTH}
@@ -78,3 +85,41 @@ async def api(migrated_database: str, component_dsns: dict[str, str]) -> AsyncIt
     )
     async with serve_in_process(migrated_database, component_dsns, config) as api:
         yield api
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+def start_api() -> Iterator[Callable[..., int]]:
+    """``start_api(dsn, *flags)``: a real ``plait api`` process (token ``PROCESS_TOKEN``);
+    its port. Each is stopped with SIGTERM at the end and must exit cleanly."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(dsn: str, *flags: str) -> int:
+        port = free_port()
+        env = {
+            **os.environ,
+            "PLAIT_DATABASE_URL": dsn,
+            "PLAIT_API_PORT": str(port),
+            "PLAIT_API_TOKEN": PROCESS_TOKEN,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plait", "api", "--host", "127.0.0.1", *flags],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(proc)
+        wait_until(lambda: get(port, "/healthz")[0] == 200, timeout=30, what="plait api")
+        return port
+
+    yield start
+    for proc in procs:
+        stop_process(proc)
+        assert proc.returncode == 0, "SIGTERM must stop plait api cleanly"

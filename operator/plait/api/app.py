@@ -42,6 +42,10 @@ from plait.observability.metrics import DATABASE_GAUGES
 __all__ = ["DATABASE", "ApiConfig", "api_command", "build_app", "serve"]
 
 logger = logging.getLogger(__name__)
+#: After refusing a request whose body was not read whole, the rest is read and discarded
+#: for at most this long before the connection closes, so the client gets to read the
+#: answer (closing with unread data would reset the connection under it).
+LINGER_SECONDS = 2.0
 REQUEST_DURATION = Histogram(
     "plait_api_request_duration_seconds",
     "Time from request to response of plait api, by route and status.",
@@ -183,7 +187,10 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
         await telemetry.start(database, "api")
         DATABASE_GAUGES.register_source("event_processing", queue_gauges)
         runner = web.AppRunner(
-            app, access_log=None, keepalive_timeout=app[CONFIG].keepalive_timeout
+            app,
+            access_log=None,
+            keepalive_timeout=app[CONFIG].keepalive_timeout,
+            lingering_time=LINGER_SECONDS,
         )
         await runner.setup()
         await web.TCPSite(runner, host, port).start()

@@ -102,7 +102,7 @@ async def read_capped(request: web.Request, limit: int, what: str, option: str) 
             408,
             "request-timeout",
             "Request timeout",
-            f"the {what} did not arrive within {timeout:g} seconds (--body-timeout)",
+            f"the {what} did not arrive within {timeout:g} s (--body-timeout)",
         ) from None
     except (web.RequestPayloadError, HttpProcessingError) as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, HttpProcessingError) else exc

@@ -191,11 +191,10 @@ class DeadLetterQuery(BaseModel):
         default=None, description="Only letters in this status."
     )
     limit: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE, description="Page size.")
-    cursor: Annotated[str | SkipJsonSchema[None], BeforeValidator(_cursor)] = Field(
-        default=None,
-        max_length=_MAX_CURSOR_LENGTH,
-        description="`nextCursor` of the previous page.",
-    )
+    cursor: Annotated[
+        Annotated[str, Field(max_length=_MAX_CURSOR_LENGTH)] | SkipJsonSchema[None],
+        BeforeValidator(_cursor),
+    ] = Field(default=None, description="`nextCursor` of the previous page.")
 
     @field_validator("status", "cursor", mode="before")
     @classmethod
@@ -231,14 +230,20 @@ class PurgeRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"minProperties": 1},
+        # At least one of the two, not null (null means absent).
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
+                {"required": ["olderThan"], "properties": {"olderThan": {"type": "string"}}},
+            ]
+        },
     )
 
     ids: Annotated[
-        Annotated[list[uuid.UUID], Field(min_length=1)] | SkipJsonSchema[None],
+        Annotated[list[uuid.UUID], Field(min_length=1)] | None,
         BeforeValidator(_uuid_list),
     ] = None
-    older_than: Annotated[datetime | SkipJsonSchema[None], BeforeValidator(_rfc3339)] = Field(
+    older_than: Annotated[datetime | None, BeforeValidator(_rfc3339)] = Field(
         default=None, validation_alias="olderThan"
     )
 

@@ -33,7 +33,14 @@ _NAMESPACE = Parameter(
     {"type": "string", "pattern": NAMESPACE_PATTERN, "maxLength": NAMESPACE_MAX_LENGTH},
     "Kubernetes namespace the events or dead letters belong to.",
 )
-_LETTER_ID = Parameter("id", "path", {"type": "string", "format": "uuid"}, "Id of the dead letter.")
+_LETTER_ID = Parameter(
+    "id",
+    "path",
+    {"type": "string", "format": "uuid"},
+    "Id of the dead letter.",
+    # Not the purge route's last segment, so that other methods there answer 405.
+    route_pattern="(?!purge$)[^{}/]+",
+)
 
 
 def _binary_mode_headers() -> tuple[Parameter, ...]:

@@ -42,6 +42,9 @@ class Parameter:
     schema: Mapping[str, Any]
     description: str = ""
     required: bool = False
+    #: For a path parameter: the regular expression aiohttp matches it with (default: one
+    #: path segment).
+    route_pattern: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,17 @@ class Route:
     # ``public`` and checked by the middleware in plait.api.app on the matched route.
 
     @property
+    def router_path(self) -> str:
+        """``path`` with the route patterns of its path parameters, for aiohttp."""
+        path = self.path
+        for parameter in self.parameters:
+            if parameter.location == "path" and parameter.route_pattern is not None:
+                path = path.replace(
+                    f"{{{parameter.name}}}", f"{{{parameter.name}:{parameter.route_pattern}}}"
+                )
+        return path
+
+    @property
     def statuses(self) -> frozenset[int]:
         """Every status this route can answer."""
         return frozenset(self.replies) | (frozenset() if self.public else {401})
@@ -115,10 +129,11 @@ def add_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
         if route.operation_id in table:
             raise ValueError(f"two routes share the operation id {route.operation_id!r}")
         table[route.operation_id] = route
+        path = route.router_path
         if route.method == "GET":  # aiohttp answers HEAD for every GET route
-            app.router.add_get(route.path, route.handler, name=route.operation_id)
+            app.router.add_get(path, route.handler, name=route.operation_id)
         else:
-            app.router.add_route(route.method, route.path, route.handler, name=route.operation_id)
+            app.router.add_route(route.method, path, route.handler, name=route.operation_id)
     app[_ROUTES] = table
 
 
