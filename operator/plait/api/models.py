@@ -225,8 +225,8 @@ def _rfc3339(value: Any) -> Any:
 
 
 class PurgeRequest(BaseModel):
-    """Which dead letters to delete: by id, created before a time, or both (both must
-    match)."""
+    """Which dead letters to delete: by id, created before a time, or both (a letter that
+    matches either goes)."""
 
     model_config = ConfigDict(
         extra="forbid",
