@@ -39,6 +39,18 @@ def test_every_account_secret_and_integration_of_every_task_is_asked_for() -> No
     )
 
 
+def test_a_workflow_wide_token_is_asked_for_once_even_for_task_refs() -> None:
+    spec = {
+        "automountServiceAccountToken": True,
+        "tasks": [{"name": "a", "taskRef": {"name": "t"}}],
+    }
+    assert _needs("WorkflowDefinition", spec) == [
+        ("spec.automountServiceAccountToken", "create pods")
+    ]
+    spec["automountServiceAccountToken"] = False
+    assert _needs("WorkflowDefinition", spec) == []
+
+
 def test_an_integrations_secret_is_asked_for() -> None:
     spec = {"type": "slack", "secretRef": {"name": "slack-token"}}
     assert _needs("Integration", spec) == [("spec.secretRef.name", "get secrets/slack-token")]

@@ -7,8 +7,9 @@ groups, uid and extra) whether the *requesting user* holds the permission Kubern
 Plait requires for each:
 
 - running a task as a ServiceAccount other than ``default``, or with a ServiceAccount
-  token mounted: ``create pods`` in the namespace (what Kubernetes itself requires to run
-  a Pod as a ServiceAccount);
+  token mounted (a template's or a WorkflowDefinition's ``automountServiceAccountToken``):
+  ``create pods`` in the namespace (what Kubernetes itself requires to run a Pod as a
+  ServiceAccount);
 - an environment variable from a Secret key (``secretKeyRef``): ``get`` on that Secret;
 - a task that lists an Integration: the custom verb ``use`` on
   ``integrations.plait.dev/<name>``;
@@ -103,6 +104,15 @@ def needs(spec: PlaitModel) -> list[Need]:
     """Every permission the author of ``spec`` must hold; empty for kinds that run nothing."""
     found: list[Need] = []
     if isinstance(spec, WorkflowDefinitionSpec):
+        if spec.automount_service_account_token:  # every task's default, taskRefs' included
+            found.append(
+                Need(
+                    "spec.automountServiceAccountToken",
+                    "create",
+                    "pods",
+                    what="the tasks' ServiceAccount tokens (mounted into every task's pod)",
+                )
+            )
         for i, task in enumerate(spec.tasks):
             if task.template is not None:
                 found += _template_needs(task.template, f"spec.tasks[{i}].template")
