@@ -38,8 +38,6 @@ with PostgresServer() as pg, LocalCluster(progress=False) as cluster:
             "default",
             "--health-port",
             str(port),
-            "--webhook-port",
-            "0",
         ],
         env={
             **os.environ,

@@ -352,8 +352,6 @@ class Operator:
             namespace,
             "--health-port",
             str(self.health_port),
-            "--webhook-port",
-            "0",
         ]
         self.env = environ
         self.log = log

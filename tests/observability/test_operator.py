@@ -210,7 +210,7 @@ def test_the_operator_rides_out_a_database_outage(
     )
     port = free_port()
     args = [sys.executable, "-m", "plait", "operator", "--namespace", cluster.namespace,
-            "--health-port", str(port), "--webhook-port", "0"]  # fmt: skip
+            "--health-port", str(port)]  # fmt: skip
     operator = OperatorProcess(args=args, env=env, log=tmp_path / "operator.log", health_port=port)
     operator.start()
     try:
