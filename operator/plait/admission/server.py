@@ -9,6 +9,7 @@ and a ValidatingWebhookConfiguration pointing at it, removed again when it stops
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import tempfile
@@ -58,6 +59,33 @@ class WebhookOptions:
     """Address the API server dials, with ``manage``."""
     namespaces: tuple[str, ...] = ()
     """With ``manage``: only objects in these namespaces are sent here (all when empty)."""
+
+
+#: How often a mounted certificate is checked for renewal (cert-manager rotates it in place).
+CERT_CHECK_SECONDS = 30.0
+
+
+async def _reload_certificate(
+    tls: ssl.SSLContext, crt: Path, key: Path, stop: asyncio.Event
+) -> None:
+    """Load a renewed certificate into the live TLS context: new handshakes use it, so a
+    rotated certificate needs no restart."""
+
+    def stamp() -> tuple[float, float]:
+        return crt.stat().st_mtime, key.stat().st_mtime
+
+    seen = stamp()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CERT_CHECK_SECONDS)
+        try:
+            current = stamp()
+            if current != seen:
+                tls.load_cert_chain(str(crt), str(key))
+                seen = current
+                logger.info("reloaded the webhook certificate from %s", crt.parent)
+        except (OSError, ssl.SSLError) as exc:  # half-written during a rotation: next round
+            logger.warning("could not reload the webhook certificate: %s", exc)
 
 
 def _api() -> client.ApiClient:
@@ -253,7 +281,7 @@ async def run_webhook(options: WebhookOptions, stop: asyncio.Event) -> None:
             await asyncio.to_thread(_register, api, body)
         ready.set()
         logger.info("admission webhook serving on %s:%d", options.address, options.port)
-        await stop.wait()
+        await _reload_certificate(tls, crt, key, stop)
     finally:
         if options.manage and ready.is_set():
             bundle = body["webhooks"][0]["clientConfig"]["caBundle"]
