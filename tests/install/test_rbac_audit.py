@@ -173,7 +173,12 @@ async def test_requests_are_exactly_the_granted_rules(
             for d in objects
             if d["kind"] in {"ClusterRole", "ClusterRoleBinding"}
         ]
-        kube.kubectl("apply", "-f", "-", input=json.dumps({"kind": "List", "items": objects}))
+        kube.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+        )
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_")}
     cert, _ = write_self_signed_certificate(tmp_path / "webhook", ["127.0.0.1"])
