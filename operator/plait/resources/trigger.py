@@ -34,8 +34,9 @@ class Schedule(PlaitModel):
     """A cron schedule, as an alternative to an event type."""
 
     cron: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    """Standard five-field cron expression (minute hour day-of-month month day-of-week), or a
-    macro such as @hourly or @daily."""
+    """Cron expression as cronsim reads it: five fields (minute hour day-of-month month
+    day-of-week) with L, W and # (0 0 L * *, 0 9 * * MON#1), or a macro such as @hourly or
+    @daily. Refused when cronsim cannot read it or it never fires."""
     time_zone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
     """IANA time zone the schedule is read in, e.g. Europe/Paris."""
     catch_up: Literal["Skip", "Latest", "All"] = "Skip"
