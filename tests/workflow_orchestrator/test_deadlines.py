@@ -103,13 +103,20 @@ def test_the_timeout_fires_after_the_operator_restarts_while_waiting(
     cluster: Kube, start_operator: StartOperator, migrated_database: str
 ) -> None:
     operator = start_operator()
-    slow_workflow(cluster, "restarted", timeout=10)
+    slow_workflow(cluster, "restarted", timeout=20)
     wait_running(migrated_database, "restarted-run")
     operator.kill()
     start_operator()
-    final = wait_phase(cluster, "restarted-run", timeout=40)
+    with psycopg.connect(migrated_database) as conn:
+        left = conn.execute(
+            "SELECT extract(epoch FROM started_at + interval '20 seconds' - now())::float8 "
+            "FROM workflow_orchestrator_service.workflow_instances"
+        ).fetchone()
+    assert left is not None
+    assert left[0] > 2, "the new operator must be up before the deadline for this to test it"
+    final = wait_phase(cluster, "restarted-run", timeout=50)
     assert final["phase"] == "Failed"
-    assert_ended_on_time(migrated_database, "restarted-run", 10)
+    assert_ended_on_time(migrated_database, "restarted-run", 20)
     assert_nothing_left(final)
 
 
