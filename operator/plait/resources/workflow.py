@@ -219,7 +219,7 @@ class WorkflowInstanceSpec(PlaitModel):
     ] = Field(default_factory=dict)
     """Parameter name -> value (any JSON value of the parameter's type)."""
     cancel: bool = False
-    """Set to true to cancel the run: running tasks are stopped, the rest skipped. Final."""
+    """Set to true to cancel the run: running tasks are Cancelled, the rest Skipped. Final."""
     suspend: bool = False
     """Set to true to hold new tasks back; running ones finish. Set back to resume."""
     retry: Annotated[int, Field(ge=0, le=1000)] = 0
@@ -244,7 +244,7 @@ class TaskCounts(PlaitModel):
     failed: Annotated[int, Field(ge=0)] = 0
     """Tasks that failed after their last attempt."""
     skipped: Annotated[int, Field(ge=0)] = 0
-    """Tasks whose when condition was false or whose upstream failed."""
+    """Tasks whose when was false or whose upstream failed, or not started as the run ended."""
     cancelled: Annotated[int, Field(ge=0)] = 0
     """Tasks stopped by cancellation or the workflow timeout."""
 
