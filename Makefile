@@ -79,7 +79,7 @@ clean-cache: ## Remove the built Kubernetes binaries (~/.cache/plait); the next 
 manifests: venv k8s-tools ## Copy crds/ into the chart and render manifests/ (plain YAML) from it.
 	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python hack/render-manifests.py
 
-values-doc: venv ## Regenerate the values reference in docs/install.md from values.yaml.
+values-doc: venv ## Regenerate the values reference and the permissions table in docs/install.md.
 	@$(BIN)/python hack/gen-values-doc.py
 
 chart-check: venv k8s-tools ## Only the install checks: chart, manifests, image, security scan.

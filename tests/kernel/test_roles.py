@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from plait.kernel.components import COMPONENTS, Component
+from plait.kernel.components import COMPONENTS, Component, component_by_name
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.kernel.migrations import LEDGER_TABLE
@@ -118,3 +118,18 @@ async def test_pools_can_run_as_component_roles(migrated_database: str) -> None:
         async with db.connection("auth") as conn:
             row = await (await conn.execute("SELECT count(*) FROM auth_service.roles")).fetchone()
             assert row == (3,)
+
+
+def test_running_ensure_roles_again_rotates_a_password() -> None:
+    """How the chart rotates a component's password: a new one in the Secret, and the
+    migration Job (``plait migrate --create-roles``) runs again on the upgrade."""
+    auth = component_by_name("auth")
+    with PostgresServer() as server:  # private: roles are global to a server
+        server.create_database("rotation")
+        for password in ("first-password", "second-password"):
+            with psycopg.connect(server.dsn(), autocommit=True) as conn:
+                ensure_roles(conn, [auth], passwords={"auth": password})
+            with psycopg.connect(server.dsn("rotation", user=auth.role, password=password)) as c:
+                assert c.execute("SELECT current_user").fetchone() == (auth.role,)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(server.dsn("rotation", user=auth.role, password="first-password"))
