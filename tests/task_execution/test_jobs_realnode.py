@@ -12,14 +12,15 @@ import hashlib
 import json
 import secrets
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from kubernetes import client, watch
+from kubernetes import client
 
 from plait.integration.credentials import SecretItem, TaskIntegration
 from plait.resources import ContainerTemplate
 from plait.task_execution.jobs import DEFAULT_RUN_AS_USER, JobRequest, build_job
+from plait.testing._process import wait_until
 from tests.fixtures.kube import Kube, KubeCluster, RealNode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
@@ -35,19 +36,12 @@ printf '{"uid": "%s", "sha": "%s", "url": "%s", "apiToken": %s}' \
 
 
 def wait_complete(kube: Kube, name: str, timeout: int = 120) -> None:
-    w = watch.Watch()
-    for event in w.stream(
-        kube.batch.list_namespaced_job,
-        kube.namespace,
-        field_selector=f"metadata.name={name}",
-        timeout_seconds=timeout,
-    ):
-        conditions = event["object"].status.conditions or []
-        if any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions):
-            w.stop()
-            return
-    pods = kube.core.list_namespaced_pod(kube.namespace, label_selector=f"job-name={name}")
-    raise AssertionError(f"Job {name} did not finish in {timeout}s: {pods.items}")
+    def finished() -> bool:
+        status = kube.batch.read_namespaced_job(name, kube.namespace).status
+        conditions = (status.conditions if status else None) or []
+        return any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions)
+
+    wait_until(finished, timeout=timeout, what=f"Job {name} to finish")
 
 
 def test_a_real_container_runs_restricted_and_reads_its_integration_file(
@@ -86,15 +80,20 @@ def test_a_real_container_runs_restricted_and_reads_its_integration_file(
     pod_spec = manifest["spec"]["template"]["spec"]
     pod_spec["nodeSelector"] = real_node.node_selector
     pod_spec["tolerations"] = [
-        client.ApiClient().sanitize_for_serialization(t) for t in real_node.tolerations
+        {"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect}
+        for t in real_node.tolerations
     ]
     assert token not in json.dumps(manifest)
     name = manifest["metadata"]["name"]
-    kube.batch.create_namespaced_job(kube.namespace, manifest)
+    kube.batch.create_namespaced_job(kube.namespace, cast(client.V1Job, manifest))
     wait_complete(kube, name)
 
     (pod,) = kube.core.list_namespaced_pod(kube.namespace, label_selector=f"job-name={name}").items
-    terminated = pod.status.container_statuses[0].state.terminated
+    assert pod.status is not None
+    assert pod.status.container_statuses
+    state = pod.status.container_statuses[0].state
+    assert state is not None
+    terminated = state.terminated
     assert terminated is not None
     assert terminated.exit_code == 0, terminated
     assert json.loads(terminated.message or "") == {
