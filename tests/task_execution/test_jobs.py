@@ -197,6 +197,31 @@ def test_the_workflow_sets_defaults_that_a_task_overrides_field_by_field() -> No
     assert with_workflow_defaults(own, bare) is own
 
 
+@pytest.mark.parametrize(
+    ("workflow", "own", "merged"),
+    [
+        ({"runAsNonRoot": True}, {"runAsUser": 0}, {"runAsUser": 0}),
+        ({"runAsUser": 0}, {"runAsNonRoot": True}, {"runAsNonRoot": True}),
+        ({"allowPrivilegeEscalation": False}, {"privileged": True}, {"privileged": True}),
+        (
+            {"privileged": True, "fsGroup": 1},
+            {"allowPrivilegeEscalation": False},
+            {"allowPrivilegeEscalation": False, "fsGroup": 1},
+        ),
+    ],
+)
+def test_a_task_field_beats_an_inherited_one_it_contradicts(
+    workflow: dict[str, Any], own: dict[str, Any], merged: dict[str, Any]
+) -> None:
+    spec = WorkflowDefinitionSpec.model_validate(
+        {"tasks": [{"name": "a", "template": {"image": "x"}}], "securityContext": workflow}
+    )
+    template = ContainerTemplate.model_validate({"image": "x", "securityContext": own})
+    inherited = with_workflow_defaults(template, spec).security_context
+    assert inherited is not None
+    assert inherited.to_dict() == merged
+
+
 NOTIFIER = TaskIntegration(
     name="notifier",
     type="http",

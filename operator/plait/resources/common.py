@@ -333,13 +333,24 @@ class SecurityContext(PlaitModel):
         return self
 
     def over(self, defaults: SecurityContext | None) -> SecurityContext:
-        """This context with the fields it leaves unset taken from ``defaults``."""
+        """This context with the fields it leaves unset taken from ``defaults``; an
+        inherited field that contradicts one set here is left out (a task's runAsUser 0
+        beats a workflow's runAsNonRoot true, its privileged true a workflow's
+        allowPrivilegeEscalation false, and the other way round)."""
         if defaults is None:
             return self
-        merged = {
-            **defaults.model_dump(exclude_none=True),
-            **self.model_dump(exclude_none=True),
-        }
+        own = self.model_dump(exclude_none=True)
+        merged = {**defaults.model_dump(exclude_none=True), **own}
+        contradictions = (
+            merged.get("privileged") is True and merged.get("allow_privilege_escalation") is False,
+            merged.get("run_as_user") == 0 and merged.get("run_as_non_root") is True,
+        )
+        pairs = (("privileged", "allow_privilege_escalation"), ("run_as_user", "run_as_non_root"))
+        for contradicts, pair in zip(contradictions, pairs, strict=True):
+            if contradicts:
+                for name in pair:
+                    if name not in own:
+                        del merged[name]
         return SecurityContext.model_validate(merged)
 
 
