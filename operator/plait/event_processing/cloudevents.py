@@ -32,6 +32,7 @@ from plait.resources.schemas import compile_schema
 
 __all__ = [
     "BATCH_CONTENT_TYPE",
+    "INT32",
     "MAX_DATA_DEPTH",
     "MAX_EXTENSION_NAME_LENGTH",
     "MAX_EXTENSION_VALUE_LENGTH",
@@ -63,8 +64,8 @@ _DATA = ("data", "data_base64")
 _KNOWN = frozenset(_REQUIRED + _OPTIONAL + _DATA)
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+#: The range of integer extension attribute values (the spec's Integer type).
 INT32: Final = (-(2**31), 2**31 - 1)
-_INT32 = INT32
 
 #: Most characters of each string attribute. (namespace, source, id) and (namespace, type,
 #: partition key) are unique keys: 256 characters of up to 4 UTF-8 bytes each keep a key
@@ -219,24 +220,36 @@ class _Unstorable:
         self.reason = reason
 
 
-def _parse_constant(name: str) -> _Unstorable:
-    return _Unstorable(f"{name} is not a finite number (JSON has no NaN or Infinity)")
+class _Numbers:
+    """json.loads hooks that put an :class:`_Unstorable` where a number cannot be stored,
+    and remember whether they did."""
+
+    def __init__(self) -> None:
+        self.unstorable = False
+
+    def constant(self, name: str) -> _Unstorable:
+        self.unstorable = True
+        return _Unstorable(f"{name} is not a finite number (JSON has no NaN or Infinity)")
+
+    def float(self, text: str) -> float | _Unstorable:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        self.unstorable = True
+        return _Unstorable(f"{text[:40]} is not a finite number (beyond a 64-bit float)")
+
+    def int(self, text: str) -> int | _Unstorable:
+        digits = len(text) - text.startswith("-")
+        if digits > MAX_INTEGER_DIGITS:
+            self.unstorable = True
+            return _Unstorable(
+                f"an integer of {digits} digits; integers have at most {MAX_INTEGER_DIGITS} digits"
+            )
+        return int(text)
 
 
-def _parse_float(text: str) -> float | _Unstorable:
-    value = float(text)
-    if math.isfinite(value):
-        return value
-    return _Unstorable(f"{text[:40]} is not a finite number (beyond a 64-bit float)")
-
-
-def _parse_int(text: str) -> int | _Unstorable:
-    digits = len(text) - text.startswith("-")
-    if digits > MAX_INTEGER_DIGITS:
-        return _Unstorable(
-            f"an integer of {digits} digits; integers have at most {MAX_INTEGER_DIGITS} digits"
-        )
-    return int(text)
+# In strictly decoded UTF-8 JSON text, a NUL or a lone surrogate can only be an escape.
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]')
@@ -275,13 +288,20 @@ def load_json(body: bytes, *, path: str = "", segments: int = 0) -> Any:
     reports them by path. A document too deep to parse raises :class:`_TooDeepError` naming
     the member (``path`` plus the first ``segments`` pointer tokens).
     """
+    return _load(body, path, segments)[0]
+
+
+def _load(body: bytes, path: str, segments: int) -> tuple[Any, bool]:
+    """:func:`load_json`, and whether a string or number in it may be unstorable (else
+    only the nesting of the data needs checking)."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    numbers = _Numbers()
     try:
-        return json.loads(
-            text, parse_constant=_parse_constant, parse_float=_parse_float, parse_int=_parse_int
+        value = json.loads(
+            text, parse_constant=numbers.constant, parse_float=numbers.float, parse_int=numbers.int
         )
     except RecursionError:
         raise _TooDeepError(path + _too_deep_at(text, segments)) from None
@@ -289,6 +309,7 @@ def load_json(body: bytes, *, path: str = "", segments: int = 0) -> Any:
         raise ValueError(
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    return value, numbers.unstorable or _SUSPECT_ESCAPE.search(text) is not None
 
 
 class _TooDeepError(ValueError):
@@ -297,9 +318,30 @@ class _TooDeepError(ValueError):
         super().__init__(f"nested too deeply: data nests at most {MAX_DATA_DEPTH} levels")
 
 
-def _data_problems(data: Any, path: str) -> list[Violation]:
+def _too_deep(data: Any) -> bool:
+    """Whether ``data`` nests more than :data:`MAX_DATA_DEPTH` arrays and objects (a walk
+    over the containers only, level by level)."""
+    level = [data] if isinstance(data, dict | list) else []
+    for _ in range(MAX_DATA_DEPTH):
+        if not level:
+            return False
+        below: list[Any] = []
+        for container in level:
+            items = container.values() if isinstance(container, dict) else container
+            below += [item for item in items if isinstance(item, dict | list)]
+        level = below
+    return bool(level)
+
+
+def _data_problems(data: Any, path: str, *, scalars: bool = True) -> list[Violation]:
     """Everything in ``data`` that jsonb cannot hold: NUL characters and lone surrogates in
-    strings and member names, non-finite or overlong numbers, nesting over the limit."""
+    strings and member names, non-finite or overlong numbers, nesting over the limit.
+
+    Without ``scalars`` (the JSON text had nothing that could make a string or number
+    unstorable) only the nesting is checked, which is much cheaper.
+    """
+    if not scalars and not _too_deep(data):
+        return []
     problems: list[Violation] = []
     stack: list[tuple[Any, str, int]] = [(data, path, 0)]
     while stack and len(problems) < _MAX_VIOLATIONS:
@@ -410,7 +452,7 @@ def _extension(name: str, value: Any, path: str, problems: list[Violation]) -> A
             problems.append(Violation(path, "the partition key must be a string"))
         return value
     if isinstance(value, int):
-        if not _INT32[0] <= value <= _INT32[1]:
+        if not INT32[0] <= value <= INT32[1]:
             problems.append(Violation(path, "integer extension values must fit in 32 bits"))
         if name == PARTITION_KEY:
             problems.append(Violation(path, "the partition key must be a string"))
@@ -423,10 +465,12 @@ def _extension(name: str, value: Any, path: str, problems: list[Violation]) -> A
     return None
 
 
-def event_from_mapping(obj: Any, prefix: str = "") -> CloudEvent:
+def event_from_mapping(obj: Any, prefix: str = "", *, scalars_checked: bool = False) -> CloudEvent:
     """Validate one event in CloudEvents JSON form (structured mode, or one batch entry).
 
     ``prefix`` goes in front of every violation's path (``/2`` for a batch's third event).
+    ``scalars_checked``: the JSON text it was parsed from can hold no NUL, lone surrogate
+    or unstorable number, so the data's strings and numbers need no second look.
     """
     if not isinstance(obj, dict):
         raise InvalidEventError(
@@ -465,7 +509,7 @@ def event_from_mapping(obj: Any, prefix: str = "") -> CloudEvent:
     content_type = string("datacontenttype")
     data_schema = string("dataschema")
     if "data" in attrs:
-        problems += _data_problems(attrs["data"], f"{prefix}/data")
+        problems += _data_problems(attrs["data"], f"{prefix}/data", scalars=not scalars_checked)
     data_base64 = attrs.get("data_base64")
     if data_base64 is not None:
         if "data" in attrs:
@@ -509,9 +553,9 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def _load_json(body: bytes, what: str, segments: int) -> Any:
+def _load_json(body: bytes, what: str, segments: int) -> tuple[Any, bool]:
     try:
-        return load_json(body, segments=segments)
+        return _load(body, "", segments)
     except _TooDeepError as exc:
         raise InvalidEventError(f"Malformed {what}", [Violation(exc.path, str(exc))]) from None
     except ValueError as exc:
@@ -520,7 +564,8 @@ def _load_json(body: bytes, what: str, segments: int) -> Any:
 
 def parse_structured(body: bytes) -> CloudEvent:
     """``application/cloudevents+json``: the whole event is the JSON body."""
-    return event_from_mapping(_load_json(body, "CloudEvent", 1))
+    event, suspect = _load_json(body, "CloudEvent", 1)
+    return event_from_mapping(event, scalars_checked=not suspect)
 
 
 def parse_batch(body: bytes) -> list[CloudEvent]:
@@ -528,7 +573,7 @@ def parse_batch(body: bytes) -> list[CloudEvent]:
 
     Every event is checked and all problems are reported together, each under its index.
     """
-    items = _load_json(body, "CloudEvents batch", 2)
+    items, suspect = _load_json(body, "CloudEvents batch", 2)
     if not isinstance(items, list):
         raise InvalidEventError(
             "Malformed CloudEvents batch",
@@ -538,7 +583,7 @@ def parse_batch(body: bytes) -> list[CloudEvent]:
     problems: list[Violation] = []
     for index, item in enumerate(items):
         try:
-            events.append(event_from_mapping(item, f"/{index}"))
+            events.append(event_from_mapping(item, f"/{index}", scalars_checked=not suspect))
         except InvalidEventError as exc:
             problems.extend(exc.violations)
             if len(problems) >= _MAX_VIOLATIONS:
