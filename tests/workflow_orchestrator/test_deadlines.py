@@ -137,3 +137,47 @@ def test_the_timeout_fires_once_with_two_operators_when_one_dies(
             "SELECT wake_at FROM workflow_orchestrator_service.workflow_instances"
         ).fetchone()
     assert wake == (None,), "a finished run has no deadline left"
+
+
+def test_a_retry_backoff_is_a_recorded_deadline_that_survives_a_restart(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    operator = start_operator()
+    submit(
+        cluster,
+        "backoff",
+        [task("flaky", exit_code=1, retries={"limit": 1, "backoff": {"initialSeconds": 15}})],
+    )
+    wait_until(
+        lambda: [r[2] for r in attempts(migrated_database, "backoff-run")] == ["Failed"],
+        timeout=60,
+        what="the first attempt to fail",
+    )
+    with psycopg.connect(migrated_database) as conn:
+
+        def recorded() -> tuple[Any, ...] | None:
+            return conn.execute(
+                "SELECT i.wake_at, t.finished_at FROM workflow_orchestrator_service"
+                ".workflow_instances i JOIN task_execution_service.task_instances t "
+                "ON t.workflow_instance_id = i.id WHERE i.wake_at IS NOT NULL"
+            ).fetchone()
+
+        wait_until(lambda: recorded() is not None, timeout=10, what="the retry's deadline")
+        row = recorded()
+    assert row is not None
+    wake, failed_at = row
+    assert wake - failed_at == dt.timedelta(seconds=15), "the deadline is the backoff's end"
+    operator.kill()
+    start_operator()
+    wait_until(
+        lambda: len(attempts(migrated_database, "backoff-run")) == 2,
+        timeout=40,
+        what="the retry",
+    )
+    with psycopg.connect(migrated_database) as conn:
+        retried = conn.execute(
+            "SELECT created_at FROM task_execution_service.task_instances WHERE attempt = 2"
+        ).fetchone()
+    assert retried is not None
+    late = (retried[0] - wake).total_seconds()
+    assert 0 <= late <= LATENESS, f"the retry started {late:.1f}s after its backoff ended"

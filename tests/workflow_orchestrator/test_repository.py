@@ -336,7 +336,14 @@ async def test_a_phase_move_the_state_machine_forbids_changes_nothing(
     reopened = await repo.reopen_for_retry(conn, failed.id, 1)
     assert reopened is not None
     assert (reopened.phase, reopened.retries) == (WorkflowPhase.RUNNING, 1)
+    assert reopened.started_at is not None, "failed before anything started: starts now"
     assert await repo.reopen_for_retry(conn, failed.id, 2) is None, "only a failed run reopens"
+    timed_out = await repo.set_workflow_phase(conn, reopened.id, WorkflowPhase.FAILED)
+    assert timed_out is not None
+    again = await repo.reopen_for_retry(conn, failed.id, 2)
+    assert again is not None
+    assert again.started_at is not None
+    assert again.started_at > reopened.started_at, "a retry starts the clock (and timeout) afresh"
 
 
 async def test_due_runs_are_claimed_once_with_a_lease(connect_as: ConnectAs) -> None:

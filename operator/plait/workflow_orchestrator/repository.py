@@ -563,13 +563,13 @@ async def reopen_for_retry(
     conn: AsyncConnection[Any], id: uuid.UUID, retries: int
 ) -> WorkflowInstance | None:
     """Move a Failed (or Error) run back to Running as retry number ``retries``; None when
-    it is not failed or that retry was already done (idempotent). A run that failed before
-    anything started (an expression no task could evaluate) starts now."""
+    it is not failed or that retry was already done (idempotent). The run starts afresh:
+    started_at (and with it the workflow's timeout) counts from now."""
     async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
         await cur.execute(
             "UPDATE workflow_orchestrator_service.workflow_instances SET phase = 'Running', "
             "finished_at = NULL, failure = NULL, message = %s, retries = %s, updated_at = now(), "
-            "started_at = coalesce(started_at, now()) "
+            "started_at = now() "
             "WHERE id = %s AND phase = ANY(%s) AND retries < %s RETURNING *",
             (
                 f"retry {retries}",

@@ -356,7 +356,13 @@ class Orchestrator:
                     limit=WAKE_BATCH,
                 )
             for run in due:
-                await self._learn_control(run.id, run.namespace, run.name)
+                try:
+                    await self._learn_control(run.id, run.namespace, run.name)
+                except Exception:
+                    # Not knowing what the user asks (a suspend?), leave the run claimed:
+                    # its lease runs out and it is woken again then.
+                    logger.exception("reading %s/%s failed", run.namespace, run.name)
+                    continue
                 self.kick(run.id, run.namespace, run.name)
             total += len(due)
             if len(due) < WAKE_BATCH:
