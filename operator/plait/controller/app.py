@@ -40,6 +40,7 @@ __all__ = ["build_registry", "configure_settings", "operator_command", "run_oper
 
 logger = logging.getLogger(__name__)
 
+
 def configure_settings(settings: kopf.OperatorSettings, options: OperatorOptions) -> None:
     """Plait's names for Kopf's bookkeeping, and quiet, write-thrifty defaults."""
     settings.persistence.finalizer = FINALIZER
