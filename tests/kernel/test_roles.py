@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 from psycopg import sql
+from pydantic import SecretStr
 
 from plait.kernel.components import COMPONENTS, Component, component_by_name
 from plait.kernel.config import Settings
@@ -108,7 +109,9 @@ def test_scram_verifier_is_deterministic_for_a_salt() -> None:
 
 
 async def test_pools_can_run_as_component_roles(migrated_database: str) -> None:
-    settings = Settings(database_url=migrated_database, database_pool_min=1, database_pool_max=2)
+    settings = Settings(
+        database_url=SecretStr(migrated_database), database_pool_min=1, database_pool_max=2
+    )
     async with await Database.open(settings, as_component_roles=True) as db:
         async with db.connection("event_processing") as conn:
             row = await (await conn.execute("SELECT current_user")).fetchone()
