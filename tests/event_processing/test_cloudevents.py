@@ -5,14 +5,19 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from plait.event_processing.cloudevents import (
+    MAX_LENGTHS,
     InvalidEventError,
     SchemaValidator,
     event_from_mapping,
+    load_json,
     parse_batch,
     parse_binary,
     parse_structured,
@@ -207,3 +212,77 @@ def test_schema_violations_point_into_the_data() -> None:
     }
     binary = event_from_mapping({**BASE, "data_base64": "AA=="})
     assert [v.path for v in validator.violations(binary, "v1", schema)] == ["/data_base64"]
+
+
+def test_attribute_limits_count_characters_and_name_the_attribute() -> None:
+    at_limit = {**BASE, "id": "\U0001f600" * MAX_LENGTHS["id"]}
+    assert event_from_mapping(at_limit).id == at_limit["id"]
+    with pytest.raises(InvalidEventError) as exc:
+        event_from_mapping({**BASE, "id": "x" * (MAX_LENGTHS["id"] + 1), "subject": "ok"})
+    assert paths(exc) == {"/id": f"must be at most {MAX_LENGTHS['id']} characters, got 257"}
+
+
+def test_escaped_surrogate_pairs_are_characters_not_lone_surrogates() -> None:
+    event = parse_structured(
+        b'{"specversion": "1.0", "id": "\\ud83d\\ude00", "source": "/s", "type": "t", '
+        b'"data": {"k\\u00e9": "\\ud83d\\ude00"}}'
+    )
+    assert event.id == "\U0001f600"
+    assert event.data == {"k\u00e9": "\U0001f600"}
+
+
+def test_a_time_at_the_edges_of_the_range() -> None:
+    assert event_from_mapping({**BASE, "time": "0001-01-01T00:00:00Z"}).time is not None
+    assert event_from_mapping({**BASE, "time": "9999-12-31T23:59:59+01:00"}).time is not None
+    with pytest.raises(InvalidEventError) as exc:
+        event_from_mapping({**BASE, "time": "0001-01-01T00:59:59+01:00"})
+    assert "years 1 to 9999 in UTC" in paths(exc)["/time"]
+
+
+def test_the_deep_member_is_named_even_past_the_parsers_recursion() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    body = '[{"specversion": "1.0", "id": "a", "source": "/s", "type": "t"}, ' + (
+        '{"specversion": "1.0", "id": "b", "source": "/s", "type": "t", "data": ' + deep + "}]"
+    )
+    with pytest.raises(InvalidEventError) as exc:
+        parse_batch(body.encode())
+    assert list(paths(exc)) == ["/1/data"]
+
+
+# Any code point, lone surrogates and NUL included; NaN and infinities too.
+# (st.text drops lone surrogates, so strings are joined from characters.)
+any_text = st.lists(
+    st.characters(exclude_categories=()) | st.sampled_from("\x00\ud800\udfff\U0001f600"),
+    max_size=5,
+).map("".join)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(any_text, children, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@given(data=json_values, ensure_ascii=st.booleans())
+def test_the_cheap_check_agrees_with_the_full_one(data: object, ensure_ascii: bool) -> None:
+    """Parsed from JSON text, data skips the per-string checks when the text has no escape
+    that can hide a NUL or a lone surrogate; the verdict must be the one of the full check."""
+    body = json.dumps({**BASE, "data": data}, ensure_ascii=ensure_ascii).encode(
+        "utf-8", "surrogatepass"
+    )
+
+    def verdict(parse: Callable[[], object]) -> dict[str, str] | None:
+        try:
+            parse()
+        except InvalidEventError as exc:
+            return {v.path: v.reason for v in exc.violations}
+        except ValueError as exc:  # not UTF-8, not JSON
+            return {"": str(exc)}
+        return None
+
+    fast = verdict(lambda: parse_structured(body))
+    full = verdict(lambda: event_from_mapping(load_json(body), scalars_checked=False))
+    if fast is not None and full is not None and list(fast) == [""]:
+        return  # refused before any check: the same reason, worded for the event
+    assert fast == full
