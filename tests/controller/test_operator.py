@@ -382,3 +382,39 @@ def test_a_five_thousand_task_definition_is_reconciled_with_small_annotations(
         "workflow_orchestrator_service.workflow_definitions WHERE name = 'big'",
     )
     assert stored == [(5000,)]
+
+
+def test_a_run_pinned_to_a_version_not_stored_yet_waits_then_runs(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+
+    def definition(image: str) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "plait.dev/v1alpha1",
+                "kind": "WorkflowDefinition",
+                "metadata": {"name": "pinned"},
+                "spec": {"tasks": [{"name": "a", "template": {"image": image}}]},
+            }
+        )
+
+    cluster.kubectl("apply", "-f", "-", input=definition("busybox:1"))
+    wait_condition(cluster, "wfd", "pinned", "Ready", "True")
+    run = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowInstance",
+        "metadata": {"name": "pinned-run"},
+        "spec": {"workflowRef": {"name": "pinned", "version": 2}},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(run))
+    waiting = wait_condition(cluster, "wfi", "pinned-run", "Succeeded", "Unknown")
+    assert condition(waiting, "Succeeded")["reason"] == "ReferenceNotFound"
+    assert (
+        "WorkflowDefinition 'pinned' version 2 is not stored yet"
+        in (condition(waiting, "Succeeded")["message"])
+    )
+    assert waiting["status"]["phase"] == "Pending"
+    cluster.kubectl("apply", "-f", "-", input=definition("busybox:2"))  # version 2
+    done = wait_condition(cluster, "wfi", "pinned-run", "Succeeded", "True", timeout=90)
+    assert done["status"]["definitionVersion"] == 2

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 import psycopg
@@ -27,7 +27,7 @@ import psycopg_pool
 from plait import API_GROUP, API_VERSION
 from plait.kernel.conditions import Condition, merge_conditions
 from plait.observability.tracing import reconcile_span, run_trace
-from plait.resources.stores import KindBinding, ObjectRef, OperatorContext
+from plait.resources.stores import KindBinding, ObjectRef, OperatorContext, ReferenceNotStored
 from plait.resources.validation import Problem, check_resource, parse_spec
 
 __all__ = ["register_kind"]
@@ -135,31 +135,23 @@ def register_kind(
         if problems:
             reason, message = _problem_reason(problems), _problem_message(problems)
             _warn_once(body, previous.get(binding.condition_type), reason, message)
-            # Waiting for a referenced object is not a verdict on this one (a run whose
-            # definition is not applied yet waits, Pending, and has not failed).
-            waiting = reason == "ReferenceNotFound"
+            if reason == "ReferenceNotFound":
+                _wait_for_reference(patch, status, generation, message)
             _set_status(
                 patch,
                 status,
                 generation,
-                Condition(
-                    binding.condition_type,
-                    binding.waiting_condition if waiting else "False",
-                    reason,
-                    message,
-                    generation,
-                ),
-                binding.waiting_status if waiting else binding.rejected_status,
+                Condition(binding.condition_type, "False", reason, message, generation),
+                binding.rejected_status,
             )
-            if reason == "ReferenceNotFound":
-                # Objects applied together arrive in any order: look again shortly. Kopf
-                # still applies the status patch above before retrying.
-                raise kopf.TemporaryError(message, delay=REFERENCE_RETRY_SECONDS)
             return
         ref = ObjectRef(
             namespace, name, str(meta["uid"]), generation, dict(meta.get("annotations") or {})
         )
-        applied = await binding.store.apply(ctx, ref, parse_spec(info.kind, dict(spec)))
+        try:
+            applied = await binding.store.apply(ctx, ref, parse_spec(info.kind, dict(spec)))
+        except ReferenceNotStored as exc:
+            _wait_for_reference(patch, status, generation, str(exc))
         if applied.condition_status == "False":
             _warn_once(body, previous.get(binding.condition_type), applied.reason, applied.message)
         _set_status(
@@ -175,6 +167,28 @@ def register_kind(
             ),
             applied.status,
         )
+
+    def _wait_for_reference(
+        patch: kopf.Patch, status: kopf.Status, generation: int, message: str
+    ) -> NoReturn:
+        """Report ``ReferenceNotFound`` and look again shortly (objects applied together
+        arrive in any order). Waiting is not a verdict on this object: a run whose
+        definition is not applied yet waits, Pending, and has not failed."""
+        _set_status(
+            patch,
+            status,
+            generation,
+            Condition(
+                binding.condition_type,
+                binding.waiting_condition,
+                "ReferenceNotFound",
+                message,
+                generation,
+            ),
+            binding.waiting_status,
+        )
+        # Kopf applies the status patch above before it retries.
+        raise kopf.TemporaryError(message, delay=REFERENCE_RETRY_SECONDS)
 
     handler_id = f"reconcile-{info.plural}"
     kopf.on.resume(*resource, id=handler_id, registry=registry)(reconcile)

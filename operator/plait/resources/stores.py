@@ -16,7 +16,14 @@ from plait.kernel.kube import Kube
 from plait.resources import KindInfo
 from plait.resources.common import PlaitModel
 
-__all__ = ["Applied", "KindBinding", "ObjectRef", "OperatorContext", "Store"]
+__all__ = [
+    "Applied",
+    "KindBinding",
+    "ObjectRef",
+    "OperatorContext",
+    "ReferenceNotStored",
+    "Store",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,12 @@ class Applied:
             message=f"the spec is stored as version {version}",
             status={"version": version} if in_status else {},
         )
+
+
+class ReferenceNotStored(Exception):
+    """A store cannot apply the spec yet: an object it refers to is not stored (yet), such as
+    the definition version a run is pinned to. The reconciler reports ``ReferenceNotFound``
+    with this message and tries again shortly."""
 
 
 class Store(Protocol):

@@ -9,13 +9,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import kopf
 from psycopg import AsyncConnection
 
 from plait.observability.tracing import TRACEPARENT_ANNOTATION
 from plait.resources import EVENT_TRIGGER, WORKFLOW_DEFINITION, WORKFLOW_INSTANCE
 from plait.resources.common import PlaitModel
-from plait.resources.stores import Applied, KindBinding, ObjectRef, OperatorContext
+from plait.resources.stores import (
+    Applied,
+    KindBinding,
+    ObjectRef,
+    OperatorContext,
+    ReferenceNotStored,
+)
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
 from plait.workflow_orchestrator import repository
@@ -74,12 +79,12 @@ class WorkflowInstanceStore:
                         conn, ref.namespace, workflow.name
                     )
                 if definition is None or definition.deleted_at is not None:
-                    # The definition's own reconciliation may simply not have run yet.
-                    raise kopf.TemporaryError(
-                        f"WorkflowDefinition {workflow.name!r}"
+                    # The definition (or the version the run is pinned to) may simply not
+                    # be applied or reconciled yet: the run waits for it.
+                    raise ReferenceNotStored(
+                        f"spec.workflowRef: WorkflowDefinition {workflow.name!r}"
                         + (f" version {workflow.version}" if workflow.version else "")
-                        + " is not stored yet",
-                        delay=2,
+                        + " is not stored yet"
                     )
                 trigger_id, event_id = _started_by(ref)
                 if trigger_id is not None and not await _trigger_exists(conn, trigger_id):
