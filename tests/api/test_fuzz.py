@@ -18,7 +18,7 @@ import pytest
 
 from tests.api.conftest import PROCESS_TOKEN
 
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = 30
 
 
 @pytest.mark.slow
