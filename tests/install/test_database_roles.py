@@ -1,8 +1,9 @@
-"""The default install's database: each component logs in as its own role, confined to its schema.
+"""The installed database: each component logs in as its own role, confined to its schema.
 
-The chart is rendered with its defaults (the bundled PostgreSQL). A private PostgreSQL
-stands in for the bundled one: its superuser gets the rendered Secret's password, as the
-postgres image's entrypoint does from POSTGRES_PASSWORD_FILE. The migration Job's command
+The chart is rendered with its defaults (the bundled PostgreSQL) and with the production
+values (the user's Secret, as docs/install.md describes it). A private PostgreSQL stands in
+for the database: for the bundled one its superuser gets the rendered Secret's password, as
+the postgres image's entrypoint does from POSTGRES_PASSWORD_FILE. The migration Job's command
 then runs with the Job's own environment (Secret references resolved from the rendered
 Secret), and every DSN the operator's and the API's Deployments get is tried: it logs in
 as its component's role, reaches that component's schema, and is refused every other one.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import subprocess
 import sys
 import urllib.request
@@ -27,7 +29,7 @@ from psycopg import sql
 from plait.kernel.components import COMPONENTS, component_by_name
 from plait.testing import PostgresServer
 from plait.testing._process import free_port, stop_process, wait_until
-from tests.install.conftest import Helm, find
+from tests.install.conftest import PRODUCTION_VALUES, Helm, find
 
 NAMESPACE = "plait"
 BUNDLED_HOST = f"plait-postgresql.{NAMESPACE}.svc:5432"
@@ -76,31 +78,53 @@ def run_plait(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
     )
 
 
-@pytest.fixture(scope="module")
-def installed(helm_bin: Any) -> Iterator[Installed]:
-    """The default render, migrated by its own Job's command on a private PostgreSQL.
+def documented_secret(server: PostgresServer, migrator: str) -> dict[str, str]:
+    """The Secret docs/install.md has a production user create, aimed at ``server``."""
+    db = f"127.0.0.1:{server.port}/plait"
+    data = {"migration-url": f"postgresql://{migrator}@{db}"}
+    for c in COMPONENTS:
+        dashed, password = c.name.replace("_", "-"), secrets.token_hex(24)
+        data[f"password-{dashed}"] = password
+        data[f"url-{dashed}"] = f"postgresql://{c.role}:{password}@{db}"
+    return data
 
-    Private, because roles are global to a server: the session's server has its own.
+
+@pytest.fixture(scope="module", params=["bundled", "production"])
+def installed(request: pytest.FixtureRequest, helm_bin: Any) -> Iterator[Installed]:
+    """A render migrated by its own Job's command on a private PostgreSQL.
+
+    bundled: the defaults, the migration as the bundled database's superuser. production:
+    ci/production-values.yaml with the Secret docs/install.md describes, the migration as a
+    role holding only what the docs ask for (CREATEROLE, and owning the database).
+    Private servers, because roles are global to a server: the session's has its own.
     """
-    docs = Helm(helm_bin).render(namespace=NAMESPACE)
-    secrets = {
-        d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
-        for d in docs
-        if d["kind"] == "Secret"
-    }
+    values = [PRODUCTION_VALUES] if request.param == "production" else []
+    docs = Helm(helm_bin).render(namespace=NAMESPACE, values=values)
     workloads = {
         d["metadata"]["name"]: d for d in docs if d["kind"] in {"Deployment", "StatefulSet", "Job"}
     }
-    bundled = find(docs, "StatefulSet", "-postgresql")["metadata"]["name"]
     with PostgresServer() as server:
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
-                    sql.Literal(secrets[bundled]["password"])
+            if request.param == "bundled":
+                conn.execute("CREATE DATABASE plait")
+                secrets_ = {
+                    d["metadata"]["name"]: {
+                        k: base64.b64decode(v).decode() for k, v in d["data"].items()
+                    }
+                    for d in docs
+                    if d["kind"] == "Secret"
+                }
+                password = secrets_[find(docs, "StatefulSet", "-postgresql")["metadata"]["name"]]
+                conn.execute(
+                    sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
+                        sql.Literal(password["password"])
+                    )
                 )
-            )
-            conn.execute("CREATE DATABASE plait")
-        result = Installed(workloads, secrets, server)
+            else:
+                conn.execute("CREATE ROLE plait_migrator LOGIN CREATEROLE PASSWORD 'migrate'")
+                conn.execute("CREATE DATABASE plait OWNER plait_migrator")
+                secrets_ = {"plait-database": documented_secret(server, "plait_migrator:migrate")}
+        result = Installed(workloads, secrets_, server)
         done = run_plait(result.args("plait-migrate"), result.env("plait-migrate"))
         assert done.returncode == 0, done.stdout + done.stderr
         yield result
@@ -117,7 +141,7 @@ def test_the_migration_job_runs_again_on_upgrade(installed: Installed) -> None:
 
 
 def tables_by_schema(installed: Installed) -> dict[str, str]:
-    """One table of each component's schema, read as the superuser."""
+    """One table of each component's schema (from the catalog, readable by anyone)."""
     dsn = installed.env("plait-migrate")["PLAIT_DATABASE_URL"]
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
