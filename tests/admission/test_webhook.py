@@ -8,6 +8,7 @@ webhook's SubjectAccessReviews ask about them.
 from __future__ import annotations
 
 import json
+import urllib.request
 from typing import Any
 
 import pytest
@@ -145,7 +146,7 @@ def test_a_user_with_only_plait_permissions_cannot_reach_accounts_secrets_or_int
 def test_examples_dry_run_on_a_fresh_namespace_succeeds_with_warnings(
     cluster: Kube, start_webhook: StartWebhook
 ) -> None:
-    start_webhook()
+    hook = start_webhook()
     # In reverse order: every reference points at something not applied yet.
     for path in sorted(EXAMPLES.glob("*.yaml"), reverse=True):
         proc = cluster.run_kubectl("apply", "--dry-run=server", "-f", str(path))
@@ -158,10 +159,21 @@ def test_examples_dry_run_on_a_fresh_namespace_succeeds_with_warnings(
     assert any("Integration 'notifier' not found" in w for w in warnings), proc.stderr
     assert all("admitted; it waits until that exists" in w for w in warnings)
     assert cluster.kubectl("get", "plait", "-o", "name") == ""  # a dry run stores nothing
+    assert _metric(hook.health_port, "WorkflowInstance", "warned") == 2
+    assert _metric(hook.health_port, "EventDefinition", "allowed") == 2
+
+
+def _metric(health_port: int, kind: str, verdict: str) -> float:
+    """A sample of plait_admission_reviews_total from the webhook's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    wanted = f'plait_admission_reviews_total{{kind="{kind}",verdict="{verdict}"}} '
+    found = [line for line in text.splitlines() if line.startswith(wanted)]
+    return float(found[0].split()[-1]) if found else 0.0
 
 
 def test_content_is_still_refused(cluster: Kube, start_webhook: StartWebhook) -> None:
-    start_webhook()
+    hook = start_webhook()
     cases = [
         ("Integration", "x", {"type": "telepathy"}, "spec.type: 'telepathy' is not an "
          "integration type (types: github, http, postgres, s3, slack)"),
@@ -180,6 +192,8 @@ def test_content_is_still_refused(cluster: Kube, start_webhook: StartWebhook) ->
         assert proc.returncode != 0, f"{kind} {spec} was admitted"
         assert message in proc.stderr, proc.stderr
     assert cluster.kubectl("get", "plait", "-o", "name") == ""
+    assert _metric(hook.health_port, "Integration", "invalid") == 2
+    assert _metric(hook.health_port, "EventTrigger", "invalid") == 1
 
 
 def test_admission_works_while_the_operator_is_stopped(

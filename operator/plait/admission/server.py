@@ -21,12 +21,13 @@ from typing import Any, cast
 from aiohttp import web
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plait import API_GROUP, API_VERSION
 from plait.admission.access import Need, UserInfo, subject_access_review
 from plait.admission.review import review
 from plait.kernel.certificates import write_self_signed_certificate
+from plait.observability.metrics import ADMISSION_REVIEWS
 from plait.resources import KINDS_BY_NAME
 
 __all__ = ["CONFIGURATION_NAME", "WebhookOptions", "run_webhook"]
@@ -36,11 +37,14 @@ logger = logging.getLogger(__name__)
 #: Name of the ValidatingWebhookConfiguration a managed webhook registers.
 CONFIGURATION_NAME = "plait.dev"
 
-DECISIONS = Counter(
-    "plait_admission_reviews",
-    "Admission reviews answered, by kind and verdict",
-    ["kind", "verdict"],
-)
+#: The verdict label of ``plait_admission_reviews_total`` for a refusal's status code.
+_REFUSALS = {422: "invalid", 403: "forbidden"}
+
+
+def _verdict(response: Mapping[str, Any]) -> str:
+    if response["allowed"]:
+        return "warned" if response.get("warnings") else "allowed"
+    return _REFUSALS.get(response["status"]["code"], "error")
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def build_app(api: client.ApiClient) -> web.Application:
                 "status": {"code": 503, "message": f"admission could not ask the API server: "
                            f"{exc.status} {exc.reason}"},
             }  # fmt: skip
-        DECISIONS.labels(kind, "allowed" if response["allowed"] else "denied").inc()
+        ADMISSION_REVIEWS.labels(kind, _verdict(response)).inc()
         return web.json_response(
             {"apiVersion": body.get("apiVersion", "admission.k8s.io/v1"), "kind": "AdmissionReview",
              "response": response}

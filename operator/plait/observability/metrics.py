@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from plait.kernel.database import Database
 
 __all__ = [
+    "ADMISSION_REVIEWS",
     "DATABASE_GAUGES",
     "DATABASE_GAUGE_ERRORS",
     "DATABASE_GAUGE_FAMILIES",
@@ -141,6 +142,16 @@ EVENTS_INGESTED = Counter(
     "acknowledged again) or rejected (invalid or too large; nothing stored). No namespace "
     "label: namespaces come from the request path, and series must stay bounded.",
     ["outcome"],
+)
+
+# --- admission ----------------------------------------------------------------------------
+ADMISSION_REVIEWS = Counter(
+    "plait_admission_reviews_total",
+    "Admission reviews answered by plait webhook, by kind and verdict: allowed, warned "
+    "(allowed, with a warning about an object not applied yet), invalid (content refused), "
+    "forbidden (the requesting user may not use what the object names) or error (the API "
+    "server could not be asked; refused).",
+    ["kind", "verdict"],
 )
 
 # --- Kubernetes API -------------------------------------------------------------------------
