@@ -11,6 +11,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from plait.testing import cluster as cluster_cli
 from plait.testing import images
-from plait.testing.cluster import NODE_NAME, LocalCluster
+from plait.testing.cluster import NODE_NAME, LocalCluster, stop_detached
 from plait.testing.node import (
     NODE_KIND_LABEL,
     POD_SUBNET,
@@ -30,6 +33,7 @@ from plait.testing.node import (
     NodeLayout,
     find_node_dir,
     leftovers,
+    sweep_stale_nodes,
 )
 from tests.fixtures.kube import Kube, KubeCluster, RealNode
 
@@ -260,3 +264,46 @@ def test_teardown_leaves_no_process_mount_cgroup_or_bridge(
     assert saved == layout
     shutil.rmtree(state)
     assert not Path(f"/sys/class/net/{layout.bridge}").exists()
+
+
+OWNER = """
+import sys, time
+from pathlib import Path
+from plait.testing.cluster import LocalCluster
+cluster = LocalCluster(state_dir=Path(sys.argv[1]), bin_dir=Path(sys.argv[2]), real_node=True)
+cluster.start()
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_node_whose_owner_was_killed_is_cleaned_up_by_the_sweep(
+    kube_cluster: KubeCluster, real_node: RealNode
+) -> None:
+    """A test session killed with SIGKILL cannot stop its node; the next real node's start
+    (``sweep_stale_nodes``) removes it: kubelet, containerd, mounts, cgroups, bridge."""
+    if not real_node.local:
+        pytest.skip("the sweep is the local cluster's")
+    state = Path(tempfile.mkdtemp(prefix="plait-killed-"))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(state), str(kube_cluster.bin_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline() == "ready\n"
+        layout = NodeLayout.load(state / "node")
+        assert layout is not None
+        assert any("kubelet" in item for item in leftovers(layout))
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        assert layout in sweep_stale_nodes()
+        assert leftovers(layout) == []
+        assert layout not in sweep_stale_nodes()  # once only
+    finally:
+        owner.kill()
+        owner.wait()
+        stop_detached(state)  # the orphaned control plane
+        shutil.rmtree(state, ignore_errors=True)

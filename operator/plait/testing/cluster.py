@@ -49,6 +49,7 @@ from plait.testing.node import (
     find_node_dir,
     import_images,
     kubelet_config,
+    sweep_stale_nodes,
     unavailable_reason,
 )
 
@@ -469,9 +470,12 @@ class LocalCluster:
         assert self.bin_dir is not None
         assert self._node_dir is not None
         started = time.monotonic()
+        swept = sweep_stale_nodes()
+        if swept:
+            self._say(f"cleaned up after {len(swept)} real node(s) whose owner was killed")
         layout = NodeLayout.new(self.state_dir / "node")
         layout.check_socket_paths()
-        layout.save()
+        layout.save(owner=os.getpid())
         self.node_layout = layout
         packages = self._node_dir / "root"
         for folder in ("containerd", "cni/net.d", "cni/ipam", "pod-logs", "kubelet/pki"):
@@ -720,7 +724,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     shutil.rmtree(state_dir, ignore_errors=True)
-    LocalCluster(state_dir=state_dir, real_node=args.real_node).start()
+    cluster = LocalCluster(state_dir=state_dir, real_node=args.real_node).start()
+    if cluster.node_layout is not None:
+        cluster.node_layout.save(owner=None)  # left running on purpose, until 'down'
+
     print(f"export KUBECONFIG={state_dir / 'kubeconfig'}")
     return 0
 

@@ -5,7 +5,8 @@ node. Its parts come from two caches: the kubelet and the pause program from
 ``hack/build-k8s.sh`` (the same module set as the control plane), containerd, runc, the
 CNI plugins and busybox from Debian's packages, unpacked (not installed) by
 ``hack/node-packages.sh``. Everything it writes lives under ``<cluster state>/node/``,
-except what the kubelet and containerd 1.6 hard-code, which :func:`cleanup` removes:
+except what the kubelet and containerd 1.6 hard-code, which :func:`cleanup` removes (and
+:func:`sweep_stale_nodes`, for a node whose owner process was killed):
 
 - its cgroups, under a root of its own (``/plait-<id>`` in every cgroup hierarchy, so two
   clusters on one machine never share ``kubepods``),
@@ -47,6 +48,7 @@ __all__ = [
     "find_node_dir",
     "import_images",
     "leftovers",
+    "sweep_stale_nodes",
     "unavailable_reason",
 ]
 
@@ -61,6 +63,8 @@ POD_SUBNET = "10.244.0.0/24"
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _MNT_DETACH = 2
 _CRI_SANDBOXES = "io.containerd.grpc.v1.cri/sandboxes"
+#: One file per real node on this machine (tmpfs: gone after a reboot, like the node).
+_REGISTRY = Path("/run/plait/nodes")
 _NODE_PROGRAMS = {"kubelet", "containerd", "containerd-shim-runc-v2", "runc"}
 
 
@@ -151,9 +155,15 @@ class NodeLayout:
         data = json.loads(path.read_text())
         return cls(root=Path(data["root"]), node_id=str(data["node_id"]))
 
-    def save(self) -> None:
+    def save(self, *, owner: int | None) -> None:
+        """Write ``node.json`` and the machine-wide record that lets :func:`sweep_stale_nodes`
+        clean up after an ``owner`` process that died without stopping its node (None: a
+        node left running on purpose, stopped by ``cluster down``)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "node.json").write_text(json.dumps({**asdict(self), "root": str(self.root)}))
+        data = {**asdict(self), "root": str(self.root)}
+        (self.root / "node.json").write_text(json.dumps(data))
+        _REGISTRY.mkdir(parents=True, exist_ok=True)
+        (_REGISTRY / self.node_id).write_text(json.dumps({**data, "owner": owner}))
 
     def check_socket_paths(self) -> None:
         """Unix socket paths are limited to 104 bytes (containerd's check): fail clearly."""
@@ -474,6 +484,7 @@ def cleanup(layout: NodeLayout, *, timeout: float = 15.0) -> None:
                 link.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             logs.rmdir()  # only when empty: another node's logs stay
+    (_REGISTRY / layout.node_id).unlink(missing_ok=True)
     if not _other_kubelets(layout):
         # The device plugin folder is hard-coded and shared by every kubelet on the machine.
         plugins = Path("/var/lib/kubelet/device-plugins")
@@ -482,6 +493,32 @@ def cleanup(layout: NodeLayout, *, timeout: float = 15.0) -> None:
         for folder in (plugins, plugins.parent):
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has exited
+
+
+def sweep_stale_nodes() -> list[NodeLayout]:
+    """Clean up the real nodes whose owner process died without stopping them (a killed
+    test session): their kubelet, containerd, containers, mounts, cgroups and bridge."""
+    swept = []
+    for record in sorted(_REGISTRY.glob("*")) if _REGISTRY.is_dir() else []:
+        try:
+            data = json.loads(record.read_text())
+            layout = NodeLayout(root=Path(data["root"]), node_id=str(data["node_id"]))
+            owner = data["owner"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if owner is None or _alive(int(owner)):
+            continue
+        cleanup(layout)
+        swept.append(layout)
+    return swept
 
 
 def _rmdir_cgroup(path: Path, deadline: float) -> None:
