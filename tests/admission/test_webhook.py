@@ -247,3 +247,21 @@ def test_a_run_applied_before_its_definition_waits_then_runs(
         timeout=90,
         what=f"the waiting run to succeed (last: {_succeeded(cluster, 'early')})",
     )
+
+
+def test_an_object_admitted_under_older_rules_can_still_be_labelled_and_deleted(
+    cluster: Kube, start_webhook: StartWebhook
+) -> None:
+    # Stored while no webhook ran (as under an earlier release's rules): a schedule that
+    # never fires. Metadata changes (the operator's finalizers and annotations among them)
+    # are not a change of what it does, so they are admitted; a change of spec is checked.
+    stale = {"workflowRef": {"name": "w"}, "schedule": {"cron": "0 0 31 2 *"}}
+    cluster.kubectl("apply", "-f", "-", input=_obj("EventTrigger", "stale", stale))
+    start_webhook()
+    cluster.kubectl("label", "etr", "stale", "team=a")
+    cluster.kubectl("annotate", "etr", "stale", "note=kept")
+    proc = cluster.run_kubectl(
+        "patch", "etr", "stale", "--type=merge", "-p", json.dumps({"spec": {"suspend": True}})
+    )
+    assert "spec.schedule.cron: invalid cron expression: Bad day-of-month" in proc.stderr
+    cluster.kubectl("delete", "etr", "stale")
