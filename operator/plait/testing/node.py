@@ -340,7 +340,11 @@ def create_cgroup_root(layout: NodeLayout) -> None:
         path.mkdir(exist_ok=True)
         # A new cpuset cgroup starts with no CPUs and no memory nodes: inherit the parent's.
         for name in ("cpuset.cpus", "cpuset.mems"):
-            if (path / name).exists() and not (path / name).read_text().strip():
+            if (
+                (path / name).exists()
+                and (mount / name).exists()
+                and not (path / name).read_text().strip()
+            ):
                 (path / name).write_text((mount / name).read_text())
 
 
@@ -421,8 +425,8 @@ def _umount(path: str) -> None:
 
 def _other_kubelets(layout: NodeLayout) -> bool:
     for pid in _pids():
-        cmdline = _read(Path("/proc") / str(pid) / "cmdline").split("\0")
-        if cmdline and Path(cmdline[0]).name == "kubelet" and str(layout.root) not in cmdline:
+        argv = _read(Path("/proc") / str(pid) / "cmdline").split("\0")
+        if Path(argv[0]).name == "kubelet" and str(layout.root) not in " ".join(argv):
             return True
     return False
 
