@@ -283,3 +283,15 @@ async def test_bad_purge_bodies(api: Api, body: bytes, path: str) -> None:
     resp = await api.client.post(f"{DLQ}/purge", data=body, headers=AUTH)
     assert resp.status == 400, await resp.text()
     assert path in {e["path"] for e in (await resp.json())["errors"]}
+
+
+async def test_every_bad_query_parameter_is_named(api: Api) -> None:
+    resp = await api.client.get(
+        DLQ, params={"status": "Lost", "limit": "0", "cursor": "zzz"}, headers=AUTH
+    )
+    assert resp.status == 400
+    errors = {e["path"]: e["reason"] for e in (await resp.json())["errors"]}
+    assert set(errors) == {"status", "limit", "cursor"}
+    assert "invalid page cursor" in errors["cursor"]
+    resp = await api.client.get(DLQ, params={"cursor": ""}, headers=AUTH)
+    assert resp.status == 200  # an empty cursor is the first page

@@ -133,16 +133,21 @@ def validated(model: type[M], data: Any, *, pointer: bool = True) -> M:
     except pydantic.ValidationError as exc:
         errors = []
         for error in exc.errors(include_url=False):
+            if error["type"] == "none_required":
+                continue  # the "or absent" branch of an optional field: not what was meant
             loc = [str(part) for part in error["loc"]]
             if error["type"] == "extra_forbidden":
-                expected = " or ".join(f.alias or name for name, f in model.model_fields.items())
+                expected = " or ".join(
+                    f.validation_alias if isinstance(f.validation_alias, str) else name
+                    for name, f in model.model_fields.items()
+                )
                 reason = f"unknown field {loc[-1]!r}: expected {expected}"
             else:
                 reason = _reason(error)
             if pointer:
                 path = "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in loc)
-            else:
-                path = ".".join(loc)
+            else:  # a query parameter (the rest of loc names a branch of its type)
+                path = loc[0]
             errors.append({"path": path, "reason": reason})
         detail = "; ".join(f"{e['path'] or '/'}: {e['reason']}" for e in errors)
         raise Problem(400, "invalid-request", "Invalid request", detail, errors=errors) from None

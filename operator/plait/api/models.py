@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
+from plait.errors import ValidationError
 from plait.event_processing.cloudevents import (
     INT32,
     MAX_EXTENSION_NAME_LENGTH,
@@ -177,8 +178,11 @@ class DeadLetterPage(BaseModel):
 
 
 def _cursor(value: Any) -> Any:
-    if isinstance(value, str):
-        decode_cursor(value)  # a ValidationError (a ValueError) for a cursor not made by us
+    if isinstance(value, str) and len(value) <= _MAX_CURSOR_LENGTH:
+        try:
+            decode_cursor(value)
+        except ValidationError as exc:  # a cursor this API did not make
+            raise ValueError(str(exc)) from None
     return value
 
 
