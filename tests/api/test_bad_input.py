@@ -23,6 +23,7 @@ from plait.event_processing.cloudevents import (
     MAX_LENGTHS,
 )
 from tests.api.conftest import AUTH, BATCH, STRUCTURED, TOKEN, URL, Api, ce, serve_in_process
+from tests.api.test_deadletters import dead_letter
 
 DLQ = "/v1/namespaces/shop/deadletters"
 BINARY = {**AUTH, "ce-specversion": "1.0", "ce-id": "b-1", "ce-source": "/shop",
@@ -280,9 +281,13 @@ async def test_dead_letter_routes_answer_only_documented_statuses(api: Api) -> N
     ],
 )
 async def test_bad_purge_bodies(api: Api, body: bytes, path: str) -> None:
+    await dead_letter(api, "kept")
+    letters = "SELECT id, status FROM event_processing_service.dead_letter_queue"
+    before = await api.rows(letters)
     resp = await api.client.post(f"{DLQ}/purge", data=body, headers=AUTH)
     assert resp.status == 400, await resp.text()
     assert path in {e["path"] for e in (await resp.json())["errors"]}
+    assert await api.rows(letters) == before
 
 
 async def test_every_bad_query_parameter_is_named(api: Api) -> None:
