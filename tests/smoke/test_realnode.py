@@ -257,13 +257,15 @@ def test_teardown_leaves_no_process_mount_cgroup_or_bridge(
         assert f"bridge {layout.bridge}" in running
     finally:
         cluster.stop()
-    assert leftovers(layout) == []
-    # Nothing new at the top of a hierarchy (kubepods, k8s.io), but other clusters' roots.
-    assert {p for p in cgroup_tops() - top_cgroups if not p.name.startswith("plait-")} == set()
-    saved = NodeLayout.load(state / "node")
-    assert saved == layout
-    shutil.rmtree(state)
-    assert not Path(f"/sys/class/net/{layout.bridge}").exists()
+    try:
+        assert leftovers(layout) == []
+        # Nothing new at a hierarchy's top (kubepods, k8s.io), but other clusters' roots.
+        new_tops = cgroup_tops() - top_cgroups
+        assert {p for p in new_tops if not p.name.startswith("plait-")} == set()
+        assert NodeLayout.load(state / "node") == layout
+        assert not Path(f"/sys/class/net/{layout.bridge}").exists()
+    finally:
+        shutil.rmtree(state)
 
 
 OWNER = """
