@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from plait.api.auth import TokenStore
 from plait.api.context import ApiConfig
+from plait.event_processing import cloudevents
 from plait.event_processing.cloudevents import (
     MAX_DATA_DEPTH,
     MAX_EXTENSION_NAME_LENGTH,
@@ -300,3 +302,17 @@ async def test_every_bad_query_parameter_is_named(api: Api) -> None:
     assert "invalid page cursor" in errors["cursor"]
     resp = await api.client.get(DLQ, params={"cursor": ""}, headers=AUTH)
     assert resp.status == 200  # an empty cursor is the first page
+
+
+async def test_a_database_limit_is_not_answered_as_an_outage(
+    roomy_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were a value to slip past the limits, PostgreSQL's refusal is a 500 to fix, not a
+    503 that tells clients to retry forever."""
+    monkeypatch.setattr(cloudevents, "MAX_LENGTHS", {**cloudevents.MAX_LENGTHS, "id": 10**6})
+    event_id = secrets.token_hex(4000)  # incompressible: over the index row limit
+    resp = await roomy_api.client.post(URL, data=json.dumps(ce(event_id)), headers=STRUCTURED)
+    assert resp.status == 500
+    assert "Retry-After" not in resp.headers
+    assert (await resp.json())["type"].endswith("/internal-error")
+    assert await roomy_api.snapshot() == (0, 0, 0)
