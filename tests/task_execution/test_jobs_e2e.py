@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from typing import Any
 
 import psycopg
 import pytest
 
+from plait.testing._process import wait_until
 from tests.controller.test_operator import condition, wait_condition
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.fixtures.operator import StartOperator
@@ -201,3 +203,55 @@ def test_a_task_gets_its_integrations_and_no_secret_value_is_in_any_object(
                 f"SELECT count(*) FROM {table} t WHERE t::text LIKE %s", (f"%{token}%",)
             ).fetchone()
             assert hits == (0,), table
+
+
+def test_a_resumed_attempt_whose_job_cannot_be_built_fails_and_ends_the_run(
+    restricted: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    """A quota refusal leaves the attempt Pending (the Job controller retries it); after a
+    restart the missing Job cannot be rebuilt (its Integration is gone): the attempt fails
+    and the run ends then, not at some later wake-up."""
+    restricted.kubectl("create", "quota", "no-pods", "--hard=pods=0")
+    integration = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "Integration",
+        "metadata": {"name": "notifier"},
+        "spec": {"type": "http", "settings": {"baseUrl": "https://hooks.example.com"}},
+    }
+    restricted.kubectl("apply", "-f", "-", input=json.dumps(integration))
+    operator = start_operator()
+    wait_condition(restricted, "integrations", "notifier", "Ready", "True")
+    notify = task("notify")
+    notify["template"]["integrations"] = [{"name": "notifier"}]
+    submit(restricted, "quota", [notify])
+
+    def refused_for_quota() -> bool:
+        out = restricted.kubectl(
+            "get", "events", "--field-selector=reason=FailedCreate", "-o", "json"
+        )
+        return any("exceeded quota" in e["message"] for e in json.loads(out)["items"])
+
+    wait_until(refused_for_quota, timeout=60, what="the quota's FailedCreate Event")
+    time.sleep(2)  # the operator has seen that Event: it must leave the attempt alone
+    ((_, _, state, _, _, _, job),) = attempts(migrated_database, "quota-run")
+    assert state == "Pending"
+
+    operator.stop()
+    restricted.kubectl("delete", "job", job, "--wait=true")
+    # The Integration goes while no operator runs: what its finalizer would have recorded
+    # is written by hand, so the restarted operator finds it deleted.
+    restricted.kubectl(
+        "patch", "integration", "notifier", "--type=merge", "-p", '{"metadata":{"finalizers":[]}}'
+    )
+    restricted.kubectl("delete", "integration", "notifier", "--wait=true")
+    with psycopg.connect(migrated_database) as conn:
+        conn.execute(
+            "UPDATE integration_service.integration_instances SET deleted_at = now() "
+            "WHERE name = 'notifier'"
+        )
+    start_operator()
+    status = wait_phase(restricted, "quota-run", timeout=30)
+    assert status["phase"] == "Failed"
+    ((_, _, state, _, _, message, _),) = attempts(migrated_database, "quota-run")
+    assert state == "Failed"
+    assert message.startswith("the task cannot start: Integration 'notifier' does not exist")

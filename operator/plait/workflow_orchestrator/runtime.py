@@ -636,6 +636,7 @@ class Orchestrator:
             if ensure_jobs:
                 await self._ensure_jobs(instance, spec, attempts)
                 ensure_jobs = False
+                continue  # an attempt whose Job cannot be built is now Failed: plan on that
             if await self._settle_waits(uid, spec, attempts):
                 continue  # plan on the attempts as they now stand
             decision = self._plan(instance, spec, control, attempts, base)
