@@ -146,11 +146,11 @@ def test_a_retry_backoff_is_a_recorded_deadline_that_survives_a_restart(
     submit(
         cluster,
         "backoff",
-        [task("flaky", exit_code=1, retries={"limit": 1, "backoff": {"initialSeconds": 15}})],
+        [task("flaky", exit_code=1, retries={"limit": 1, "backoff": {"initialSeconds": 25}})],
     )
     wait_until(
-        lambda: [r[2] for r in attempts(migrated_database, "backoff-run")] == ["Failed"],
-        timeout=60,
+        lambda: (1, "Failed") in {(r[1], r[2]) for r in attempts(migrated_database, "backoff-run")},
+        timeout=90,
         what="the first attempt to fail",
     )
     with psycopg.connect(migrated_database) as conn:
@@ -166,9 +166,12 @@ def test_a_retry_backoff_is_a_recorded_deadline_that_survives_a_restart(
         row = recorded()
     assert row is not None
     wake, failed_at = row
-    assert wake - failed_at == dt.timedelta(seconds=15), "the deadline is the backoff's end"
+    assert wake - failed_at == dt.timedelta(seconds=25), "the deadline is the backoff's end"
     operator.kill()
     start_operator()
+    assert dt.datetime.now(dt.UTC) < wake - dt.timedelta(seconds=2), (
+        "the new operator must be up before the backoff ends for this to test it"
+    )
     wait_until(
         lambda: len(attempts(migrated_database, "backoff-run")) == 2,
         timeout=40,

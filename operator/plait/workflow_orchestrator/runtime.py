@@ -795,12 +795,13 @@ class Orchestrator:
         outputs: Mapping[str, Any] | None = None,
         failure: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record the run's final phase first (nothing new starts after it), then finish
-        what is left of it; a crash in between is repaired by the next advance."""
-        await self._set_phase(instance.id, phase, message=message, outputs=outputs, failure=failure)
-        ended = await self._reload(instance.id)  # another writer may have ended it first
+        """End the run: first finish what is left of it, then record its final phase, so a
+        final phase is never seen with unfinished tasks. A crash in between leaves the run
+        unfinished, and the next advance ends it again."""
         attempts, base = await self._current_attempts(instance.id)
-        await self._close_out(ended, spec, attempts, base)
+        why = "the workflow was cancelled" if phase is WorkflowPhase.CANCELLED else message
+        await self._finish_tasks(instance, spec, attempts, base, why)
+        await self._set_phase(instance.id, phase, message=message, outputs=outputs, failure=failure)
 
     async def _close_out(
         self,
@@ -809,14 +810,24 @@ class Orchestrator:
         attempts: list[TaskInstance],
         base: Mapping[str, int],
     ) -> None:
-        """Leave every task of an ended run in a final state: its waits and running
+        """Finish what is left of a run that has ended (a launch that raced its end)."""
+        await self._finish_tasks(instance, spec, attempts, base, _ended_because(instance))
+
+    async def _finish_tasks(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        attempts: list[TaskInstance],
+        base: Mapping[str, int],
+        why: str,
+    ) -> None:
+        """Leave every task of an ending run in a final state: its waits and running
         attempts Cancelled (their Jobs deleted), the tasks that never started Skipped."""
         recorded = {a.task_name for a in attempts}
         never_started = [t for t in _all_tasks(spec) if t.name not in recorded]
         unfinished = any(a.state not in FINAL_STATES for a in attempts)
         if not never_started and not unfinished:
             return
-        why = _ended_because(instance)
         await self._cancel_waits(instance.id)
         if unfinished:
             await self._tasks.cancel_active(instance.id, why)
