@@ -222,6 +222,53 @@ def test_a_task_field_beats_an_inherited_one_it_contradicts(
     assert inherited.to_dict() == merged
 
 
+REAL_NODE = {"plait.dev/node-kind": "real"}
+TOLERATE = {"key": "plait.dev/real-node", "operator": "Equal", "value": "true",
+            "effect": "NoSchedule"}  # fmt: skip
+
+
+def test_a_job_has_no_placement_unless_asked_and_then_the_pods_own() -> None:
+    assert not {"nodeSelector", "tolerations"} & pod(job({})).keys()
+    placed = pod(
+        job({"nodeSelector": REAL_NODE, "tolerations": [TOLERATE, {"operator": "Exists"}]})
+    )
+    assert placed["nodeSelector"] == REAL_NODE
+    assert placed["tolerations"] == [TOLERATE, {"operator": "Exists"}]
+
+
+def test_the_workflow_places_the_tasks_that_do_not_place_themselves() -> None:
+    workflow = WorkflowDefinitionSpec.model_validate(
+        {
+            "tasks": [{"name": "a", "template": {"image": "x"}}],
+            "nodeSelector": REAL_NODE,
+            "tolerations": [TOLERATE],
+        }
+    )
+    inherited = with_workflow_defaults(ContainerTemplate.model_validate({"image": "x"}), workflow)
+    assert inherited.node_selector == REAL_NODE
+    assert [t.to_dict() for t in inherited.tolerations or ()] == [TOLERATE]
+    # A task's own replaces the workflow's whole; an empty one clears it.
+    own = ContainerTemplate.model_validate(
+        {"image": "x", "nodeSelector": {"disk": "ssd"}, "tolerations": []}
+    )
+    replaced = with_workflow_defaults(own, workflow)
+    assert replaced.node_selector == {"disk": "ssd"}
+    assert replaced.tolerations == []
+
+
+@pytest.mark.parametrize(
+    ("toleration", "message"),
+    [
+        ({"operator": "Exists", "value": "x"}, "operator Exists has no value"),
+        ({"key": "k", "tolerationSeconds": 5}, "only allowed with effect NoExecute"),
+        ({"key": "k", "effect": "NoRun"}, "effect"),
+    ],
+)
+def test_inconsistent_tolerations_are_refused(toleration: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ContainerTemplate.model_validate({"image": "x", "tolerations": [toleration]})
+
+
 NOTIFIER = TaskIntegration(
     name="notifier",
     type="http",

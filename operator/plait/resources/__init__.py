@@ -20,6 +20,7 @@ from plait.resources.common import (
     SecretReference,
     SecurityContext,
     Status,
+    Toleration,
 )
 from plait.resources.event import EVENT_DEFINITION, EventDefinitionSpec, EventDefinitionStatus
 from plait.resources.integration import INTEGRATION, IntegrationSpec, IntegrationStatus
@@ -101,6 +102,7 @@ __all__ = [
     "TaskCounts",
     "TaskDefinitionSpec",
     "TaskDefinitionStatus",
+    "Toleration",
     "WaitForEvent",
     "WorkflowDefinitionSpec",
     "WorkflowDefinitionStatus",

@@ -34,6 +34,7 @@ __all__ = [
     "IntegrationReference",
     "KindInfo",
     "LocalObjectReference",
+    "NodeSelector",
     "Parameter",
     "ParameterType",
     "PlaitModel",
@@ -46,6 +47,8 @@ __all__ = [
     "SecretReference",
     "SecurityContext",
     "Status",
+    "Toleration",
+    "Tolerations",
     "cel_rule",
 ]
 
@@ -354,6 +357,53 @@ class SecurityContext(PlaitModel):
         return SecurityContext.model_validate(merged)
 
 
+_OPERATOR_EXISTS = cel_rule(
+    "!has(self.operator) || self.operator != 'Exists' || !has(self.value)",
+    "a toleration with operator Exists has no value",
+)
+_SECONDS_NO_EXECUTE = cel_rule(
+    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+    "tolerationSeconds is only allowed with effect NoExecute",
+)
+
+
+class Toleration(PlaitModel):
+    """A taint of a node that a task's Pod tolerates, as in a Pod spec."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_OPERATOR_EXISTS, _SECONDS_NO_EXECUTE]}
+    )
+
+    key: Annotated[str, StringConstraints(max_length=317)] | None = None
+    """Taint key; with operator Exists and no key, every taint is tolerated."""
+    operator: Literal["Equal", "Exists"] | None = None
+    """Equal (the taint's value must be value) or Exists (any value); Equal when unset."""
+    value: Annotated[str, StringConstraints(max_length=63)] | None = None
+    """Taint value matched with operator Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect matched; every effect when unset."""
+    toleration_seconds: Annotated[int, Field(ge=0, le=31536000)] | None = None
+    """With effect NoExecute: how long the Pod stays bound after the taint appears."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError(str(_OPERATOR_EXISTS["message"]))
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError(str(_SECONDS_NO_EXECUTE["message"]))
+        return self
+
+
+NodeSelector = Annotated[
+    dict[
+        Annotated[str, StringConstraints(max_length=317)],
+        Annotated[str, StringConstraints(max_length=63)],
+    ],
+    Field(max_length=32),
+]
+Tolerations = Annotated[list[Toleration], Field(max_length=32)]
+
+
 class ContainerTemplate(PlaitModel):
     """The container a task runs: one Job per attempt is created from it."""
 
@@ -411,6 +461,11 @@ class ContainerTemplate(PlaitModel):
     security_context: SecurityContext | None = None
     """How the Pod and container run (user, privileges, capabilities, seccomp); unset fields
     take the workflow's securityContext, then Plait's restricted-compliant defaults."""
+    node_selector: NodeSelector | None = None
+    """Labels a node must carry to run the task's Pod; the workflow's nodeSelector when
+    unset."""
+    tolerations: Tolerations | None = None
+    """Taints of nodes the task's Pod tolerates; the workflow's tolerations when unset."""
     pod_metadata: PodMetadata | None = None
     """Labels and annotations added to the task's Pods (Plait's own take precedence)."""
 

@@ -21,12 +21,14 @@ from plait.resources.common import (
     Identifier,
     KindInfo,
     LocalObjectReference,
+    NodeSelector,
     Parameters,
     PlaitModel,
     PrinterColumn,
     RetryPolicy,
     SecurityContext,
     Status,
+    Tolerations,
     cel_rule,
 )
 
@@ -161,6 +163,12 @@ class WorkflowDefinitionSpec(PlaitModel):
     automount_service_account_token: bool | None = None
     """Default of the tasks' automountServiceAccountToken (a task's own value wins); false
     when unset."""
+    node_selector: NodeSelector | None = None
+    """Default nodeSelector of every task's Pod (a task's own nodeSelector replaces it
+    whole)."""
+    tolerations: Tolerations | None = None
+    """Default tolerations of every task's Pod (a task's own tolerations replace them
+    whole)."""
 
     @model_validator(mode="after")
     def _exit_task(self) -> Self:

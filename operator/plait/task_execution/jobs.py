@@ -105,21 +105,31 @@ def _input_env(inputs: Mapping[str, Any]) -> list[dict[str, str]]:
 def with_workflow_defaults(
     template: ContainerTemplate, workflow: WorkflowDefinitionSpec
 ) -> ContainerTemplate:
-    """The template with what it leaves unset of the Pod's security taken from the
-    workflow's defaults (``spec.securityContext``, ``spec.automountServiceAccountToken``)."""
+    """The template with what it leaves unset of the Pod's security and placement taken
+    from the workflow's defaults (``spec.securityContext``,
+    ``spec.automountServiceAccountToken``, ``spec.nodeSelector``, ``spec.tolerations``)."""
     context = template.security_context
     if workflow.security_context is not None:
         context = (context or SecurityContext()).over(workflow.security_context)
     automount = template.automount_service_account_token
     if automount is None:
         automount = workflow.automount_service_account_token
-    if (context, automount) == (
+    selector = workflow.node_selector if template.node_selector is None else template.node_selector
+    tolerations = workflow.tolerations if template.tolerations is None else template.tolerations
+    if (context, automount, selector, tolerations) == (
         template.security_context,
         template.automount_service_account_token,
+        template.node_selector,
+        template.tolerations,
     ):
         return template
     return template.model_copy(
-        update={"security_context": context, "automount_service_account_token": automount}
+        update={
+            "security_context": context,
+            "automount_service_account_token": automount,
+            "node_selector": selector,
+            "tolerations": tolerations,
+        }
     )
 
 
@@ -274,6 +284,12 @@ def build_job(request: JobRequest) -> dict[str, Any]:
     }
     if t.service_account_name:
         pod_spec["serviceAccountName"] = t.service_account_name
+    if t.node_selector:
+        pod_spec["nodeSelector"] = dict(t.node_selector)
+    if t.tolerations:
+        pod_spec["tolerations"] = [
+            x.model_dump(by_alias=True, exclude_none=True) for x in t.tolerations
+        ]
     volume = integration_volume(request.integrations)
     if volume is not None:
         pod_spec["volumes"] = [volume]
