@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .PHONY: help deps venv k8s-tools check lint format typecheck layers test test-unit demo \
-        cluster-up cluster-down crds clean clean-cache
+        cluster-up cluster-down image-import crds clean clean-cache
 .PHONY: manifests values-doc chart-check
 .PHONY: bench
 
@@ -63,8 +63,12 @@ test-unit: venv ## Only the tests that need no Kubernetes (PostgreSQL is still r
 demo: deps venv k8s-tools ## Bring up PostgreSQL and the control plane and show Plait at work.
 	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python hack/demo.py
 
-cluster-up: deps venv k8s-tools ## Start a local control plane in .local/cluster (stays up).
-	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python -m plait.testing.cluster up --state-dir .local/cluster
+cluster-up: deps venv k8s-tools ## Start a local control plane with its real node in .local/cluster (stays up).
+	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python -m plait.testing.cluster up --real-node --state-dir .local/cluster
+
+image-import: ## Import image archives into cluster-up's real node: make image-import IMAGES=tool.tar
+	@test -n "$(IMAGES)" || { echo "usage: make image-import IMAGES='a.tar b.tar'" >&2; exit 2; }
+	@$(BIN)/python -m plait.testing.cluster import-image --state-dir .local/cluster $(IMAGES)
 
 cluster-down: ## Stop the control plane started by cluster-up.
 	@$(BIN)/python -m plait.testing.cluster down --state-dir .local/cluster

@@ -1,8 +1,10 @@
 """`make demo`: Plait end to end on the embedded local setup.
 
-Starts a private PostgreSQL and the local control plane (a kwok node), migrates the
-database with per-component roles, installs the CRDs, runs `plait operator`, applies the
-examples, runs the example workflow (each task a Job), and prints its DAG and outputs. Then
+Starts a private PostgreSQL and the local control plane with its two nodes (kwok, and a real
+kubelet with containerd), migrates the database with per-component roles, installs the CRDs,
+runs `plait operator`, applies the examples, runs the example workflow on the real node (each
+task a Job whose busybox container computes its outputs), and prints its DAG, what each
+container wrote to its termination message and its log, and the run's outputs. Then
 it starts `plait api` and sends CloudEvents with `plait events send`: one starts the example
 workflow through the example EventTrigger, a redelivery of it is stored once, and malformed
 input is refused.
@@ -27,6 +29,13 @@ from plait.kernel.components import COMPONENTS, component_by_name
 from plait.testing import PostgresServer
 from plait.testing._process import free_port, stop_process, wait_until
 from plait.testing.cluster import LocalCluster
+from plait.testing.node import NODE_KIND_LABEL, REAL_NODE_TAINT
+
+#: Where the example workflow's tasks run: the local cluster's real node (docs/workflows.md).
+REAL_NODE_PLACEMENT = {
+    "nodeSelector": {NODE_KIND_LABEL: "real"},
+    "tolerations": [{"operator": "Equal", **REAL_NODE_TAINT}],
+}
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = component_by_name("event_processing")
@@ -44,6 +53,26 @@ def show(cluster: LocalCluster, *args: str) -> str:
     return out
 
 
+def show_containers(cluster: LocalCluster, run: str) -> None:
+    """Each pod of the run, oldest first: its node, exit code, termination message (the
+    task's outputs) and log, read from the pods API while the Jobs keep their pods."""
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-l", f"plait.dev/instance={run}", "-o", "json").stdout
+    )["items"]
+    for pod in sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"]):
+        name = pod["metadata"]["name"]
+        task = pod["metadata"]["labels"].get("plait.dev/task", "?")
+        statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+        ended = statuses[0].get("state", {}).get("terminated", {})
+        print(
+            f"{BOLD}{task}{RESET} (pod {name} on {pod['spec'].get('nodeName')}): "
+            f"exit {ended.get('exitCode')}, termination message {ended.get('message', '')!r}"
+        )
+        print(f"$ kubectl logs {name}")
+        for line in cluster.kubectl("logs", name).stdout.splitlines():
+            print(f"  {line}")
+
+
 def main() -> int:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -53,8 +82,11 @@ def main() -> int:
             row = conn.execute("SELECT version()").fetchone()
         print(row[0] if row else "?")
 
-        step("starting the local Kubernetes control plane (etcd, apiserver, controllers, kwok)")
-        cluster = stack.enter_context(LocalCluster())
+        step(
+            "starting the local Kubernetes control plane (etcd, apiserver, controllers, a kwok"
+            " node, a real node: kubelet, containerd, runc)"
+        )
+        cluster = stack.enter_context(LocalCluster(real_node=True))
         show(cluster, "get", "nodes", "-o", "wide")
 
         step("plait migrate --create-roles (8 schemas, one role per component)")
@@ -151,8 +183,20 @@ def main() -> int:
         wait_until(webhook_healthy, timeout=60, what="plait webhook")
         print(f"operator healthy on :{health} (logs: {cluster.state_dir / 'operator.log'})")
 
-        step("kubectl apply -f examples/")
-        print(cluster.kubectl("apply", "-f", str(ROOT / "examples")).stdout, end="")
+        step("kubectl apply -f examples/ (the run last, once its workflow runs on the real node)")
+        print("$ kubectl create secret generic notifier-credentials --from-literal=token=...")
+        cluster.kubectl(
+            "create", "secret", "generic", "notifier-credentials",
+            f"--from-literal=token={secrets.token_urlsafe(16)}",
+        )  # fmt: skip
+        for path in sorted((ROOT / "examples").glob("*.yaml")):
+            if path.name != "workflowinstance.yaml":
+                print(cluster.kubectl("apply", "-f", str(path)).stdout, end="")
+        placement = json.dumps({"spec": REAL_NODE_PLACEMENT})
+        print(f"$ kubectl patch workflowdefinition diamond --type merge -p '{placement}'")
+        cluster.kubectl(
+            "patch", "workflowdefinition", "diamond", "--type", "merge", "-p", placement
+        )
 
         def all_reconciled() -> bool:
             items = json.loads(cluster.kubectl("get", "plait", "-o", "json").stdout)["items"]
@@ -161,6 +205,8 @@ def main() -> int:
                 for o in items
             )
 
+        wait_until(all_reconciled, timeout=60, what="every example to be reconciled")
+        print(cluster.kubectl("apply", "-f", str(ROOT / "examples/workflowinstance.yaml")).stdout)
         wait_until(all_reconciled, timeout=60, what="every example to be reconciled")
         show(cluster, "get", "plait")
 
@@ -172,10 +218,13 @@ def main() -> int:
             ).stdout
             return phase in ("Succeeded", "Failed", "Cancelled", "Error")
 
-        wait_until(finished, timeout=120, what="the example run to finish")
+        wait_until(finished, timeout=180, what="the example run to finish")
         show(cluster, "get", "workflowinstances")
         print("$ kubectl get jobs")
         print(cluster.kubectl("get", "jobs").stdout, end="")
+
+        step("what the containers computed and logged (read from their pods on the real node)")
+        show_containers(cluster, "diamond-run-1")
 
         step("plait instances show diamond-run-1 (the DAG, from PostgreSQL)")
         shown = subprocess.run(
