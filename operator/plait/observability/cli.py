@@ -78,6 +78,8 @@ def _format_log(r: repo.LogRecord, output: str) -> str:
         }
         return json.dumps({k: v for k, v in doc.items() if v is not None}, default=str)
     where = "/".join(x for x in (r.namespace, r.attributes.get("object")) if x)
+    if r.component == "task" and r.attributes.get("task"):
+        where += f" {r.attributes['task']}#{r.attributes.get('attempt', '?')}"
     line = (
         f"{r.time.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S.%f}"[:-3]
         + f"Z {r.level.value:<8} {r.component:<21} "
@@ -141,23 +143,28 @@ _output_option = click.option(
 @click.command("logs")
 @click.option("--instance", help="Only records about this run (name, uid or trace id).")
 @click.option("-n", "--namespace", help="Namespace of the run, or of the records.")
-@click.option("--component", help="Only this component (e.g. task_execution).")
+@click.option("--task", help="Only records of this task (its containers' output: component task).")
+@click.option("--component", help="Only this component (e.g. task_execution, task).")
 @click.option(
     "--level",
     type=click.Choice([lv.value for lv in LogLevel], case_sensitive=False),
     help="Only records at this level or above.",
 )
-@click.option("--since", default="1h", show_default=True, help="30s, 10m, 2h, 7d or a time.")
+@click.option(
+    "--since",
+    help="30s, 10m, 2h, 7d or a time. Default: 1h, or no limit with --instance or --trace-id.",
+)
 @click.option("--trace-id", help="Only records of this trace (32 hex digits).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
 @_output_option
 def logs_command(
     instance: str | None,
+    task: str | None,
     namespace: str | None,
     component: str | None,
     level: str | None,
-    since: str,
+    since: str | None,
     trace_id: str | None,
     follow: bool,
     limit: int,
@@ -166,8 +173,11 @@ def logs_command(
     """Print Plait's log records from PostgreSQL, oldest first."""
     if trace_id is not None and not re.fullmatch(r"[0-9a-f]{32}", trace_id):
         raise click.BadParameter("a trace id is 32 lowercase hex digits", param_hint="--trace-id")
+    if since is None and not (instance or trace_id):
+        since = "1h"
     query = repo.LogQuery(
-        since=parse_since(since),
+        since=parse_since(since) if since is not None else None,
+        task=task,
         component=component,
         min_level=LogLevel(level.upper()) if level else None,
         namespace=namespace,

@@ -28,6 +28,7 @@ __all__ = [
     "MetricSample",
     "Partition",
     "Span",
+    "TaskLogPosition",
     "TraceSummary",
     "copy_logs",
     "copy_spans",
@@ -43,6 +44,7 @@ __all__ = [
     "purge_default_partition",
     "search_logs",
     "spans_of_trace",
+    "task_log_position",
 ]
 
 #: The three tables and their time (partition key) column.
@@ -313,6 +315,7 @@ class LogQuery:
     trace_ids: Sequence[str] = ()
     workflow_instance_ids: Sequence[uuid.UUID] = ()
     object_name: str | None = None
+    task: str | None = None
     limit: int = 1000
 
 
@@ -356,11 +359,17 @@ async def search_logs(conn: AsyncConnection[Any], q: LogQuery) -> list[LogRecord
         params["namespace"], params["object"] = q.namespace, q.object_name
     if about:
         where.append(sql.SQL("({})").format(sql.SQL(" OR ").join(about)))
+    if q.task:
+        where.append(sql.SQL("attributes->>'task' = %(task)s"))
+        params["task"] = q.task
+    # A task's lines can share a microsecond: their "seq" keeps them in the order printed.
     query = sql.SQL(
-        "SELECT * FROM (SELECT time, level, component, logger, message, attributes, namespace, "
-        "workflow_instance_id, task_instance_id, trace_id, span_id "
+        "SELECT time, level, component, logger, message, attributes, namespace, "
+        "workflow_instance_id, task_instance_id, trace_id, span_id FROM ("
+        "SELECT *, (attributes->>'seq')::bigint AS seq "
         "FROM observability_service.observability_logs WHERE {where} "
-        "ORDER BY time DESC LIMIT %(limit)s) newest ORDER BY time"
+        "ORDER BY time DESC, seq DESC NULLS LAST LIMIT %(limit)s) newest "
+        "ORDER BY time, seq NULLS FIRST"
     ).format(where=sql.SQL(" AND ").join(where) if where else sql.SQL("true"))
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
@@ -436,3 +445,57 @@ async def list_traces(
         )
         rows = await cur.fetchall()
     return [TraceSummary(**row) for row in rows]
+
+
+# -- task output -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLogPosition:
+    """How far a container's output was stored: where a follower resumes.
+
+    ``last_time`` is the kubelet's timestamp of the last stored line, ``at_last_time`` how
+    many stored lines carry exactly that time, ``seq`` the last line number; ``pod_bytes``
+    and ``truncated`` are for the whole pod (the attempt), which shares one bound.
+    """
+
+    last_time: datetime | None = None
+    at_last_time: int = 0
+    seq: int = 0
+    pod_bytes: int = 0
+    truncated: bool = False
+
+
+async def task_log_position(
+    conn: AsyncConnection[Any], workflow_instance_id: uuid.UUID, pod: str, container: str
+) -> TaskLogPosition:
+    """Where the stored output of ``container`` in ``pod`` ends (found by the run's index)."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT coalesce(sum(octet_length(message)) "
+            "FILTER (WHERE NOT attributes ? 'truncated'), 0), "
+            "coalesce(bool_or(attributes ? 'truncated'), false), "
+            "max(time) FILTER (WHERE attributes->>'container' = %(container)s "
+            "AND NOT attributes ? 'truncated'), "
+            "coalesce(max((attributes->>'seq')::bigint) "
+            "FILTER (WHERE attributes->>'container' = %(container)s), 0) "
+            "FROM observability_service.observability_logs "
+            "WHERE workflow_instance_id = %(uid)s AND component = 'task' "
+            "AND attributes->>'pod' = %(pod)s",
+            {"uid": workflow_instance_id, "pod": pod, "container": container},
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        pod_bytes, truncated, last_time, seq = row
+        at_last = 0
+        if last_time is not None:
+            await cur.execute(
+                "SELECT count(*) FROM observability_service.observability_logs "
+                "WHERE workflow_instance_id = %(uid)s AND component = 'task' AND time = %(t)s "
+                "AND attributes->>'pod' = %(pod)s AND attributes->>'container' = %(container)s "
+                "AND NOT attributes ? 'truncated'",
+                {"uid": workflow_instance_id, "pod": pod, "container": container, "t": last_time},
+            )
+            counted = await cur.fetchone()
+            at_last = int(counted[0]) if counted else 0
+    return TaskLogPosition(last_time, at_last, int(seq), int(pod_bytes), bool(truncated))

@@ -43,6 +43,23 @@ class ObservabilitySettings(BaseSettings):
     log_flush_interval_ms: int = Field(
         default=500, ge=10, description="Longest a record waits before a flush."
     )
+    task_logs: bool = Field(
+        default=True,
+        description="The operator collects the stdout/stderr of task containers into "
+        "observability_logs (component 'task') while they run.",
+    )
+    task_log_max_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="Bytes of output (the lines' text) collected per task attempt; past it "
+        "one WARNING record marks the truncation and the rest is not read.",
+    )
+    task_log_followers: int = Field(
+        default=50,
+        ge=1,
+        description="Task containers whose logs the operator follows at once; others wait "
+        "for a free slot (their logs stay on the node meanwhile).",
+    )
     tracing: bool = Field(default=True, description="Record spans into observability_traces.")
     span_buffer_size: int = Field(
         default=8192, ge=1, description="Finished spans held in memory before being written."
