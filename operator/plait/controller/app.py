@@ -32,6 +32,7 @@ from plait.observability import Telemetry
 from plait.observability.logging import set_process_component
 from plait.observability.metrics import DATABASE_GAUGES, time_kubernetes_api_call
 from plait.resources.stores import KindBinding, OperatorContext
+from plait.task_execution.logs import TaskLogCollector, register_task_logs
 from plait.task_execution.service import TaskExecution
 from plait.workflow_orchestrator.gauges import instance_gauges
 from plait.workflow_orchestrator.runtime import Orchestrator, register_runtime
@@ -156,6 +157,8 @@ async def run_operator(
         )
         logged_in = asyncio.Event()
         registry = build_registry(ctx, orchestrator, options, logged_in=logged_in)
+        if telemetry.enabled and telemetry.settings.task_logs:
+            register_task_logs(registry, TaskLogCollector(database, telemetry.settings))
         kopf_settings = kopf.OperatorSettings()
         configure_settings(kopf_settings, options)
 
