@@ -312,7 +312,9 @@ class TaskLogCollector:
                 if exc.status in (404, 410):
                     return  # the Pod is gone
                 failures += 1
-                if failures >= MAX_OPEN_FAILURES:
+                # A container that had ended gets one more try: a node that serves no logs
+                # (kwok's) must not hold a slot for long per Pod.
+                if failures >= (2 if ended else MAX_OPEN_FAILURES):
                     logger.warning(
                         "giving up on the log of %s/%s container %s: %s %s",
                         follow.namespace,
