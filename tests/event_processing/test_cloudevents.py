@@ -286,3 +286,11 @@ def test_the_cheap_check_agrees_with_the_full_one(data: object, ensure_ascii: bo
     if fast is not None and full is not None and list(fast) == [""]:
         return  # refused before any check: the same reason, worded for the event
     assert fast == full
+
+
+def test_a_whole_number_written_with_a_fraction_is_an_integer_extension() -> None:
+    """JSON has one number type (and JSON Schema's integer includes 7.0)."""
+    assert event_from_mapping({**BASE, "retries": 7.0}).extensions == {"retries": 7}
+    with pytest.raises(InvalidEventError) as exc:
+        event_from_mapping({**BASE, "big": 2.0**40})
+    assert "32 bits" in paths(exc)["/big"]

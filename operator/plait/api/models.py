@@ -57,8 +57,12 @@ SCHEMA_REF = "#/components/schemas/{model}"
 _MAX_CURSOR_LENGTH = 256
 
 
-def _attribute(name: str, description: str) -> Any:
-    return Field(default=None, min_length=1, max_length=MAX_LENGTHS[name], description=description)
+# Optional string attributes: within their length limits, or null (the same as absent).
+_Subject = Annotated[str, Field(min_length=1, max_length=MAX_LENGTHS["subject"])] | None
+_Time = Annotated[str, Field(max_length=MAX_LENGTHS["time"])] | None
+_ContentType = Annotated[str, Field(min_length=1, max_length=MAX_LENGTHS["datacontenttype"])] | None
+_DataSchema = Annotated[str, Field(min_length=1, max_length=MAX_LENGTHS["dataschema"])] | None
+_PartitionKey = Annotated[str, Field(min_length=1, max_length=MAX_LENGTHS["partitionkey"])] | None
 
 
 _BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -67,15 +71,18 @@ _EXTENSION_VALUE: JsonDict = {
         {"type": "string", "minLength": 1, "maxLength": MAX_EXTENSION_VALUE_LENGTH},
         {"type": "integer", "minimum": INT32[0], "maximum": INT32[1]},
         {"type": "boolean"},
+        {"type": "null"},
     ]
 }
+_NOT_NULL: JsonDict = {"not": {"type": "null"}}
 
 
 class CloudEvent(BaseModel):
     """A CloudEvent 1.0 in JSON format. Other members are extension attributes: names of
     lower-case letters and digits, values strings, 32-bit integers or booleans.
-    `partitionkey` orders events that share it (else `subject` does). Strings hold no NUL
-    character; `data` nests at most 64 levels, with finite numbers only."""
+    `partitionkey` orders events that share it (else `subject` does). null is the same as
+    absent. Strings hold no NUL character; `data` nests at most 64 levels, with finite
+    numbers only, and excludes `data_base64`."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -83,6 +90,10 @@ class CloudEvent(BaseModel):
             "propertyNames": {
                 "pattern": "^([a-z0-9]+|data_base64)$",
                 "maxLength": max(MAX_EXTENSION_NAME_LENGTH, len("datacontenttype")),
+            },
+            "not": {
+                "required": ["data", "data_base64"],
+                "properties": {"data": _NOT_NULL, "data_base64": _NOT_NULL},
             },
         }
     )
@@ -93,25 +104,22 @@ class CloudEvent(BaseModel):
         min_length=1, max_length=MAX_LENGTHS["source"], description="A URI-reference."
     )
     type: str = Field(min_length=1, max_length=MAX_LENGTHS["type"])
-    subject: str | SkipJsonSchema[None] = _attribute("subject", "The partition key if none.")
-    time: str | SkipJsonSchema[None] = Field(
-        default=None,
-        max_length=MAX_LENGTHS["time"],
+    subject: _Subject = Field(None, description="The partition key if none.")
+    time: _Time = Field(
+        None,
         json_schema_extra={"format": "date-time"},
         description="RFC 3339 with an offset, years 1 to 9999 in UTC.",
     )
-    datacontenttype: str | SkipJsonSchema[None] = _attribute(
-        "datacontenttype", "Media type of data."
-    )
-    dataschema: str | SkipJsonSchema[None] = _attribute("dataschema", "URI of data's schema.")
-    partitionkey: str | SkipJsonSchema[None] = _attribute(
-        "partitionkey", "Events of one type and key are dispatched in order."
+    datacontenttype: _ContentType = Field(None, description="Media type of data.")
+    dataschema: _DataSchema = Field(None, description="URI of data's schema.")
+    partitionkey: _PartitionKey = Field(
+        None, description="Events of one type and key are dispatched in order."
     )
     data: Any = Field(default=None, description="Event data (JSON).")
-    data_base64: Annotated[str, Field(pattern=_BASE64)] | SkipJsonSchema[None] = Field(
-        default=None,
+    data_base64: Annotated[str, Field(pattern=_BASE64)] | None = Field(
+        None,
         json_schema_extra={"contentEncoding": "base64"},
-        description="Binary data, base64; excludes data.",
+        description="Binary data, base64.",
     )
 
 

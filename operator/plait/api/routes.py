@@ -43,6 +43,15 @@ _LETTER_ID = Parameter(
 )
 
 
+def _header_schema(attribute: dict[str, Any]) -> dict[str, Any]:
+    """An attribute's schema as a header's: never null, no title or description."""
+    schema = {k: v for k, v in attribute.items() if k not in ("title", "description")}
+    branches = [b for b in schema.pop("anyOf", ()) if b.get("type") != "null"]
+    if branches:
+        schema.update(branches[0])
+    return schema
+
+
 def _binary_mode_headers() -> tuple[Parameter, ...]:
     """``ce-<attribute>`` for each context attribute, with the attribute's schema."""
     properties: dict[str, Any] = CloudEvent.model_json_schema()["properties"]
@@ -52,7 +61,7 @@ def _binary_mode_headers() -> tuple[Parameter, ...]:
         Parameter(
             f"ce-{name}",
             "header",
-            {k: v for k, v in properties[name].items() if k not in ("title", "description")},
+            _header_schema(properties[name]),
             f"Binary mode: the `{name}` attribute, percent-encoded UTF-8 "
             "(any other `ce-*` header is an extension attribute).",
         )

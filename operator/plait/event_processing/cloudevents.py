@@ -451,6 +451,8 @@ def _extension(name: str, value: Any, path: str, problems: list[Violation]) -> A
         if name == PARTITION_KEY and not isinstance(value, str):
             problems.append(Violation(path, "the partition key must be a string"))
         return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 7.0 is the integer 7
     if isinstance(value, int):
         if not INT32[0] <= value <= INT32[1]:
             problems.append(Violation(path, "integer extension values must fit in 32 bits"))
