@@ -19,7 +19,7 @@ from plait import __version__
 from plait.api.models import SCHEMA_REF
 from plait.api.routing import Parameter, Reply, Route, problem
 
-__all__ = ["DOCUMENT", "UNAUTHORIZED", "build_document", "openapi_json"]
+__all__ = ["DOCUMENT", "UNAUTHORIZED", "build_document", "openapi_json", "query_parameters"]
 
 DOCUMENT = web.AppKey("openapi_document", dict)
 UNAUTHORIZED = problem(
