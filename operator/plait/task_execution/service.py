@@ -20,7 +20,7 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from plait.integration import credentials
@@ -174,26 +174,28 @@ class TaskExecution:
         namespace: str,
         instance_name: str,
         instance_uid: str,
-        task: str,
-        attempt: int,
+        attempts: Sequence[tuple[str, int]],
         reason: str,
-    ) -> bool:
-        """Record a task that will never start (its run ended first) as Skipped, in one
-        insert: an attempt recorded meanwhile (a launch racing the end) is left to be
-        cancelled with its Job, never marked as not started. True if it was recorded."""
-        name = job_name(instance_name, instance_uid, task, attempt)
+    ) -> int:
+        """Record tasks that will never start (their run ended first) as Skipped, each
+        (task, attempt) in one insert, all in one transaction: an attempt recorded
+        meanwhile (a launch racing the end) is left to be cancelled with its Job, never
+        marked as not started. Returns how many were recorded."""
+        recorded = 0
         async with self._db.connection(COMPONENT) as conn:
-            _, created = await repository.insert_task_attempt(
-                conn,
-                namespace=namespace,
-                workflow_instance_id=uuid.UUID(instance_uid),
-                task_name=task,
-                attempt=attempt,
-                job_name=name,
-                state=TaskState.SKIPPED,
-                message=reason[:4096],
-            )
-        return created
+            for task, attempt in attempts:
+                _, created = await repository.insert_task_attempt(
+                    conn,
+                    namespace=namespace,
+                    workflow_instance_id=uuid.UUID(instance_uid),
+                    task_name=task,
+                    attempt=attempt,
+                    job_name=job_name(instance_name, instance_uid, task, attempt),
+                    state=TaskState.SKIPPED,
+                    message=reason[:4096],
+                )
+                recorded += created
+        return recorded
 
     async def update_without_job(
         self,

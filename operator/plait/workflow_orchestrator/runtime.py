@@ -831,13 +831,12 @@ class Orchestrator:
         await self._cancel_waits(instance.id)
         if unfinished:
             await self._tasks.cancel_active(instance.id, why)
-        for task in never_started:
+        if never_started:
             await self._tasks.record_not_started(
                 namespace=instance.namespace,
                 instance_name=instance.name,
                 instance_uid=str(instance.id),
-                task=task.name,
-                attempt=base.get(task.name, 0) + 1,
+                attempts=[(t.name, base.get(t.name, 0) + 1) for t in never_started],
                 reason=f"not started: {why}",
             )
 
