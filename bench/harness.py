@@ -47,9 +47,9 @@ def say(message: str) -> None:
 class Environment:
     """PostgreSQL, the control plane (with Plait's CRDs) and API clients, for one run."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, real_node: bool = False) -> None:
         self.postgres = PostgresServer()
-        self.cluster = LocalCluster(progress=False)
+        self.cluster = LocalCluster(progress=False, real_node=real_node)
         self.api: client.ApiClient | None = None
         self._databases = 0
         self.namespaces: list[str] = []

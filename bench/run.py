@@ -1,5 +1,5 @@
-"""``python -m bench [--only throughput|wide|deep|events|latency] [--tasks N]``: run, print, write
-JSON."""
+"""``python -m bench [--only throughput|wide|deep|events|latency|realnode] [--tasks N]``: run,
+print, write JSON. ``realnode`` (one-task workflows on the real node) runs only when asked."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import dag, event_latency, events, throughput
+from bench import dag, event_latency, events, realnode, throughput
 from bench.harness import RESULTS, Environment, say
 
 DEFAULT_SIZES = {
@@ -20,6 +20,7 @@ DEFAULT_SIZES = {
     "deep": 200,
     "events": 20000,
     "latency": 120,
+    "realnode": 20,
 }
 
 
@@ -98,6 +99,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         raw = lat.get("raw_create_to_seen_ms", {})
         rows.append((label, "ack -> instance p50 ms", ms["p50"], raw.get("p50", ""), ""))
         rows.append(("", "ack -> instance p99 ms", ms["p99"], raw.get("p99", ""), ""))
+    rn = results.get("realnode")
+    if rn and "plait" in rn:
+        label = f"realnode n={rn['n']}"
+        p, r = rn["plait"], rn["raw"]
+        rows.append((label, "workflows/min", p["per_minute"], r["per_minute"], rn["ratio"]))
+        rows.append(("", "wall s", p["wall_s"], r["wall_s"], ""))
     for name, res in results.items():
         if "error" in res:
             rows.append((name, "FAILED", res["error"][:60], "", ""))
@@ -136,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         results["events"] = res
         (RESULTS / "events.json").write_text(json.dumps(res, indent=2) + "\n")
         say(f"events: wrote {RESULTS / 'events.json'}")
-    if not {"throughput", "wide", "deep", "latency"} & set(chosen):
+    if not {"throughput", "wide", "deep", "latency", "realnode"} & set(chosen):
         print(table(results))
         return 1 if any("error" in r for r in results.values()) else 0
-    with Environment() as env:
-        for name in ["throughput", "wide", "deep", "latency"]:
+    with Environment(real_node="realnode" in chosen) as env:
+        for name in ["throughput", "wide", "deep", "latency", "realnode"]:
             if name not in chosen:
                 continue
             size = args.tasks or DEFAULT_SIZES[name]
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if name == "latency":
                     res = event_latency.run(env, size)
+                elif name == "realnode":
+                    res = realnode.run(env, size)
                 elif name == "throughput":
                     res = throughput.run(
                         env, size, duration_s=args.duration, profile=not args.no_profile
