@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,7 +51,7 @@ from plait.observability.tracing import parse_traceparent
 from plait.task_execution import repository
 from plait.task_execution.jobs import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_INSTANCE_UID, LABEL_TASK
 
-__all__ = ["COMPONENT_TASK", "TaskLogCollector", "register_task_logs"]
+__all__ = ["COMPONENT_TASK", "TaskLogCollector", "register_task_logs", "split_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,13 @@ COMPONENT_TASK = "task"
 READ_TIMEOUT_SECONDS = 60.0
 #: How far before the last stored line a reopened stream starts (clock skew, rounding).
 REOPEN_MARGIN_SECONDS = 30
-#: Failed attempts to open a stream before a follower gives up (e.g. a node without logs).
+#: Longest record: a longer line is stored in pieces of this many bytes.
+MAX_LINE_BYTES = 65536
+#: Failed attempts to open a stream before a follower gives up.
 MAX_OPEN_FAILURES = 5
+#: The API server's answer for a node it cannot reach a kubelet on (kwok's simulated node):
+#: no log will ever be served, so the follower stops at once.
+NO_KUBELET = "no preferred addresses found"
 
 
 @dataclasses.dataclass
@@ -311,6 +316,9 @@ class TaskLogCollector:
             except ApiException as exc:
                 if exc.status in (404, 410):
                     return  # the Pod is gone
+                if isinstance(exc.body, str) and NO_KUBELET in exc.body:
+                    logger.debug("node of %s/%s serves no logs", follow.namespace, follow.pod)
+                    return
                 failures += 1
                 # A container that had ended gets one more try: a node that serves no logs
                 # (kwok's) must not hold a slot for long per Pod.
@@ -366,16 +374,10 @@ class TaskLogCollector:
         with self._responses_lock:
             self._responses.add(response)
         try:
-            pending = b""
-            for chunk in response.stream(65536, decode_content=True):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    yield _parse(raw)
+            for line in split_lines(response.stream(65536, decode_content=True)):
+                yield line
                 if self._stopping.is_set():
                     return
-            if pending:
-                yield _parse(pending)
         finally:
             with self._responses_lock:
                 self._responses.discard(response)
@@ -426,14 +428,50 @@ class TaskLogCollector:
         self.buffer.put(record)
 
 
+def split_lines(
+    chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES
+) -> Iterator[tuple[dt.datetime | None, str]]:
+    """(kubelet timestamp, text) of each line of a ``timestamps=true`` log stream.
+
+    A line longer than ``max_line`` bytes comes out in pieces of that size, each with the
+    line's timestamp, so a process printing without newlines cannot fill the memory; the
+    pieces of a line are cut at the same places whenever the log is read again.
+    """
+    pending = b""
+    carry: dt.datetime | None = None  # the timestamp of a line cut into pieces
+    cut = False
+    for chunk in chunks:
+        pending += chunk
+        while True:
+            end = pending.find(b"\n")
+            if end < 0 and len(pending) <= max_line:
+                break
+            if end < 0 or end > max_line:
+                piece, pending = pending[:max_line], pending[max_line:]
+                stamp, text = (carry, _text(piece)) if cut else _parse(piece)
+                carry, cut = stamp, True
+                yield stamp, text
+                continue
+            piece, pending = pending[:end], pending[end + 1 :]
+            yield (carry, _text(piece)) if cut else _parse(piece)
+            carry, cut = None, False
+    if pending:
+        yield (carry, _text(pending)) if cut else _parse(pending)
+
+
+def _text(raw: bytes) -> str:
+    # PostgreSQL's text cannot hold NUL: it would make the whole batch's COPY fail.
+    return raw.decode(errors="replace").removesuffix("\r").replace("\x00", "\ufffd")
+
+
 def _parse(raw: bytes) -> tuple[dt.datetime | None, str]:
     """``<RFC 3339 time> <text>`` as the kubelet sends it with ``timestamps=true``."""
-    line = raw.decode(errors="replace")
-    stamp, _, text = line.partition(" ")
+    stamp, _, text = raw.partition(b" ")
     try:
-        return dt.datetime.fromisoformat(stamp).astimezone(dt.UTC), text.removesuffix("\r")
-    except ValueError:
-        return None, line
+        when = dt.datetime.fromisoformat(stamp.decode()).astimezone(dt.UTC)
+    except (ValueError, UnicodeDecodeError):
+        return None, _text(raw)
+    return when, _text(text)
 
 
 def register_task_logs(registry: kopf.OperatorRegistry, collector: TaskLogCollector) -> None:
