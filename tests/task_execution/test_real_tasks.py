@@ -83,10 +83,12 @@ def test_outputs_are_what_the_container_wrote_and_flow_downstream(
     cluster: Kube, real_node: RealNode, start_operator: StartOperator, migrated_database: str
 ) -> None:
     start_operator()
+    # Kubernetes expands $(PLAIT_TASK) itself and turns $$$$ into the shell's $$ (sh is PID 1).
     add = shell(
         real_node,
         "add",
-        'printf \'{"sum": %d, "host": "%s"}\' $((PLAIT_INPUT_A + PLAIT_INPUT_B)) "$(hostname)"'
+        'printf \'{"sum": %d, "host": "%s", "task": "%s", "pid": %d}\''
+        ' $((PLAIT_INPUT_A + PLAIT_INPUT_B)) "$(hostname)" "$(PLAIT_TASK)" $$$$'
         " > /dev/termination-log",
         inputs={"a": "params.a", "b": "20"},
     )
@@ -111,7 +113,8 @@ def test_outputs_are_what_the_container_wrote_and_flow_downstream(
     rows = {row[0]: row for row in attempts(migrated_database, "sums-run")}
     add_pods = pods_of(cluster, rows["add"][6])
     # The container's hostname is its Pod's name: only a real process could have known it.
-    assert rows["add"][4] == {"sum": 42, "host": add_pods[0]["metadata"]["name"]}
+    host = add_pods[0]["metadata"]["name"]
+    assert rows["add"][4] == {"sum": 42, "host": host, "task": "add", "pid": 1}
     assert rows["double"][4] == {"twice": 84}
     if real_node.local:
         assert add_pods[0]["spec"]["nodeName"] == REAL_NODE_NAME
