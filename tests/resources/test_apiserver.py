@@ -84,6 +84,28 @@ def test_printer_columns(kube_with_crds: Kube) -> None:
             "spec.workflowRef: Required value",
         ),
         (
+            {
+                "kind": "WorkflowDefinition",
+                "spec": {
+                    "tasks": [{"name": "a", "template": {"image": "busybox"}}],
+                    "tolerations": [{"key": "k", "operator": "Exists", "value": "v"}],
+                },
+            },
+            "a toleration with operator Exists has no value",
+        ),
+        (
+            {
+                "kind": "TaskDefinition",
+                "spec": {
+                    "template": {
+                        "image": "busybox",
+                        "tolerations": [{"key": "k", "tolerationSeconds": 5}],
+                    }
+                },
+            },
+            "tolerationSeconds is only allowed with effect NoExecute",
+        ),
+        (
             {"kind": "Integration", "spec": {"type": "http", "secretRef": {}}},
             "spec.secretRef.name: Required value",
         ),
