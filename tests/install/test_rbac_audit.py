@@ -103,10 +103,6 @@ def apply(kube: Kube, kind: str, name: str, spec: dict[str, Any]) -> None:
     kube.kubectl("apply", "-f", "-", input=json.dumps({**body, "spec": spec}))
 
 
-def phase(kube: Kube, name: str) -> str:
-    return kube.kubectl("get", "wfi", name, "-o", "jsonpath={.status.phase}")
-
-
 def trigger_runs(kube: Kube, trigger: str) -> dict[str, str]:
     out = kube.kubectl("get", "wfi", "-l", f"plait.dev/trigger={trigger}", "-o", "json")
     return {
@@ -158,6 +154,7 @@ def cleanup(kube: Kube) -> Iterator[list[tuple[str, str]]]:
         kube.cluster.kubectl("delete", kind, name, "--ignore-not-found", check=False)
 
 
+@pytest.mark.timeout(600)  # two processes and a cluster on a busy machine
 @pytest.mark.parametrize("mode", ["allNamespaces", "namespaced"])
 async def test_requests_are_exactly_the_granted_rules(
     plait_crds: KubeCluster,
@@ -217,7 +214,7 @@ async def test_requests_are_exactly_the_granted_rules(
             log=tmp_path / "webhook.log",
             health_port=health,
         )
-        processes.append(webhook.start())
+        processes.append(webhook.start(timeout=120))
         health = free_port()
         args = [*container_args(docs, "-operator"), "--health-port", str(health)]
         kubeconfig = token_kubeconfig(kube, names["operator"], tmp_path / "operator.kubeconfig")
@@ -228,7 +225,7 @@ async def test_requests_are_exactly_the_granted_rules(
             log=tmp_path / "operator.log",
             health_port=health,
         )
-        processes.append(operator.start())
+        processes.append(operator.start(timeout=120))
 
         # A run of a workflow that does not exist: a Warning Event (applied before the
         # webhook is registered, as a GitOps tool may apply it before its definition).
@@ -257,27 +254,19 @@ async def test_requests_are_exactly_the_granted_rules(
         ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
         wait_until(
             lambda: kube.kubectl("get", "etr", "latest-only", "-o", ready) == "True",
-            timeout=60,
+            timeout=120,
             what="the trigger to be Ready",
         )
         await send_order(component_dsns["event_processing"], ns, "o-1")
         wait_until(
             lambda: list(trigger_runs(kube, "latest-only").values()) == ["Running"],
-            timeout=60,
+            timeout=120,
             what="the first triggered run to run",
         )
-        (first,) = trigger_runs(kube, "latest-only")
         await send_order(component_dsns["event_processing"], ns, "o-2")
-        wait_until(
-            lambda: trigger_runs(kube, "latest-only").get(first) == "Cancelled",
-            timeout=60,
-            what="the first triggered run to be cancelled by the second",
-        )
-        wait_until(
-            lambda: phase(kube, "diamond-run-1") == "Succeeded", timeout=120, what="the example"
-        )
 
-        # The last requests (a Warning Event is posted in the background) are recorded soon.
+        # Everything else (the example run's pods read, the first run cancelled, the Warning
+        # Event posted) shows in the audit log as it happens: wait for it there.
         users = {a: f"system:serviceaccount:{ns}:{name}" for a, name in names.items()}
         expected = {a: table_triples(a, mode, audited_only=True) for a in ACCOUNTS}
 
@@ -287,7 +276,7 @@ async def test_requests_are_exactly_the_granted_rules(
                 for a in ACCOUNTS
             )
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             if all_seen():
                 break
