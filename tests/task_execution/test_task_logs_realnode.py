@@ -122,14 +122,15 @@ def test_stdout_and_stderr_outlive_the_pod_and_plait_logs_shows_them(
 ) -> None:
     script = (
         'for i in 1 2 3; do echo "out $i"; sleep 0.1; echo "err $i" >&2; sleep 0.1; done; '
-        "printf 'naïve ünïcode\\n'"
+        "printf 'naïve ünïcode\\n'; printf 'nul\\000byte\\n'"
     )
     uid, job = run_job(kube, real_node, "shout", script)
     other_uid, other_job = run_job(kube, real_node, "other", "echo not this task")
     dsn = component_dsns["observability"]
     expected = ["out 1", "err 1", "out 2", "err 2", "out 3", "err 3", "naïve ünïcode"]
+    expected.append("nul\ufffdbyte")  # PostgreSQL's text holds no NUL
     wait_until(job_finished(kube, job), timeout=120, what=f"Job {job} to finish")
-    wait_until(lambda: len(stored(dsn, uid)) == len(expected), timeout=30, what="7 lines stored")
+    wait_until(lambda: len(stored(dsn, uid)) == len(expected), timeout=30, what="8 lines stored")
     wait_until(lambda: len(stored(dsn, other_uid)) == 1, timeout=60, what="the other task's line")
     delete_job_and_pod(kube, job)
     delete_job_and_pod(kube, other_job)
