@@ -59,8 +59,17 @@ def test_a_real_container_runs_restricted_and_reads_its_integration_file(
             instance_uid=str(uuid.uuid4()),
             task="read",
             attempt=1,
+            # The template chooses the real node with its nodeSelector and tolerations.
             template=ContainerTemplate.model_validate(
-                {"image": real_node.busybox, "command": ["sh", "-c", SCRIPT]}
+                {
+                    "image": real_node.busybox,
+                    "command": ["sh", "-c", SCRIPT],
+                    "nodeSelector": real_node.node_selector or None,
+                    "tolerations": [
+                        {"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect}
+                        for t in real_node.tolerations
+                    ],
+                }
             ),
             inputs={},
             integrations=(
@@ -74,15 +83,8 @@ def test_a_real_container_runs_restricted_and_reads_its_integration_file(
             ),
         )
     )
-    # No WorkflowInstance owns it here (the garbage collector would delete an orphan), and
-    # the real node is chosen by its label and toleration (task templates have no field).
+    # No WorkflowInstance owns it here (the garbage collector would delete an orphan).
     del manifest["metadata"]["ownerReferences"]
-    pod_spec = manifest["spec"]["template"]["spec"]
-    pod_spec["nodeSelector"] = real_node.node_selector
-    pod_spec["tolerations"] = [
-        {"key": t.key, "operator": t.operator, "value": t.value, "effect": t.effect}
-        for t in real_node.tolerations
-    ]
     assert token not in json.dumps(manifest)
     name = manifest["metadata"]["name"]
     kube.batch.create_namespaced_job(kube.namespace, cast(client.V1Job, manifest))
