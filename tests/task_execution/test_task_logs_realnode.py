@@ -12,6 +12,7 @@ repeating or losing a line.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -27,7 +28,7 @@ from plait.resources import ContainerTemplate
 from plait.task_execution.jobs import JobRequest, build_job
 from plait.testing._process import wait_until
 from tests.fixtures.kube import Kube, KubeCluster, RealNode
-from tests.fixtures.operator import StartOperator
+from tests.fixtures.operator import OperatorProcess, StartOperator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
@@ -39,10 +40,9 @@ SPAN_ID = "00f067aa0ba902b7"
 @pytest.fixture
 def operator(
     plait_crds: KubeCluster, start_operator: StartOperator, monkeypatch: pytest.MonkeyPatch
-) -> StartOperator:
+) -> OperatorProcess:
     monkeypatch.setenv("PLAIT_TASK_LOG_MAX_BYTES", str(MAX_BYTES))
-    start_operator()
-    return start_operator
+    return start_operator()
 
 
 def run_job(kube: Kube, real_node: RealNode, task: str, script: str) -> tuple[str, str]:
@@ -118,7 +118,7 @@ def plait_logs(dsn: str, *args: str) -> list[dict[str, Any]]:
 
 
 def test_stdout_and_stderr_outlive_the_pod_and_plait_logs_shows_them(
-    operator: StartOperator, kube: Kube, real_node: RealNode, component_dsns: dict[str, str]
+    operator: OperatorProcess, kube: Kube, real_node: RealNode, component_dsns: dict[str, str]
 ) -> None:
     script = (
         'for i in 1 2 3; do echo "out $i"; sleep 0.1; echo "err $i" >&2; sleep 0.1; done; '
@@ -155,7 +155,7 @@ def test_stdout_and_stderr_outlive_the_pod_and_plait_logs_shows_them(
 
 
 def test_output_past_the_bound_is_truncated_with_a_marker(
-    operator: StartOperator, kube: Kube, real_node: RealNode, component_dsns: dict[str, str]
+    operator: OperatorProcess, kube: Kube, real_node: RealNode, component_dsns: dict[str, str]
 ) -> None:
     # 200 lines of 40 characters: 8000 bytes, four times the bound.
     script = "i=0; while [ $i -lt 200 ]; do printf 'line %03d %s\\n' $i " + "x" * 31 + "; "
@@ -180,10 +180,14 @@ def test_output_past_the_bound_is_truncated_with_a_marker(
     assert str(MAX_BYTES) in marker["message"]
 
 
-def test_lines_are_stored_while_the_task_runs(
-    operator: StartOperator, kube: Kube, real_node: RealNode, component_dsns: dict[str, str]
+def test_lines_are_stored_while_the_task_runs_and_a_stopped_operator_resumes(
+    operator: OperatorProcess,
+    start_operator: StartOperator,
+    kube: Kube,
+    real_node: RealNode,
+    component_dsns: dict[str, str],
 ) -> None:
-    uid, job = run_job(kube, real_node, "slow", "echo started; sleep 25; echo finished")
+    uid, job = run_job(kube, real_node, "slow", "echo started; sleep 30; echo finished")
     dsn = component_dsns["observability"]
     wait_until(
         lambda: [m for _, m, _ in stored(dsn, uid)] == ["started"],
@@ -198,6 +202,12 @@ def test_lines_are_stored_while_the_task_runs(
     assert state.running is not None, state
     assert state.terminated is None, state
     assert not job_finished(kube, job)()
+    # A graceful stop does not wait for the stream to end (the task sleeps on), and the
+    # next operator goes on from the stored line without repeating it.
+    began = time.monotonic()
+    operator.stop()
+    assert time.monotonic() - began < 10
+    start_operator()
     wait_until(job_finished(kube, job), timeout=60, what=f"Job {job} to finish")
     wait_until(
         lambda: [m for _, m, _ in stored(dsn, uid)] == ["started", "finished"],
