@@ -29,6 +29,8 @@ from plait.task_execution.jobs import JobRequest, build_job
 from plait.testing._process import wait_until
 from tests.fixtures.kube import Kube, KubeCluster, RealNode
 from tests.fixtures.operator import OperatorProcess, StartOperator
+from tests.task_execution.test_real_tasks import placement
+from tests.workflow_orchestrator.test_execution import submit, wait_phase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
@@ -236,3 +238,61 @@ def test_a_killed_operator_resumes_without_repeating_or_losing_lines(
     wait_until(lambda: len(stored(dsn, uid)) >= 40, timeout=30, what="every line stored")
     messages = [m for _, m, _ in stored(dsn, uid)]
     assert messages == [f"tick {i}" for i in range(40)]
+
+
+def test_a_runs_task_logs_join_its_attempts_and_spans_after_the_run_is_deleted(
+    plait_crds: KubeCluster,
+    start_operator: StartOperator,
+    kube: Kube,
+    real_node: RealNode,
+    component_dsns: dict[str, str],
+    migrated_database: str,
+) -> None:
+    """Through a real run: the records carry the attempt's row id and the attempt's span."""
+    start_operator()
+    greet = {
+        "name": "greet",
+        "template": {
+            "image": real_node.busybox,
+            "command": ["sh", "-c", "echo hello from $PLAIT_TASK; sleep 0.1; echo to stderr >&2"],
+        },
+    }
+    submit(kube, "chatter", [greet], **placement(real_node))
+    assert wait_phase(kube, "chatter-run", timeout=120)["phase"] == "Succeeded"
+    dsn = component_dsns["observability"]
+    with psycopg.connect(migrated_database) as conn:
+        row = conn.execute(
+            "SELECT w.id, t.id FROM workflow_orchestrator_service.workflow_instances w "
+            "JOIN task_execution_service.task_instances t ON t.workflow_instance_id = w.id "
+            "WHERE w.name = 'chatter-run'"
+        ).fetchone()
+    assert row is not None
+    run_uid, attempt_id = row
+    wait_until(lambda: len(stored(dsn, str(run_uid))) == 2, timeout=30, what="two lines stored")
+    kube.kubectl("delete", "wfi", "chatter-run", "--wait=true")
+    wait_until(
+        lambda: (
+            not kube.core.list_namespaced_pod(
+                kube.namespace, label_selector=f"plait.dev/instance-uid={run_uid}"
+            ).items
+        ),
+        timeout=60,
+        what="the run's Pods deleted",
+    )
+
+    records = plait_logs(dsn, "--instance", "chatter-run", "-n", kube.namespace, "--task", "greet")
+    assert [r["message"] for r in records] == ["hello from greet", "to stderr"]
+    with psycopg.connect(dsn) as conn:
+        span = conn.execute(
+            "SELECT trace_id, span_id FROM observability_service.observability_traces "
+            "WHERE name = 'plait.task' AND workflow_instance_id = %s",
+            (run_uid,),
+        ).fetchone()
+        linked = conn.execute(
+            "SELECT DISTINCT task_instance_id, trace_id, span_id "
+            "FROM observability_service.observability_logs "
+            "WHERE workflow_instance_id = %s AND component = 'task'",
+            (run_uid,),
+        ).fetchall()
+    assert span is not None
+    assert linked == [(attempt_id, span[0], span[1])]
