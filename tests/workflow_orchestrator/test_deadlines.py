@@ -17,7 +17,14 @@ import pytest
 from plait.testing._process import wait_until
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.fixtures.operator import StartOperator
-from tests.workflow_orchestrator.test_execution import attempts, jobs, submit, task, wait_phase
+from tests.workflow_orchestrator.test_execution import (
+    FINAL,
+    attempts,
+    jobs,
+    submit,
+    task,
+    wait_phase,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +51,26 @@ def run_times(dsn: str, name: str) -> tuple[dt.datetime, dt.datetime]:
     assert started is not None
     assert finished is not None
     return started, finished
+
+
+def wait_ended(dsn: str, name: str, timeout: float) -> None:
+    """The run's final phase in PostgreSQL (the system of record), once it has one."""
+    phase: list[str] = []
+
+    def ended() -> bool:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT phase, wake_at FROM workflow_orchestrator_service.workflow_instances "
+                "WHERE name = %s",
+                (name,),
+            ).fetchone()
+        phase[:] = [f"{row}"]
+        return row is not None and row[0] in FINAL
+
+    try:
+        wait_until(ended, timeout=timeout, what=f"{name} to end")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; last (phase, wake_at): {phase}") from None
 
 
 def wait_running(dsn: str, name: str) -> None:
@@ -85,6 +112,7 @@ def test_the_workflow_timeout_ends_a_run_whose_task_is_still_running(
 ) -> None:
     start_operator()
     slow_workflow(cluster, "late", timeout=5)
+    wait_ended(migrated_database, "late-run", timeout=30)
     final = wait_phase(cluster, "late-run", timeout=30)
     assert final["phase"] == "Failed"
     assert final["failure"]["message"] == "the workflow timed out after 5s"
@@ -114,7 +142,8 @@ def test_the_timeout_fires_after_the_operator_restarts_while_waiting(
         ).fetchone()
     assert left is not None
     assert left[0] > 2, "the new operator must be up before the deadline for this to test it"
-    final = wait_phase(cluster, "restarted-run", timeout=50)
+    wait_ended(migrated_database, "restarted-run", timeout=50)
+    final = wait_phase(cluster, "restarted-run", timeout=30)
     assert final["phase"] == "Failed"
     assert_ended_on_time(migrated_database, "restarted-run", 20)
     assert_nothing_left(final)
@@ -128,7 +157,8 @@ def test_the_timeout_fires_once_with_two_operators_when_one_dies(
     slow_workflow(cluster, "replicas", timeout=10)
     wait_running(migrated_database, "replicas-run")
     first.kill()
-    final = wait_phase(cluster, "replicas-run", timeout=40)
+    wait_ended(migrated_database, "replicas-run", timeout=40)
+    final = wait_phase(cluster, "replicas-run", timeout=30)
     assert final["phase"] == "Failed"
     assert_ended_on_time(migrated_database, "replicas-run", 10)
     assert_nothing_left(final)

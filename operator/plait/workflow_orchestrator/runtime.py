@@ -363,6 +363,7 @@ class Orchestrator:
                     # its lease runs out and it is woken again then.
                     logger.exception("reading %s/%s failed", run.namespace, run.name)
                     continue
+                logger.info("%s/%s is due: advancing it", run.namespace, run.name)
                 self.kick(run.id, run.namespace, run.name)
             total += len(due)
             if len(due) < WAKE_BATCH:
