@@ -272,7 +272,7 @@ async def test_subscriptions_expire_once_and_are_cancelled_with_their_run(
     conn: psycopg.AsyncConnection,
 ) -> None:
     instance = await _instance(conn)
-    assert await repo.next_expiry(conn) is None
+    assert await repo.next_deadline(conn) is None
     for task, timeout in (("now", 0), ("later", 3600), ("never", None)):
         await repo.subscribe(
             conn,
@@ -282,11 +282,11 @@ async def test_subscriptions_expire_once_and_are_cancelled_with_their_run(
             event_type="approval",
             timeout_seconds=timeout,
         )
-    assert await repo.next_expiry(conn) == 0
+    assert await repo.next_deadline(conn) == 0
     expired = await repo.expire_due(conn)
     assert [(s.task_name, s.status) for s in expired] == [("now", SubscriptionStatus.EXPIRED)]
     assert await repo.expire_due(conn) == []
-    due_in = await repo.next_expiry(conn)
+    due_in = await repo.next_deadline(conn)
     assert due_in is not None
     assert 3590 < due_in <= 3600
     # An expired wait can no longer be matched.
@@ -300,7 +300,7 @@ async def test_subscriptions_expire_once_and_are_cancelled_with_their_run(
         "never": SubscriptionStatus.CANCELLED,
         "now": SubscriptionStatus.EXPIRED,
     }
-    assert await repo.next_expiry(conn) is None
+    assert await repo.next_deadline(conn) is None
 
 
 async def test_a_phase_move_the_state_machine_forbids_changes_nothing(

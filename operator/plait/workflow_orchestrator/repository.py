@@ -47,7 +47,6 @@ __all__ = [
     "matched_by",
     "matching_triggers",
     "next_deadline",
-    "next_expiry",
     "reopen_for_retry",
     "set_wake_at",
     "set_workflow_phase",
@@ -536,17 +535,6 @@ async def expire_due(
             },
         )
         return await cur.fetchall()
-
-
-async def next_expiry(conn: AsyncConnection[Any]) -> float | None:
-    """Seconds (by the database's clock) until the earliest waiting subscription times out,
-    0 when one is overdue; None when no waiting subscription has a timeout."""
-    cur = await conn.execute(
-        "SELECT extract(epoch FROM min(expires_at) - now())::float8 "
-        f"FROM {_SUBSCRIPTIONS} WHERE status = 'Waiting' AND expires_at IS NOT NULL"
-    )
-    row = await cur.fetchone()
-    return None if row is None or row[0] is None else max(float(row[0]), 0.0)
 
 
 async def cancel_subscriptions(conn: AsyncConnection[Any], workflow_instance_id: uuid.UUID) -> int:
