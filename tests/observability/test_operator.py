@@ -140,7 +140,11 @@ def test_a_run_leaves_linked_logs_spans_and_metrics_and_prometheus_scrapes_them(
         with psycopg.connect(migrated_database) as conn:
             return conn.execute(
                 "SELECT name, span_id, parent_span_id, attributes->>'plait.task.name', "
-                "status_code FROM observability_service.observability_traces "
+                "status_code, (attributes->>'plait.task.overhead_seconds')::float8, "
+                "extract(epoch FROM end_time - start_time)::float8, "
+                "(attributes->>'plait.task.queue_wait_seconds')::float8, "
+                "(attributes->>'plait.task.run_seconds')::float8 "
+                "FROM observability_service.observability_traces "
                 "WHERE trace_id = %s ORDER BY start_time",
                 (trace_id,),
             ).fetchall()
@@ -158,6 +162,27 @@ def test_a_run_leaves_linked_logs_spans_and_metrics_and_prometheus_scrapes_them(
     assert root[4] == "OK"
     # The Jobs' TRACEPARENT names the attempt spans that were recorded.
     assert {job_env(job)["TRACEPARENT"].split("-")[2] for job in jobs} == {t[1] for t in tasks}
+    # Plait's overhead, measured by the runtime: every attempt's span carries its launch +
+    # advance stages, a part of a second against the attempt's own span of seconds.
+    for task in tasks:
+        assert task[5] is not None, f"{task[3]} has no plait.task.overhead_seconds"
+        assert 0 < task[5] < task[6], task
+    for stage in ("launch", "advance"):
+        assert sample(exposition, "plait_task_overhead_seconds_count", stage=stage) >= 2, stage
+    with psycopg.connect(migrated_database) as conn:
+        view = conn.execute(
+            "SELECT attempts, overhead_seconds, overhead_share "
+            "FROM observability_service.task_overhead "
+            "WHERE namespace = %s AND workflow = 'pair'",
+            (cluster.namespace,),
+        ).fetchone()
+    assert view is not None
+    assert view[0] == 2
+    assert view[1] is not None
+    overhead = sum(t[5] for t in tasks)
+    assert view[1] == pytest.approx(overhead)
+    total = sum(t[7] + t[8] + t[5] for t in tasks)
+    assert float(view[2]) == pytest.approx(overhead / total, abs=1e-4)
 
     def logs() -> int:
         with psycopg.connect(migrated_database) as conn:

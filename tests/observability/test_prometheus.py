@@ -49,11 +49,10 @@ async def test_prometheus_scrapes_plait_and_sees_a_run_move_the_series(
     expr = 'sum(plait_task_attempts_total{outcome="succeeded"})'
     before = await asyncio.to_thread(prometheus.wait_for, expr, lambda v: v is not None)
     assert before is not None
-    # What the runtime reports for a one-task run.
+    # What the runtime reports for a one-task run (its overhead stages are measured from a
+    # real run in test_operator.py).
     metrics.workflow_instance_started("prom")
-    metrics.task_overhead("launch", 0.02)
     metrics.task_attempt_finished("succeeded", queue_wait_seconds=0.4, run_seconds=2.0)
-    metrics.task_overhead("advance", 0.01)
     metrics.workflow_instance_finished("Succeeded", 2.5)
     after = await asyncio.to_thread(prometheus.wait_for, expr, lambda v: (v or 0) > before)
     assert after == before + 1
@@ -63,8 +62,3 @@ async def test_prometheus_scrapes_plait_and_sees_a_run_move_the_series(
         lambda v: v is not None,
     )
     assert started == 1.0
-    count = await asyncio.to_thread(
-        prometheus.value, 'sum(plait_task_overhead_seconds_count{stage="launch"})'
-    )
-    assert count is not None
-    assert count >= 1

@@ -88,7 +88,6 @@ async def record_run(
         job_name="release-7-build-1",
         queue_wait_seconds=0.5,
         run_seconds=2.0,
-        overhead_seconds=0.1,
     )
     tracing.task_attempt_span(
         run,
@@ -100,7 +99,6 @@ async def record_run(
         outcome="succeeded",
         queue_wait_seconds=0.5,
         run_seconds=3.0,
-        overhead_seconds=0.2,
     )
     tracing.workflow_span(
         run, **common, start=t0, end=t0 + dt.timedelta(seconds=10), outcome="succeeded"
@@ -187,10 +185,9 @@ async def test_views_answer_the_common_questions(
         "SELECT attempts, queue_wait_seconds, run_seconds, overhead_seconds, overhead_share "
         "FROM observability_service.task_overhead"
     )
-    row = await cur.fetchone()
-    assert row is not None
-    assert row[:4] == (2, 1.0, 5.0, pytest.approx(0.3))
-    assert float(row[4]) == pytest.approx(0.3 / 6.3, abs=1e-4)
+    # Attempts recorded without Plait's overhead add none (the runtime's real values are
+    # checked from a real run in test_operator.py).
+    assert await cur.fetchall() == [(2, 1.0, 5.0, None, None)]
     cur = await obs_conn.execute(
         "SELECT attempt, duration_seconds FROM observability_service.slowest_task_attempts"
     )

@@ -128,9 +128,9 @@ TASK_RUN = Histogram(
 )
 TASK_OVERHEAD = Histogram(
     "plait_task_overhead_seconds",
-    "Plait's own time per attempt, by stage: launch (attempt due, i.e. the previous task "
-    "finished or the retry delay passed, to Job created) and advance (completion observed "
-    "to the next step recorded).",
+    "Plait's own time per attempt, by stage: launch (the plan that starts the attempt made "
+    "to its Job created) and advance (its completion observed to the run's next plan made "
+    "on it).",
     ["stage"],
     buckets=_FAST,
 )

@@ -203,6 +203,10 @@ class Orchestrator:
         self._drainers: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._deadlines_changed = asyncio.Event()
         self._deadlines: asyncio.Task[None] | None = None
+        # Plait's overhead (plait_task_overhead_seconds): each attempt's launch stage, kept
+        # for its span, and the completions observed that no plan has been made on yet.
+        self._launch_seconds: dict[tuple[uuid.UUID, str, int], float] = {}
+        self._observed: dict[uuid.UUID, list[tuple[TaskInstance, dt.datetime]]] = {}
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -219,6 +223,7 @@ class Orchestrator:
             # A finished run needs no per-run state in memory (a retry recreates it).
             self._locks.pop(uid, None)
             self._controls.pop(uid, None)
+            self._observed.pop(uid, None)  # a deleted run's (an ended one's are recorded)
         return summary
 
     async def on_job_event(self, job: Mapping[str, Any]) -> None:
@@ -262,21 +267,55 @@ class Orchestrator:
         return run_trace(uid, annotations)
 
     async def _attempt_finished(self, attempt: TaskInstance) -> None:
-        """Count a finished attempt and record its span (Kubernetes' wait and the task's own
-        time apart: created -> running is queueing, running -> finished is the task)."""
-        outcome = _OUTCOMES.get(attempt.state)
-        if outcome is None:
+        """Count a finished attempt now (Kubernetes' wait and the task's own time apart:
+        created -> running is queueing, running -> finished is the task); its span waits
+        for the plan made on it, which ends its ``advance`` stage (see _measure_advance)."""
+        if attempt.state not in _OUTCOMES:
             return
+        queue_wait, run_time = _split(attempt)
+        metrics.task_attempt_finished(
+            _OUTCOMES[attempt.state], queue_wait_seconds=queue_wait, run_seconds=run_time
+        )
+        observed = self._observed.setdefault(attempt.workflow_instance_id, [])
+        observed.append((attempt, _now()))
+
+    def _measure_advance(
+        self, instance: WorkflowInstance, attempts: list[TaskInstance], planned: dt.datetime
+    ) -> None:
+        """A plan was made on these attempts: for each completion this process observed and
+        the plan saw, observe its ``advance`` stage (completion observed -> plan made) and
+        record its span, with ``launch`` + ``advance`` as its overhead."""
+        waiting = self._observed.get(instance.id)
+        if not waiting:
+            return
+        seen = {(a.task_name, a.attempt) for a in attempts if a.state in FINAL_STATES}
+        for attempt, observed_at in list(waiting):
+            if (attempt.task_name, attempt.attempt) not in seen:
+                continue  # finished after this plan's records were read: the next plan's
+            waiting.remove((attempt, observed_at))
+            advance = (planned - observed_at).total_seconds()
+            metrics.task_overhead("advance", advance)
+            launch = self._launch_seconds.pop(
+                (instance.id, attempt.task_name, attempt.attempt), None
+            )
+            self._attempt_span(instance, attempt, None if launch is None else launch + advance)
+        if not waiting:
+            self._observed.pop(instance.id, None)
+
+    def _forget_overhead(self, instance: WorkflowInstance) -> None:
+        """The run has ended: record the spans no plan will measure (no overhead), and drop
+        the launch stages of attempts whose completion was never observed."""
+        for attempt, _ in self._observed.pop(instance.id, []):
+            self._attempt_span(instance, attempt, None)
+        for key in [k for k in self._launch_seconds if k[0] == instance.id]:
+            del self._launch_seconds[key]
+
+    def _attempt_span(
+        self, instance: WorkflowInstance, attempt: TaskInstance, overhead: float | None
+    ) -> None:
+        outcome = _OUTCOMES[attempt.state]
         end = attempt.finished_at or attempt.updated_at
-        queue_wait = run_time = None
-        if attempt.started_at is not None:
-            queue_wait = (attempt.started_at - attempt.created_at).total_seconds()
-            run_time = (end - attempt.started_at).total_seconds()
-        metrics.task_attempt_finished(outcome, queue_wait_seconds=queue_wait, run_seconds=run_time)
-        async with self._db.connection(COMPONENT) as conn:
-            instance = await repository.get_workflow_instance(conn, attempt.workflow_instance_id)
-        if instance is None:
-            return
+        queue_wait, run_time = _split(attempt)
         task_attempt_span(
             self.trace_of(instance.id),
             namespace=instance.namespace,
@@ -290,6 +329,7 @@ class Orchestrator:
             job_name=attempt.job_name,
             queue_wait_seconds=queue_wait,
             run_seconds=run_time,
+            overhead_seconds=overhead,
             error=attempt.message if outcome != "succeeded" else None,
         )
 
@@ -640,9 +680,11 @@ class Orchestrator:
                 continue  # an attempt whose Job cannot be built is now Failed: plan on that
             if await self._settle_waits(uid, spec, attempts):
                 continue  # plan on the attempts as they now stand
+            planned = _now()
             decision = self._plan(instance, spec, control, attempts, base)
+            self._measure_advance(instance, attempts, planned)
             retry_at = decision.retry_at
-            instance = await self._carry_out(instance, spec, attempts, decision)
+            instance = await self._carry_out(instance, spec, decision, planned)
             if decision.phase is not None:
                 await self._end(
                     instance,
@@ -657,6 +699,8 @@ class Orchestrator:
                 break
             instance = await self._reload(uid)
         instance = await self._reload(uid)
+        if instance.phase in FINAL_PHASES:
+            self._forget_overhead(instance)
         await self._schedule_wake(instance, spec, retry_at, seen=seen_wake)
         return summarize(instance, spec, await self._tasks.attempts(uid))
 
@@ -724,8 +768,8 @@ class Orchestrator:
         self,
         instance: WorkflowInstance,
         spec: WorkflowDefinitionSpec,
-        attempts: list[TaskInstance],
         decision: Plan,
+        planned: dt.datetime,
     ) -> WorkflowInstance:
         """Record the plan's skips and start its launches (the first makes the run
         Running); returns the instance as it now stands."""
@@ -737,7 +781,7 @@ class Orchestrator:
             )
             instance = changed or await self._reload(instance.id)
         for launch in decision.launches:
-            await self._launch(instance, spec, attempts, launch)
+            await self._launch(instance, spec, launch, planned)
         return instance
 
     async def _record_skip(self, instance: WorkflowInstance, skip: Skip) -> None:
@@ -755,10 +799,11 @@ class Orchestrator:
         self,
         instance: WorkflowInstance,
         spec: WorkflowDefinitionSpec,
-        attempts: list[TaskInstance],
         launch: Launch,
+        planned: dt.datetime,
     ) -> None:
-        """Start one attempt: a wait for an event subscribes, any other task gets its Job."""
+        """Start one attempt: a wait for an event subscribes, any other task gets its Job
+        (its ``launch`` stage: the plan made at ``planned`` -> the Job created)."""
         task = _task(spec, launch.task)
         if task.wait_for_event is not None:
             await self._start_wait(instance, task, launch)
@@ -782,9 +827,10 @@ class Orchestrator:
         )
         if started.state in FINAL_STATES:  # its Job could not be built: plan again
             self.kick(instance.id, instance.namespace, instance.name)
-        due = _due_since(instance, task, attempts)
-        if due is not None:
-            metrics.task_overhead("launch", (_now() - due).total_seconds())
+        elif started.state is TaskState.PENDING:  # its Job was just created
+            launch_seconds = (_now() - planned).total_seconds()
+            metrics.task_overhead("launch", launch_seconds)
+            self._launch_seconds[(instance.id, launch.task, launch.attempt)] = launch_seconds
 
     async def _end(
         self,
@@ -977,19 +1023,16 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _due_since(
-    instance: WorkflowInstance, task: Task, attempts: list[TaskInstance]
-) -> dt.datetime | None:
-    """When a launched task became ready: its last dependency's end, else the run's start
-    (a retry's backoff is part of the plan, not overhead, so retries are not measured)."""
-    if any(a.task_name == task.name for a in attempts):
-        return None
-    ends = [
-        a.finished_at
-        for a in attempts
-        if a.task_name in set(task.dependencies) and a.finished_at is not None
-    ]
-    return max(ends) if ends else instance.started_at
+def _split(attempt: TaskInstance) -> tuple[float | None, float | None]:
+    """A finished attempt's queue wait (created -> running) and run time (running ->
+    finished); neither when it was never seen running."""
+    if attempt.started_at is None:
+        return None, None
+    end = attempt.finished_at or attempt.updated_at
+    return (
+        (attempt.started_at - attempt.created_at).total_seconds(),
+        (end - attempt.started_at).total_seconds(),
+    )
 
 
 def succeeded_condition(summary: Mapping[str, Any], generation: int) -> Condition:
