@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -170,6 +171,11 @@ def test_output_past_the_bound_is_truncated_with_a_marker(
         return any(a.get("truncated") for _, _, a in stored(dsn, uid))
 
     wait_until(marked, timeout=30, what="the truncation marker")
+    url = f"http://127.0.0.1:{operator.health_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        exposition = response.read().decode()
+    assert "\nplait_task_log_truncations_total 1.0\n" in exposition
+    assert "\nplait_task_log_lines_total 51.0\n" in exposition  # 50 lines and the marker
     delete_job_and_pod(kube, job)
     records = plait_logs(dsn, "--instance", uid, "--task", "chatty")
     *lines, marker = records

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -50,6 +50,9 @@ __all__ = [
     "SPANS_DROPPED",
     "SPANS_EXPORTED",
     "TASK_ATTEMPTS",
+    "TASK_LOG_FOLLOWERS",
+    "TASK_LOG_LINES",
+    "TASK_LOG_TRUNCATIONS",
     "TASK_OVERHEAD",
     "TASK_QUEUE_WAIT",
     "TASK_RUN",
@@ -177,6 +180,18 @@ LOG_RECORDS_DROPPED = Counter(
 )
 LOG_RECORDS_SHIPPED = Counter(
     "plait_log_records_shipped_total", "Log records written to observability_logs."
+)
+TASK_LOG_LINES = Counter(
+    "plait_task_log_lines_total",
+    "Lines of task containers' output written to observability_logs (component task).",
+)
+TASK_LOG_TRUNCATIONS = Counter(
+    "plait_task_log_truncations_total",
+    "Task attempts whose output passed PLAIT_TASK_LOG_MAX_BYTES (the rest was not collected).",
+)
+TASK_LOG_FOLLOWERS = Gauge(
+    "plait_task_log_followers",
+    "Task containers whose logs this operator is reading now (at most PLAIT_TASK_LOG_FOLLOWERS).",
 )
 SPANS_DROPPED = Counter(
     "plait_spans_dropped_total",

@@ -43,6 +43,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from plait.kernel.database import Database
+from plait.observability import metrics
 from plait.observability import repository as obs_repo
 from plait.observability.batching import BatchWriter, BoundedBuffer, pool_connections
 from plait.observability.settings import ObservabilitySettings
@@ -108,6 +109,8 @@ class TaskLogCollector:
             pool_connections(database, "observability"),
             batch_size=self.settings.log_batch_size,
             interval=self.settings.log_flush_interval_ms / 1000,
+            on_written=metrics.TASK_LOG_LINES.inc,
+            on_dropped=metrics.log_records_dropped,
         )
         self._slots = asyncio.Semaphore(self.settings.task_log_followers)
         self._executor = ThreadPoolExecutor(
@@ -224,9 +227,10 @@ class TaskLogCollector:
                 if budget.truncated:
                     return
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(
-                    self._executor, self._follow_blocking, follow, template, position, budget
-                )
+                with metrics.TASK_LOG_FOLLOWERS.track_inprogress():
+                    await loop.run_in_executor(
+                        self._executor, self._follow_blocking, follow, template, position, budget
+                    )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -406,6 +410,7 @@ class TaskLogCollector:
         if text or not cut:
             self._put(dataclasses.replace(template, time=when, message=text, attributes=attributes))
         if cut:
+            metrics.TASK_LOG_TRUNCATIONS.inc()
             limit = self.settings.task_log_max_bytes
             self._put(
                 dataclasses.replace(
