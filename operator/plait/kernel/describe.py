@@ -28,9 +28,11 @@ schema; edit the SQL (and its COMMENT ON statements) in sql/, not this file. -->
 Plait keeps its state in PostgreSQL: one schema per component, 23 tables, plus the
 migration ledger. No foreign key crosses a schema, so the same migrations serve one shared
 database (the default, `PLAIT_DATABASE_URL`) or a database per component
-(`PLAIT_DATABASE_URL_<COMPONENT>`). Each component connects as its own role
-(`plait_<component>`), which has DML rights on its own schema only; the schemas are owned
-by `plait_owner`, which runs the migrations.
+(`PLAIT_DATABASE_URL_<COMPONENT>`). With a DSN per component that logs in as the
+component's role (the chart's default), each component connects as its own role
+(`plait_<component>`), which has DML rights on its own schema only; with one login for all,
+every component can reach every schema. The schemas are owned by `plait_owner`, which runs
+the migrations.
 
 Conventions, which the per-table reasons below do not repeat:
 

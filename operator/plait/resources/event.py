@@ -26,12 +26,12 @@ class EventDefinitionSpec(PlaitModel):
     description: Annotated[str, StringConstraints(max_length=4096)] | None = None
     """What the event means and who sends it."""
     source: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
-    """CloudEvents source the type is expected from; any source when unset."""
+    """CloudEvents source the type is expected from; informational, not checked on ingestion."""
     schema_: Annotated[
         dict[str, Any],
         Field(alias="schema", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
     ] = Field(default_factory=dict)
-    """JSON Schema (draft 2020-12) the event's data must match; kept as written."""
+    """JSON Schema the data must match (draft per $schema, 2020-12 if absent); kept as written."""
 
 
 class EventDefinitionStatus(Status):

@@ -41,7 +41,7 @@ class IntegrationStatus(Status):
     """Observed state of an Integration."""
 
     last_checked_time: dt.datetime | None = None
-    """When the connection was last checked."""
+    """Reserved for connection checks; not set by this version."""
 
 
 INTEGRATION = KindInfo(

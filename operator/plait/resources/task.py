@@ -49,7 +49,7 @@ class TaskDefinitionSpec(PlaitModel):
             },
         ),
     ] = Field(default_factory=list)
-    """Outputs the task reports; documentation for authors and checked by the engine."""
+    """Outputs the task reports; for authors: names must be unique, what it writes is unchecked."""
     template: ContainerTemplate
     """The container every use of this definition runs."""
     retries: RetryPolicy | None = None

@@ -63,7 +63,7 @@ class WaitForEvent(PlaitModel):
     """CEL over event, params and tasks; the first event for which it is true completes the
     task, and the event's data becomes the task's outputs."""
     timeout_seconds: Annotated[int, Field(ge=1, le=31536000)] | None = None
-    """How long to wait before the task fails; bounded only by the workflow when unset."""
+    """Seconds to wait before failing; unset: the task's timeoutSeconds, then the workflow's."""
 
 
 _ONE_KIND = cel_rule(
