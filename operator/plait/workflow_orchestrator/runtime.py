@@ -810,19 +810,7 @@ class Orchestrator:
             return
         template, definition = await self._template(instance.namespace, task)
         started = await self._tasks.start(
-            JobRequest(
-                namespace=instance.namespace,
-                instance_name=instance.name,
-                instance_uid=str(instance.id),
-                task=launch.task,
-                attempt=launch.attempt,
-                template=with_workflow_defaults(template, spec),
-                inputs=launch.inputs,
-                timeout_seconds=task.timeout_seconds,
-                traceparent=task_traceparent(
-                    self.trace_of(instance.id), launch.task, launch.attempt
-                ),
-            ),
+            self._job_request(instance, spec, task, template, launch.attempt, launch.inputs),
             definition=definition,
         )
         if started.state in FINAL_STATES:  # its Job could not be built: plan again
@@ -937,22 +925,30 @@ class Orchestrator:
             if task.wait_for_event is not None:
                 continue  # no Job: settled with its subscription
             template, _ = await self._template(instance.namespace, task)
-            requests.append(
-                JobRequest(
-                    namespace=instance.namespace,
-                    instance_name=instance.name,
-                    instance_uid=str(instance.id),
-                    task=a.task_name,
-                    attempt=a.attempt,
-                    template=with_workflow_defaults(template, spec),
-                    inputs=a.inputs,
-                    timeout_seconds=task.timeout_seconds,
-                    traceparent=task_traceparent(
-                        self.trace_of(instance.id), a.task_name, a.attempt
-                    ),
-                )
-            )
+            requests.append(self._job_request(instance, spec, task, template, a.attempt, a.inputs))
         await self._tasks.ensure_jobs(requests)
+
+    def _job_request(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        task: Task,
+        template: ContainerTemplate,
+        attempt: int,
+        inputs: Mapping[str, Any],
+    ) -> JobRequest:
+        """What the Job of one attempt is built from: the same for a launch and a resume."""
+        return JobRequest(
+            namespace=instance.namespace,
+            instance_name=instance.name,
+            instance_uid=str(instance.id),
+            task=task.name,
+            attempt=attempt,
+            template=with_workflow_defaults(template, spec),
+            inputs=inputs,
+            timeout_seconds=task.timeout_seconds,
+            traceparent=task_traceparent(self.trace_of(instance.id), task.name, attempt),
+        )
 
     def _publish_soon(self, uid: uuid.UUID, namespace: str, name: str) -> None:
         """Publish the status shortly, coalescing a burst of Job events into one write."""
