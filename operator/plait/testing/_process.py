@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from plait.errors import ClusterError
+
 __all__ = ["free_port", "run_as_user", "stop_process", "wait_until"]
 
 
@@ -70,3 +72,24 @@ def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 10.0) -> Non
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def run_cache_script(script: Path, *, progress: bool, failure: str) -> Path:
+    """Run a ``hack/`` script that fills a cache and prints the folder as its last line.
+
+    Its progress goes to stderr (shown when ``progress``); a failure raises ``failure``
+    with the exit code and, when hidden, what the script said.
+    """
+    proc = subprocess.run(
+        ["bash", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=None if progress else subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        detail = (proc.stderr or "").strip()
+        raise ClusterError(
+            f"{failure} (exit {proc.returncode})" + (f": {detail}" if detail else "")
+        )
+    return Path(proc.stdout.strip().splitlines()[-1])

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plait.errors import ClusterError
-from plait.testing._process import free_port, stop_process, wait_until
+from plait.testing._process import free_port, run_cache_script, stop_process, wait_until
 from plait.testing.images import build_node_images, image_cache_dir
 from plait.testing.node import (
     NODE_KIND_LABEL,
@@ -101,16 +101,9 @@ def find_bin_dir(*, progress: bool = True) -> Path:
             "point PLAIT_K8S_BIN_DIR at a folder with etcd, kube-apiserver, "
             "kube-controller-manager, kube-scheduler, kubectl and kwok"
         )
-    proc = subprocess.run(
-        ["bash", str(script)],
-        stdout=subprocess.PIPE,
-        stderr=None if progress else subprocess.PIPE,
-        text=True,
-        check=False,
+    return run_cache_script(
+        script, progress=progress, failure="building the Kubernetes binaries failed"
     )
-    if proc.returncode != 0:
-        raise ClusterError(f"building the Kubernetes binaries failed (exit {proc.returncode})")
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 @dataclass

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from plait.errors import ClusterError
+from plait.testing._process import run_cache_script
 
 __all__ = [
     "NODE_KIND_LABEL",
@@ -78,17 +79,9 @@ def find_node_dir(*, progress: bool = True) -> Path:
         raise ClusterError(
             "PLAIT_NODE_DIR is not set and hack/node-packages.sh is not next to this package"
         )
-    proc = subprocess.run(
-        ["bash", str(script)],
-        stdout=subprocess.PIPE,
-        stderr=None if progress else subprocess.PIPE,
-        text=True,
-        check=False,
+    return run_cache_script(
+        script, progress=progress, failure="fetching the real node's packages failed"
     )
-    if proc.returncode != 0:
-        detail = (proc.stderr or "").strip()
-        raise ClusterError(f"fetching the real node's packages failed: {detail}")
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 def _cgroup_mounts() -> list[Path]:
