@@ -21,12 +21,12 @@ from typing import Any, cast
 from aiohttp import web
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plait import API_GROUP, API_VERSION
 from plait.admission.access import Need, UserInfo, subject_access_review
 from plait.admission.review import review
 from plait.kernel.certificates import write_self_signed_certificate
+from plait.observability.endpoints import health_app
 from plait.observability.metrics import ADMISSION_REVIEWS
 from plait.resources import KINDS_BY_NAME
 
@@ -165,22 +165,6 @@ def build_app(api: client.ApiClient) -> web.Application:
     return app
 
 
-def _health_app(ready: asyncio.Event) -> web.Application:
-    async def healthz(_: web.Request) -> web.Response:
-        if ready.is_set():
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="starting\n")
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", healthz)
-    app.router.add_get("/metrics", metrics)
-    return app
-
-
 def configuration(options: WebhookOptions, ca_bundle: bytes) -> dict[str, Any]:
     """The ValidatingWebhookConfiguration of a managed webhook: one webhook per kind."""
     import base64
@@ -276,7 +260,7 @@ async def run_webhook(options: WebhookOptions, stop: asyncio.Event) -> None:
         runners.append(runner)
         await web.TCPSite(runner, options.address, options.port, ssl_context=tls).start()
         if options.health_port:
-            health = web.AppRunner(_health_app(ready), access_log=None)
+            health = web.AppRunner(health_app(ready), access_log=None)
             await health.setup()
             runners.append(health)
             await web.TCPSite(health, options.address, options.health_port).start()

@@ -18,7 +18,6 @@ from typing import Any
 import click
 import kopf
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plait.controller.diffbase import SpecDigestDiffBaseStorage
 from plait.controller.options import FINALIZER, OperatorOptions
@@ -29,6 +28,7 @@ from plait.kernel.database import Database
 from plait.kernel.kube import Kube, current_namespace
 from plait.kernel.signals import run_until_signalled
 from plait.observability import Telemetry
+from plait.observability.endpoints import health_app
 from plait.observability.logging import set_process_component
 from plait.observability.metrics import DATABASE_GAUGES, time_kubernetes_api_call
 from plait.resources.stores import KindBinding, OperatorContext
@@ -105,19 +105,7 @@ async def _serve_health(options: OperatorOptions, ready: asyncio.Event) -> web.A
     if not options.health_port:
         return None
 
-    async def healthz(_: web.Request) -> web.Response:
-        if ready.is_set():
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="starting\n")
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", healthz)
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(health_app(ready), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, options.health_address, options.health_port).start()
     return runner
