@@ -28,7 +28,7 @@ import stat
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +75,11 @@ class ImageConfig:
     env: Sequence[str] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
     workdir: str = "/"
     architecture: str = field(default_factory=lambda: _GOARCH.get(platform.machine(), "amd64"))
+    #: ``uid:gid`` the container runs as; empty means the runtime's default (root).
+    user: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: Ports the image documents (``8000/tcp``); informational, as in a Dockerfile's EXPOSE.
+    exposed_ports: Sequence[str] = ()
 
 
 class Layer:
@@ -142,32 +147,46 @@ def _blob(content: bytes) -> tuple[str, bytes]:
 
 
 def write_oci_archive(
-    layer: Layer, config: ImageConfig, names: Iterable[str], out: Path
+    layer: Layer | Sequence[Layer], config: ImageConfig, names: Iterable[str], out: Path
 ) -> tuple[Path, str]:
-    """Write the OCI image layout tar of a one-layer image; returns it and the manifest digest.
+    """Write the OCI image layout tar of an image; returns it and the manifest digest.
 
-    Each name (normalized, see :func:`normalize_name`) becomes one ``index.json`` entry with
-    the ``io.containerd.image.name`` annotation, all pointing at the same manifest.
+    ``layer`` is one layer or several, lowest first (a base that rarely changes below the
+    part that does, so the runtime stores the base once). Each name (normalized, see
+    :func:`normalize_name`) becomes one ``index.json`` entry with the
+    ``io.containerd.image.name`` annotation, all pointing at the same manifest.
     """
-    layer_digest, layer_tar = _blob(layer.tar())
+    blobs = [_blob(one.tar()) for one in ([layer] if isinstance(layer, Layer) else layer)]
+    if not blobs:
+        raise ValueError("an image needs at least one layer")
+    runtime: dict[str, object] = {
+        "Env": list(config.env),
+        "Entrypoint": list(config.entrypoint) or None,
+        "Cmd": list(config.cmd) or None,
+        "WorkingDir": config.workdir,
+    }
+    if config.user:
+        runtime["User"] = config.user
+    if config.labels:
+        runtime["Labels"] = dict(config.labels)
+    if config.exposed_ports:
+        runtime["ExposedPorts"] = {port: {} for port in config.exposed_ports}
     image_config = {
         "architecture": config.architecture,
         "os": "linux",
-        "config": {
-            "Env": list(config.env),
-            "Entrypoint": list(config.entrypoint) or None,
-            "Cmd": list(config.cmd) or None,
-            "WorkingDir": config.workdir,
-        },
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-        "history": [{"created_by": "plait.testing.images"}],
+        "config": runtime,
+        "rootfs": {"type": "layers", "diff_ids": [digest for digest, _ in blobs]},
+        "history": [{"created_by": "plait.testing.images"} for _ in blobs],
     }
     config_digest, config_json = _blob(_canonical(image_config))
     manifest = {
         "schemaVersion": 2,
         "mediaType": _MANIFEST_TYPE,
         "config": {"mediaType": _CONFIG_TYPE, "digest": config_digest, "size": len(config_json)},
-        "layers": [{"mediaType": _LAYER_TYPE, "digest": layer_digest, "size": len(layer_tar)}],
+        "layers": [
+            {"mediaType": _LAYER_TYPE, "digest": digest, "size": len(content)}
+            for digest, content in blobs
+        ],
     }
     manifest_digest, manifest_json = _blob(_canonical(manifest))
     refs = [normalize_name(n) for n in names]
@@ -196,7 +215,7 @@ def write_oci_archive(
         **{
             f"blobs/sha256/{digest.split(':', 1)[1]}": content
             for digest, content in (
-                (layer_digest, layer_tar),
+                *blobs,
                 (config_digest, config_json),
                 (manifest_digest, manifest_json),
             )
