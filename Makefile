@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv k8s-tools check lint format typecheck layers test test-unit demo \
+.PHONY: help deps venv k8s-tools artifact-tools check lint format typecheck layers test test-unit demo \
         cluster-up cluster-down image-import crds clean clean-cache
 .PHONY: manifests values-doc chart-check
 .PHONY: bench
@@ -34,6 +34,9 @@ venv: $(BIN)/.installed ## Create the virtualenv with Plait and its dev tools.
 k8s-tools: ## Build (once, then reuse) etcd, the Kubernetes control plane, kubectl, kwok and helm.
 	@hack/build-k8s.sh >/dev/null
 
+artifact-tools: ## Build (once, then reuse) plait-artifacts and the S3-compatible server of the tests.
+	@hack/build-artifacts.sh >/dev/null
+
 check: lint typecheck layers ## Lint, format check, type check and the import layers.
 
 lint: venv
@@ -53,7 +56,7 @@ layers: venv ## Check that imports point down the layers of DESIGN.md (import-li
 	@echo "==> import layers"
 	@$(BIN)/lint-imports --no-cache
 
-test: deps venv k8s-tools check ## Everything the tests need, then the whole suite.
+test: deps venv k8s-tools artifact-tools check ## Everything the tests need, then the whole suite.
 	@echo "==> pytest"
 	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/pytest $(PYTEST_ARGS)
 

@@ -1,0 +1,3 @@
+module plait.dev/hack/plait-artifacts
+
+go 1.22
