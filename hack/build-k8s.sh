@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the local Kubernetes toolchain (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kubelet, kwok, helm) from their published Go modules, and the
+# kube-scheduler, kubectl, kubelet, kube-proxy, kwok, helm) from their published Go modules, and the
 # real node's pause program (hack/pause), into a versioned cache outside the repository.
 # A second run finds the binaries and returns at once.
 #
@@ -12,10 +12,12 @@ K8S_VERSION=${K8S_VERSION:-v1.36.3}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 CACHE_ROOT=${PLAIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/plait}
-# The suffix names the set of binaries: bump it when WANT changes, so old caches rebuild.
+# The suffix names the set of binaries. A binary added to WANT is built alone into an
+# existing folder (only the missing ones are built), so the suffix need not change for it.
 TOOLS_KEY="k8s-${K8S_VERSION}-kwok-${KWOK_VERSION}-helm-${HELM_VERSION}-node1"
 BIN_DIR="$CACHE_ROOT/k8s/$TOOLS_KEY/bin"
-WANT=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kwok helm pause)
+KUBE=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+WANT=("${KUBE[@]}" kwok helm pause)
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod"
@@ -38,7 +40,7 @@ log "a cold build compiles Kubernetes from source: expect 20-40 minutes on 2 cor
 
 need() { local b; for b in "$@"; do [[ " ${missing[*]} " == *" $b "* ]] && return 0; done; return 1; }
 
-if need etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; then
+if need "${KUBE[@]}"; then
   # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
   # folders; a consuming module must replace each with its published v0.x tag.
   mod_json=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION")
@@ -72,6 +74,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   log "resolving modules for k8s.io/kubernetes $K8S_VERSION (staging $staging_version, etcd $etcd_version)"
@@ -83,16 +86,17 @@ GO
 -X k8s.io/component-base/version.gitTreeState=clean \
 -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION \
 -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  log "compiling etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet (the long step)"
+  # Only the missing ones: a binary in use by a running cluster is never rewritten.
+  packages=()
+  for b in "${KUBE[@]}"; do
+    if need "$b"; then
+      if [ "$b" = etcd ]; then packages+=(go.etcd.io/etcd/server/v3); else packages+=("k8s.io/kubernetes/cmd/$b"); fi
+    fi
+  done
+  log "compiling ${packages[*]##*/} (the long step on a cold cache)"
   # `go build -v` names each package as it compiles; count them for a progress line
   # every 250 packages (about 3,000 in all on a cold cache) instead of ten silent minutes.
-  (cd "$WORK/kube" && go build -v -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" \
-      go.etcd.io/etcd/server/v3 \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubectl \
-      k8s.io/kubernetes/cmd/kubelet 2>&1) | {
+  (cd "$WORK/kube" && go build -v -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" "${packages[@]}" 2>&1) | {
     n=0
     while IFS= read -r line; do
       case "$line" in
