@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from plait.event_processing.states import DEAD_LETTERS, QUEUE, DeadLetterStatus, QueueState
 from plait.kernel.transitions import InvalidTransition, StateMachine
 from plait.observability.states import LogLevel, MetricKind, SpanKind, SpanStatus
-from plait.task_execution.states import STATES, TaskState
+from plait.task_execution.states import STATES, FailureCause, TaskState
 from plait.testing_framework.states import CaseOutcome, TestRunStatus
 from plait.web_application.states import UiComponentKind
 from plait.workflow_orchestrator.states import (
@@ -47,6 +47,11 @@ CHECKS: list[tuple[str, str, type[StrEnum]]] = [
         DeadLetterStatus,
     ),
     ("task_execution_service.task_instances", "task_instances_state_known", TaskState),
+    (
+        "task_execution_service.task_instances",
+        "task_instances_failure_cause_known",
+        FailureCause,
+    ),
     ("testing_framework_service.test_runs", "test_runs_status_known", TestRunStatus),
     ("testing_framework_service.test_case_results", "test_case_results_outcome_known", CaseOutcome),
     ("web_application_service.ui_components", "ui_components_kind_known", UiComponentKind),

@@ -16,6 +16,7 @@ import secrets
 import time
 from typing import Any
 
+import psycopg
 import pytest
 
 from plait.testing._process import wait_until
@@ -134,6 +135,36 @@ def test_a_non_zero_exit_and_its_message_fail_the_attempt(
     assert final["failure"]["exitCode"] == 7
     assert "task write attempt 1 failed with exit code 7" in final["failure"]["message"]
     assert "disk full: /data" in final["failure"]["message"]
+
+
+def test_retry_on_retries_a_container_that_cannot_start_and_not_a_failing_exit(
+    cluster: Kube, real_node: RealNode, start_operator: StartOperator, migrated_database: str
+) -> None:
+    """A command that does not exist is an error around the task (runc cannot start it);
+    a process that exits non-zero is the task's own failure: ``retryOn: OnError`` retries
+    only the first, and the cause is recorded for each attempt."""
+    start_operator()
+    on_error = {"limit": 1, "retryOn": "OnError", "backoff": {"initialSeconds": 0}}
+    missing = {
+        "name": "missing",
+        "template": {"image": real_node.busybox, "command": ["/no/such/program"]},
+        "retries": on_error,
+    }
+    exits = shell(real_node, "exits", "exit 4", retries=on_error)
+    submit(cluster, "causes", [missing, exits], **placement(real_node))
+    final = wait_phase(cluster, "causes-run", timeout=120)
+    assert final["phase"] == "Failed"
+    with psycopg.connect(migrated_database) as conn:
+        rows = conn.execute(
+            "SELECT task_name, attempt, state, failure_cause, message "
+            "FROM task_execution_service.task_instances ORDER BY task_name, attempt"
+        ).fetchall()
+    assert [r[:4] for r in rows] == [
+        ("exits", 1, "Failed", "Failure"),
+        ("missing", 1, "Failed", "Error"),
+        ("missing", 2, "Failed", "Error"),
+    ]
+    assert "/no/such/program" in rows[1][4], rows[1][4]
 
 
 def test_the_task_timeout_kills_a_real_sleep(

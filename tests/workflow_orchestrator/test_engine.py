@@ -8,9 +8,17 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plait.resources.task import TaskDefinitionSpec
 from plait.resources.workflow import WorkflowDefinitionSpec
-from plait.task_execution.states import TaskState
-from plait.workflow_orchestrator.engine import Attempt, Launch, Plan, backoff_seconds, plan
+from plait.task_execution.states import FailureCause, TaskState
+from plait.workflow_orchestrator.engine import (
+    Attempt,
+    Launch,
+    Plan,
+    TaskDefaults,
+    backoff_seconds,
+    plan,
+)
 from plait.workflow_orchestrator.states import WorkflowPhase
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -136,6 +144,125 @@ def test_retries_wait_for_the_backoff_then_start_the_next_attempt() -> None:
     assert backoff_seconds(None, 1) == 10.0
 
 
+NOW = T0 + dt.timedelta(hours=1)  # past any backoff below
+
+
+def retried(retry_on: str | None, attempt: Attempt) -> bool:
+    """Whether a task with this retryOn starts attempt 2 after ``attempt``."""
+    policy: dict[str, Any] = {"limit": 1}
+    if retry_on is not None:
+        policy["retryOn"] = retry_on
+    spec = definition({"name": "a", "retries": policy})
+    return plan(spec, {}, [attempt], now=NOW).launches == [Launch("a", 2, {})]
+
+
+def test_retry_on_tells_the_tasks_own_failure_from_an_error_around_it() -> None:
+    exited = done("a", state=TaskState.FAILED, exit_code=3, cause=FailureCause.FAILURE)
+    timed_out = done("a", state=TaskState.TIMED_OUT, cause=FailureCause.FAILURE)
+    evicted = done("a", state=TaskState.FAILED, cause=FailureCause.ERROR)
+    invalid = done("a", state=TaskState.FAILED, cause=FailureCause.INVALID)
+    table = {
+        None: (True, True, False, False),  # OnFailure is the default
+        "OnFailure": (True, True, False, False),
+        "OnError": (False, False, True, False),
+        "Always": (True, True, True, False),
+    }
+    for retry_on, expected in table.items():
+        got = tuple(retried(retry_on, a) for a in (exited, timed_out, evicted, invalid))
+        assert got == expected, retry_on
+
+
+def test_an_attempt_recorded_without_a_cause_is_judged_by_its_state_and_exit_code() -> None:
+    assert retried("OnFailure", done("a", state=TaskState.FAILED, exit_code=1))
+    assert retried("OnFailure", done("a", state=TaskState.TIMED_OUT))
+    assert not retried("OnFailure", done("a", state=TaskState.FAILED))
+    assert retried("OnError", done("a", state=TaskState.FAILED))
+
+
+REFERENCING = WorkflowDefinitionSpec.model_validate(
+    {
+        "tasks": [
+            {"name": "a", "taskRef": {"name": "greet"}, "inputs": {"who": "'ops'"}},
+            {
+                "name": "b",
+                "taskRef": {"name": "greet"},
+                "inputs": {"who": "'dev'", "greeting": "'hi'"},
+                "retries": {"limit": 0},
+            },
+        ]
+    }
+)
+GREET = TaskDefaults.of(
+    "greet",
+    TaskDefinitionSpec.model_validate(
+        {
+            "template": IMAGE,
+            "inputs": [{"name": "who"}, {"name": "greeting", "default": "hello"}],
+            "retries": {"limit": 2, "retryOn": "Always", "backoff": {"initialSeconds": 0}},
+            "timeoutSeconds": 30,
+        }
+    ),
+)
+
+
+def test_a_task_definition_gives_its_input_defaults_and_the_tasks_own_inputs_win() -> None:
+    p = plan(REFERENCING, {}, [], now=T0, task_defaults={"a": GREET, "b": GREET})
+    assert p.launches == [
+        Launch("a", 1, {"who": "ops", "greeting": "hello"}),
+        Launch("b", 1, {"who": "dev", "greeting": "hi"}),
+    ]
+
+
+def test_a_task_definition_gives_its_retry_policy_unless_the_task_has_one() -> None:
+    evicted = [
+        done("a", state=TaskState.FAILED, cause=FailureCause.ERROR),
+        done("b", state=TaskState.FAILED, cause=FailureCause.ERROR),
+    ]
+    p = plan(REFERENCING, {}, evicted, now=NOW, task_defaults={"a": GREET, "b": GREET})
+    assert names(p) == ["a"]  # b's own policy (limit 0) wins over the definition's
+    without = plan(REFERENCING, {}, evicted, now=NOW)
+    assert (names(without), without.phase) == ([], WorkflowPhase.FAILED)
+
+
+def test_a_required_input_that_no_task_gives_fails_the_task_before_it_starts() -> None:
+    required = TaskDefaults("greet", required=frozenset({"who", "lang"}))
+    spec = definition({"name": "a", "inputs": {"who": "'x'"}})
+    p = plan(spec, {}, [], now=T0, task_defaults={"a": required})
+    assert p.launches == []
+    assert [(s.task, s.failed) for s in p.skips] == [("a", True)]
+    assert p.skips[0].reason == (
+        "cannot start: TaskDefinition 'greet' requires input 'lang', which the task does not give"
+    )
+
+
+def test_the_exit_task_is_retried_by_its_own_policy() -> None:
+    spec = definition(
+        {"name": "a"},
+        onExit={
+            "name": "notify",
+            "template": IMAGE,
+            "retries": {"limit": 1, "backoff": {"initialSeconds": 10}},
+        },
+    )
+    failed_once = [done("a"), done("notify", state=TaskState.FAILED, exit_code=1)]
+    early = plan(spec, {}, failed_once, now=T0 + dt.timedelta(seconds=5))
+    assert (early.launches, early.retry_at, early.phase) == (
+        [],
+        T0 + dt.timedelta(seconds=10),
+        None,
+    )
+    due = plan(spec, {}, failed_once, now=T0 + dt.timedelta(seconds=10))
+    assert due.launches == [Launch("notify", 2, {})]
+    assert plan(spec, {}, failed_once, now=NOW, suspended=True) == Plan()
+    twice = [*failed_once, done("notify", 2, TaskState.FAILED, exit_code=1, message="boom")]
+    final = plan(spec, {}, twice, now=NOW)
+    assert final.phase is WorkflowPhase.FAILED
+    assert final.failure is not None
+    assert (final.failure.task, final.failure.attempt) == ("notify", 2)
+    recovered = plan(spec, {}, [*failed_once, done("notify", 2)], now=NOW)
+    assert recovered.phase is WorkflowPhase.SUCCEEDED
+
+
 def test_parallelism_caps_running_attempts_and_suspension_starts_nothing() -> None:
     spec = definition(*({"name": f"t{i}"} for i in range(5)), parallelism=2)
     assert names(plan(spec, {}, [], now=T0)) == ["t0", "t1"]
@@ -241,7 +368,12 @@ def test_any_run_terminates_respecting_dependencies_retries_and_parallelism(
             assert launch.attempt <= limits[launch.task] + 1
             ok = outcomes.get((launch.task, launch.attempt), True)
             history.append(
-                done(launch.task, launch.attempt, TaskState.SUCCEEDED if ok else TaskState.FAILED)
+                done(
+                    launch.task,
+                    launch.attempt,
+                    TaskState.SUCCEEDED if ok else TaskState.FAILED,
+                    exit_code=0 if ok else 1,
+                )
             )
     else:
         raise AssertionError("the run never ended")
@@ -267,9 +399,10 @@ def test_after_a_retry_of_the_run_numbering_goes_on_and_the_limit_counts_afresh(
     # Attempts 1 and 2 of "a" failed and were superseded by a retry of the run.
     first = plan(spec, {}, [], now=T0, attempt_base={"a": 2, "b": 1})
     assert first.launches == [Launch("a", 3, {})]
-    again = plan(spec, {}, [done("a", 3, TaskState.FAILED)], now=T0, attempt_base={"a": 2})
+    failed = [done("a", 3, TaskState.FAILED, exit_code=1)]
+    again = plan(spec, {}, failed, now=T0, attempt_base={"a": 2})
     assert again.launches == [Launch("a", 4, {})]  # limit 1: one more, counted afresh
-    over = [done("a", 3, TaskState.FAILED), done("a", 4, TaskState.FAILED)]
+    over = [*failed, done("a", 4, TaskState.FAILED, exit_code=1)]
     assert plan(spec, {}, over, now=T0, attempt_base={"a": 2}).skips[0].task == "b"
     ok = plan(spec, {}, [done("a", 3)], now=T0, attempt_base={"a": 2, "b": 1})
     assert ok.launches == [Launch("b", 2, {})]

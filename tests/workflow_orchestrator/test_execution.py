@@ -215,6 +215,65 @@ def test_a_task_past_its_timeout_is_stopped_and_the_run_fails(
     ]
 
 
+def test_a_task_definition_gives_its_retries_timeout_and_input_defaults(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    """What a TaskDefinition declares reaches the tasks that name it: its retry policy
+    (retryOn included), its attempt timeout on the Job, and its input defaults in the
+    container's environment; a task's own settings win."""
+    start_operator()
+    failing = {"sim.plait.dev/exit-code": "5", "sim.plait.dev/duration": "0s"}
+    definition = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "TaskDefinition",
+        "metadata": {"name": "flaky-step"},
+        "spec": {
+            "inputs": [{"name": "who"}, {"name": "mode", "default": "fast"}],
+            "template": {"image": "busybox", "podMetadata": {"annotations": failing}},
+            "retries": {"limit": 1, "backoff": {"initialSeconds": 0}},
+            "timeoutSeconds": 45,
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(definition))
+    submit(
+        cluster,
+        "defaults",
+        [
+            {"name": "inherits", "taskRef": {"name": "flaky-step"}, "inputs": {"who": "'a'"}},
+            {
+                "name": "overrides",
+                "taskRef": {"name": "flaky-step"},
+                "inputs": {"who": "'b'", "mode": "'slow'"},
+                "retries": {"limit": 1, "retryOn": "OnError"},
+                "timeoutSeconds": 7,
+            },
+        ],
+    )
+    final = wait_phase(cluster, "defaults-run")
+    assert final["phase"] == "Failed"
+    with psycopg.connect(migrated_database) as conn:
+        rows = conn.execute(
+            "SELECT task_name, attempt, state, exit_code, failure_cause, job_name "
+            "FROM task_execution_service.task_instances ORDER BY task_name, attempt"
+        ).fetchall()
+    assert [r[:5] for r in rows] == [
+        ("inherits", 1, "Failed", 5, "Failure"),
+        ("inherits", 2, "Failed", 5, "Failure"),  # the definition's OnFailure retry
+        ("overrides", 1, "Failed", 5, "Failure"),  # its own OnError: an exit is no error
+    ]
+    made = jobs(cluster)
+
+    def job_of(name: str) -> tuple[int, dict[str, str]]:
+        spec = made[name]["spec"]
+        env = spec["template"]["spec"]["containers"][0]["env"]
+        return spec["activeDeadlineSeconds"], {e["name"]: e.get("value") for e in env}
+
+    deadline, env = job_of(rows[0][5])
+    assert (deadline, env["PLAIT_INPUT_WHO"], env["PLAIT_INPUT_MODE"]) == (45, "a", "fast")
+    deadline, env = job_of(rows[2][5])
+    assert (deadline, env["PLAIT_INPUT_WHO"], env["PLAIT_INPUT_MODE"]) == (7, "b", "slow")
+
+
 def test_when_false_skips_a_branch_and_the_rest_runs(
     cluster: Kube, start_operator: StartOperator, migrated_database: str
 ) -> None:

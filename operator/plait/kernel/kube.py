@@ -34,6 +34,8 @@ class PodResult:
     exit_code: int | None
     message: str | None
     reason: str | None
+    pod_reason: str | None = None
+    """The Pod's own reason (``Evicted``, ...), when the Pod was stopped around it."""
 
 
 #: Wraps each call: given the verb and the resource, a context manager around the call
@@ -134,7 +136,12 @@ class Kube:
             for status in (pod.status.container_statuses if pod.status else None) or ():
                 terminated = status.state.terminated if status.state else None
                 if terminated is not None:
-                    return PodResult(terminated.exit_code, terminated.message, terminated.reason)
+                    return PodResult(
+                        terminated.exit_code,
+                        terminated.message,
+                        terminated.reason,
+                        pod.status.reason if pod.status else None,
+                    )
         return None
 
     async def patch_instance_status(

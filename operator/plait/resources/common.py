@@ -505,8 +505,11 @@ class RetryPolicy(PlaitModel):
     limit: Annotated[int, Field(ge=0, le=100)] = 0
     """Attempts after the first one; 0 means no retry."""
     retry_on: Literal["Always", "OnFailure", "OnError"] = "OnFailure"
-    """Which failures are retried: OnFailure (non-zero exit), OnError (Pod errors such as
-    eviction or image pull failure), Always (both)."""
+    """Which failures are retried: OnFailure (the task's own: a non-zero exit or its
+    timeout), OnError (around the task: its Pod refused or evicted, its container unable
+    to start, its Job unbuildable), Always (both). A task that cannot start because an
+    input or when cannot be evaluated is never retried. An image that cannot be pulled
+    keeps the Pod waiting until the attempt's timeout, a failure."""
     backoff: Backoff | None = None
     """Delay between attempts; 10s doubling up to an hour when unset."""
 

@@ -8,7 +8,7 @@ replicas race on the same work without running an attempt twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from plait.kernel import versions
 from plait.kernel.database import Page, fetch_page
-from plait.task_execution.states import FINAL_STATES, STATES, TaskState
+from plait.task_execution.states import FINAL_STATES, STATES, FailureCause, TaskState
 
 __all__ = [
     "TaskDefinition",
@@ -29,6 +29,7 @@ __all__ = [
     "get_task_attempt",
     "insert_task_attempt",
     "latest_task_definition",
+    "latest_task_definitions",
     "list_task_attempts",
     "purge_task_attempts",
     "set_task_state",
@@ -76,9 +77,12 @@ class TaskInstance:
     started_at: datetime | None
     finished_at: datetime | None
     superseded_at: datetime | None
+    failure_cause: FailureCause | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", TaskState(self.state))
+        if self.failure_cause is not None:
+            object.__setattr__(self, "failure_cause", FailureCause(self.failure_cause))
 
 
 async def upsert_task_definition(
@@ -106,6 +110,20 @@ async def latest_task_definition(
     return await versions.latest_version(
         conn, TaskDefinition, SCHEMA, "task_definitions", {"namespace": namespace, "name": name}
     )
+
+
+async def latest_task_definitions(
+    conn: AsyncConnection[Any], namespace: str, names: Sequence[str]
+) -> dict[str, TaskDefinition]:
+    """The newest live version of each named TaskDefinition that has one, in one query."""
+    async with conn.cursor(row_factory=class_row(TaskDefinition)) as cur:
+        await cur.execute(
+            "SELECT DISTINCT ON (name) * FROM task_execution_service.task_definitions "
+            "WHERE namespace = %s AND name = ANY(%s) AND deleted_at IS NULL "
+            "ORDER BY name, version DESC",
+            (namespace, list(names)),
+        )
+        return {row.name: row for row in await cur.fetchall()}
 
 
 async def insert_task_attempt(
@@ -209,15 +227,18 @@ async def set_task_state(
     exit_code: int | None = None,
     outputs: Mapping[str, Any] | None = None,
     message: str | None = None,
+    cause: FailureCause | None = None,
 ) -> TaskInstance | None:
     """Move an attempt (found by its Job) to ``state``; None when it is missing or its
     state may not move to ``state`` (:data:`STATES`: a final state never moves, and
-    moving to the state it is in is no change): a lost race, not an error."""
+    moving to the state it is in is no change): a lost race, not an error. ``cause``
+    says why a Failed or TimedOut attempt did not succeed."""
     async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
         await cur.execute(
             "UPDATE task_execution_service.task_instances SET state = %(state)s, "
             "updated_at = now(), exit_code = coalesce(%(exit_code)s, exit_code), "
             "outputs = coalesce(%(outputs)s, outputs), message = coalesce(%(message)s, message), "
+            "failure_cause = %(cause)s, "
             "started_at = CASE WHEN %(started)s THEN coalesce(started_at, now()) "
             "ELSE started_at END, "
             "finished_at = CASE WHEN %(final)s THEN now() END "
@@ -227,6 +248,7 @@ async def set_task_state(
                 "exit_code": exit_code,
                 "outputs": Jsonb(dict(outputs)) if outputs is not None else None,
                 "message": message,
+                "cause": cause.value if cause is not None else None,
                 "started": state in _STARTED,
                 "final": state in FINAL_STATES,
                 "job_name": job_name,

@@ -25,7 +25,7 @@ from typing import Any
 
 from plait.integration import credentials
 from plait.kernel.database import Database
-from plait.kernel.kube import Kube
+from plait.kernel.kube import Kube, PodResult
 from plait.task_execution import repository
 from plait.task_execution.jobs import (
     LABEL_INSTANCE_UID,
@@ -35,9 +35,15 @@ from plait.task_execution.jobs import (
     job_name,
 )
 from plait.task_execution.repository import TaskInstance
-from plait.task_execution.states import FINAL_STATES, TaskState
+from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
 
-__all__ = ["JOB_REFUSAL_EVENTS", "PERMANENT_REFUSALS", "TaskExecution", "outputs_from_message"]
+__all__ = [
+    "JOB_REFUSAL_EVENTS",
+    "PERMANENT_REFUSALS",
+    "TaskExecution",
+    "failure_cause",
+    "outputs_from_message",
+]
 
 logger = logging.getLogger(__name__)
 COMPONENT = "task_execution"
@@ -62,6 +68,42 @@ def outputs_from_message(message: str | None) -> tuple[dict[str, Any] | None, st
     if isinstance(value, dict):
         return value, None
     return None, text
+
+
+#: Container reasons that mean the process never ran to an exit of its own.
+CONTAINER_ERRORS = frozenset(
+    {
+        "ContainerCannotRun",
+        "ContainerStatusUnknown",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "StartError",
+    }
+)
+#: Pod reasons that mean the Pod was stopped from outside, whatever its container did.
+POD_ERRORS = frozenset(
+    {"Evicted", "NodeAffinity", "NodeLost", "Preempting", "Shutdown", "Terminated"}
+)
+
+
+def failure_cause(result: PodResult | None) -> FailureCause:
+    """Whether a failed Job's attempt failed by itself (a non-zero exit of its process)
+    or by an error around it (no exit recorded, a container that could not start, an
+    evicted Pod): what ``retries.retryOn`` tells apart."""
+    if result is None or result.exit_code in (None, 0):
+        return FailureCause.ERROR
+    if result.reason in CONTAINER_ERRORS or result.pod_reason in POD_ERRORS:
+        return FailureCause.ERROR
+    return FailureCause.FAILURE
+
+
+def _pod_words(result: PodResult | None) -> str | None:
+    """What the Pod says of its end when the task wrote no message."""
+    if result is None:
+        return None
+    if result.pod_reason in POD_ERRORS:
+        return f"the Pod was stopped: {result.pod_reason}"
+    return result.reason
 
 
 def _job_condition(job: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -122,7 +164,7 @@ class TaskExecution:
     async def _fail_unbuilt(self, job: str, message: str) -> TaskInstance | None:
         async with self._db.connection(COMPONENT) as conn:
             return await repository.set_task_state(
-                conn, job, TaskState.FAILED, message=message[:4096]
+                conn, job, TaskState.FAILED, message=message[:4096], cause=FailureCause.ERROR
             )
 
     async def ensure_jobs(self, requests: list[JobRequest]) -> int:
@@ -151,10 +193,12 @@ class TaskExecution:
         state: TaskState,
         reason: str,
         inputs: Mapping[str, Any] | None = None,
+        cause: FailureCause | None = None,
     ) -> None:
-        """Record a task attempt that runs no Job: skipped, failed before it could start,
-        or (``Waiting``) waiting for an event. It gets the name its Job would have had, so
-        names stay unique. Repeating it changes nothing once the attempt is final."""
+        """Record a task attempt that runs no Job: skipped, failed before it could start
+        (with its ``cause``), or (``Waiting``) waiting for an event. It gets the name its
+        Job would have had, so names stay unique. Repeating it changes nothing once the
+        attempt is final."""
         name = job_name(instance_name, instance_uid, task, attempt)
         async with self._db.connection(COMPONENT) as conn:
             await repository.insert_task_attempt(
@@ -166,7 +210,7 @@ class TaskExecution:
                 job_name=name,
                 inputs=inputs,
             )
-            await repository.set_task_state(conn, name, state, message=reason[:4096])
+            await repository.set_task_state(conn, name, state, message=reason[:4096], cause=cause)
 
     async def record_not_started(
         self,
@@ -206,6 +250,7 @@ class TaskExecution:
         *,
         outputs: Mapping[str, Any] | None = None,
         message: str | None = None,
+        cause: FailureCause | None = None,
     ) -> TaskInstance | None:
         """Move a recorded attempt that runs no Job (a wait for an event) to ``state``;
         None when it is missing or already final (so repeating it is harmless)."""
@@ -219,6 +264,7 @@ class TaskExecution:
                 state,
                 outputs=outputs,
                 message=message[:4096] if message is not None else None,
+                cause=cause,
             )
 
     async def observe(self, job: Mapping[str, Any]) -> TaskInstance | None:
@@ -241,19 +287,26 @@ class TaskExecution:
         result = await self._kube.pod_result(namespace, name)
         exit_code = result.exit_code if result else None
         outputs, text = outputs_from_message(result.message if result else None)
+        cause: FailureCause | None = None
         if kind == "Complete":
             state, message = TaskState.SUCCEEDED, text
             exit_code = 0 if exit_code is None else exit_code
         elif reason == "DeadlineExceeded":
             state, message = TaskState.TIMED_OUT, "the task exceeded its timeoutSeconds"
-            outputs = None
+            outputs, cause = None, FailureCause.FAILURE
         else:
-            state = TaskState.FAILED
-            message = text or (result.reason if result else None) or reason or "the Job failed"
+            state, cause = TaskState.FAILED, failure_cause(result)
+            message = text or _pod_words(result) or reason or "the Job failed"
             outputs = None
         async with self._db.connection(COMPONENT) as conn:
             return await repository.set_task_state(
-                conn, name, state, exit_code=exit_code, outputs=outputs, message=message
+                conn,
+                name,
+                state,
+                exit_code=exit_code,
+                outputs=outputs,
+                message=message,
+                cause=cause,
             )
 
     async def observe_refusal(self, event: Mapping[str, Any]) -> TaskInstance | None:
@@ -288,6 +341,7 @@ class TaskExecution:
                 name,
                 TaskState.FAILED,
                 message=f"the cluster refused the task's Pod: {refusal}"[:4096],
+                cause=FailureCause.ERROR,
             )
 
     async def supersede_unsuccessful(self, instance_uid: uuid.UUID) -> int:

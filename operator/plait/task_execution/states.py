@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from plait.kernel.transitions import StateMachine
 
-__all__ = ["FINAL_STATES", "STATES", "TaskState"]
+__all__ = ["FINAL_STATES", "STATES", "FailureCause", "TaskState"]
 
 
 class TaskState(StrEnum):
@@ -27,6 +27,19 @@ class TaskState(StrEnum):
     @property
     def final(self) -> bool:
         return self in FINAL_STATES
+
+
+class FailureCause(StrEnum):
+    """Why a Failed or TimedOut attempt did not succeed (``task_instances.failure_cause``);
+    a retry policy's ``retryOn`` chooses which causes it retries."""
+
+    FAILURE = "Failure"
+    """The task itself: its process exited non-zero, or ran past its timeout."""
+    ERROR = "Error"
+    """Around the task: its Pod was refused or evicted, its container could not start or
+    reported no exit, or its Job could not be built (an Integration missing or unfit)."""
+    INVALID = "Invalid"
+    """Its inputs or ``when`` could not be evaluated: a data problem, never retried."""
 
 
 FINAL_STATES = frozenset(

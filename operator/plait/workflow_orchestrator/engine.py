@@ -12,9 +12,15 @@ CEL sees ``params`` (arguments over parameter defaults), ``tasks.<name>.outputs`
 ``tasks.<name>.phase`` of finished upstream tasks, and, in the exit task,
 ``workflow.phase``.
 
+A task that names a TaskDefinition takes from it, through :class:`TaskDefaults`, the retry
+policy and input defaults it does not set itself. A failed attempt is retried when its
+policy's ``retryOn`` covers the attempt's :class:`FailureCause` (OnFailure: the task's own
+failure, OnError: an error around it, Always: both); an attempt that could not start
+because an expression could not be evaluated is never retried.
+
 A "wait for event" task is planned like any other: its attempt is launched (the runtime
 subscribes instead of creating a Job), stays unfinished while it waits, and ends Succeeded
-(the event's data as outputs) or TimedOut, which its retry policy treats like any failure.
+(the event's data as outputs) or TimedOut, which its retry policy treats as a failure.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from typing import Any
 
 from plait.errors import ValidationError
 from plait.kernel import expressions
-from plait.resources.common import Backoff
+from plait.resources.common import Backoff, RetryPolicy
+from plait.resources.task import TaskDefinitionSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
-from plait.task_execution.states import FINAL_STATES, TaskState
+from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
 from plait.workflow_orchestrator.states import WorkflowPhase
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "Launch",
     "Plan",
     "Skip",
+    "TaskDefaults",
     "backoff_seconds",
     "parameters_with_defaults",
     "plan",
@@ -46,6 +54,12 @@ __all__ = [
 RETRYABLE = frozenset({TaskState.FAILED, TaskState.TIMED_OUT})
 #: Upstream states that let a dependent task run.
 SATISFIED = frozenset({TaskState.SUCCEEDED, TaskState.SKIPPED})
+#: The failure causes each ``retryOn`` retries (an Invalid attempt never is).
+RETRIED_CAUSES: Mapping[str, frozenset[FailureCause]] = {
+    "OnFailure": frozenset({FailureCause.FAILURE}),
+    "OnError": frozenset({FailureCause.ERROR}),
+    "Always": frozenset({FailureCause.FAILURE, FailureCause.ERROR}),
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,41 @@ class Attempt:
     exit_code: int | None = None
     message: str | None = None
     finished_at: dt.datetime | None = None
+    cause: FailureCause | None = None
+    """Why a Failed or TimedOut attempt did not succeed, as recorded."""
+
+    @property
+    def failure_cause(self) -> FailureCause:
+        """The recorded cause; for a row recorded without one, what its state and exit
+        code say (a timeout or a non-zero exit is the task's own failure)."""
+        if self.cause is not None:
+            return self.cause
+        if self.state is TaskState.TIMED_OUT or self.exit_code not in (None, 0):
+            return FailureCause.FAILURE
+        return FailureCause.ERROR
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """What the engine takes from a TaskDefinition for the workflow tasks that name it,
+    unless they set it themselves: a retry policy and input values. (Its attempt timeout
+    goes to the Job, which the runtime builds.)"""
+
+    definition: str
+    retries: RetryPolicy | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    """Declared inputs with a default, and those defaults."""
+    required: frozenset[str] = frozenset()
+    """Declared inputs without a default: a task must give them."""
+
+    @classmethod
+    def of(cls, name: str, spec: TaskDefinitionSpec) -> TaskDefaults:
+        return cls(
+            definition=name,
+            retries=spec.retries,
+            inputs={p.name: p.default for p in spec.inputs if p.default is not None},
+            required=frozenset(p.name for p in spec.inputs if p.default is None),
+        )
 
 
 @dataclass(frozen=True)
@@ -136,6 +185,26 @@ def backoff_seconds(backoff: Backoff | None, failed_attempt: int) -> float:
     return float(min(delay, policy.max_seconds))
 
 
+def retry_policy(task: Task, defaults: TaskDefaults | None) -> RetryPolicy | None:
+    """The task's own retry policy, else its TaskDefinition's."""
+    return task.retries or (defaults.retries if defaults is not None else None)
+
+
+def retry_due(
+    policy: RetryPolicy | None, failed: Attempt, earlier: int, now: dt.datetime
+) -> dt.datetime | None:
+    """When the retry of a failed attempt falls due; None when its policy does not retry
+    its cause, or its retries are used up. ``earlier`` attempts (set aside by a retry of
+    the run) do not count against the limit."""
+    if policy is None or failed.failure_cause not in RETRIED_CAUSES[policy.retry_on]:
+        return None
+    number = failed.attempt - earlier
+    if number > policy.limit:
+        return None
+    delay = backoff_seconds(policy.backoff, number)
+    return (failed.finished_at or now) + dt.timedelta(seconds=delay)
+
+
 def _latest(attempts: Iterable[Attempt]) -> dict[str, Attempt]:
     latest: dict[str, Attempt] = {}
     for a in attempts:
@@ -186,15 +255,19 @@ def plan(
     suspended: bool = False,
     deadline: dt.datetime | None = None,
     attempt_base: Mapping[str, int] | None = None,
+    task_defaults: Mapping[str, TaskDefaults] | None = None,
 ) -> Plan:
     """What to do next for one run; see the module docstring. Past ``deadline`` (the
     workflow's timeout) the run fails, and its running attempts are to be cancelled.
+    ``task_defaults`` holds, by task name, what the TaskDefinitions named by ``taskRef``
+    give their tasks.
 
     After a retry of the run, ``attempts`` holds only the attempts since, and
     ``attempt_base`` the number of earlier ones per task: numbering goes on from there
     (so Job names never repeat) while the retry limit counts afresh.
     """
     base = attempt_base or {}
+    defaults = task_defaults or {}
     latest = _latest(attempts)
     if deadline is not None and now >= deadline:
         return Plan(
@@ -218,20 +291,16 @@ def plan(
         mine = latest.get(task.name)
         if mine is not None and mine.state not in FINAL_STATES:
             continue  # running (or about to): wait for it
+        mine_defaults = defaults.get(task.name)
         if mine is not None and mine.state in RETRYABLE:
-            limit = task.retries.limit if task.retries else 0
-            if mine.attempt - base.get(task.name, 0) <= limit:
+            policy = retry_policy(task, mine_defaults)
+            due = retry_due(policy, mine, base.get(task.name, 0), now)
+            if due is not None:
                 pending_work = True
-                due = (mine.finished_at or now) + dt.timedelta(
-                    seconds=backoff_seconds(
-                        task.retries.backoff if task.retries else None,
-                        mine.attempt - base.get(task.name, 0),
-                    )
-                )
                 if due > now:
                     retry_at = due if retry_at is None else min(retry_at, due)
                 elif not suspended and budget > 0:
-                    launch = _launch(task, mine.attempt + 1, params, finished)
+                    launch = _launch(task, mine.attempt + 1, params, finished, mine_defaults)
                     if isinstance(launch, Skip):
                         skips.append(launch)
                     else:
@@ -270,7 +339,7 @@ def plan(
         pending_work = True
         if suspended or budget <= 0:
             continue
-        decision = _launch(task, base.get(task.name, 0) + 1, params, finished)
+        decision = _launch(task, base.get(task.name, 0) + 1, params, finished, mine_defaults)
         if isinstance(decision, Skip):
             skips.append(decision)
             if decision.failed:
@@ -290,8 +359,10 @@ def plan(
         params,
         latest,
         finished,
-        suspended,
-        base.get(spec.on_exit.name, 0),
+        suspended=suspended,
+        now=now,
+        base=base.get(spec.on_exit.name, 0),
+        defaults=defaults.get(spec.on_exit.name),
     )
 
 
@@ -301,25 +372,38 @@ def _exit_task(
     params: Mapping[str, Any],
     latest: Mapping[str, Attempt],
     finished: Mapping[str, Any],
+    *,
     suspended: bool,
+    now: dt.datetime,
     base: int = 0,
+    defaults: TaskDefaults | None = None,
 ) -> Plan:
     """Run the exit task once the DAG is over; the run ends when the exit task does.
 
-    It sees ``workflow.phase`` (the DAG's outcome). Its own failure fails a run that had
-    succeeded, and never hides the failure of one that had not.
+    It sees ``workflow.phase`` (the DAG's outcome) and is retried by its own policy like
+    any task. Its failure for good fails a run that had succeeded, and never hides the
+    failure of one that had not.
     """
+    assert outcome.phase is not None
+    activation_extra = {"workflow": {"phase": outcome.phase.value}}
     mine = latest.get(task.name)
-    if mine is None:
-        if suspended:
-            return Plan()
-        assert outcome.phase is not None
-        activation_extra = {"workflow": {"phase": outcome.phase.value}}
-        decision = _launch(task, base + 1, params, finished, activation_extra)
-        if isinstance(decision, Skip):
-            return Plan(skips=[decision])
-        return Plan(launches=[decision])
-    if mine.state not in FINAL_STATES:
+    if mine is None or mine.state in RETRYABLE:
+        if mine is None:
+            due: dt.datetime | None = now
+            number = base + 1
+        else:
+            due = retry_due(retry_policy(task, defaults), mine, base, now)
+            number = mine.attempt + 1
+        if due is not None:
+            if due > now:
+                return Plan(retry_at=due)
+            if suspended:
+                return Plan()
+            decision = _launch(task, number, params, finished, defaults, activation_extra)
+            if isinstance(decision, Skip):
+                return Plan(skips=[decision])
+            return Plan(launches=[decision])
+    if mine is None or mine.state not in FINAL_STATES:
         return Plan()
     if mine.state in (TaskState.SUCCEEDED, TaskState.SKIPPED) or outcome.failure is not None:
         return outcome
@@ -340,19 +424,33 @@ def _launch(
     attempt: int,
     params: Mapping[str, Any],
     finished: Mapping[str, Any],
+    defaults: TaskDefaults | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Launch | Skip:
     """The launch of an attempt, or a skip when ``when`` is false, or a failure when an
-    expression cannot be evaluated (a data problem no retry can fix)."""
+    expression cannot be evaluated or a required input is missing (a data problem no
+    retry can fix). Inputs the task leaves out take their TaskDefinition's defaults."""
     activation = {"params": dict(params), "tasks": dict(finished), **(extra or {})}
     try:
         if task.when is not None:
             verdict = _evaluate(task.when, activation)
             if verdict is not True:
                 return Skip(task.name, f"when: {task.when!r} is {_show(verdict)}", attempt=attempt)
-        inputs = {name: _evaluate(expr, activation) for name, expr in task.inputs.items()}
+        given = {name: _evaluate(expr, activation) for name, expr in task.inputs.items()}
     except ValidationError as exc:
         return Skip(task.name, f"cannot start: {exc}", failed=True, attempt=attempt)
+    inputs = given
+    if defaults is not None:
+        missing = sorted(defaults.required - given.keys())
+        if missing:
+            return Skip(
+                task.name,
+                f"cannot start: TaskDefinition {defaults.definition!r} requires input "
+                f"{missing[0]!r}, which the task does not give",
+                failed=True,
+                attempt=attempt,
+            )
+        inputs = {**defaults.inputs, **given}
     if task.wait_for_event is not None:
         bindings = {"params": dict(params), "tasks": dict(finished)}
         return Launch(task.name, attempt, inputs, wait_bindings=bindings)

@@ -62,9 +62,9 @@ from plait.task_execution import repository as task_repository
 from plait.task_execution.jobs import LABEL_INSTANCE_UID, JobRequest, with_workflow_defaults
 from plait.task_execution.repository import TaskInstance
 from plait.task_execution.service import JOB_REFUSAL_EVENTS, TaskExecution
-from plait.task_execution.states import FINAL_STATES, TaskState
+from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
 from plait.workflow_orchestrator import repository
-from plait.workflow_orchestrator.engine import Attempt, Launch, Plan, Skip, plan
+from plait.workflow_orchestrator.engine import Attempt, Launch, Plan, Skip, TaskDefaults, plan
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
 from plait.workflow_orchestrator.states import (
     FINAL_PHASES,
@@ -109,6 +109,16 @@ DEADLINE_POLL_SECONDS = 10.0
 WAKE_LEASE_SECONDS = 30.0
 #: Runs claimed per query by the deadline loop.
 WAKE_BATCH = 100
+
+
+@dataclass(frozen=True)
+class ResolvedTask:
+    """What one container task runs: the template, the TaskDefinition version it came
+    from (None for an inline template), and the attempt's timeout."""
+
+    template: ContainerTemplate
+    definition: tuple[str, int] | None
+    timeout_seconds: int | None
 
 
 @dataclass(frozen=True)
@@ -509,6 +519,7 @@ class Orchestrator:
             state,
             outputs=sub.outputs if state is TaskState.SUCCEEDED else None,
             message=message,
+            cause=FailureCause.FAILURE if state is TaskState.TIMED_OUT else None,
         )
         if changed is not None and state is not TaskState.CANCELLED:
             await self._attempt_finished(changed)  # a wait is an attempt too: span, metrics
@@ -664,6 +675,7 @@ class Orchestrator:
         instance, spec = loaded
         seen_wake = instance.wake_at  # read before the tasks: see repository.set_wake_at
         instance = await self._retry_if_asked(instance, control)
+        defaults = await self._task_defaults(instance.namespace, spec)
         retry_at: dt.datetime | None = None
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
             attempts, base = await self._current_attempts(uid)
@@ -681,7 +693,7 @@ class Orchestrator:
             if await self._settle_waits(uid, spec, attempts):
                 continue  # plan on the attempts as they now stand
             planned = _now()
-            decision = self._plan(instance, spec, control, attempts, base)
+            decision = self._plan(instance, spec, control, attempts, base, defaults)
             self._measure_advance(instance, attempts, planned)
             retry_at = decision.retry_at
             instance = await self._carry_out(instance, spec, decision, planned)
@@ -752,6 +764,7 @@ class Orchestrator:
         control: Control,
         attempts: list[TaskInstance],
         base: Mapping[str, int],
+        defaults: Mapping[str, TaskDefaults],
     ) -> Plan:
         """What the engine says must happen now (a pure function of the records)."""
         return plan(
@@ -762,7 +775,26 @@ class Orchestrator:
             suspended=control.suspend,
             deadline=_deadline(instance, spec),
             attempt_base=base,
+            task_defaults=defaults,
         )
+
+    async def _task_defaults(
+        self, namespace: str, spec: WorkflowDefinitionSpec
+    ) -> dict[str, TaskDefaults]:
+        """By task name, what the TaskDefinitions its tasks name give them (their newest
+        versions, as a launch uses); one query, none for a workflow without taskRef."""
+        refs = {t.name: t.task_ref.name for t in _all_tasks(spec) if t.task_ref is not None}
+        if not refs:
+            return {}
+        async with self._db.connection("task_execution") as conn:
+            found = await task_repository.latest_task_definitions(
+                conn, namespace, sorted(set(refs.values()))
+            )
+        return {
+            task: TaskDefaults.of(ref, TaskDefinitionSpec.model_validate(found[ref].spec))
+            for task, ref in refs.items()
+            if ref in found
+        }
 
     async def _carry_out(
         self,
@@ -793,6 +825,7 @@ class Orchestrator:
             attempt=skip.attempt,
             state=TaskState.FAILED if skip.failed else TaskState.SKIPPED,
             reason=skip.reason,
+            cause=FailureCause.INVALID if skip.failed else None,
         )
 
     async def _launch(
@@ -808,10 +841,10 @@ class Orchestrator:
         if task.wait_for_event is not None:
             await self._start_wait(instance, task, launch)
             return
-        template, definition = await self._template(instance.namespace, task)
+        resolved = await self._resolve(instance.namespace, task)
         started = await self._tasks.start(
-            self._job_request(instance, spec, task, template, launch.attempt, launch.inputs),
-            definition=definition,
+            self._job_request(instance, spec, task, resolved, launch.attempt, launch.inputs),
+            definition=resolved.definition,
         )
         if started.state in FINAL_STATES:  # its Job could not be built: plan again
             self.kick(instance.id, instance.namespace, instance.name)
@@ -897,11 +930,11 @@ class Orchestrator:
         if stored is not None:
             self._deadlines_changed.set()  # this replica's loop sleeps until it at once
 
-    async def _template(
-        self, namespace: str, task: Task
-    ) -> tuple[ContainerTemplate, tuple[str, int] | None]:
+    async def _resolve(self, namespace: str, task: Task) -> ResolvedTask:
+        """What a container task runs: its own template, or its TaskDefinition's newest
+        version (whose timeout applies when the task sets none)."""
         if task.template is not None:
-            return task.template, None
+            return ResolvedTask(task.template, None, task.timeout_seconds)
         assert task.task_ref is not None  # validated: exactly one of template/taskRef
         async with self._db.connection("task_execution") as conn:
             found = await task_repository.latest_task_definition(
@@ -912,7 +945,11 @@ class Orchestrator:
                 f"TaskDefinition {task.task_ref.name!r} is not stored (yet)", delay=5
             )
         spec = TaskDefinitionSpec.model_validate(found.spec)
-        return spec.template, (found.name, found.version)
+        return ResolvedTask(
+            spec.template,
+            (found.name, found.version),
+            task.timeout_seconds or spec.timeout_seconds,
+        )
 
     async def _ensure_jobs(
         self, instance: WorkflowInstance, spec: WorkflowDefinitionSpec, attempts: list[TaskInstance]
@@ -924,8 +961,8 @@ class Orchestrator:
             task = _task(spec, a.task_name)
             if task.wait_for_event is not None:
                 continue  # no Job: settled with its subscription
-            template, _ = await self._template(instance.namespace, task)
-            requests.append(self._job_request(instance, spec, task, template, a.attempt, a.inputs))
+            resolved = await self._resolve(instance.namespace, task)
+            requests.append(self._job_request(instance, spec, task, resolved, a.attempt, a.inputs))
         await self._tasks.ensure_jobs(requests)
 
     def _job_request(
@@ -933,7 +970,7 @@ class Orchestrator:
         instance: WorkflowInstance,
         spec: WorkflowDefinitionSpec,
         task: Task,
-        template: ContainerTemplate,
+        resolved: ResolvedTask,
         attempt: int,
         inputs: Mapping[str, Any],
     ) -> JobRequest:
@@ -944,9 +981,9 @@ class Orchestrator:
             instance_uid=str(instance.id),
             task=task.name,
             attempt=attempt,
-            template=with_workflow_defaults(template, spec),
+            template=with_workflow_defaults(resolved.template, spec),
             inputs=inputs,
-            timeout_seconds=task.timeout_seconds,
+            timeout_seconds=resolved.timeout_seconds,
             traceparent=task_traceparent(self.trace_of(instance.id), task.name, attempt),
         )
 
@@ -1088,6 +1125,7 @@ def _as_attempt(a: TaskInstance) -> Attempt:
         exit_code=a.exit_code,
         message=a.message,
         finished_at=a.finished_at,
+        cause=a.failure_cause,
     )
 
 
