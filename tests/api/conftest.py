@@ -63,9 +63,13 @@ class Api:
 async def serve_in_process(
     migrated_database: str, component_dsns: dict[str, str], config: ApiConfig
 ) -> AsyncIterator[Api]:
-    """The application in this process, connected as the event_processing role."""
+    """The application in this process, connected as the event_processing and auth roles."""
     settings = Settings(database_url=component_dsns["event_processing"], database_pool_min=1)
-    database = await Database.open(settings, [component_by_name("event_processing")], environ={})
+    database = await Database.open(
+        settings,
+        [component_by_name("event_processing"), component_by_name("auth")],
+        environ={"PLAIT_DATABASE_URL_AUTH": component_dsns["auth"]},
+    )
     try:
         async with TestClient(TestServer(build_app(database, config))) as client:
             yield Api(client, migrated_database)

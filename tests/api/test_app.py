@@ -35,7 +35,7 @@ def test_not_ready_while_the_database_is_unreachable(start_api: Callable[..., in
 
 
 def test_refuses_to_start_without_a_token(migrated_database: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_API_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLAIT_API_", "PLAIT_AUTH_"))}
     env["PLAIT_DATABASE_URL"] = migrated_database
     run = subprocess.run(
         [sys.executable, "-m", "plait", "api", "--port", str(free_port())],
@@ -45,7 +45,8 @@ def test_refuses_to_start_without_a_token(migrated_database: str) -> None:
         timeout=60,
     )
     assert run.returncode == 1
-    assert "no bearer token to accept" in run.stderr
+    assert "no way to authenticate anyone" in run.stderr
+    assert "PLAIT_AUTH_TOKEN_KEY_FILE" in run.stderr
     assert "--allow-unauthenticated" in run.stderr
 
 

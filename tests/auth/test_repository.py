@@ -18,7 +18,12 @@ async def conn(connect_as: ConnectAs) -> psycopg.AsyncConnection:
 
 
 async def test_users_get_the_permissions_of_their_roles(conn: psycopg.AsyncConnection) -> None:
-    assert [r.name for r in await repo.list_roles(conn)] == ["admin", "editor", "viewer"]
+    assert [r.name for r in await repo.list_roles(conn)] == [
+        "admin",
+        "editor",
+        "publisher",
+        "viewer",
+    ]
     user = await repo.create_user(
         conn, "ada", email="Ada@example.org", password_hash=HASH, roles=["viewer"]
     )
@@ -28,6 +33,7 @@ async def test_users_get_the_permissions_of_their_roles(conn: psycopg.AsyncConne
         "instances:read",
         "events:read",
         "integrations:read",
+        "tokens:own",
     }
 
 

@@ -1,8 +1,9 @@
 """``plait api``: the stateless HTTP process (any number of replicas).
 
-It serves health, readiness and Prometheus metrics, CloudEvents ingestion and the
-dead-letter queue (``/v1``, bearer tokens) and its OpenAPI document, all declared in the
-route table of :mod:`plait.api.routes`. It writes only to PostgreSQL. Every error is
+It serves health, readiness and Prometheus metrics, CloudEvents ingestion, the
+dead-letter queue and accounts (``/v1``, each route with its permission; see
+:mod:`plait.api.access`) and its OpenAPI document, all declared in the route table of
+:mod:`plait.api.routes`. It writes only to PostgreSQL. Every error is
 ``application/problem+json``; a request that is the client's fault is a 4xx, never a 5xx.
 Slow clients are cut off: a body must arrive within ``--body-timeout``, and a connection
 that sends nothing (or not a whole request head) for ``--keepalive-timeout`` is closed.
@@ -21,6 +22,7 @@ import psycopg_pool
 from aiohttp import web
 from prometheus_client import Histogram
 
+from plait.api.access import AUTH, check_access
 from plait.api.auth import TOKEN_ENV, TOKEN_FILE_ENV, TokenStore
 from plait.api.context import CONFIG, DATABASE, ApiConfig
 from plait.api.events import SCHEMA_VALIDATOR
@@ -28,6 +30,9 @@ from plait.api.openapi import DOCUMENT
 from plait.api.problems import Problem, problem_response
 from plait.api.routes import ROUTES, document
 from plait.api.routing import Handler, add_routes, route_of
+from plait.auth.secrets import KEY_FILE_ENV
+from plait.auth.service import AuthService
+from plait.auth.settings import AuthSettings
 from plait.errors import ConfigurationError, NotFoundError, ValidationError
 from plait.event_processing.cloudevents import InvalidEventError, SchemaValidator
 from plait.event_processing.gauges import queue_gauges
@@ -54,12 +59,6 @@ REQUEST_DURATION = Histogram(
 )
 
 
-def _unauthorized(detail: str) -> Problem:
-    return Problem(
-        401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"}
-    )
-
-
 @web.middleware
 async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error as problem+json; the duration of every request into the histogram."""
@@ -67,12 +66,13 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     status = 500
     try:
         declared = route_of(request)
-        # Every declared route says whether it is public; what matched none (404, 405)
-        # under /v1 still needs a token, so strangers learn nothing about the routes.
+        # Every declared route says whether it is public, else the permission it needs;
+        # what matched none (404, 405) under /v1 still needs credentials, so strangers
+        # learn nothing about the routes.
         if (declared is None and request.path.startswith("/v1/")) or (
             declared is not None and not declared.public
         ):
-            _authenticate(request)
+            await check_access(request, declared)
         response = await handler(request)
         status = response.status
         return response
@@ -139,20 +139,6 @@ _INTERNAL = Problem(
 )
 
 
-def _authenticate(request: web.Request) -> None:
-    config = request.app[CONFIG]
-    if config.allow_unauthenticated:
-        return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header:
-        raise _unauthorized("send Authorization: Bearer <token>")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("the Authorization header must be Bearer <token>")
-    if not config.tokens.check(token.strip()):
-        raise _unauthorized("the bearer token is not valid")
-
-
 def build_app(database: Database, config: ApiConfig | None = None) -> web.Application:
     """The application: process-level routes, event ingestion and the dead-letter queue.
 
@@ -167,6 +153,13 @@ def build_app(database: Database, config: ApiConfig | None = None) -> web.Applic
     app[CONFIG] = config
     app[SCHEMA_VALIDATOR] = SchemaValidator()
     app[DOCUMENT] = document()
+    auth = AuthService(lambda: database.connection("auth"), config.auth)
+    app[AUTH] = auth
+
+    async def close_auth(_: web.Application) -> None:
+        auth.close()
+
+    app.on_cleanup.append(close_auth)
     add_routes(app, ROUTES)
     return app
 
@@ -178,7 +171,12 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
     settings = settings.model_copy(update={"database_pool_min": 0})
     set_process_component("api")
     database = await Database.open(
-        settings, [component_by_name("event_processing"), component_by_name("observability")]
+        settings,
+        [
+            component_by_name("event_processing"),
+            component_by_name("observability"),
+            component_by_name("auth"),
+        ],
     )
     telemetry = Telemetry()
     runner: web.AppRunner | None = None
@@ -298,17 +296,32 @@ def api_command(
     if token_file is not None:
         environ[TOKEN_FILE_ENV] = token_file
     tokens = TokenStore.from_environment(environ)
-    if not tokens.configured and not allow_unauthenticated:
+    auth = AuthSettings.from_environment(environ)
+    if (
+        not tokens.configured
+        and auth.key is None
+        and auth.kubernetes is None
+        and not allow_unauthenticated
+    ):
         raise ConfigurationError(
-            f"plait api has no bearer token to accept: set {TOKEN_FILE_ENV} (a file with one "
+            f"plait api has no way to authenticate anyone: set {KEY_FILE_ENV} (the key of "
+            f"Plait's own tokens and sessions), {TOKEN_FILE_ENV} (a file with one shared "
             f"token per line, e.g. a mounted Secret) or {TOKEN_ENV}, or pass "
             "--allow-unauthenticated to serve /v1 without authentication"
+        )
+    if auth.key is None and not allow_unauthenticated:
+        logger.warning(
+            "no token key (%s): Plait users, tokens and sessions are refused; only the "
+            "shared token file%s is accepted",
+            KEY_FILE_ENV,
+            " and Kubernetes tokens" if auth.kubernetes is not None else "",
         )
     if allow_unauthenticated:
         logger.warning("serving /v1 WITHOUT authentication (--allow-unauthenticated)")
     config = ApiConfig(
         tokens=tokens,
         allow_unauthenticated=allow_unauthenticated,
+        auth=auth,
         max_event_bytes=max_event_bytes,
         max_batch_bytes=max_batch_bytes,
         max_batch_events=max_batch_events,

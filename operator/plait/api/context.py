@@ -14,6 +14,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from plait.api.auth import TokenStore
 from plait.api.problems import Problem
+from plait.auth.settings import AuthSettings
 from plait.kernel.database import Database
 
 __all__ = [
@@ -40,6 +41,8 @@ class ApiConfig:
     tokens: TokenStore = field(default_factory=TokenStore)
     # Without tokens every /v1 request is refused, unless this explicitly opens the API.
     allow_unauthenticated: bool = False
+    # Users, tokens, sessions and Kubernetes identities (plait.auth).
+    auth: AuthSettings = field(default_factory=AuthSettings)
     max_event_bytes: int = 256 * 1024
     max_batch_bytes: int = 4 * 1024 * 1024
     max_batch_events: int = 1000

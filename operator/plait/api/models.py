@@ -290,3 +290,9 @@ class ProblemDetails(BaseModel):
     status: int
     detail: str
     errors: list[ProblemError] | SkipJsonSchema[None] = None
+    permission: str | SkipJsonSchema[None] = Field(
+        default=None, description="403: the permission the caller lacks."
+    )
+    namespace: str | SkipJsonSchema[None] = Field(
+        default=None, description="403: where it lacks it (absent: cluster-wide)."
+    )

@@ -19,12 +19,24 @@ from plait import __version__
 from plait.api.models import SCHEMA_REF
 from plait.api.routing import Parameter, Reply, Route, problem
 
-__all__ = ["DOCUMENT", "UNAUTHORIZED", "build_document", "openapi_json", "query_parameters"]
+__all__ = [
+    "DOCUMENT",
+    "FORBIDDEN",
+    "UNAUTHORIZED",
+    "build_document",
+    "openapi_json",
+    "query_parameters",
+]
 
 DOCUMENT = web.AppKey("openapi_document", dict)
 UNAUTHORIZED = problem(
-    "Missing or wrong bearer token.",
+    "No credentials, or bad ones (malformed, unknown, expired or revoked token; ended "
+    "session; disabled user).",
     {"WWW-Authenticate": "`Bearer`: the scheme to authenticate with."},
+)
+FORBIDDEN = problem(
+    "Authenticated, but without the route's permission in the namespace; `permission` and "
+    "`namespace` name what was missing."
 )
 
 
@@ -40,7 +52,7 @@ def _models(routes: Iterable[Route]) -> list[tuple[type[BaseModel], JsonSchemaMo
             for content in route.body.content.values():
                 if isinstance(content, type):
                     found[(content, "validation")] = None
-        for reply in (*route.replies.values(), UNAUTHORIZED):
+        for reply in (*route.replies.values(), UNAUTHORIZED, FORBIDDEN):
             for model in reply.models:
                 found[(model, "serialization")] = None
     return list(found)
@@ -139,6 +151,17 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
         operation["security"] = []
     else:
         replies.setdefault(401, UNAUTHORIZED)
+    if route.access is not None:
+        operation["x-plait-permission"] = route.access.permission or "(any authenticated caller)"
+        operation["x-plait-namespace"] = (
+            "cluster-wide"
+            if route.access.namespace is None
+            else "any"
+            if route.access.namespace == "*"
+            else f"path parameter `{route.access.namespace}`"
+        )
+        if route.access.permission is not None:
+            replies.setdefault(403, FORBIDDEN)
     operation["responses"] = {
         str(status): _reply(replies[status], refs) for status in sorted(replies)
     }
@@ -157,14 +180,21 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
         "info": {
             "title": "Plait API",
             "version": __version__,
-            "description": "Event ingestion (CloudEvents 1.0 over HTTP) and the dead-letter "
-            "queue of Plait. Everything under /v1 needs `Authorization: Bearer <token>`.",
+            "description": "Event ingestion (CloudEvents 1.0 over HTTP), the dead-letter "
+            "queue and the accounts of Plait. Everything under /v1 but signing in needs "
+            "`Authorization: Bearer <token>` (a Plait token, a token of the shared token "
+            "file, or a Kubernetes ServiceAccount token) or a session cookie; each operation "
+            "names the permission it needs in `x-plait-permission`, held where "
+            "`x-plait-namespace` says.",
         },
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "plait_session"},
+            },
             "schemas": schemas,
         },
     }

@@ -32,6 +32,7 @@ class Problem(Exception):
         *,
         errors: Iterable[Mapping[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -40,6 +41,8 @@ class Problem(Exception):
         self.detail = detail
         self.errors = list(errors) if errors is not None else None
         self.headers = dict(headers or {})
+        #: More members of the body (a 403 names the missing ``permission`` and ``namespace``).
+        self.extensions = dict(extensions or {})
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -50,6 +53,7 @@ class Problem(Exception):
         }
         if self.errors is not None:
             body["errors"] = self.errors
+        body.update(self.extensions)
         return body
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from plait.api import deadletters, events, health
+from plait.api import accounts, deadletters, events, health
 from plait.api.context import NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN
 from plait.api.models import (
     SCHEMA_REF,
@@ -22,7 +22,7 @@ from plait.api.models import (
     PurgeResult,
 )
 from plait.api.openapi import build_document, openapi_json
-from plait.api.routing import Body, Parameter, Reply, Route, problem
+from plait.api.routing import Access, Body, Parameter, Reply, Route, problem
 from plait.event_processing.cloudevents import BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
 
 __all__ = ["ROUTES", "document"]
@@ -78,6 +78,9 @@ _NOT_FOUND = problem("No such dead letter in the namespace.")
 _UNREADABLE = "the body does not decode as its `Content-Encoding` says"
 _ACKNOWLEDGED = (Acknowledgement, BatchAcknowledgement)
 _LETTER = Reply("The dead letter.", (DeadLetter,))
+_PUBLISH = Access("events:publish", "namespace")
+_READ_LETTERS = Access("events:read", "namespace")
+_WRITE_LETTERS = Access("deadletters:write", "namespace")
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -162,6 +165,7 @@ ROUTES: tuple[Route, ...] = (
                 "*/*": {"description": "Binary mode: the event's data."},
             }
         ),
+        access=_PUBLISH,
     ),
     Route(
         "GET",
@@ -176,6 +180,7 @@ ROUTES: tuple[Route, ...] = (
         },
         parameters=(_NAMESPACE,),
         query=DeadLetterQuery,
+        access=_READ_LETTERS,
     ),
     Route(
         "POST",
@@ -192,6 +197,7 @@ ROUTES: tuple[Route, ...] = (
         },
         parameters=(_NAMESPACE,),
         body=Body({"application/json": PurgeRequest}),
+        access=_WRITE_LETTERS,
     ),
     Route(
         "GET",
@@ -201,6 +207,7 @@ ROUTES: tuple[Route, ...] = (
         "One dead letter, with the full event.",
         {200: _LETTER, 400: _INVALID_ID, 404: _NOT_FOUND, 503: _UNAVAILABLE},
         parameters=(_NAMESPACE, _LETTER_ID),
+        access=_READ_LETTERS,
     ),
     Route(
         "DELETE",
@@ -210,6 +217,7 @@ ROUTES: tuple[Route, ...] = (
         "Delete one dead letter.",
         {204: Reply("Deleted."), 400: _INVALID_ID, 404: _NOT_FOUND, 503: _UNAVAILABLE},
         parameters=(_NAMESPACE, _LETTER_ID),
+        access=_WRITE_LETTERS,
     ),
     Route(
         "POST",
@@ -225,7 +233,9 @@ ROUTES: tuple[Route, ...] = (
             503: _UNAVAILABLE,
         },
         parameters=(_NAMESPACE, _LETTER_ID),
+        access=_WRITE_LETTERS,
     ),
+    *accounts.ROUTES,
 )
 
 

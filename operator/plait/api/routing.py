@@ -3,9 +3,10 @@ declarations.
 
 A :class:`Route` says in one place everything about one operation: method, path, handler,
 summary, parameters, request body and reply models, every status it can answer, and
-whether it needs a bearer token. :func:`add_routes` builds the router from the table in
-:mod:`plait.api.routes` and :func:`plait.api.openapi.build_document` builds the OpenAPI
-document from the same table, so the two cannot disagree.
+whether it is public or which permission it needs, where. :func:`add_routes` builds the
+router from the table in :mod:`plait.api.routes` and
+:func:`plait.api.openapi.build_document` builds the OpenAPI document from the same table,
+so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 from plait.api.models import ProblemDetails
 
 __all__ = [
+    "Access",
     "Body",
     "Handler",
     "Parameter",
@@ -82,6 +84,16 @@ class Body:
 
 
 @dataclass(frozen=True, slots=True)
+class Access:
+    """Who may call a route: holders of ``permission`` (None: anyone authenticated) in the
+    namespace named by the path parameter ``namespace`` (None: held everywhere;
+    :data:`plait.auth.permissions.ANY_NAMESPACE`: held in at least one namespace)."""
+
+    permission: str | None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One operation of the API."""
 
@@ -96,11 +108,12 @@ class Route:
     #: Query parameters, from the fields of a model (the handler validates with it too).
     query: type[BaseModel] | None = None
     body: Body | None = None
-    #: Served without a bearer token (health, metrics, this document). Every other route
-    #: needs one and may also answer 401.
+    #: Served without credentials (health, metrics, this document, signing in). Every
+    #: other route needs them and may also answer 401.
     public: bool = False
-    # Authorisation goes here: the permission each route requires, declared next to
-    # ``public`` and checked by the middleware in plait.api.app on the matched route.
+    #: The permission every non-public route requires (checked by the middleware in
+    #: plait.api.app on the matched route; a route without one is refused at start-up).
+    access: Access | None = None
 
     @property
     def router_path(self) -> str:
@@ -116,7 +129,12 @@ class Route:
     @property
     def statuses(self) -> frozenset[int]:
         """Every status this route can answer."""
-        return frozenset(self.replies) | (frozenset() if self.public else {401})
+        statuses = frozenset(self.replies)
+        if not self.public:
+            statuses |= {401}
+        if self.access is not None and self.access.permission is not None:
+            statuses |= {403}
+        return statuses
 
 
 _ROUTES = web.AppKey("routes", dict)
@@ -128,6 +146,8 @@ def add_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
     for route in routes:
         if route.operation_id in table:
             raise ValueError(f"two routes share the operation id {route.operation_id!r}")
+        if not route.public and route.access is None:
+            raise ValueError(f"route {route.operation_id!r} declares no permission (access=)")
         table[route.operation_id] = route
         path = route.router_path
         if route.method == "GET":  # aiohttp answers HEAD for every GET route
