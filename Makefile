@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .PHONY: help deps venv k8s-tools artifact-tools check lint format typecheck layers test test-unit demo \
-        cluster-up cluster-down image-import crds clean clean-cache
+        cluster-up cluster-down image image-import crds clean clean-cache
 .PHONY: manifests values-doc chart-check
 .PHONY: bench
 
@@ -68,6 +68,9 @@ demo: deps venv k8s-tools ## Bring up PostgreSQL and the control plane and show 
 
 cluster-up: deps venv k8s-tools ## Start a local control plane with its real node in .local/cluster (stays up).
 	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python -m plait.testing.cluster up --real-node --state-dir .local/cluster
+
+image: venv ## Build Plait's image as an OCI archive without a container engine (needs root).
+	@$(BIN)/python -m plait.testing.plait_image
 
 image-import: ## Import image archives into cluster-up's real node: make image-import IMAGES=tool.tar
 	@test -n "$(IMAGES)" || { echo "usage: make image-import IMAGES='a.tar b.tar'" >&2; exit 2; }

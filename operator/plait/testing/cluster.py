@@ -7,6 +7,9 @@ Jobs go through their real lifecycle (scheduled, Running, finished) with no cont
 A pod decides its own outcome through annotations (see ``kwok/pod-complete.yaml``).
 With ``real_node=True`` a kubelet with containerd runs real containers on a second node
 (see :mod:`plait.testing.node`); it is tainted, so only pods that tolerate it land there.
+The node has a network namespace of its own, so the apiserver then listens on the host's
+end of the node's link (``LocalCluster.server``) instead of 127.0.0.1, for the kubelet,
+kube-proxy and in-cluster clients in pods to reach it.
 
     cluster = LocalCluster(state_dir=Path(".local/cluster"))
     cluster.start()          # prints progress, returns when the node is Ready
@@ -46,8 +49,11 @@ from plait.testing.node import (
     cni_config,
     containerd_config,
     create_cgroup_root,
+    create_network,
     find_node_dir,
     import_images,
+    in_node,
+    kube_proxy_config,
     kubelet_config,
     sweep_stale_nodes,
     unavailable_reason,
@@ -86,6 +92,7 @@ _COMPONENTS = (
     "kwok",
     "containerd",
     "kubelet",
+    "kube-proxy",
 )
 
 
@@ -149,8 +156,14 @@ class LocalCluster:
 
     # -- public ----------------------------------------------------------------------------
     @property
+    def api_address(self) -> str:
+        """Where the apiserver listens: 127.0.0.1, or with a real node the host's end of
+        the node's link, the one address the host, the node and its pods all reach."""
+        return self.node_layout.host_address if self.node_layout is not None else "127.0.0.1"
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports.apiserver}"
+        return f"https://{self.api_address}:{self.ports.apiserver}"
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None
@@ -180,6 +193,8 @@ class LocalCluster:
             self._node_dir = find_node_dir(progress=self.progress)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
+            if self.real_node:
+                self._create_node_network()
             self._write_credentials()
             self._start_etcd(timeout)
             self._start_apiserver(timeout)
@@ -198,10 +213,10 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every process (newest first) and remove the state unless it was given.
 
-        The real node goes first: kubelet, containerd, then :func:`plait.testing.node.cleanup`
-        removes its containers, mounts, cgroups and bridge.
+        The real node goes first: kube-proxy, kubelet, containerd, then
+        :func:`plait.testing.node.cleanup` removes its containers, mounts, cgroups and network.
         """
-        for name in ("kubelet", "containerd"):
+        for name in ("kube-proxy", "kubelet", "containerd"):
             if name in self._procs:
                 stop_process(self._procs.pop(name))
         if self.node_layout is not None:
@@ -243,9 +258,12 @@ class LocalCluster:
             # The kubelet's own identity: the Node authorizer and NodeRestriction admission
             # limit it to its node and the pods bound to it.
             self.tokens["node"] = secrets.token_hex(16)
+            # kube-proxy's: the built-in system:node-proxier binding names this user.
+            self.tokens["kube-proxy"] = secrets.token_hex(16)
             with (pki / "tokens.csv").open("a") as tokens:
                 user = f"system:node:{REAL_NODE_NAME}"
                 tokens.write(f'{self.tokens["node"]},{user},{user},"system:nodes"\n')
+                tokens.write(f"{self.tokens['kube-proxy']},system:kube-proxy,kube-proxy\n")
             self._write_kubelet_client_certificate(pki)
         os.chmod(pki / "tokens.csv", 0o600)
 
@@ -302,19 +320,24 @@ class LocalCluster:
         self._spawn(
             "kube-apiserver",
             f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.api_address}",
+            # The `kubernetes` Service's endpoint: what kube-proxy sends its ClusterIP to.
+            f"--advertise-address={self.api_address}",
             f"--secure-port={self.ports.apiserver}",
             f"--cert-dir={pki}",
             f"--token-auth-file={pki / 'tokens.csv'}",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
-            # The real node's address is 127.0.0.1 (InternalIP); its name resolves nowhere.
+            # The real node's name resolves nowhere; its InternalIP is its link's address.
             "--kubelet-preferred-address-types=InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP",
             *(
                 (
                     f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
                     f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                    # Webhooks (and aggregated APIs) are called at their pods' addresses,
+                    # which the host routes to the node: ClusterIPs work inside the node
+                    # only, where kube-proxy runs, and the apiserver is not on it.
+                    "--enable-aggregator-routing=true",
                 )
                 if self.real_node
                 else ()
@@ -457,19 +480,26 @@ class LocalCluster:
 
         self._wait(default_service_account, timeout, "the default ServiceAccount")
 
+    def _create_node_network(self) -> None:
+        """The real node's folder and network namespace, before the apiserver, which
+        listens on the node's link."""
+        swept = sweep_stale_nodes()
+        if swept:
+            self._say(f"cleaned up after {len(swept)} real node(s) whose owner was killed")
+        layout = NodeLayout.new(self.state_dir / "node")
+        self.node_layout = layout
+        layout.check_socket_paths()
+        create_network(layout)
+        self._say(f"real node network: {layout.host_address} (host) - {layout.node_address}")
+
     def _start_real_node(self, timeout: float) -> None:
         """containerd (with the busybox and pause images), then the kubelet; returns when
         the node is Ready with its address set and the uninitialized taint lifted."""
         assert self.bin_dir is not None
         assert self._node_dir is not None
+        assert self.node_layout is not None
         started = time.monotonic()
-        swept = sweep_stale_nodes()
-        if swept:
-            self._say(f"cleaned up after {len(swept)} real node(s) whose owner was killed")
-        layout = NodeLayout.new(self.state_dir / "node")
-        layout.check_socket_paths()
-        layout.save(owner=os.getpid())
-        self.node_layout = layout
+        layout = self.node_layout
         packages = self._node_dir / "root"
         for folder in ("containerd", "cni/net.d", "cni/ipam", "pod-logs", "kubelet/pki"):
             (layout.root / folder).mkdir(parents=True, exist_ok=True)
@@ -486,6 +516,7 @@ class LocalCluster:
             f"--config={config}",
             executable=packages / "usr" / "bin" / "containerd",
             env=env,
+            netns=layout,
         )
         ctr = [str(packages / "usr/bin/ctr"), f"--address={layout.containerd_socket}", "version"]
 
@@ -522,15 +553,16 @@ class LocalCluster:
             "--cloud-provider=external",
             "--v=1",
             env=env,
+            netns=layout,
         )
 
         def registered() -> bool:
             return self.kubectl("get", "node", REAL_NODE_NAME, check=False).returncode == 0
 
         self._wait(registered, timeout, f"node {REAL_NODE_NAME} to register")
-        # Play the cloud provider: the kubelet serves on loopback only.
+        # Play the cloud provider: the node's address is its end of the link.
         address = {"status": {"addresses": [
-            {"type": "InternalIP", "address": "127.0.0.1"},
+            {"type": "InternalIP", "address": layout.node_address},
             {"type": "Hostname", "address": REAL_NODE_NAME},
         ]}}  # fmt: skip
         self.kubectl(
@@ -550,7 +582,34 @@ class LocalCluster:
             return bool(words) and words[0] == "True" and UNINITIALIZED_TAINT not in words
 
         self._wait(ready, timeout, f"node {REAL_NODE_NAME} to be Ready")
+        self._start_kube_proxy(timeout, env)
         self.real_node_ready_seconds = time.monotonic() - started
+
+    def _start_kube_proxy(self, timeout: float, env: dict[str, str]) -> None:
+        """kube-proxy in the node, with the unpacked ``nft`` and its libraries; returns once
+        it has written the Services' rules (its /healthz answers 200 after a sync)."""
+        assert self._node_dir is not None
+        layout = self.node_layout
+        assert layout is not None
+        packages = self._node_dir / "root"
+        kubeconfig = layout.root / "kube-proxy.kubeconfig"
+        self._write_kubeconfig(kubeconfig, "kube-proxy", self.tokens["kube-proxy"])
+        config = layout.root / "kube-proxy.json"
+        config.write_text(json.dumps(kube_proxy_config(layout, kubeconfig=kubeconfig), indent=2))
+        libs = [packages / "usr/lib/x86_64-linux-gnu", packages / "lib/x86_64-linux-gnu"]
+        proxy_env = {
+            **env,
+            "PATH": f"{packages / 'usr/sbin'}:{env['PATH']}",
+            "LD_LIBRARY_PATH": ":".join(str(p) for p in libs if p.is_dir()),
+        }
+        self._spawn("kube-proxy", f"--config={config}", "--v=1", env=proxy_env, netns=layout)
+
+        def synced() -> bool:
+            url = f"http://{layout.node_address}:10256/healthz"
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return bool(r.status == 200)
+
+        self._wait(synced, timeout, "kube-proxy's first sync")
 
     def import_image(self, *archives: Path) -> None:
         """Import OCI or Docker image archives into the real node (no registry involved)."""
@@ -565,12 +624,16 @@ class LocalCluster:
         *args: str,
         executable: Path | None = None,
         env: dict[str, str] | None = None,
+        netns: NodeLayout | None = None,
     ) -> None:
+        """Start a component; with ``netns``, in that node's network namespace (nsenter
+        enters it and execs the program, so the pid is the program's)."""
         assert self.bin_dir is not None
         self._say(f"starting {name}")
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        prefix = in_node(netns) if netns is not None else []
         self._procs[name] = subprocess.Popen(
-            [str(executable or self.bin_dir / name), *args],
+            [*prefix, str(executable or self.bin_dir / name), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -1,4 +1,5 @@
-"""The local cluster's real node: a kubelet with containerd, runc and the CNI bridge plugin.
+"""The local cluster's real node: a kubelet with containerd, runc, the CNI bridge plugin
+and kube-proxy, in a network namespace of its own.
 
 :class:`~plait.testing.cluster.LocalCluster` (``real_node=True``) starts it beside the kwok
 node. Its parts come from two caches: the kubelet and the pause program from
@@ -12,14 +13,24 @@ except what the kubelet and containerd 1.6 hard-code, which :func:`cleanup` remo
   clusters on one machine never share ``kubepods``),
 - the shim sockets in ``/run/containerd/s``,
   the CNI result cache in ``/var/lib/cni/results``, the log links in
-  ``/var/log/containers``, and the bridge ``plait<id>``.
+  ``/var/log/containers``, and the host's end of the node's link, ``plaiv<id>``.
+
+The node is a machine of its own on the network: containerd, the kubelet and kube-proxy
+run in a network namespace bound to ``<node>/netns`` (so the pods' bridge ``plait<id>``
+and kube-proxy's nftables rules live there, and two clusters on one machine never share
+them), joined to the host by a veth pair: the host's end is 10.245.<n>.1/30, where the
+apiserver listens, the node's ``eth0`` is 10.245.<n>.2/30, its InternalIP. Its pods get
+10.244.<n>.0/24 (``n``, 1 to 250, is unique among the machine's real nodes), and the host
+routes that subnet to the node, so the apiserver reaches webhooks in pods.
 
 The kubelet authenticates as ``system:node:real-node-0`` (group ``system:nodes``, its own
-token), so the Node authorizer and NodeRestriction admission apply to it; it serves on
-127.0.0.1 and accepts only the apiserver's client certificate. It registers with
+token), so the Node authorizer and NodeRestriction admission apply to it; it serves on the
+node's address and accepts only the apiserver's client certificate. It registers with
 ``--cloud-provider=external``, which makes it keep the addresses it is given: the cluster
-plays the cloud provider, sets the node's address to 127.0.0.1 and lifts the
-``node.cloudprovider.kubernetes.io/uninitialized`` taint.
+plays the cloud provider, sets the node's address and lifts the
+``node.cloudprovider.kubernetes.io/uninitialized`` taint. kube-proxy (nftables mode, as
+``system:kube-proxy``) makes Service ClusterIPs work in the node, the ``kubernetes`` one
+included, so in-cluster clients in pods reach the apiserver.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -42,6 +54,7 @@ from plait.testing._process import run_cache_script
 
 __all__ = [
     "NODE_KIND_LABEL",
+    "POD_SUBNET",
     "REAL_NODE_NAME",
     "REAL_NODE_TAINT",
     "NodeLayout",
@@ -59,14 +72,18 @@ NODE_KIND_LABEL = "plait.dev/node-kind"
 #: The real node's taint: only pods that tolerate it run there, the rest stay on kwok.
 REAL_NODE_TAINT = {"key": "plait.dev/real-node", "value": "true", "effect": "NoSchedule"}
 UNINITIALIZED_TAINT = "node.cloudprovider.kubernetes.io/uninitialized"
-POD_SUBNET = "10.244.0.0/24"
+#: Every real node's pods get a /24 of this: 10.244.<n>.0/24.
+POD_SUBNET = "10.244.0.0/16"
+#: The links between the host and each real node: 10.245.<n>.0/30.
+LINK_SUBNET = "10.245.0.0/16"
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _MNT_DETACH = 2
 _CRI_SANDBOXES = "io.containerd.grpc.v1.cri/sandboxes"
 #: One file per real node on this machine (tmpfs: gone after a reboot, like the node).
 _REGISTRY = Path("/run/plait/nodes")
-_NODE_PROGRAMS = {"kubelet", "containerd", "containerd-shim-runc-v2", "runc"}
+_NODE_PROGRAMS = {"kubelet", "containerd", "containerd-shim-runc-v2", "runc", "kube-proxy"}
+_INDEXES = range(1, 251)
 
 
 def find_node_dir(*, progress: bool = True) -> Path:
@@ -123,9 +140,11 @@ def unavailable_reason(bin_dir: Path) -> str | None:
             probe.rmdir()
         except OSError as exc:
             return f"cannot create cgroups in {mount}: {exc.strerror}"
-    for tool in ("ip",):
+    for tool, why in (("ip", "iproute2"), ("nsenter", "util-linux"), ("unshare", "util-linux")):
         if not any((Path(d) / tool).exists() for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin")):
-            return f"the '{tool}' command (iproute2) is missing; it removes the node's bridge"
+            return f"the '{tool}' command ({why}) is missing; it sets up the node's network"
+    if not (bin_dir / "kube-proxy").exists():
+        return f"kube-proxy is not in {bin_dir}: rebuild it with hack/build-k8s.sh"
     return None
 
 
@@ -135,10 +154,23 @@ class NodeLayout:
 
     root: Path
     node_id: str
+    #: Picks the node's subnets (``n`` above); 0 for a record from before they existed.
+    index: int = 0
 
     @classmethod
     def new(cls, root: Path) -> NodeLayout:
-        return cls(root=root, node_id=secrets.token_hex(4))
+        """A node with an ``index`` no other real node on this machine holds, recorded at
+        once (owned by this process) so a node starting beside it picks another."""
+        _REGISTRY.mkdir(parents=True, exist_ok=True)
+        with (_REGISTRY.parent / "nodes.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            taken = {layout.index for layout, _ in _records()}
+            free = [i for i in _INDEXES if i not in taken]
+            if not free:
+                raise ClusterError(f"{len(taken)} real nodes run on this machine: no subnet left")
+            layout = cls(root=root, node_id=secrets.token_hex(4), index=free[0])
+            layout.save(owner=os.getpid())
+        return layout
 
     @classmethod
     def load(cls, root: Path) -> NodeLayout | None:
@@ -146,7 +178,9 @@ class NodeLayout:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(root=Path(data["root"]), node_id=str(data["node_id"]))
+        return cls(
+            root=Path(data["root"]), node_id=str(data["node_id"]), index=int(data.get("index", 0))
+        )
 
     def save(self, *, owner: int | None) -> None:
         """Write ``node.json`` and the machine-wide record that lets :func:`sweep_stale_nodes`
@@ -182,6 +216,30 @@ class NodeLayout:
     @property
     def network(self) -> str:
         return f"plait-{self.node_id}"
+
+    @property
+    def netns(self) -> Path:
+        """The node's network namespace, bind-mounted on this file."""
+        return self.root / "netns"
+
+    @property
+    def host_link(self) -> str:
+        """The host's end of the veth pair to the node (the node's end is ``eth0``)."""
+        return f"plaiv{self.node_id}"
+
+    @property
+    def host_address(self) -> str:
+        """The host on the node's link: where the apiserver listens for the node and pods."""
+        return f"10.245.{self.index}.1"
+
+    @property
+    def node_address(self) -> str:
+        """The node's InternalIP: its kubelet and kube-proxy serve here."""
+        return f"10.245.{self.index}.2"
+
+    @property
+    def pod_subnet(self) -> str:
+        return f"10.244.{self.index}.0/24"
 
     @property
     def containerd_socket(self) -> Path:
@@ -262,8 +320,9 @@ disabled_plugins = {json.dumps(disabled)}
 
 
 def cni_config(layout: NodeLayout) -> dict[str, object]:
-    """A bridge of this node's own, no gateway and no masquerading: ``ip_forward`` and
-    iptables stay untouched; pods reach each other on the bridge, not the outside."""
+    """A bridge in the node's namespace, its gateway the pods' default route, no
+    masquerading: the host routes the pod subnet back to the node, so pods reach the host
+    (the apiserver, PostgreSQL) with their own addresses, and the apiserver reaches them."""
     return {
         "cniVersion": "1.0.0",
         "name": layout.network,
@@ -271,11 +330,14 @@ def cni_config(layout: NodeLayout) -> dict[str, object]:
             {
                 "type": "bridge",
                 "bridge": layout.bridge,
-                "isGateway": False,
+                "isGateway": True,
+                "isDefaultGateway": True,
                 "ipMasq": False,
+                # A pod reaching itself through a Service's ClusterIP.
+                "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "ranges": [[{"subnet": layout.pod_subnet}]],
                     "dataDir": str(layout.root / "cni" / "ipam"),
                 },
             }
@@ -286,8 +348,8 @@ def cni_config(layout: NodeLayout) -> dict[str, object]:
 def kubelet_config(
     layout: NodeLayout, *, port: int, healthz_port: int, client_ca: Path
 ) -> dict[str, object]:
-    """The KubeletConfiguration: cgroupfs under the node's own cgroup root, served on
-    loopback to the apiserver's client certificate only, no image garbage collection
+    """The KubeletConfiguration: cgroupfs under the node's own cgroup root, served on the
+    node's address to the apiserver's client certificate only, no image garbage collection
     (imported images cannot be pulled again) and no disk-pressure evictions."""
     endpoint = f"unix://{layout.containerd_socket}"
     return {
@@ -298,7 +360,7 @@ def kubelet_config(
         "cgroupRoot": f"/{layout.cgroup_root}",
         "containerRuntimeEndpoint": endpoint,
         "imageServiceEndpoint": endpoint,
-        "address": "127.0.0.1",
+        "address": layout.node_address,
         "port": port,
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
@@ -324,6 +386,69 @@ def kubelet_config(
         },
         "registerWithTaints": [REAL_NODE_TAINT],
     }
+
+
+def kube_proxy_config(layout: NodeLayout, *, kubeconfig: Path) -> dict[str, object]:
+    """kube-proxy in nftables mode for the node's pods: its health on the node's address
+    (the cluster polls it from the host), metrics on the node's loopback, conntrack
+    sysctls left as they are (a network namespace may not change most of them)."""
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": "nftables",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": REAL_NODE_NAME,
+        "clusterCIDR": layout.pod_subnet,
+        "healthzBindAddress": f"{layout.node_address}:10256",
+        "metricsBindAddress": "127.0.0.1:10249",
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
+    }
+
+
+def in_node(layout: NodeLayout) -> list[str]:
+    """The command prefix that runs a program in the node's network namespace."""
+    return ["nsenter", f"--net={layout.netns}", "--"]
+
+
+def _run(*cmd: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ClusterError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+
+
+def create_network(layout: NodeLayout) -> None:
+    """The node's network namespace and its link to the host (see the module docstring):
+    forwarding on inside the node (the pods' traffic is routed through it), and on the
+    host an address on the link and a route to the node's pods."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.netns.touch()
+    _run("unshare", f"--net={layout.netns}", "true")
+    node = in_node(layout)
+    _run(*node, "ip", "link", "set", "lo", "up")
+    # Created inside, the peer sent to this process's (the host's) namespace.
+    _run(*node, "ip", "link", "add", "eth0", "type", "veth",
+         "peer", "name", layout.host_link, "netns", str(os.getpid()))  # fmt: skip
+    _run(*node, "ip", "address", "add", f"{layout.node_address}/30", "dev", "eth0")
+    _run(*node, "ip", "link", "set", "eth0", "up")
+    _run(*node, "ip", "route", "add", "default", "via", layout.host_address)
+    _run(*node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+    _run("ip", "address", "add", f"{layout.host_address}/30", "dev", layout.host_link)
+    _run("ip", "link", "set", layout.host_link, "up")
+    _run("ip", "route", "add", layout.pod_subnet, "via", layout.node_address)
+
+
+def _node_has_link(layout: NodeLayout, name: str) -> bool:
+    if not os.path.ismount(layout.netns):
+        return False
+    proc = subprocess.run(
+        [*in_node(layout), "ip", "link", "show", "dev", name], capture_output=True, check=False
+    )
+    return proc.returncode == 0
 
 
 def create_cgroup_root(layout: NodeLayout) -> None:
@@ -440,6 +565,10 @@ def cleanup(layout: NodeLayout, *, timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise ClusterError(f"processes of the real node survive SIGKILL: {procs}")
         time.sleep(0.1)
+    if Path(f"/sys/class/net/{layout.host_link}").exists():
+        # Both ends go at once; the namespace (unmounted below) takes the bridge and the
+        # nftables rules with it.
+        subprocess.run(["ip", "link", "delete", layout.host_link], capture_output=True, check=False)
     root = str(layout.root)
     ours = [p for p in _mount_points() if p == root or p.startswith(root + "/")]
     for point in sorted(set(ours), key=len, reverse=True):
@@ -504,18 +633,30 @@ def sweep_stale_nodes() -> list[NodeLayout]:
     """Clean up the real nodes whose owner process died without stopping them (a killed
     test session): their kubelet, containerd, containers, mounts, cgroups and bridge."""
     swept = []
-    for record in sorted(_REGISTRY.glob("*")) if _REGISTRY.is_dir() else []:
-        try:
-            data = json.loads(record.read_text())
-            layout = NodeLayout(root=Path(data["root"]), node_id=str(data["node_id"]))
-            owner = data["owner"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if owner is None or _alive(int(owner)):
+    for layout, owner in _records():
+        if owner is None or _alive(owner):
             continue
         cleanup(layout)
         swept.append(layout)
     return swept
+
+
+def _records() -> list[tuple[NodeLayout, int | None]]:
+    """Every real node recorded on this machine, with its owner process (None: none)."""
+    found = []
+    for record in sorted(_REGISTRY.glob("*")) if _REGISTRY.is_dir() else []:
+        try:
+            data = json.loads(record.read_text())
+            layout = NodeLayout(
+                root=Path(data["root"]),
+                node_id=str(data["node_id"]),
+                index=int(data.get("index", 0)),
+            )
+            owner = data["owner"]
+            found.append((layout, None if owner is None else int(owner)))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
 
 
 def _rmdir_cgroup(path: Path, deadline: float) -> None:
@@ -533,7 +674,7 @@ def _rmdir_cgroup(path: Path, deadline: float) -> None:
 
 def leftovers(layout: NodeLayout) -> list[str]:
     """What of the node is still on the machine: processes, mounts, cgroups, the bridge,
-    network namespaces. Empty after :func:`cleanup`."""
+    the link to the host, network namespaces. Empty after :func:`cleanup`."""
     found = [f"process {pid}: {cmd}" for pid, cmd in node_processes(layout).items()]
     root = str(layout.root)
     found += [f"mount {p}" for p in _mount_points() if p == root or p.startswith(root + "/")]
@@ -542,8 +683,10 @@ def leftovers(layout: NodeLayout) -> list[str]:
         for mount in _cgroup_mounts()
         if (mount / layout.cgroup_root).exists()
     ]
-    if Path(f"/sys/class/net/{layout.bridge}").exists():
+    if Path(f"/sys/class/net/{layout.bridge}").exists() or _node_has_link(layout, layout.bridge):
         found.append(f"bridge {layout.bridge}")
+    if Path(f"/sys/class/net/{layout.host_link}").exists():
+        found.append(f"link {layout.host_link}")
     netns, sockets = _sandbox_files(layout)
     found += [f"network namespace {p}" for p in netns if p.exists()]
     found += [f"shim socket {p}" for p in sockets if p.exists()]

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -49,8 +49,19 @@ class PostgresServer:
 
     superuser = "postgres"
 
-    def __init__(self, *, base_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_dir: Path | None = None,
+        port: int | None = None,
+        listen_addresses: Sequence[str] = ("127.0.0.1",),
+        allow_networks: Sequence[str] = (),
+    ) -> None:
+        """``listen_addresses`` beyond loopback and ``allow_networks`` (CIDRs admitted with
+        a password) let clients elsewhere in, such as pods on the real node."""
         self.bindir = find_pg_bindir()
+        self.listen_addresses = tuple(listen_addresses)
+        self.allow_networks = tuple(allow_networks)
         self._owns_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="plait-pg-"))
         self.data_dir = self.base_dir / "data"
@@ -81,6 +92,10 @@ class PostgresServer:
             preexec=demote,
         )
         pwfile.unlink()
+        if self.allow_networks:
+            with (self.data_dir / "pg_hba.conf").open("a") as hba:
+                for network in self.allow_networks:
+                    hba.write(f"host all all {network} scram-sha-256\n")
         self._start_server()
         return self
 
@@ -90,7 +105,7 @@ class PostgresServer:
             [
                 f"-p {self.port}",
                 f"-k {self.socket_dir}",
-                "-c listen_addresses=127.0.0.1",
+                f"-c listen_addresses={','.join(self.listen_addresses)}",
                 "-c fsync=off",
                 "-c synchronous_commit=off",
                 "-c full_page_writes=off",
