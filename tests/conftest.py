@@ -16,7 +16,12 @@ import pytest
 
 from plait.testing import PostgresServer
 
-pytest_plugins = ["tests.fixtures.database", "tests.fixtures.kube", "tests.fixtures.operator"]
+pytest_plugins = [
+    "tests.fixtures.database",
+    "tests.fixtures.kube",
+    "tests.fixtures.operator",
+    "tests.fixtures.s3",
+]
 
 _db_counter = itertools.count()
 

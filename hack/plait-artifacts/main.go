@@ -50,7 +50,16 @@ type Output struct {
 	MaxBytes int64  `json:"maxBytes"`
 }
 
-const terminationLog = "/dev/termination-log"
+// terminationLog is where the container's termination message is read from (Kubernetes'
+// default path); PLAIT_ARTIFACTS_TERMINATION_LOG moves it, for running outside a Pod.
+var terminationLog = envOr("PLAIT_ARTIFACTS_TERMINATION_LOG", "/dev/termination-log")
+
+func envOr(name, fallback string) string {
+	if value := os.Getenv(name); value != "" {
+		return value
+	}
+	return fallback
+}
 
 var client = &http.Client{
 	Transport: &http.Transport{

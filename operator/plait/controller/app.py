@@ -165,7 +165,9 @@ async def run_operator(
 
         runner = await _serve_health(options, ready)
         services = (
-            asyncio.create_task(_run_event_services(ctx, orchestrator, options, logged_in, stop))
+            asyncio.create_task(
+                _run_event_services(ctx, orchestrator, tasks, options, logged_in, stop)
+            )
             if options.dispatch
             else None
         )
@@ -193,11 +195,13 @@ async def run_operator(
 async def _run_event_services(
     ctx: OperatorContext,
     orchestrator: Orchestrator,
+    tasks: TaskExecution,
     options: OperatorOptions,
     logged_in: asyncio.Event,
     stop: asyncio.Event,
 ) -> None:
-    """The event dispatcher and the cron scheduler, once Kubernetes credentials are loaded."""
+    """The event dispatcher, the cron scheduler and artifact retention, once Kubernetes
+    credentials are loaded."""
     from plait.event_processing.dispatcher import (
         Dispatcher,
         DispatchSettings,
@@ -229,6 +233,7 @@ async def _run_event_services(
             dispatcher.run(stop),
             run_scheduler(starter, stop, poll=options.schedule_poll_seconds),
             run_event_retention(ctx.db, stop, days=options.event_retention_days),
+            tasks.artifacts.retention(stop),
         )
     finally:
         await starter.close()

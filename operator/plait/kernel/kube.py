@@ -8,6 +8,7 @@ default configuration (in-cluster service account, or KUBECONFIG).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import Callable, Mapping
@@ -133,7 +134,13 @@ class Kube:
             label_selector=f"job-name={job}",
         )
         for pod in pods.items:
-            for status in (pod.status.container_statuses if pod.status else None) or ():
+            statuses = [  # an init container that failed (no other container ran), then the rest
+                s
+                for s in (pod.status.init_container_statuses if pod.status else None) or ()
+                if s.state and s.state.terminated and s.state.terminated.exit_code
+            ]
+            statuses += (pod.status.container_statuses if pod.status else None) or ()
+            for status in statuses:
                 terminated = status.state.terminated if status.state else None
                 if terminated is not None:
                     return PodResult(
@@ -143,6 +150,55 @@ class Kube:
                         pod.status.reason if pod.status else None,
                     )
         return None
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, decoded (None when it does not exist): only an artifact
+        repository's credentials are read, to sign URLs and delete expired objects."""
+        try:
+            secret = await self._call(
+                "get", "secrets", self._core.read_namespaced_secret, name, namespace
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {
+            key: base64.b64decode(value).decode(errors="replace")
+            for key, value in (secret.data or {}).items()
+        }
+
+    async def create_job_secret(self, manifest: Mapping[str, Any], job: str) -> bool:
+        """Create a Secret owned by the Job ``job`` (so it goes with the Job); False when
+        it exists already or the Job is gone."""
+        namespace = manifest["metadata"]["namespace"]
+        jobs = await self._call(
+            "list",
+            "jobs",
+            self._batch.list_namespaced_job,
+            namespace,
+            field_selector=f"metadata.name={job}",
+        )
+        if not jobs.items:
+            return False
+        owned = json.loads(json.dumps(dict(manifest)))
+        owned["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": job,
+                "uid": jobs.items[0].metadata.uid,
+                "blockOwnerDeletion": False,
+            }
+        ]
+        try:
+            await self._call(
+                "create", "secrets", self._core.create_namespaced_secret, namespace, owned
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     async def patch_instance_status(
         self,

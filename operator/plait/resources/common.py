@@ -19,8 +19,11 @@ from pydantic.alias_generators import to_camel
 JsonDict = dict[str, JsonValue]
 
 __all__ = [
+    "ARTIFACT_PATH_RULES",
+    "DEFAULT_ARTIFACT_MAX_BYTES",
     "DNS_LABEL",
     "IDENTIFIER",
+    "MAX_ARTIFACT_BYTES",
     "MAX_EXPRESSION",
     "MAX_MAP_ENTRIES",
     "Backoff",
@@ -35,6 +38,7 @@ __all__ = [
     "KindInfo",
     "LocalObjectReference",
     "NodeSelector",
+    "OutputArtifact",
     "Parameter",
     "ParameterType",
     "PlaitModel",
@@ -49,6 +53,7 @@ __all__ = [
     "Status",
     "Toleration",
     "Tolerations",
+    "artifact_path_problem",
     "cel_rule",
 ]
 
@@ -404,8 +409,71 @@ NodeSelector = Annotated[
 Tolerations = Annotated[list[Toleration], Field(max_length=32)]
 
 
+#: An artifact's size limit when its ``maxBytes`` is unset, and the most ``maxBytes`` may
+#: be (what one S3 PUT can carry); an attempt's output artifacts together get the most too.
+DEFAULT_ARTIFACT_MAX_BYTES = 1 << 30
+MAX_ARTIFACT_BYTES = 5 << 30
+ArtifactPath = Annotated[
+    str, StringConstraints(min_length=2, max_length=4096, pattern=r"^/.*[^/]$")
+]
+#: Where an artifact's file may not be: Plait's own folder, the termination message, ``..``.
+ARTIFACT_PATH_RULES: list[Any] = [
+    cel_rule(
+        "!self.path.startsWith('/var/run/plait/') && self.path != '/var/run/plait'"
+        " && self.path != '/dev/termination-log'",
+        "path must not be in /var/run/plait or be /dev/termination-log (Plait's own)",
+        ".path",
+    ),
+    cel_rule("!self.path.matches('(^|/)[.][.]?(/|$)')", "path must not contain . or ..", ".path"),
+]
+
+
+def artifact_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot hold an artifact (the rules of :data:`ARTIFACT_PATH_RULES`)."""
+    if path == "/var/run/plait" or path.startswith("/var/run/plait/"):
+        return "path must not be in /var/run/plait or be /dev/termination-log (Plait's own)"
+    if path == "/dev/termination-log":
+        return "path must not be in /var/run/plait or be /dev/termination-log (Plait's own)"
+    if any(part in (".", "..") for part in path.split("/")):
+        return "path must not contain . or .."
+    return None
+
+
+class OutputArtifact(PlaitModel):
+    """A file the task writes that is stored when its command succeeds (any size up to its
+    limit, unlike outputs, which share the 4 KiB termination message)."""
+
+    name: Identifier
+    """Name of the artifact; downstream tasks read it as tasks.<task>.artifacts.<name>."""
+    path: ArtifactPath
+    """Absolute path of the file in the task's container."""
+    max_bytes: Annotated[int, Field(ge=0, le=MAX_ARTIFACT_BYTES)] | None = None
+    """Largest size accepted, in bytes; 1 GiB when unset, 5 GiB at most. A larger file fails
+    the attempt before anything is uploaded."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": ARTIFACT_PATH_RULES})
+
+    @model_validator(mode="after")
+    def _path(self) -> Self:
+        problem = artifact_path_problem(self.path)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+_ARTIFACTS_NEED_COMMAND = cel_rule(
+    "!has(self.outputArtifacts) || size(self.outputArtifacts) == 0 || has(self.command)",
+    "outputArtifacts need an explicit command: Plait runs it, then uploads the files",
+    ".command",
+)
+
+
 class ContainerTemplate(PlaitModel):
     """The container a task runs: one Job per attempt is created from it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_ARTIFACTS_NEED_COMMAND]}
+    )
 
     image: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     """Container image reference."""
@@ -468,6 +536,30 @@ class ContainerTemplate(PlaitModel):
     """Taints of nodes the task's Pod tolerates; the workflow's tolerations when unset."""
     pod_metadata: PodMetadata | None = None
     """Labels and annotations added to the task's Pods (Plait's own take precedence)."""
+    output_artifacts: (
+        Annotated[
+            list[OutputArtifact],
+            Field(
+                max_length=16,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                },
+            ),
+        ]
+        | None
+    ) = None
+    """Files stored in the workflow's artifactRepository when the command exits 0, for
+    downstream tasks' inputArtifacts; needs command to be set."""
+
+    @model_validator(mode="after")
+    def _artifacts_need_command(self) -> Self:
+        if self.output_artifacts and not self.command:
+            raise ValueError(str(_ARTIFACTS_NEED_COMMAND["message"]))
+        names = [a.name for a in self.output_artifacts or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("outputArtifacts: each name at most once")
+        return self
 
 
 class Backoff(PlaitModel):

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from plait.resources.common import (
     AGE_COLUMN,
+    ARTIFACT_PATH_RULES,
     MAX_MAP_ENTRIES,
     READY_COLUMN,
     CelExpression,
@@ -29,14 +30,18 @@ from plait.resources.common import (
     SecurityContext,
     Status,
     Tolerations,
+    artifact_path_problem,
     cel_rule,
 )
 
 __all__ = [
+    "ARTIFACT_FROM",
     "MAX_TASKS",
     "WORKFLOW_DEFINITION",
     "WORKFLOW_INSTANCE",
+    "ArtifactRepository",
     "Failure",
+    "InputArtifact",
     "Phase",
     "Task",
     "TaskCounts",
@@ -64,6 +69,46 @@ class WaitForEvent(PlaitModel):
     task, and the event's data becomes the task's outputs."""
     timeout_seconds: Annotated[int, Field(ge=1, le=31536000)] | None = None
     """Seconds to wait before failing; unset: the task's timeoutSeconds, then the workflow's."""
+
+
+#: ``tasks.<task>.artifacts.<name>``: which upstream artifact an input artifact is.
+ARTIFACT_FROM = r"^tasks\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.artifacts\.([A-Za-z_][A-Za-z0-9_]*)$"
+
+
+class InputArtifact(PlaitModel):
+    """An upstream task's output artifact, as a file in this task's container."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": ARTIFACT_PATH_RULES})
+
+    name: Identifier
+    """Name of the input artifact in this task."""
+    from_: Annotated[str, StringConstraints(max_length=200, pattern=ARTIFACT_FROM)] = Field(
+        alias="from"
+    )
+    """The artifact to read: tasks.<task>.artifacts.<name>, of a task this one depends on
+    (directly or not)."""
+    path: Annotated[str, StringConstraints(min_length=2, max_length=4096, pattern=r"^/.*[^/]$")]
+    """Absolute path where the file appears (read-only) in the task's container."""
+
+    @model_validator(mode="after")
+    def _path(self) -> Self:
+        problem = artifact_path_problem(self.path)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """(task, artifact name) of ``from``."""
+        _, task, rest = self.from_.split(".", 2)
+        return task, rest.removeprefix("artifacts.")
+
+
+class ArtifactRepository(PlaitModel):
+    """Where the tasks' artifacts are stored."""
+
+    integration: DnsLabel
+    """An Integration of type s3 in the workflow's namespace."""
 
 
 _ONE_KIND = cel_rule(
@@ -102,6 +147,21 @@ class Task(PlaitModel):
     """Retry policy; the TaskDefinition's, or none, when unset."""
     timeout_seconds: Annotated[int, Field(ge=1, le=604800)] | None = None
     """Deadline of one attempt, in seconds (the Job's activeDeadlineSeconds)."""
+    input_artifacts: (
+        Annotated[
+            list[InputArtifact],
+            Field(
+                max_length=16,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                },
+            ),
+        ]
+        | None
+    ) = None
+    """Upstream tasks' output artifacts, downloaded before the container starts and
+    mounted read-only at their paths."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
@@ -169,6 +229,16 @@ class WorkflowDefinitionSpec(PlaitModel):
     tolerations: Tolerations | None = None
     """Default tolerations of every task's Pod (a task's own tolerations replace them
     whole)."""
+    artifact_repository: ArtifactRepository | None = None
+    """Where the tasks' outputArtifacts are stored (an s3 Integration); needed by a
+    workflow whose tasks have outputArtifacts or inputArtifacts."""
+
+    @model_validator(mode="after")
+    def _artifacts(self) -> Self:
+        problems = artifact_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _exit_task(self) -> Self:
@@ -178,6 +248,65 @@ class WorkflowDefinitionSpec(PlaitModel):
             if any(t.name == self.on_exit.name for t in self.tasks):
                 raise ValueError("onExit.name must differ from every task's name")
         return self
+
+
+def artifact_problems(spec: WorkflowDefinitionSpec) -> list[str]:
+    """What is wrong with the artifacts of a workflow: an input artifact must come from a
+    task this one depends on (directly or not) that declares it (when its template is
+    inline), paths must differ, and artifacts need an artifactRepository."""
+    tasks = {t.name: t for t in spec.tasks}
+    if spec.on_exit is not None:
+        tasks[spec.on_exit.name] = spec.on_exit
+    problems: list[str] = []
+    uses = False
+    for task in tasks.values():
+        uses = uses or bool(task.template and task.template.output_artifacts)
+        if not task.input_artifacts:
+            continue
+        uses = True
+        upstream = _upstream(spec, task)
+        paths: set[str] = set()
+        for artifact in task.input_artifacts:
+            where = f"task {task.name!r} inputArtifacts {artifact.name!r}"
+            source, name = artifact.source
+            if source not in upstream:
+                problems.append(
+                    f"{where}: task {source!r} is not one this task depends on"
+                    " (directly or through others)"
+                )
+            else:
+                template = tasks[source].template
+                if template is not None and name not in {
+                    a.name for a in template.output_artifacts or ()
+                }:
+                    problems.append(
+                        f"{where}: task {source!r} declares no outputArtifacts {name!r}"
+                    )
+            if artifact.path in paths:
+                problems.append(f"{where}: path {artifact.path} is used twice")
+            paths.add(artifact.path)
+    if uses and spec.artifact_repository is None:
+        problems.append(
+            "tasks have outputArtifacts or inputArtifacts: set artifactRepository.integration"
+            " (an Integration of type s3)"
+        )
+    return problems
+
+
+def _upstream(spec: WorkflowDefinitionSpec, task: Task) -> set[str]:
+    """Every task ``task`` waits for: its dependencies and theirs (all tasks for onExit)."""
+    if spec.on_exit is not None and task.name == spec.on_exit.name:
+        return {t.name for t in spec.tasks}
+    deps = {t.name: t.dependencies for t in spec.tasks}
+    seen: set[str] = set()
+    todo = list(task.dependencies)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(deps.get(name, ()))
+    return seen
 
 
 class WorkflowDefinitionStatus(Status):

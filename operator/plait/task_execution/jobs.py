@@ -23,16 +23,19 @@ from typing import Any
 from plait import API_GROUP, API_VERSION
 from plait.integration.credentials import TaskIntegration
 from plait.resources.common import ContainerTemplate, SecurityContext
-from plait.resources.workflow import WorkflowDefinitionSpec
+from plait.resources.workflow import InputArtifact, WorkflowDefinitionSpec
 
 __all__ = [
+    "ARTIFACTS_MOUNT",
     "DEFAULT_RUN_AS_USER",
     "INTEGRATIONS_MOUNT",
     "LABEL_ATTEMPT",
     "LABEL_INSTANCE",
     "LABEL_INSTANCE_UID",
     "LABEL_TASK",
+    "JobArtifacts",
     "JobRequest",
+    "artifact_secret",
     "build_job",
     "integration_env",
     "integration_volume",
@@ -53,6 +56,11 @@ DEFAULT_RUN_AS_USER = 65532
 #: Where an Integration's secret keys appear: ``<mount>/<integration>/<key>``.
 INTEGRATIONS_MOUNT = "/var/run/plait/integrations"
 INTEGRATIONS_VOLUME = "plait-integrations"
+#: Where plait-artifacts finds its plan (``plan/plan.json``, from the attempt's Secret) and
+#: itself (``bin/``, copied there by the init container).
+ARTIFACTS_MOUNT = "/var/run/plait/artifacts"
+ARTIFACTS_VOLUME = "plait-artifacts"
+ARTIFACTS_PLAN_VOLUME = "plait-artifacts-plan"
 
 
 def _label_safe(text: str, limit: int) -> str:
@@ -72,6 +80,21 @@ def job_name(instance_name: str, instance_uid: str, task: str, attempt: int) -> 
 
 
 @dataclass(frozen=True)
+class JobArtifacts:
+    """An attempt's artifacts as its Job carries them (the URLs stay in its Secret)."""
+
+    image: str
+    """Image of plait-artifacts (the init container, and the wrapper it copies)."""
+    secret_name: str
+    plan: str
+    """``plan.json``: the presigned URLs; the Secret's only key."""
+    inputs: tuple[tuple[str, str], ...] = ()
+    """(name, path) of each input artifact."""
+    wrap: bool = False
+    """The task has output artifacts: plait-artifacts runs its command, then uploads."""
+
+
+@dataclass(frozen=True)
 class JobRequest:
     """Everything needed to build the Job of one attempt."""
 
@@ -87,6 +110,12 @@ class JobRequest:
     traceparent: str | None = None
     integrations: tuple[TaskIntegration, ...] = ()
     """The template's Integrations, resolved (settings and Secret names, no values)."""
+    artifact_repository: str | None = None
+    """The workflow's artifactRepository Integration."""
+    input_artifacts: tuple[InputArtifact, ...] = ()
+    """The task's inputArtifacts."""
+    artifacts: JobArtifacts | None = None
+    """The attempt's artifacts, resolved (keys, presigned URLs)."""
 
     @property
     def name(self) -> str:
@@ -296,6 +325,8 @@ def build_job(request: JobRequest) -> dict[str, Any]:
         container["volumeMounts"] = [
             {"name": volume["name"], "mountPath": INTEGRATIONS_MOUNT, "readOnly": True}
         ]
+    if request.artifacts is not None:
+        _add_artifacts(pod_spec, container, request.artifacts)
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": request.ttl_seconds,
@@ -328,4 +359,81 @@ def build_job(request: JobRequest) -> dict[str, Any]:
             ],
         },
         "spec": job_spec,
+    }
+
+
+def _add_artifacts(pod: dict[str, Any], main: dict[str, Any], artifacts: JobArtifacts) -> None:
+    """An init container that copies plait-artifacts into a shared emptyDir and downloads
+    the inputs there; the inputs mounted read-only at their paths in the task's container;
+    its command wrapped by plait-artifacts when it has outputs to upload."""
+    plan = f"{ARTIFACTS_MOUNT}/plan/plan.json"
+    shared = f"{ARTIFACTS_MOUNT}/shared"
+    pod.setdefault("volumes", []).extend(
+        [
+            {"name": ARTIFACTS_VOLUME, "emptyDir": {}},
+            {
+                "name": ARTIFACTS_PLAN_VOLUME,
+                "secret": {"secretName": artifacts.secret_name, "defaultMode": 0o444},
+            },
+        ]
+    )
+    plan_mount = {
+        "name": ARTIFACTS_PLAN_VOLUME,
+        "mountPath": f"{ARTIFACTS_MOUNT}/plan",
+        "readOnly": True,
+    }
+    pod["initContainers"] = [
+        {
+            "name": "plait-artifacts",
+            "image": artifacts.image,
+            "command": ["/plait-artifacts", "init", plan, shared],
+            "terminationMessagePolicy": "File",
+            "securityContext": dict(main["securityContext"]),
+            "volumeMounts": [{"name": ARTIFACTS_VOLUME, "mountPath": shared}, plan_mount],
+        }
+    ]
+    mounts = main.setdefault("volumeMounts", [])
+    for name, path in artifacts.inputs:
+        mounts.append(
+            {"name": ARTIFACTS_VOLUME, "mountPath": path, "subPath": f"in/{name}", "readOnly": True}
+        )
+    if artifacts.wrap:
+        mounts.append(
+            {
+                "name": ARTIFACTS_VOLUME,
+                "mountPath": f"{ARTIFACTS_MOUNT}/bin",
+                "subPath": "bin",
+                "readOnly": True,
+            }
+        )
+        mounts.append(plan_mount)
+        main["command"] = [
+            f"{ARTIFACTS_MOUNT}/bin/plait-artifacts",
+            "run",
+            plan,
+            "--",
+            *main.get("command", ()),
+        ]
+
+
+def artifact_secret(request: JobRequest) -> dict[str, Any] | None:
+    """The attempt's Secret holding ``plan.json`` (its URLs), labelled like its Job; the
+    operator creates it owned by the Job, so it goes when the Job does."""
+    if request.artifacts is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": request.artifacts.secret_name,
+            "namespace": request.namespace,
+            "labels": {
+                **MANAGED_BY,
+                LABEL_INSTANCE_UID: request.instance_uid,
+                LABEL_TASK: _label_safe(request.task, 63),
+                LABEL_ATTEMPT: str(request.attempt),
+            },
+        },
+        "stringData": {"plan.json": request.artifacts.plan},
     }

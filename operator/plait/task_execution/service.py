@@ -27,10 +27,12 @@ from plait.integration import credentials
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube, PodResult
 from plait.task_execution import repository
+from plait.task_execution.artifacts import ArtifactError, Artifacts, ArtifactSettings
 from plait.task_execution.jobs import (
     LABEL_INSTANCE_UID,
     TERMINATION_MESSAGE_LIMIT,
     JobRequest,
+    artifact_secret,
     build_job,
     job_name,
 )
@@ -114,28 +116,53 @@ def _job_condition(job: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _has_artifacts(job: Mapping[str, Any]) -> bool:
+    """The Job carries artifacts (plait-artifacts is its init container)."""
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return any(c.get("name") == "plait-artifacts" for c in pod.get("initContainers") or ())
+
+
 class TaskExecution:
     """The task-execution component's interface."""
 
-    def __init__(self, db: Database, kube: Kube, *, job_ttl_seconds: int = 600) -> None:
+    def __init__(
+        self,
+        db: Database,
+        kube: Kube,
+        *,
+        job_ttl_seconds: int = 600,
+        artifacts: ArtifactSettings | None = None,
+    ) -> None:
         self._db = db
         self._kube = kube
         self._ttl = job_ttl_seconds
+        self.artifacts = Artifacts(db, kube, artifacts)
 
     async def attempts(self, instance_uid: uuid.UUID) -> list[TaskInstance]:
         async with self._db.connection(COMPONENT) as conn:
             return await repository.tasks_of_instance(conn, instance_uid)
 
-    async def _manifest(self, request: JobRequest) -> dict[str, Any] | str:
-        """The attempt's Job, with its Integrations resolved; or why it cannot have one."""
+    async def _manifest(self, request: JobRequest) -> tuple[dict[str, Any], JobRequest] | str:
+        """The attempt's Job and its request with Integrations and artifacts resolved; or
+        why it cannot have one."""
         names = [i.name for i in request.template.integrations or ()]
         try:
             if names:
                 found = await credentials.for_task(self._db, request.namespace, names)
                 request = dataclasses.replace(request, integrations=tuple(found))
-            return build_job(request)
-        except (credentials.IntegrationUnavailable, ValueError) as exc:
+            request = await self.artifacts.prepare(request)
+            return build_job(request), request
+        except (credentials.IntegrationUnavailable, ArtifactError, ValueError) as exc:
             return f"the task cannot start: {exc}"
+
+    async def _create(self, manifest: dict[str, Any], request: JobRequest) -> bool:
+        """Create the Job, then the Secret of its artifacts' URLs (owned by the Job; its
+        Pod waits for it); True when the Job was created now."""
+        created = await self._kube.create_job(manifest)
+        secret = artifact_secret(request)
+        if secret is not None:
+            await self._kube.create_job_secret(secret, request.name)
+        return created
 
     async def start(
         self, request: JobRequest, *, definition: tuple[str, int] | None = None
@@ -155,10 +182,10 @@ class TaskExecution:
                 definition=definition,
             )
         if attempt.state is TaskState.PENDING:
-            manifest = await self._manifest(request)
-            if isinstance(manifest, str):
-                return await self._fail_unbuilt(request.name, manifest) or attempt
-            await self._kube.create_job(manifest)
+            built = await self._manifest(request)
+            if isinstance(built, str):
+                return await self._fail_unbuilt(request.name, built) or attempt
+            await self._create(*built)
         return attempt
 
     async def _fail_unbuilt(self, job: str, message: str) -> TaskInstance | None:
@@ -173,11 +200,11 @@ class TaskExecution:
         created = 0
         for request in requests:
             req = dataclasses.replace(request, ttl_seconds=self._ttl)
-            manifest = await self._manifest(req)
-            if isinstance(manifest, str):
-                await self._fail_unbuilt(req.name, manifest)
+            built = await self._manifest(req)
+            if isinstance(built, str):
+                await self._fail_unbuilt(req.name, built)
                 continue
-            if await self._kube.create_job(manifest):
+            if await self._create(*built):
                 created += 1
                 logger.info("created missing Job %s/%s", req.namespace, req.name)
         return created
@@ -288,7 +315,18 @@ class TaskExecution:
         exit_code = result.exit_code if result else None
         outputs, text = outputs_from_message(result.message if result else None)
         cause: FailureCause | None = None
-        if kind == "Complete":
+        message: str | None
+        problem = (
+            await self.artifacts.verify(
+                current.workflow_instance_id, current.task_name, current.attempt
+            )
+            if kind == "Complete" and _has_artifacts(job)
+            else None
+        )
+        if problem is not None:
+            state, message, cause = TaskState.FAILED, problem, FailureCause.FAILURE
+            outputs, exit_code = None, 0 if exit_code is None else exit_code
+        elif kind == "Complete":
             state, message = TaskState.SUCCEEDED, text
             exit_code = 0 if exit_code is None else exit_code
         elif reason == "DeadlineExceeded":

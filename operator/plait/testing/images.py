@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "ARTIFACTS_IMAGE",
     "BUSYBOX_IMAGES",
     "PAUSE_IMAGE",
     "ImageConfig",
     "Layer",
+    "build_artifacts_image",
     "build_node_images",
     "image_cache_dir",
     "normalize_name",
@@ -46,6 +48,9 @@ __all__ = [
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 BUSYBOX_IMAGES = ("docker.io/library/busybox:1.35", "docker.io/library/busybox:latest")
+#: plait-artifacts (hack/plait-artifacts) as the local cluster knows it: the operator of a
+#: test or demo is given it as PLAIT_ARTIFACTS_IMAGE.
+ARTIFACTS_IMAGE = "localhost/plait/plait-artifacts:dev"
 
 _LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
 _CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -289,6 +294,19 @@ def build_node_images(node_dir: Path, pause_binary: Path, out_dir: Path) -> list
             write_oci_archive(layer, config, names, out)
         archives.append(out)
     return archives
+
+
+def build_artifacts_image(binary: Path, out_dir: Path) -> Path:
+    """The archive of :data:`ARTIFACTS_IMAGE`: the static ``plait-artifacts`` binary alone,
+    as ``/plait-artifacts`` (rebuilt only when the binary changes)."""
+    tag = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
+    out = out_dir / f"plait-artifacts-{tag}.tar"
+    if not out.exists():
+        layer = Layer()
+        layer.add_file("plait-artifacts", binary.read_bytes(), 0o755)
+        config = ImageConfig(entrypoint=("/plait-artifacts",), env=())
+        write_oci_archive(layer, config, (ARTIFACTS_IMAGE,), out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

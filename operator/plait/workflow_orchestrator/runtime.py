@@ -985,6 +985,10 @@ class Orchestrator:
             inputs=inputs,
             timeout_seconds=resolved.timeout_seconds,
             traceparent=task_traceparent(self.trace_of(instance.id), task.name, attempt),
+            artifact_repository=(
+                spec.artifact_repository.integration if spec.artifact_repository else None
+            ),
+            input_artifacts=tuple(task.input_artifacts or ()),
         )
 
     def _publish_soon(self, uid: uuid.UUID, namespace: str, name: str) -> None:
