@@ -65,7 +65,11 @@ class AuthApi:
         json: Any = None,
         replica: int = 0,
     ) -> ClientResponse:
-        return await self.clients[replica].request(method, path, headers=headers, json=json)
+        client = self.clients[replica]
+        resp = await client.request(method, path, headers=headers, json=json)
+        # Cookies are sent only where a test passes them.
+        client.session.cookie_jar.clear()
+        return resp
 
     async def create_user(
         self,
