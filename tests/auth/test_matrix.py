@@ -59,7 +59,7 @@ def test_a_route_without_a_permission_is_refused_by_the_router() -> None:
 
 
 async def _call(auth: AuthApi, route: Route, headers: dict[str, str]) -> tuple[int, Any]:
-    body = None if route.body is None else {}
+    body: dict[str, Any] | None = None if route.body is None else {}
     resp = await auth.call(route.method, _path(route), headers=headers, json=body)
     text = await resp.text()
     return resp.status, text

@@ -92,7 +92,7 @@ async def test_changes_and_failures_are_audited_without_secrets(
     await auth.call("POST", "/v1/auth/login", json={"username": "kim", "password": "wrong-pass-1"})
     await auth.call("GET", "/v1/auth/users", headers={"Authorization": f"Bearer {issued['token']}"})
     await auth.call("GET", "/v1/auth/whoami", headers={"Authorization": "Bearer nonsense"})
-    audits = [(r.audit, r.getMessage()) for r in caplog.records if hasattr(r, "audit")]  # type: ignore[attr-defined]
+    audits = [(r.audit, r.getMessage()) for r in caplog.records if hasattr(r, "audit")]
     kinds = [kind for kind, _ in audits]
     assert "user.create" in kinds
     assert "token.create" in kinds
