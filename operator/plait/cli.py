@@ -33,6 +33,11 @@ COMMANDS: dict[str, str] = {
     "dlq": "plait.event_processing.cli:dlq_command",
     "logs": "plait.observability.cli:logs_command",
     "traces": "plait.observability.cli:traces_command",
+    "auth": "plait.auth.cli:auth_command",
+    "login": "plait.auth.cli:login_command",
+    "users": "plait.auth.cli:users_command",
+    "roles": "plait.auth.cli:roles_command",
+    "tokens": "plait.auth.cli:tokens_command",
 }
 
 

@@ -112,6 +112,8 @@ def start_api() -> Iterator[Callable[..., int]]:
             "PLAIT_DATABASE_URL": dsn,
             "PLAIT_API_PORT": str(port),
             "PLAIT_API_TOKEN": PROCESS_TOKEN,
+            # Plait's own tokens and sessions work too (the fuzzer reaches /v1/auth).
+            "PLAIT_AUTH_TOKEN_KEY": "k" * 32 + PROCESS_TOKEN,
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "plait", "api", "--host", "127.0.0.1", *flags],

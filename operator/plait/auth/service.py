@@ -125,13 +125,15 @@ class AuthService:
         if self._reviewer is not None:
             self._reviewer.close()
 
-    def _key(self, method: str) -> secrets.SecretKey:
+    def _key(self, method: str, *, issuing: bool = False) -> secrets.SecretKey:
         if self.settings.key is None:
-            raise AuthenticationFailed(
-                "not-configured",
-                f"this server has no token key ({secrets.KEY_FILE_ENV}), so it accepts no "
-                f"Plait {method}",
+            detail = (
+                f"this server has no token key ({secrets.KEY_FILE_ENV}), so it "
+                f"{'cannot issue' if issuing else 'accepts no'} Plait {method}"
             )
+            if issuing:
+                raise ValidationError(detail)
+            raise AuthenticationFailed("not-configured", detail)
         return self.settings.key
 
     # --- authentication ------------------------------------------------------------------
@@ -383,7 +385,7 @@ class AuthService:
     ) -> IssuedToken:
         """A new token for ``owner``; its scope must lie within the owner's permissions and
         within the creator's own token scope (a token cannot mint a wider one)."""
-        key = self._key("tokens")
+        key = self._key("tokens", issuing=True)
         if expires_at is not None and expires_at <= datetime.now(UTC):
             raise ValidationError(f"expiresAt {_when(expires_at)} is in the past")
         if scopes is None and creator.scopes is not None and creator.user_id is not None:

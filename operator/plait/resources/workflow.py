@@ -13,7 +13,6 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from plait.resources.common import (
     AGE_COLUMN,
-    ARTIFACT_PATH_RULES,
     MAX_MAP_ENTRIES,
     READY_COLUMN,
     CelExpression,
@@ -77,8 +76,6 @@ ARTIFACT_FROM = r"^tasks\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.artifacts\.([A-Za-z_]
 
 class InputArtifact(PlaitModel):
     """An upstream task's output artifact, as a file in this task's container."""
-
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": ARTIFACT_PATH_RULES})
 
     name: Identifier
     """Name of the input artifact in this task."""
