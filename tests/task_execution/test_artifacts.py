@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from plait.admission.access import needs
 from plait.integration.credentials import SecretItem, TaskIntegration
 from plait.kernel.components import component_by_name
 from plait.kernel.config import Settings
@@ -583,3 +584,11 @@ def test_artifact_mistakes_are_refused_with_what_to_fix() -> None:
         bad = consumer()
         bad["inputArtifacts"][0]["path"] = path
         problems_of(workflow(PRODUCER, bad))
+
+
+def test_the_artifact_repository_is_asked_for_like_a_tasks_integration() -> None:
+    """Its credentials sign the tasks' URLs: its author must be allowed to use it."""
+    spec = WorkflowDefinitionSpec.model_validate(workflow(PRODUCER, consumer()))
+    assert [(n.path, n.permission()) for n in needs(spec)] == [
+        ("spec.artifactRepository.integration", "use integrations.plait.dev/store")
+    ]

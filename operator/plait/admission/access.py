@@ -11,8 +11,8 @@ Plait requires for each:
   ``create pods`` in the namespace (what Kubernetes itself requires to run a Pod as a
   ServiceAccount);
 - an environment variable from a Secret key (``secretKeyRef``): ``get`` on that Secret;
-- a task that lists an Integration: the custom verb ``use`` on
-  ``integrations.plait.dev/<name>``;
+- a task that lists an Integration, or a workflow's ``artifactRepository``: the custom
+  verb ``use`` on ``integrations.plait.dev/<name>``;
 - an Integration's own ``secretRef``: ``get`` on that Secret.
 """
 
@@ -111,6 +111,18 @@ def needs(spec: PlaitModel) -> list[Need]:
                     "create",
                     "pods",
                     what="the tasks' ServiceAccount tokens (mounted into every task's pod)",
+                )
+            )
+        if spec.artifact_repository is not None:  # its credentials sign the tasks' URLs
+            name = spec.artifact_repository.integration
+            found.append(
+                Need(
+                    "spec.artifactRepository.integration",
+                    "use",
+                    "integrations",
+                    name,
+                    API_GROUP,
+                    what=f"Integration {name!r} (its bucket, for the tasks' artifacts)",
                 )
             )
         for i, task in enumerate(spec.tasks):
