@@ -66,7 +66,7 @@ workflow_orchestrator event_processing task_execution integration auth testing_f
 
 {{/* The components `plait api` opens a pool for (plait.api.app:serve): it gets only these. */}}
 {{- define "plait.apiComponents" -}}
-event_processing observability
+event_processing observability auth
 {{- end -}}
 
 {{/* Name of the Secret with the runtime DSNs: the bundled PostgreSQL's, or the user's. */}}
