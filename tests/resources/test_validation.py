@@ -167,6 +167,39 @@ def test_exactly_one_task_kind_is_a_problem_not_a_crash() -> None:
     assert "exactly one of taskRef, template or waitForEvent" in problem.message
 
 
+def test_for_each_reads_item_and_index_and_its_list_is_checked() -> None:
+    spec = _workflow(
+        _task("list"),
+        _task(
+            "each",
+            ["list"],
+            forEach={"expression": "tasks.list.outputs.files + tasks.other.outputs"},
+            inputs={"file": "item", "n": "index"},
+        ),
+        _task("after", ["each"], inputs={"all": "tasks.each.outputs", "bad": "item"}),
+    )
+    assert _messages(check_spec("WorkflowDefinition", spec)) == [
+        "spec.tasks[1].forEach.expression: task 'each' forEach: "
+        "tasks.other is not a task of this workflow",
+        "spec.tasks[2].inputs.bad: task 'after' input 'bad': unknown variable 'item' "
+        "(available: params, tasks, workflow)",
+    ]
+
+
+def test_for_each_needs_one_list_and_is_refused_where_it_cannot_run() -> None:
+    both = _workflow(_task("each", forEach={"items": [1], "expression": "params.x"}))
+    [problem] = check_spec("WorkflowDefinition", both)
+    assert "exactly one of items or expression must be set" in problem.message
+    ratio = _workflow(_task("each", forEach={"items": [1], "minSuccessRatio": 0.5}))
+    [problem] = check_spec("WorkflowDefinition", ratio)
+    assert "minSuccessRatio needs failurePolicy Continue" in problem.message
+    at_exit = _workflow(_task("a"), onExit=_task("report", forEach={"items": [1]}))
+    assert _messages(check_spec("WorkflowDefinition", at_exit)) == [
+        "spec.onExit.forEach: the exit task runs once and cannot have forEach; "
+        "make the fan-out a task of the DAG instead"
+    ]
+
+
 # --- references ------------------------------------------------------------------------------
 
 

@@ -167,6 +167,66 @@ def test_retry_on_retries_a_container_that_cannot_start_and_not_a_failing_exit(
     assert "/no/such/program" in rows[1][4], rows[1][4]
 
 
+def test_a_fan_out_over_a_containers_output_under_both_failure_policies(
+    cluster: Kube, real_node: RealNode, start_operator: StartOperator, migrated_database: str
+) -> None:
+    """The list comes from what a container wrote; each item's container computes from its
+    own value, and the item whose value is "bad" exits 3. Continue at a ratio of 0.5 lets
+    the fan-out succeed and hands the outputs down in item order (null for the failed
+    item); Stop starts no item after the failure and fails the run naming it."""
+    start_operator()
+    listing = shell(
+        real_node,
+        "list",
+        """printf '{"words": ["alpha", "bad", "gamma", "delta"]}' > /dev/termination-log""",
+    )
+    script = (
+        '[ "$PLAIT_INPUT_WORD" = bad ] && { echo "cannot take $PLAIT_INPUT_WORD" >&2; exit 3; }; '
+        'printf \'{"length": %d, "at": %d}\' "${#PLAIT_INPUT_WORD}" "$PLAIT_INPUT_AT" '
+        "> /dev/termination-log"
+    )
+
+    def fan_out(policy: dict[str, Any]) -> list[dict[str, Any]]:
+        each = shell(real_node, "each", script, dependencies=["list"])
+        each["forEach"] = {"expression": "tasks.list.outputs.words", "parallelism": 1, **policy}
+        each["inputs"] = {"word": "item", "at": "index"}
+        return [listing, each]
+
+    submit(
+        cluster,
+        "tolerant",
+        fan_out({"failurePolicy": "Continue", "minSuccessRatio": 0.5}),
+        outputs={"lengths": "tasks.each.outputs.map(o, o == null ? -1 : o.length)"},
+        **placement(real_node),
+    )
+    final = wait_phase(cluster, "tolerant-run", timeout=180)
+    assert final["phase"] == "Succeeded", final
+    assert final["progress"] == "5/5"
+    with psycopg.connect(migrated_database) as conn:
+        outputs = conn.execute(
+            "SELECT outputs FROM workflow_orchestrator_service.workflow_instances "
+            "WHERE name = 'tolerant-run'"
+        ).fetchone()
+    assert outputs == ({"lengths": [5, -1, 5, 5]},)
+    rows = {r[0]: r for r in attempts(migrated_database, "tolerant-run")}
+    assert (rows["each[1]"][2], rows["each[1]"][3]) == ("Failed", 3)
+
+    submit(cluster, "strict", fan_out({}), **placement(real_node))
+    final = wait_phase(cluster, "strict-run", timeout=180)
+    assert final["phase"] == "Failed"
+    assert final["failure"]["message"].startswith(
+        "task each[1] attempt 1 failed with exit code 3"
+    ), final["failure"]
+    states = {r[0]: r[2] for r in attempts(migrated_database, "strict-run")}
+    assert states == {
+        "list": "Succeeded",
+        "each[0]": "Succeeded",
+        "each[1]": "Failed",
+        "each[2]": "Skipped",
+        "each[3]": "Skipped",
+    }
+
+
 def test_the_task_timeout_kills_a_real_sleep(
     cluster: Kube, real_node: RealNode, start_operator: StartOperator, migrated_database: str
 ) -> None:

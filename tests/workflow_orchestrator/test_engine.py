@@ -16,6 +16,7 @@ from plait.workflow_orchestrator.engine import (
     Launch,
     Plan,
     TaskDefaults,
+    attempt_names,
     backoff_seconds,
     plan,
 )
@@ -475,3 +476,155 @@ def test_a_timed_out_wait_is_retried_by_policy_then_fails_the_run() -> None:
     assert final.phase is WorkflowPhase.FAILED
     assert final.failure is not None
     assert final.failure.message == f"task wait attempt 2 timed out: {message}"
+
+
+# -- fan-out (forEach) ---------------------------------------------------------------------
+
+
+def fan_out(for_each: dict[str, Any], **task: Any) -> WorkflowDefinitionSpec:
+    return definition(
+        {"name": "list"},
+        {
+            "name": "each",
+            "dependencies": ["list"],
+            "forEach": for_each,
+            "inputs": {"value": "item", "position": "index"},
+            **task,
+        },
+        {"name": "sum", "dependencies": ["each"], "inputs": {"all": "tasks.each.outputs"}},
+    )
+
+
+def test_a_fan_out_runs_each_item_and_hands_the_outputs_down_in_item_order() -> None:
+    spec = fan_out({"expression": "tasks.list.outputs.files", "parallelism": 2})
+    history = [done("list", outputs={"files": ["a", "b", "c"]})]
+    first = plan(spec, {}, history, now=T0)
+    assert first.launches == [
+        Launch("each[0]", 1, {"value": "a", "position": 0}),
+        Launch("each[1]", 1, {"value": "b", "position": 1}),
+    ]
+    assert first.fan_outs == {"each": 3}
+    history += [Attempt("each[0]", 1, TaskState.RUNNING), done("each[1]", outputs={"n": 1})]
+    assert names(plan(spec, {}, history, now=T0)) == ["each[2]"]  # one running: one more
+    history[1] = done("each[0]", outputs={"n": 0})  # it was running: now it is done
+    history.append(done("each[2]", outputs={"n": 2}))
+    p = plan(spec, {}, history, now=T0)
+    assert p.launches == [Launch("sum", 1, {"all": [{"n": 0}, {"n": 1}, {"n": 2}]})]
+    history.append(done("sum"))
+    final = plan(spec, {}, history, now=T0)
+    assert final.phase is WorkflowPhase.SUCCEEDED
+    assert attempt_names(spec, final.fan_outs) == ["list", "each[0]", "each[1]", "each[2]", "sum"]
+
+
+def test_a_list_that_cannot_be_had_fails_the_fan_out_as_one_task() -> None:
+    spec = fan_out({"expression": "tasks.list.outputs.files"})
+    for outputs, why in [
+        ({"files": "a,b"}, "gave a str, not a list"),
+        ({}, "forEach:"),
+        ({"files": list(range(10001))}, "gave 10001 items, more than the limit of 10000"),
+    ]:
+        p = plan(spec, {}, [done("list", outputs=outputs)], now=T0)
+        assert [(s.task, s.failed) for s in p.skips] == [("each", True)]
+        assert why in p.skips[0].reason
+    recorded = [done("list"), done("each", state=TaskState.FAILED, cause=FailureCause.INVALID)]
+    p = plan(spec, {}, recorded, now=T0)
+    assert [(s.task, s.reason) for s in p.skips] == [("sum", "upstream task each did not succeed")]
+
+
+def test_stop_starts_no_item_after_the_first_failure_and_fails_naming_it() -> None:
+    spec = fan_out({"items": [1, 2, 3, 4], "parallelism": 2})
+    history = [
+        done("list"),
+        done("each[0]", state=TaskState.FAILED, exit_code=9, message="bad item"),
+        Attempt("each[1]", 1, TaskState.RUNNING),
+    ]
+    p = plan(spec, {}, history, now=T0)
+    assert p.launches == []
+    assert [(s.task, s.reason) for s in p.skips] == [
+        ("each[2]", "not started: each[0] failed"),
+        ("each[3]", "not started: each[0] failed"),
+    ]
+    history[2] = done("each[1]")  # it was running: now it is done
+    history += [done(f"each[{i}]", state=TaskState.SKIPPED) for i in (2, 3)]
+    p = plan(spec, {}, history, now=T0)
+    assert [s.task for s in p.skips] == ["sum"]
+    history.append(done("sum", state=TaskState.SKIPPED))
+    final = plan(spec, {}, history, now=T0)
+    assert final.phase is WorkflowPhase.FAILED
+    assert final.failure is not None
+    assert final.failure.message == "task each[0] attempt 1 failed with exit code 9: bad item"
+
+
+def test_continue_runs_every_item_and_succeeds_at_the_ratio() -> None:
+    items = list(range(10))
+    spec = fan_out({"items": items, "failurePolicy": "Continue", "minSuccessRatio": 0.8})
+    ok = [done("list")] + [done(f"each[{i}]", outputs={"i": i}) for i in range(8)]
+    two_failed = [*ok, *(done(f"each[{i}]", state=TaskState.FAILED, exit_code=1) for i in (8, 9))]
+    p = plan(spec, {}, two_failed, now=T0)
+    assert names(p) == ["sum"]
+    assert p.launches[0].inputs["all"] == [{"i": i} for i in range(8)] + [None, None]
+    seven = [*ok[:-1], done("each[7]", state=TaskState.FAILED, exit_code=1), *two_failed[-2:]]
+    p = plan(spec, {}, seven, now=T0)
+    assert [s.task for s in p.skips] == ["sum"]
+    final = plan(spec, {}, [*seven, done("sum", state=TaskState.SKIPPED)], now=T0)
+    assert final.failure is not None
+    assert final.failure.message.startswith(
+        "task each attempt 1 failed: 3 of 10 items failed (each[7], each[8], each[9]); "
+        "minSuccessRatio is 0.8"
+    )
+
+
+def test_each_item_has_its_own_retries_and_when() -> None:
+    spec = fan_out(
+        {"items": [1, 2, 3]},
+        when="item != 2",
+        retries={"limit": 1, "backoff": {"initialSeconds": 10}},
+    )
+    p = plan(spec, {}, [done("list")], now=T0)
+    assert names(p) == ["each[0]", "each[2]"]
+    assert [(s.task, s.failed) for s in p.skips] == [("each[1]", False)]
+    history = [
+        done("list"),
+        done("each[0]", state=TaskState.FAILED, exit_code=1),
+        done("each[1]", state=TaskState.SKIPPED),
+        done("each[2]"),
+    ]
+    early = plan(spec, {}, history, now=T0 + dt.timedelta(seconds=1))
+    assert (early.launches, early.retry_at) == ([], T0 + dt.timedelta(seconds=10))
+    due = plan(spec, {}, history, now=NOW)
+    assert due.launches == [Launch("each[0]", 2, {"value": 1, "position": 0})]
+    history.append(done("each[0]", 2))
+    assert names(plan(spec, {}, history, now=NOW)) == ["sum"]
+
+
+def test_an_empty_list_succeeds_at_once_and_suspension_starts_no_item() -> None:
+    spec = fan_out({"expression": "params.regions"}, dependencies=[])
+    spec = WorkflowDefinitionSpec.model_validate(
+        {
+            **spec.model_dump(by_alias=True, exclude_none=True),
+            "parameters": [{"name": "regions", "type": "array"}],
+        }
+    )
+    empty = plan(spec, {"regions": []}, [done("list")], now=T0)
+    assert (names(empty), empty.fan_outs) == (["sum"], {"each": 0})
+    assert empty.launches[0].inputs == {"all": []}
+    held = plan(spec, {"regions": ["eu"]}, [done("list")], now=T0, suspended=True)
+    assert (held.launches, held.fan_outs) == ([], {"each": 1})
+
+
+def test_a_lone_fan_out_is_bounded_by_its_own_parallelism_only() -> None:
+    spec = definition({"name": "each", "forEach": {"items": list(range(10)), "parallelism": 4}})
+    assert names(plan(spec, {}, [], now=T0)) == [f"each[{i}]" for i in range(4)]
+    unbounded = definition({"name": "each", "forEach": {"items": list(range(10))}})
+    assert len(plan(unbounded, {}, [], now=T0).launches) == 10
+    capped = definition({"name": "each", "forEach": {"items": list(range(10))}}, parallelism=3)
+    assert len(plan(capped, {}, [], now=T0).launches) == 3
+
+
+def test_after_a_retry_of_the_run_only_the_items_set_aside_run_again() -> None:
+    spec = definition({"name": "each", "forEach": {"items": ["a", "b", "c"]}})
+    # Item 1 failed and was set aside by a retry of the run; items 0 and 2 had succeeded.
+    kept = [done("each[0]"), done("each[2]")]
+    p = plan(spec, {}, kept, now=T0, attempt_base={"each[1]": 1})
+    assert p.launches == [Launch("each[1]", 2, {})]
+    assert plan(spec, {}, [*kept, done("each[1]", 2)], now=T0).phase is WorkflowPhase.SUCCEEDED

@@ -76,6 +76,7 @@ SPEC_MODELS: dict[str, type[PlaitModel]] = {
 
 # Variables each kind of expression may read.
 _TASK_VARS = frozenset({"params", "tasks", "workflow"})
+_ITEM_VARS = _TASK_VARS | {"item", "index"}
 _WAIT_VARS = _TASK_VARS | {"event"}
 _EVENT_VARS = frozenset({"event"})
 _SCHEDULE_VARS = frozenset({"schedule"})
@@ -379,9 +380,13 @@ def _check_task(
 ) -> None:
     what = f"task {task.name!r}"
     context: dict[str, Any] = {"parameters": parameters, "tasks": tasks, "upstream": upstream}
+    task_vars = _TASK_VARS
+    if task.for_each is not None:
+        task_vars = _ITEM_VARS  # inputs and when run once per item
+        _check_for_each(task, path, problems, context)
     if task.when is not None:
         _check_expression(
-            task.when, f"{path}.when", f"{what} when", problems, variables=_TASK_VARS, **context
+            task.when, f"{path}.when", f"{what} when", problems, variables=task_vars, **context
         )
     for name, expression in task.inputs.items():
         _check_expression(
@@ -389,7 +394,7 @@ def _check_task(
             f"{path}.inputs.{name}",
             f"{what} input {name!r}",
             problems,
-            variables=_TASK_VARS,
+            variables=task_vars,
             **context,
         )
     if task.wait_for_event is not None:
@@ -431,6 +436,31 @@ def _check_task(
                             "Required",
                         )
                     )
+
+
+def _check_for_each(
+    task: Task, path: str, problems: list[Problem], context: Mapping[str, Any]
+) -> None:
+    """A fan-out runs containers, once per item, of a task in the DAG."""
+    assert task.for_each is not None
+    if task.wait_for_event is not None:
+        problems.append(
+            Problem(
+                f"{path}.forEach",
+                f"task {task.name!r}: forEach runs a template or taskRef once per item; "
+                "it cannot wait for events",
+                "NotSupported",
+            )
+        )
+    if task.for_each.expression is not None:
+        _check_expression(
+            task.for_each.expression,
+            f"{path}.forEach.expression",
+            f"task {task.name!r} forEach",
+            problems,
+            variables=_TASK_VARS,
+            **context,
+        )
 
 
 def check_workflow_definition(
@@ -506,6 +536,15 @@ def check_workflow_definition(
             variables=_TASK_VARS,
             parameters=parameters,
             tasks=names,
+        )
+    if spec.on_exit is not None and spec.on_exit.for_each is not None:
+        problems.append(
+            Problem(
+                "spec.onExit.forEach",
+                "the exit task runs once and cannot have forEach; "
+                "make the fan-out a task of the DAG instead",
+                "NotSupported",
+            )
         )
     if spec.on_exit is not None:
         _check_task(

@@ -32,6 +32,7 @@ from plait.resources.common import (
     artifact_path_problem,
     cel_rule,
 )
+from plait.resources.foreach import ForEach
 
 __all__ = [
     "ARTIFACT_FROM",
@@ -138,6 +139,8 @@ class Task(PlaitModel):
     """Run this container."""
     wait_for_event: WaitForEvent | None = None
     """Wait for an event instead of running a container."""
+    for_each: ForEach | None = None
+    """Run the task once per item of a list (a fan-out); see forEach."""
     inputs: ExpressionMap = Field(default_factory=dict)
     """Input name -> CEL over params and upstream tasks' outputs (e.g. tasks.fetch.outputs.url)."""
     retries: RetryPolicy | None = None

@@ -11,6 +11,8 @@ import asyncio
 import datetime as dt
 import json
 import uuid
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any, cast
 
 import click
@@ -22,9 +24,11 @@ from plait.errors import PlaitError
 from plait.kernel.components import component_by_name
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
+from plait.resources.foreach import split_item_name
 from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.task_execution.repository import TaskInstance, tasks_of_instance
 from plait.workflow_orchestrator import repository
+from plait.workflow_orchestrator.runtime import fan_out_sizes
 
 __all__ = ["instances_command", "render_dag"]
 
@@ -120,9 +124,62 @@ def _duration(a: TaskInstance) -> str:
     return f"{(end - a.started_at).total_seconds():.1f}s"
 
 
-def render_dag(spec: WorkflowDefinitionSpec, attempts: list[TaskInstance]) -> str:
+#: Failed items of a fan-out listed under it; the rest are counted.
+SHOWN_FAILED_ITEMS = 10
+
+
+def _fan_out_rows(
+    label: str, name: str, size: int | None, by_task: Mapping[str, list[TaskInstance]]
+) -> list[tuple[str, str, str, str, str]]:
+    """A fan-out as one line (``each[0..n-1]`` and its items counted by state), then a
+    line for each of its first failed items."""
+    items = {
+        index: sorted(found, key=lambda a: a.attempt)
+        for key, found in by_task.items()
+        if (index := _item_index(key, name)) is not None
+    }
+    n = size if size is not None else (max(items) + 1 if items else 0)
+    states = Counter(found[-1].state.value for found in items.values())
+    if n > len(items):
+        states["Pending"] += n - len(items)
+    summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items())) or "-"
+    head = (f"{label}[0..{n - 1}]" if n else f"{label}[]", summary, "", "", "")
+    rows = [head]
+    failed = sorted(
+        (i, found) for i, found in items.items() if found[-1].state.value in ("Failed", "TimedOut")
+    )
+    indent = " " * (len(label) - len(label.lstrip()) + 2)
+    for i, found in failed[:SHOWN_FAILED_ITEMS]:
+        last = found[-1]
+        detail = last.message or (f"exit code {last.exit_code}" if last.exit_code else "")
+        rows.append(
+            (
+                f"{indent}{name}[{i}]",
+                last.state.value,
+                str(len(found)),
+                _duration(last),
+                detail[:80],
+            )
+        )
+    if len(failed) > SHOWN_FAILED_ITEMS:
+        rows.append((f"{indent}... {len(failed) - SHOWN_FAILED_ITEMS} more failed", "", "", "", ""))
+    return rows
+
+
+def _item_index(key: str, task: str) -> int | None:
+    base, index = split_item_name(key)
+    return index if base == task else None
+
+
+def render_dag(
+    spec: WorkflowDefinitionSpec,
+    attempts: list[TaskInstance],
+    fan_outs: Mapping[str, int] | None = None,
+) -> str:
     """One line per task, dependencies first, indented by depth: state, attempts,
-    duration, and outputs (or the message of a task that did not succeed)."""
+    duration, and outputs (or the message of a task that did not succeed). A fan-out is
+    one line counting its items by state (``fan_outs``: their number, when known), with
+    its failed items under it."""
     by_task: dict[str, list[TaskInstance]] = {}
     for a in attempts:
         by_task.setdefault(a.task_name, []).append(a)
@@ -145,6 +202,9 @@ def render_dag(spec: WorkflowDefinitionSpec, attempts: list[TaskInstance]) -> st
         label = "  " * depth[t.name] + ("└ " if depth[t.name] else "") + t.name
         if t.name == exit_name:
             label += " (on exit)"
+        if t.for_each is not None and t.name not in by_task:
+            rows += _fan_out_rows(label, t.name, (fan_outs or {}).get(t.name), by_task)
+            continue
         detail = ""
         if last is not None:
             detail = json.dumps(last.outputs) if last.outputs else (last.message or "")
@@ -185,7 +245,7 @@ async def _show(namespace: str, name: str) -> str:
         f"{name}  {instance.workflow_name} v{instance.workflow_version}  {instance.phase.value}"
         f"  {status.get('progress', '')}  {status.get('duration', '')}".rstrip(),
         "",
-        render_dag(spec, attempts),
+        render_dag(spec, attempts, fan_out_sizes(instance, spec, attempts)),
     ]
     if instance.outputs:
         lines += ["", "outputs: " + json.dumps(instance.outputs)]

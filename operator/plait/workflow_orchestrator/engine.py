@@ -25,6 +25,7 @@ subscribes instead of creating a Job), stays unfinished while it waits, and ends
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any
 from plait.errors import ValidationError
 from plait.kernel import expressions
 from plait.resources.common import Backoff, RetryPolicy
+from plait.resources.foreach import MAX_ITEMS, item_name
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
 from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
@@ -45,7 +47,9 @@ __all__ = [
     "Plan",
     "Skip",
     "TaskDefaults",
+    "attempt_names",
     "backoff_seconds",
+    "fan_out_items",
     "parameters_with_defaults",
     "plan",
 ]
@@ -54,6 +58,8 @@ __all__ = [
 RETRYABLE = frozenset({TaskState.FAILED, TaskState.TIMED_OUT})
 #: Upstream states that let a dependent task run.
 SATISFIED = frozenset({TaskState.SUCCEEDED, TaskState.SKIPPED})
+#: The launch budget of a workflow without ``parallelism``: more than any run can use.
+UNBOUNDED = 1 << 40
 #: The failure causes each ``retryOn`` retries (an Invalid attempt never is).
 RETRIED_CAUSES: Mapping[str, frozenset[FailureCause]] = {
     "OnFailure": frozenset({FailureCause.FAILURE}),
@@ -167,6 +173,8 @@ class Plan:
     """The final phase when the run is over, else None."""
     outputs: Mapping[str, Any] | None = None
     failure: Failure | None = None
+    fan_outs: Mapping[str, int] = field(default_factory=dict)
+    """The fan-outs whose list is known, with their number of items."""
 
 
 def parameters_with_defaults(
@@ -278,21 +286,25 @@ def plan(
         )
     params = parameters_with_defaults(spec, arguments)
     finished = {name: _task_view(a) for name, a in latest.items() if a.state in FINAL_STATES}
+    # Where each task stands, for its dependents: its latest attempt, or for a fan-out the
+    # state of the whole (unfinished while any item is).
+    states: dict[str, Attempt] = dict(latest)
     launches: list[Launch] = []
     skips: list[Skip] = []
     retry_at: dt.datetime | None = None
     failed: list[Attempt] = []  # tasks that failed for good, in order of finishing
     blocked: set[str] = set()  # failed for good, or skipped because something upstream was
+    fan_outs: dict[str, int] = {}
     active = sum(1 for a in latest.values() if a.state not in FINAL_STATES)
-    budget = (spec.parallelism or len(spec.tasks) + 1) - active
+    budget = (spec.parallelism or UNBOUNDED) - active
     pending_work = active > 0
 
     for task in _topological(spec.tasks):
         mine = latest.get(task.name)
+        mine_defaults = defaults.get(task.name)
         if mine is not None and mine.state not in FINAL_STATES:
             continue  # running (or about to): wait for it
-        mine_defaults = defaults.get(task.name)
-        if mine is not None and mine.state in RETRYABLE:
+        if mine is not None and mine.state in RETRYABLE and task.for_each is None:
             policy = retry_policy(task, mine_defaults)
             due = retry_due(policy, mine, base.get(task.name, 0), now)
             if due is not None:
@@ -311,8 +323,8 @@ def plan(
             blocked.add(task.name)
             continue
         if mine is not None:
-            if mine.state is TaskState.CANCELLED:
-                failed.append(mine)
+            if mine.state in (TaskState.CANCELLED, *RETRYABLE):
+                failed.append(mine)  # a fan-out that could not start fails as a whole
                 blocked.add(task.name)
             elif mine.state is TaskState.SKIPPED and any(d in blocked for d in task.dependencies):
                 blocked.add(task.name)
@@ -330,12 +342,41 @@ def plan(
             )
             blocked.add(task.name)
             continue
-        deps = [latest.get(d) for d in task.dependencies]
+        deps = [states.get(d) for d in task.dependencies]
         if any(d is None or d.state not in FINAL_STATES for d in deps):
             pending_work = True
             continue
         if any(d is not None and d.state not in SATISFIED for d in deps):
             continue  # an upstream task failed and waits for its retry
+        if task.for_each is not None:
+            fan = _plan_fan_out(
+                task,
+                params,
+                latest,
+                finished,
+                base,
+                now=now,
+                suspended=suspended,
+                budget=budget,
+                defaults=mine_defaults,
+            )
+            launches += fan.launches
+            skips += fan.skips
+            budget -= len(fan.launches)
+            if fan.retry_at is not None:
+                retry_at = fan.retry_at if retry_at is None else min(retry_at, fan.retry_at)
+            if fan.size is not None:
+                fan_outs[task.name] = fan.size
+            if fan.outcome is None:
+                pending_work = True
+                states[task.name] = Attempt(task.name, 0, TaskState.RUNNING)
+                continue
+            states[task.name] = fan.outcome
+            finished[task.name] = {"phase": fan.outcome.state.value, "outputs": fan.outputs}
+            if fan.failed is not None:
+                failed.append(fan.failed)
+                blocked.add(task.name)
+            continue
         pending_work = True
         if suspended or budget <= 0:
             continue
@@ -349,21 +390,34 @@ def plan(
             budget -= 1
 
     if pending_work or launches or skips:
-        return Plan(launches=launches, skips=skips, retry_at=retry_at)
+        return Plan(launches=launches, skips=skips, retry_at=retry_at, fan_outs=fan_outs)
     outcome = _finish(spec, params, finished, failed)
-    if spec.on_exit is None:
-        return outcome
-    return _exit_task(
-        spec.on_exit,
-        outcome,
-        params,
-        latest,
-        finished,
-        suspended=suspended,
-        now=now,
-        base=base.get(spec.on_exit.name, 0),
-        defaults=defaults.get(spec.on_exit.name),
-    )
+    if spec.on_exit is not None:
+        outcome = _exit_task(
+            spec.on_exit,
+            outcome,
+            params,
+            latest,
+            finished,
+            suspended=suspended,
+            now=now,
+            base=base.get(spec.on_exit.name, 0),
+            defaults=defaults.get(spec.on_exit.name),
+        )
+    return dataclasses.replace(outcome, fan_outs=fan_outs)
+
+
+def attempt_names(spec: WorkflowDefinitionSpec, fan_outs: Mapping[str, int]) -> list[str]:
+    """Every task of a run by the name its attempts have: each item of a fan-out whose
+    list is known (``fan_outs``, from a plan), else the task's own name."""
+    names: list[str] = []
+    for task in [*spec.tasks, *([spec.on_exit] if spec.on_exit else [])]:
+        size = fan_outs.get(task.name) if task.for_each is not None else None
+        if size is None:
+            names.append(task.name)
+        else:
+            names += [item_name(task.name, i) for i in range(size)]
+    return names
 
 
 def _exit_task(
@@ -419,6 +473,163 @@ def _exit_task(
     )
 
 
+@dataclass
+class _FanOutStep:
+    """What planning one fan-out decided: its launches and skips now, when a retry of an
+    item falls due, its number of items (None: its list could not be had), and, once
+    over, its outcome (``failed``: the attempt that fails the run, if it does) and the
+    items' outputs in item order."""
+
+    launches: list[Launch] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    retry_at: dt.datetime | None = None
+    size: int | None = None
+    outcome: Attempt | None = None
+    failed: Attempt | None = None
+    outputs: list[Any] = field(default_factory=list)
+
+
+def fan_out_items(
+    task: Task, params: Mapping[str, Any], finished: Mapping[str, Any]
+) -> list[Any] | str:
+    """A fan-out's list, or why it cannot be had (as the task's failure message)."""
+    assert task.for_each is not None
+    if task.for_each.items is not None:
+        return list(task.for_each.items)
+    assert task.for_each.expression is not None
+    try:
+        value = _evaluate(
+            task.for_each.expression, {"params": dict(params), "tasks": dict(finished)}
+        )
+    except ValidationError as exc:
+        return f"cannot start: forEach: {exc}"
+    if not isinstance(value, list):
+        kind = type(value).__name__
+        return f"cannot start: forEach: {task.for_each.expression!r} gave a {kind}, not a list"
+    if len(value) > MAX_ITEMS:
+        return f"cannot start: forEach gave {len(value)} items, more than the limit of {MAX_ITEMS}"
+    return value
+
+
+def _plan_fan_out(
+    task: Task,
+    params: Mapping[str, Any],
+    latest: Mapping[str, Attempt],
+    finished: Mapping[str, Any],
+    base: Mapping[str, int],
+    *,
+    now: dt.datetime,
+    suspended: bool,
+    budget: int,
+    defaults: TaskDefaults | None,
+) -> _FanOutStep:
+    """One fan-out whose dependencies are satisfied: each item is planned like a task of
+    its own (named ``task[i]``, with its own attempts, retries and ``when``), at most
+    ``forEach.parallelism`` at a time, and the failure policy decides the whole."""
+    assert task.for_each is not None
+    fe = task.for_each
+    step = _FanOutStep()
+    items = fan_out_items(task, params, finished)
+    if isinstance(items, str):
+        step.skips.append(Skip(task.name, items, failed=True, attempt=base.get(task.name, 0) + 1))
+        return step
+    step.size = len(items)
+    policy = retry_policy(task, defaults)
+    running = waiting = 0
+    failures: list[Attempt] = []
+    due_now: list[tuple[int, Attempt]] = []
+    fresh: list[int] = []
+    for i in range(len(items)):
+        name = item_name(task.name, i)
+        mine = latest.get(name)
+        step.outputs.append(None)
+        if mine is None:
+            fresh.append(i)
+        elif mine.state not in FINAL_STATES:
+            running += 1
+        elif mine.state in RETRYABLE:
+            due = retry_due(policy, mine, base.get(name, 0), now)
+            if due is None:
+                failures.append(mine)
+            elif due > now:
+                waiting += 1
+                step.retry_at = due if step.retry_at is None else min(step.retry_at, due)
+            else:
+                due_now.append((i, mine))
+        elif mine.state is TaskState.CANCELLED:
+            failures.append(mine)
+        elif mine.state is TaskState.SUCCEEDED:
+            step.outputs[i] = dict(mine.outputs or {})
+    stopping = fe.failure_policy == "Stop" and bool(failures)
+    if stopping:
+        first = _first(failures)
+        for i in fresh:
+            name = item_name(task.name, i)
+            step.skips.append(
+                Skip(name, f"not started: {first.task} failed", attempt=base.get(name, 0) + 1)
+            )
+        fresh = []
+        failures += [a for _, a in due_now]  # their retries are not started either
+        due_now = []
+    elif not suspended:
+        room = min(budget, (fe.parallelism or len(items)) - running)
+        starts = [(i, a.attempt + 1) for i, a in due_now]
+        starts += [(i, base.get(item_name(task.name, i), 0) + 1) for i in fresh]
+        for i, attempt in starts[: max(room, 0)]:
+            extra = {"item": items[i], "index": i}
+            decision = _launch(
+                task, attempt, params, finished, defaults, extra, name=item_name(task.name, i)
+            )
+            if isinstance(decision, Skip):
+                step.skips.append(decision)
+            else:
+                step.launches.append(decision)
+    if running or waiting or due_now or fresh or step.launches or step.skips:
+        return step  # not over yet
+    step.outcome, step.failed = _fan_out_outcome(task, len(items), failures)
+    return step
+
+
+def _first(attempts: Sequence[Attempt]) -> Attempt:
+    """The attempt that finished first (by name among equals): the one a failure names."""
+    return min(
+        attempts,
+        key=lambda a: (a.finished_at or dt.datetime.max.replace(tzinfo=dt.UTC), a.task),
+    )
+
+
+def _fan_out_outcome(
+    task: Task, size: int, failures: Sequence[Attempt]
+) -> tuple[Attempt, Attempt | None]:
+    """The state of a finished fan-out, and the attempt that fails the run if it failed:
+    with Stop the first item that failed, with Continue the whole, below its ratio."""
+    assert task.for_each is not None
+    done = Attempt(task.name, 1, TaskState.SUCCEEDED)
+    if not failures:
+        return done, None
+    first = _first(failures)
+    if task.for_each.failure_policy == "Stop":
+        return dataclasses.replace(first, task=task.name), first
+    ratio = task.for_each.min_success_ratio if task.for_each.min_success_ratio is not None else 1.0
+    if size - len(failures) >= ratio * size:
+        return done, None
+    shown = ", ".join(a.task for a in sorted(failures, key=lambda a: a.task)[:5])
+    more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+    whole = Attempt(
+        task.name,
+        1,
+        TaskState.FAILED,
+        message=(
+            f"{len(failures)} of {size} items failed ({shown}{more}); "
+            f"minSuccessRatio is {ratio:g}; first: {first.task}"
+            + (f": {first.message}" if first.message else "")
+        ),
+        finished_at=first.finished_at,
+        cause=FailureCause.FAILURE,
+    )
+    return whole, whole
+
+
 def _launch(
     task: Task,
     attempt: int,
@@ -426,25 +637,29 @@ def _launch(
     finished: Mapping[str, Any],
     defaults: TaskDefaults | None = None,
     extra: Mapping[str, Any] | None = None,
+    *,
+    name: str | None = None,
 ) -> Launch | Skip:
     """The launch of an attempt, or a skip when ``when`` is false, or a failure when an
     expression cannot be evaluated or a required input is missing (a data problem no
-    retry can fix). Inputs the task leaves out take their TaskDefinition's defaults."""
+    retry can fix). Inputs the task leaves out take their TaskDefinition's defaults.
+    ``name``: the attempt's task name when it is not the task's (an item of a fan-out)."""
+    name = name or task.name
     activation = {"params": dict(params), "tasks": dict(finished), **(extra or {})}
     try:
         if task.when is not None:
             verdict = _evaluate(task.when, activation)
             if verdict is not True:
-                return Skip(task.name, f"when: {task.when!r} is {_show(verdict)}", attempt=attempt)
-        given = {name: _evaluate(expr, activation) for name, expr in task.inputs.items()}
+                return Skip(name, f"when: {task.when!r} is {_show(verdict)}", attempt=attempt)
+        given = {key: _evaluate(expr, activation) for key, expr in task.inputs.items()}
     except ValidationError as exc:
-        return Skip(task.name, f"cannot start: {exc}", failed=True, attempt=attempt)
+        return Skip(name, f"cannot start: {exc}", failed=True, attempt=attempt)
     inputs = given
     if defaults is not None:
         missing = sorted(defaults.required - given.keys())
         if missing:
             return Skip(
-                task.name,
+                name,
                 f"cannot start: TaskDefinition {defaults.definition!r} requires input "
                 f"{missing[0]!r}, which the task does not give",
                 failed=True,
@@ -453,8 +668,8 @@ def _launch(
         inputs = {**defaults.inputs, **given}
     if task.wait_for_event is not None:
         bindings = {"params": dict(params), "tasks": dict(finished)}
-        return Launch(task.name, attempt, inputs, wait_bindings=bindings)
-    return Launch(task.name, attempt, inputs)
+        return Launch(name, attempt, inputs, wait_bindings=bindings)
+    return Launch(name, attempt, inputs)
 
 
 def _show(value: Any) -> str:
@@ -469,9 +684,7 @@ def _finish(
 ) -> Plan:
     """Every task is final: the run's phase, outputs or failure."""
     if failed:
-        first = min(
-            failed, key=lambda a: (a.finished_at or dt.datetime.max.replace(tzinfo=dt.UTC), a.task)
-        )
+        first = _first(failed)
         verb = {TaskState.TIMED_OUT: "timed out", TaskState.CANCELLED: "was cancelled"}.get(
             first.state, "failed"
         )

@@ -56,6 +56,7 @@ from plait.observability.tracing import (
     workflow_span,
 )
 from plait.resources.common import ContainerTemplate
+from plait.resources.foreach import split_item_name
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
 from plait.task_execution import repository as task_repository
@@ -64,7 +65,15 @@ from plait.task_execution.repository import TaskInstance
 from plait.task_execution.service import JOB_REFUSAL_EVENTS, TaskExecution
 from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
 from plait.workflow_orchestrator import repository
-from plait.workflow_orchestrator.engine import Attempt, Launch, Plan, Skip, TaskDefaults, plan
+from plait.workflow_orchestrator.engine import (
+    Attempt,
+    Launch,
+    Plan,
+    Skip,
+    TaskDefaults,
+    attempt_names,
+    plan,
+)
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
 from plait.workflow_orchestrator.states import (
     FINAL_PHASES,
@@ -150,14 +159,15 @@ def _rfc3339(moment: dt.datetime | None) -> str | None:
 def summarize(
     instance: WorkflowInstance, spec: WorkflowDefinitionSpec, attempts: list[TaskInstance]
 ) -> dict[str, Any]:
-    """The bounded status of a run (the same size whatever the number of tasks)."""
+    """The bounded status of a run (the same size whatever the number of tasks); each
+    item of a fan-out counts as a task once its list is known."""
     latest: dict[str, TaskInstance] = {}
     for a in attempts:
         if a.superseded_at is not None:
             continue
         if a.task_name not in latest or a.attempt > latest[a.task_name].attempt:
             latest[a.task_name] = a
-    names = [t.name for t in spec.tasks] + ([spec.on_exit.name] if spec.on_exit else [])
+    names = attempt_names(spec, fan_out_sizes(instance, spec, attempts))
     by_state = Counter(latest[n].state for n in names if n in latest)
     total = len(names)
     done = sum(by_state[s] for s in FINAL_STATES)
@@ -843,7 +853,9 @@ class Orchestrator:
             return
         resolved = await self._resolve(instance.namespace, task)
         started = await self._tasks.start(
-            self._job_request(instance, spec, task, resolved, launch.attempt, launch.inputs),
+            self._job_request(
+                instance, spec, task, launch.task, resolved, launch.attempt, launch.inputs
+            ),
             definition=resolved.definition,
         )
         if started.state in FINAL_STATES:  # its Job could not be built: plan again
@@ -890,9 +902,11 @@ class Orchestrator:
         why: str,
     ) -> None:
         """Leave every task of an ending run in a final state: its waits and running
-        attempts Cancelled (their Jobs deleted), the tasks that never started Skipped."""
+        attempts Cancelled (their Jobs deleted), the tasks (and fan-out items) that never
+        started Skipped."""
         recorded = {a.task_name for a in attempts}
-        never_started = [t for t in _all_tasks(spec) if t.name not in recorded]
+        names = attempt_names(spec, fan_out_sizes(instance, spec, attempts))
+        never_started = [n for n in names if n not in recorded and not _fanned_out(n, recorded)]
         unfinished = any(a.state not in FINAL_STATES for a in attempts)
         if not never_started and not unfinished:
             return
@@ -904,7 +918,7 @@ class Orchestrator:
                 namespace=instance.namespace,
                 instance_name=instance.name,
                 instance_uid=str(instance.id),
-                attempts=[(t.name, base.get(t.name, 0) + 1) for t in never_started],
+                attempts=[(n, base.get(n, 0) + 1) for n in never_started],
                 reason=f"not started: {why}",
             )
 
@@ -962,7 +976,9 @@ class Orchestrator:
             if task.wait_for_event is not None:
                 continue  # no Job: settled with its subscription
             resolved = await self._resolve(instance.namespace, task)
-            requests.append(self._job_request(instance, spec, task, resolved, a.attempt, a.inputs))
+            requests.append(
+                self._job_request(instance, spec, task, a.task_name, resolved, a.attempt, a.inputs)
+            )
         await self._tasks.ensure_jobs(requests)
 
     def _job_request(
@@ -970,21 +986,23 @@ class Orchestrator:
         instance: WorkflowInstance,
         spec: WorkflowDefinitionSpec,
         task: Task,
+        name: str,
         resolved: ResolvedTask,
         attempt: int,
         inputs: Mapping[str, Any],
     ) -> JobRequest:
-        """What the Job of one attempt is built from: the same for a launch and a resume."""
+        """What the Job of one attempt of ``task`` is built from: the same for a launch and
+        a resume. ``name``: the attempt's task name (a fan-out item's is ``task[i]``)."""
         return JobRequest(
             namespace=instance.namespace,
             instance_name=instance.name,
             instance_uid=str(instance.id),
-            task=task.name,
+            task=name,
             attempt=attempt,
             template=with_workflow_defaults(resolved.template, spec),
             inputs=inputs,
             timeout_seconds=resolved.timeout_seconds,
-            traceparent=task_traceparent(self.trace_of(instance.id), task.name, attempt),
+            traceparent=task_traceparent(self.trace_of(instance.id), name, attempt),
             artifact_repository=(
                 spec.artifact_repository.integration if spec.artifact_repository else None
             ),
@@ -1095,6 +1113,22 @@ def control_of(obj: Mapping[str, Any]) -> Control:
     )
 
 
+def fan_out_sizes(
+    instance: WorkflowInstance, spec: WorkflowDefinitionSpec, attempts: Sequence[TaskInstance]
+) -> Mapping[str, int]:
+    """The number of items of each fan-out whose list is known, as the engine sees it."""
+    if not any(t.for_each is not None for t in spec.tasks):
+        return {}
+    base: dict[str, int] = {}
+    for a in attempts:
+        if a.superseded_at is not None:
+            base[a.task_name] = max(base.get(a.task_name, 0), a.attempt)
+    current = [_as_attempt(a) for a in attempts if a.superseded_at is None]
+    return plan(
+        spec, instance.inputs, current, now=_now(), suspended=True, attempt_base=base
+    ).fan_outs
+
+
 def _deadline(instance: WorkflowInstance, spec: WorkflowDefinitionSpec) -> dt.datetime | None:
     """When the run times out (its timeoutSeconds from its start), if it has a timeout."""
     if instance.started_at is None or not spec.timeout_seconds:
@@ -1110,11 +1144,19 @@ def _ended_because(instance: WorkflowInstance) -> str:
     return str(failure or instance.message or f"the workflow ended {instance.phase.value}")
 
 
+def _fanned_out(name: str, recorded: set[str]) -> bool:
+    """Whether ``name`` is a fan-out whose items (not itself) have attempts."""
+    prefix = f"{name}["
+    return any(r.startswith(prefix) for r in recorded)
+
+
 def _all_tasks(spec: WorkflowDefinitionSpec) -> list[Task]:
     return [*spec.tasks, *([spec.on_exit] if spec.on_exit is not None else [])]
 
 
 def _task(spec: WorkflowDefinitionSpec, name: str) -> Task:
+    """The task an attempt's task name is of (a fan-out item ``task[i]`` is of ``task``)."""
+    name, _ = split_item_name(name)
     if spec.on_exit is not None and spec.on_exit.name == name:
         return spec.on_exit
     return next(t for t in spec.tasks if t.name == name)
