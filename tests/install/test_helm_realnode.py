@@ -1,0 +1,269 @@
+"""Plait installed by its chart as real pods on the local cluster's real node.
+
+The image is built without a container engine (:mod:`plait.testing.plait_image`) and
+imported into the node; PostgreSQL is a server on the host that listens on the host's end
+of the node's link, the chart's "existing database" case. ``helm install`` then runs the
+migration hook Job, the operator, the API and the webhook as containers of that image, in
+a namespace enforcing the "restricted" Pod Security level; they reach the apiserver through
+the ``kubernetes`` Service's ClusterIP (kube-proxy in the node), and the apiserver calls the
+webhook at its pod. The example diamond runs through the installed operator, its tasks in
+busybox containers beside it; ``helm upgrade`` rolls every pod and the run history stays;
+``helm uninstall`` removes the release's pods.
+
+Marked ``helm`` too, so ``-m 'not helm'`` leaves it out (the image's first build takes
+about a minute).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+import yaml
+
+from plait.kernel.components import COMPONENTS
+from plait.testing import PostgresServer
+from plait.testing.node import REAL_NODE_NAME, REAL_NODE_TAINT, NodeLayout
+from plait.testing.plait_image import PlaitImage, build_plait_image
+from tests.fixtures.kube import Kube, KubeCluster, RealNode
+from tests.install.conftest import CHART, ROOT, Helm
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realnode, pytest.mark.helm, pytest.mark.timeout(900)]
+
+T = TypeVar("T")
+ON_REAL_NODE = {
+    "nodeSelector": {"plait.dev/node-kind": "real"},
+    "tolerations": [{"operator": "Equal", **REAL_NODE_TAINT}],
+}
+COMPONENT_PODS = ("operator", "api", "webhook")
+
+
+def poll(what: str, check: Callable[[], T | None], timeout: float = 120.0) -> T:
+    """``check()``'s first truthy value; fails naming ``what`` past the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def layout(kube_cluster: KubeCluster, real_node: RealNode) -> NodeLayout:
+    if not real_node.local or kube_cluster.local_cluster is None:
+        pytest.skip("the image is imported into the local cluster's real node")
+    assert kube_cluster.local_cluster.node_layout is not None
+    return kube_cluster.local_cluster.node_layout
+
+
+@pytest.fixture
+def image(kube_cluster: KubeCluster, layout: NodeLayout) -> PlaitImage:
+    built = build_plait_image(progress=False)
+    assert kube_cluster.local_cluster is not None
+    kube_cluster.local_cluster.import_image(built.archive)
+    return built
+
+
+@pytest.fixture
+def database(layout: NodeLayout) -> Iterator[PostgresServer]:
+    """A PostgreSQL the node's pods reach: on the host's end of the link, admitting the
+    pod subnet with a password."""
+    with PostgresServer(
+        listen_addresses=("127.0.0.1", layout.host_address), allow_networks=(layout.pod_subnet,)
+    ) as server:
+        server.create_database("plait")
+        yield server
+
+
+def database_secret(kube: Kube, pg: PostgresServer, host: str) -> None:
+    """The Secret of docs/install.md: the migration DSN (here the superuser's), and per
+    component its role's password and the DSN that logs in as that role."""
+
+    def dsn(user: str, password: str) -> str:
+        return f"postgresql://{user}:{password}@{host}:{pg.port}/plait"
+
+    literals = [f"--from-literal=migration-url={dsn(pg.superuser, pg.password)}"]
+    for c in COMPONENTS:
+        dashed, password = c.name.replace("_", "-"), secrets.token_hex(12)
+        literals += [
+            f"--from-literal=password-{dashed}={password}",
+            f"--from-literal=url-{dashed}={dsn(c.role, password)}",
+        ]
+    kube.kubectl("create", "secret", "generic", "plait-database", *literals)
+
+
+def values(image: PlaitImage) -> dict[str, Any]:
+    return {
+        "image": {"repository": image.repository, "tag": image.tag, "pullPolicy": "Never"},
+        "postgresql": {"enabled": False},
+        "database": {"existingSecret": "plait-database", "migration": {**ON_REAL_NODE}},
+        # Only this namespace: other tests' objects are not this operator's, and the
+        # webhook registered with failurePolicy Fail selects only this namespace too.
+        "operator": {"allNamespaces": False, **ON_REAL_NODE},
+        "api": {"replicas": 1, "allowUnauthenticated": True, **ON_REAL_NODE},
+        "webhook": {"replicas": 1, "failurePolicy": "Fail", **ON_REAL_NODE},
+    }
+
+
+def pods(kube: Kube, selector: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = json.loads(
+        kube.kubectl("get", "pods", "-l", selector, "-o", "json")
+    )["items"]
+    return found
+
+
+def ready_components(kube: Kube, selector: str) -> dict[str, dict[str, Any]] | None:
+    """component -> its one Ready pod, once each of COMPONENT_PODS has exactly one (no old
+    pod of a rollout left)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods(kube, selector):
+        found.setdefault(pod["metadata"]["labels"]["app.kubernetes.io/component"], []).append(pod)
+    if sorted(found) != sorted(COMPONENT_PODS) or any(len(p) != 1 for p in found.values()):
+        return None
+    for (pod,) in found.values():
+        conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+        if pod["metadata"].get("deletionTimestamp") or conditions.get("Ready") != "True":
+            return None
+    return {component: p[0] for component, p in found.items()}
+
+
+def instance_phase(kube: Kube, name: str) -> str:
+    return kube.kubectl("get", "wfi", name, "-o", "jsonpath={.status.phase}", check=False)
+
+
+def run_diamond(kube: Kube, pg: PostgresServer, name: str) -> None:
+    """One run of the example diamond to Succeeded, checked against what its containers
+    computed: the outputs recorded in PostgreSQL, the pods on the real node."""
+    instance = yaml.safe_load((ROOT / "examples" / "workflowinstance.yaml").read_text())
+    instance["metadata"]["name"] = name
+    kube.kubectl("apply", "-f", "-", input=json.dumps(instance))
+    phase = poll(
+        f"{name} to finish",
+        lambda: (p := instance_phase(kube, name)) in ("Succeeded", "Failed", "Error") and p,
+        timeout=240,
+    )
+    assert phase == "Succeeded", kube.kubectl("get", "wfi", name, "-o", "yaml")
+    task_pods = pods(kube, f"plait.dev/instance={name}")
+    assert {p["spec"]["nodeName"] for p in task_pods} == {REAL_NODE_NAME}
+    messages = {
+        p["metadata"]["labels"]["plait.dev/task"]: p["status"]["containerStatuses"][0]["state"][
+            "terminated"
+        ].get("message")
+        for p in task_pods
+        if p["status"].get("phase") == "Succeeded"
+    }
+    # "kubernetes-native workflow" has 26 characters: two halves of 13, (13 + 13) * 2.
+    assert json.loads(messages["join"]) == {"total": 52}
+    with psycopg.connect(pg.dsn("plait")) as conn:
+        row = conn.execute(
+            "SELECT phase, outputs FROM workflow_orchestrator_service.workflow_instances "
+            "WHERE namespace = %s AND name = %s",
+            (kube.namespace, name),
+        ).fetchone()
+    assert row == ("Succeeded", {"total": 52, "halves": ["kubernetes-na", "tive workflow"]})
+
+
+def test_helm_install_runs_plait_as_pods_on_the_real_node(
+    plait_crds: KubeCluster,
+    kube: Kube,
+    helm_bin: Path,
+    layout: NodeLayout,
+    image: PlaitImage,
+    database: PostgresServer,
+    tmp_path: Path,
+) -> None:
+    helm = Helm(helm_bin, kube.kubeconfig)
+    kube.kubectl(
+        "label", "namespace", kube.namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    database_secret(kube, database, layout.host_address)
+    release = f"real-{uuid.uuid4().hex[:6]}"
+    selector = f"app.kubernetes.io/instance={release}"
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values(image)))
+    ns = ["--namespace", kube.namespace]
+    helm.run("install", release, str(CHART), *ns, "-f", str(values_file),
+             "--wait", "--timeout", "5m")  # fmt: skip
+    try:
+        # --wait returned after the pre-install migration Job completed (a real process:
+        # the component roles log in) and the Deployments became Ready.
+        first = poll(
+            "the operator, API and webhook Ready", lambda: ready_components(kube, selector)
+        )
+        assert {p["spec"]["nodeName"] for p in first.values()} == {REAL_NODE_NAME}
+        with psycopg.connect(database.dsn("plait")) as conn:
+            roles = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolcanlogin")}
+        assert {c.role for c in COMPONENTS} <= roles
+        # The apiserver reaches the API pod (its service proxy goes to the pod's address).
+        api_service = f"{release}-plait-api"
+        health = kube.kubectl(
+            "get", "--raw",
+            f"/api/v1/namespaces/{kube.namespace}/services/http:{api_service}:80/proxy/healthz",
+        )  # fmt: skip
+        assert health.strip()
+
+        # The webhook in its pod answers the apiserver, which reaches it at the pod's address:
+        # a dependency cycle (beyond the CRD's schema) is refused by it.
+        task = {"template": {"image": "busybox:1.35"}}
+        cyclic = {
+            "apiVersion": "plait.dev/v1alpha1",
+            "kind": "WorkflowDefinition",
+            "metadata": {"name": "cyclic"},
+            "spec": {"tasks": [{"name": "a", "dependencies": ["b"], **task},
+                               {"name": "b", "dependencies": ["a"], **task}]},
+        }  # fmt: skip
+        denied = kube.run_kubectl("apply", "-f", "-", input=json.dumps(cyclic))
+        assert denied.returncode != 0
+        assert 'admission webhook "' in denied.stderr, denied.stderr
+        assert "denied the request" in denied.stderr, denied.stderr
+
+        kube.kubectl("create", "secret", "generic", "notifier-credentials",
+                     f"--from-literal=token={secrets.token_hex(8)}")  # fmt: skip
+        for path in sorted((ROOT / "examples").glob("*.yaml")):
+            if path.name != "workflowinstance.yaml":
+                kube.kubectl("apply", "-f", str(path))
+        placement = json.dumps({"spec": ON_REAL_NODE})
+        kube.kubectl("patch", "workflowdefinition", "diamond", "--type", "merge", "-p", placement)
+
+        def reconciled() -> bool:
+            items = json.loads(kube.kubectl("get", "plait", "-o", "json"))["items"]
+            return bool(items) and all(
+                o.get("status", {}).get("observedGeneration") == o["metadata"]["generation"]
+                for o in items
+            )
+
+        poll("the installed operator to reconcile the examples", reconciled)
+        run_diamond(kube, database, "diamond-run-1")
+
+        before = {c: p["metadata"]["uid"] for c, p in first.items()}
+        helm.run("upgrade", release, str(CHART), *ns, "-f", str(values_file),
+                 "--set", "logLevel=DEBUG", "--wait", "--timeout", "5m")  # fmt: skip
+        after = poll(
+            "the rolled pods Ready",
+            lambda: (
+                (r := ready_components(kube, selector))
+                and all(r[c]["metadata"]["uid"] != before[c] for c in COMPONENT_PODS)
+                and r
+            ),
+        )
+        for pod in after.values():
+            env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+            assert env["PLAIT_LOG_LEVEL"] == "DEBUG"
+        history = json.loads(helm.run("history", release, *ns, "-o", "json").stdout)
+        assert [h["status"] for h in history] == ["superseded", "deployed"]
+        # The first run's history survives the upgrade, and the new pods run a second one.
+        assert instance_phase(kube, "diamond-run-1") == "Succeeded"
+        run_diamond(kube, database, "diamond-run-2")
+    finally:
+        helm.run("uninstall", release, *ns, "--wait", "--timeout", "2m")
+    poll("no pod of the release left", lambda: not pods(kube, selector) or None)
+    assert not json.loads(kube.kubectl("get", "jobs", "-l", selector, "-o", "json"))["items"]
