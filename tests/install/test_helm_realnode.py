@@ -43,6 +43,7 @@ ON_REAL_NODE = {
     "tolerations": [{"operator": "Equal", **REAL_NODE_TAINT}],
 }
 COMPONENT_PODS = ("operator", "api", "webhook")
+FINAL = ("Succeeded", "Failed", "Cancelled", "Error")
 
 
 def poll(what: str, check: Callable[[], T | None], timeout: float = 120.0) -> T:
@@ -148,7 +149,7 @@ def run_diamond(kube: Kube, pg: PostgresServer, name: str) -> None:
     kube.kubectl("apply", "-f", "-", input=json.dumps(instance))
     phase = poll(
         f"{name} to finish",
-        lambda: (p := instance_phase(kube, name)) in ("Succeeded", "Failed", "Error") and p,
+        lambda: next((p for p in [instance_phase(kube, name)] if p in FINAL), None),
         timeout=240,
     )
     assert phase == "Succeeded", kube.kubectl("get", "wfi", name, "-o", "yaml")
@@ -247,14 +248,14 @@ def test_helm_install_runs_plait_as_pods_on_the_real_node(
         before = {c: p["metadata"]["uid"] for c, p in first.items()}
         helm.run("upgrade", release, str(CHART), *ns, "-f", str(values_file),
                  "--set", "logLevel=DEBUG", "--wait", "--timeout", "5m")  # fmt: skip
-        after = poll(
-            "the rolled pods Ready",
-            lambda: (
-                (r := ready_components(kube, selector))
-                and all(r[c]["metadata"]["uid"] != before[c] for c in COMPONENT_PODS)
-                and r
-            ),
-        )
+
+        def rolled() -> dict[str, dict[str, Any]] | None:
+            ready = ready_components(kube, selector)
+            if ready and all(ready[c]["metadata"]["uid"] != before[c] for c in COMPONENT_PODS):
+                return ready
+            return None
+
+        after = poll("the rolled pods Ready", rolled)
         for pod in after.values():
             env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
             assert env["PLAIT_LOG_LEVEL"] == "DEBUG"

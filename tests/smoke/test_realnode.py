@@ -255,6 +255,8 @@ def test_teardown_leaves_no_process_mount_cgroup_or_bridge(
         assert any(item.startswith("mount ") for item in running), running
         assert any(item.startswith("cgroup ") for item in running), running
         assert f"bridge {layout.bridge}" in running
+        assert f"link {layout.host_link}" in running
+        assert f"mount {layout.netns}" in running  # the node's network namespace
     finally:
         cluster.stop()
     try:
@@ -264,6 +266,10 @@ def test_teardown_leaves_no_process_mount_cgroup_or_bridge(
         assert {p for p in new_tops if not p.name.startswith("plait-")} == set()
         assert NodeLayout.load(state / "node") == layout
         assert not Path(f"/sys/class/net/{layout.bridge}").exists()
+        routes = subprocess.run(
+            ["ip", "route", "show", layout.pod_subnet], capture_output=True, text=True, check=True
+        )
+        assert routes.stdout == ""
     finally:
         shutil.rmtree(state)
 
