@@ -1,5 +1,7 @@
-"""``python -m bench [--only throughput|wide|deep|events|latency|realnode] [--tasks N]``: run,
-print, write JSON. ``realnode`` (one-task workflows on the real node) runs only when asked."""
+"""``python -m bench [--only throughput|wide|deep|fanout|events|latency|realnode] [--tasks N]
+[--items N]``: run, print, write JSON. ``realnode`` (one-task workflows on the real node) and
+``fanout`` (a forEach of ``--items`` items, compared with the wide DAG of the same run, which
+it runs too) run only when asked."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import dag, event_latency, events, realnode, throughput
+from bench import dag, event_latency, events, fanout, realnode, throughput
 from bench.harness import RESULTS, Environment, say
 
 DEFAULT_SIZES = {
@@ -21,6 +23,7 @@ DEFAULT_SIZES = {
     "events": 20000,
     "latency": 120,
     "realnode": 20,
+    "fanout": 2000,
 }
 
 
@@ -45,6 +48,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=600.0, help="seconds before a DAG run is given up"
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy pass")
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=DEFAULT_SIZES["fanout"],
+        help="items of the fanout benchmark's forEach (at most 10000; default %(default)s)",
+    )
+    parser.add_argument(
+        "--parallelism", type=int, help="forEach.parallelism of the fanout benchmark (unset)"
+    )
     return parser.parse_args(argv)
 
 
@@ -85,6 +97,24 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 ("", "operator peak RSS MiB", p["peak_rss_mib"], "", ""),
                 ("", "instance object bytes", p["instance_object_bytes"], "", ""),
             ]
+    fo = results.get("fanout")
+    if fo and "plait" in fo:
+        p, r = fo["plait"], fo["raw"]
+        rows += [
+            (f"fanout items={fo['items']}", "wall s", p["wall_s"], r["wall_s"], fo["ratio"]),
+            ("", "progress", p["progress"], "", ""),
+            ("", "Plait-added ms/item", fo["added_overhead_per_item_ms"], "", ""),
+            ("", "wide's Plait-added ms/task", _f(fo.get("wide_added_overhead_per_task_ms")),
+             "", _f(fo.get("added_per_item_vs_wide"))),
+            ("", "API calls added/item", fo["added_api_calls_per_item"], "", ""),
+            ("", "operator CPU s", p["operator_cpu_s"], "", ""),
+            ("", "operator peak RSS MiB", p["peak_rss_mib"], "", ""),
+            ("", "instance object bytes (largest)", p["instance_object_bytes_largest"], "", ""),
+            ("", "items launched over s", p["items_launched_over_s"], "", ""),
+        ]  # fmt: skip
+        for step in fo["planning"]:
+            rows.append(("", f"plan() ms, {step['items_finished']} items done",
+                         step["plan_ms"], "", ""))  # fmt: skip
     ev = results.get("events")
     if ev and "batch" in ev:
         for mode in ("single", "batch"):
@@ -143,20 +173,31 @@ def main(argv: list[str] | None = None) -> int:
         results["events"] = res
         (RESULTS / "events.json").write_text(json.dumps(res, indent=2) + "\n")
         say(f"events: wrote {RESULTS / 'events.json'}")
-    if not {"throughput", "wide", "deep", "latency", "realnode"} & set(chosen):
+    if "fanout" in chosen and "wide" not in chosen:
+        chosen.append("wide")  # fanout's Plait-added ms per item is compared with wide's
+    if not {"throughput", "wide", "deep", "fanout", "latency", "realnode"} & set(chosen):
         print(table(results))
         return 1 if any("error" in r for r in results.values()) else 0
     with Environment(real_node="realnode" in chosen) as env:
-        for name in ["throughput", "wide", "deep", "latency", "realnode"]:
+        for name in ["throughput", "wide", "deep", "fanout", "latency", "realnode"]:
             if name not in chosen:
                 continue
-            size = args.tasks or DEFAULT_SIZES[name]
+            size = args.items if name == "fanout" else args.tasks or DEFAULT_SIZES[name]
             started = time.monotonic()
             try:
                 if name == "latency":
                     res = event_latency.run(env, size)
                 elif name == "realnode":
                     res = realnode.run(env, size)
+                elif name == "fanout":
+                    res = fanout.run(
+                        env,
+                        size,
+                        wide=results.get("wide"),
+                        duration_s=args.duration,
+                        timeout=args.timeout,
+                        parallelism=args.parallelism,
+                    )
                 elif name == "throughput":
                     res = throughput.run(
                         env, size, duration_s=args.duration, profile=not args.no_profile
