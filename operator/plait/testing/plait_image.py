@@ -168,6 +168,8 @@ def build_base(cache: Path, *, progress: bool = True) -> Path:
     base = cache / f"base-{_base_key()[:16]}"
     if (base / "versions.txt").exists():
         return base
+    for old in cache.glob("base-*"):  # an earlier package list's
+        shutil.rmtree(old, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix="plait-image-base-", dir=cache))
     try:
         debs = work / "debs"
@@ -294,12 +296,28 @@ def build_plait_image(
             [base_layer, pack_directory(app)], config, [reference], archive
         )
         meta.write_text(json.dumps({"reference": reference, "digest": digest}))
+        _prune(out_dir, keep=archive)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.monotonic() - started
     size = archive.stat().st_size
     _say(f"{reference}: {size / 2**20:.0f} MiB in {seconds:.0f}s ({archive})", progress)
     return PlaitImage(archive, reference, digest, size, seconds, cached=False)
+
+
+def _prune(out_dir: Path, *, keep: Path) -> None:
+    """Remove the archives of earlier sources (about 320 MiB each): only the newest stays.
+    A test importing one right now keeps reading it (the file lives on while open)."""
+    for old in out_dir.iterdir():
+        stem, _, suffix = old.name.partition(".")
+        key = stem.removeprefix("plait-")
+        if (
+            old.stem != keep.stem
+            and suffix in ("tar", "json")
+            and len(key) == 16
+            and all(c in "0123456789abcdef" for c in key)
+        ):
+            old.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
