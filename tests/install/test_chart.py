@@ -297,11 +297,12 @@ def test_rbac_grants_nothing_unused(helm: Helm) -> None:
     operator = granted_triples([d for d in docs if d["metadata"]["name"].startswith("plait-op")])
     # Nothing no code calls: Kopf runs standalone (no Leases, no peering objects), and
     # cluster-wide it needs no namespaces. Secrets are only read (an artifactRepository's
-    # credentials) and created (an attempt's artifact URLs), never listed or changed.
+    # credentials), created and deleted (an attempt's artifact URLs), never listed or changed.
     assert not {t for t in operator if t[1] in {"leases", "namespaces"}}
     assert {t for t in operator if t[1] == "secrets"} == {
         ("", "secrets", "get"),
         ("", "secrets", "create"),
+        ("", "secrets", "delete"),
     }
     # Pod logs are only read (task logs, plait.task_execution.logs), never anything else.
     assert {t for t in operator if t[1] == "pods/log"} == {("", "pods/log", "get")}

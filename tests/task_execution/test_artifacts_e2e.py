@@ -79,11 +79,27 @@ async def tasks(
     calls.close()
 
 
+def instance_uid(kube: Kube) -> str:
+    """The uid of the WorkflowInstance ``run`` (created once, never reconciled here): the
+    owner of the attempts' Jobs and Secrets, so the garbage collector leaves them be."""
+    found = kube.run_kubectl("get", "wfi", "run", "-o", "jsonpath={.metadata.uid}")
+    if found.returncode != 0 or not found.stdout:
+        run = {
+            "apiVersion": "plait.dev/v1alpha1",
+            "kind": "WorkflowInstance",
+            "metadata": {"name": "run"},
+            "spec": {"workflowRef": {"name": "none"}},
+        }
+        kube.kubectl("create", "-f", "-", input=json.dumps(run))
+        return kube.kubectl("get", "wfi", "run", "-o", "jsonpath={.metadata.uid}")
+    return found.stdout
+
+
 def request(kube: Kube, task: str, **extra: Any) -> JobRequest:
     return JobRequest(
         namespace=kube.namespace,
         instance_name="run",
-        instance_uid=str(uuid.uuid4()),
+        instance_uid=instance_uid(kube),
         task=task,
         attempt=1,
         template=ContainerTemplate.model_validate(
@@ -104,7 +120,11 @@ def secret_of(kube: Kube, job: str) -> dict[str, Any] | None:
     return json.loads(found.stdout) if found.returncode == 0 else None
 
 
-async def test_the_url_secret_is_owned_by_the_job_and_comes_back_after_a_crash(
+def job_exists(kube: Kube, job: str) -> bool:
+    return kube.run_kubectl("get", "job", job).returncode == 0
+
+
+async def test_the_url_secret_comes_before_the_job_and_a_crash_between_them_is_repaired(
     kube: Kube, tasks: TaskExecution, s3_server: S3Server
 ) -> None:
     req = request(kube, "make")
@@ -113,15 +133,14 @@ async def test_the_url_secret_is_owned_by_the_job_and_comes_back_after_a_crash(
     job = json.loads(kube.kubectl("get", "job", req.name, "-o", "json"))
     secret = secret_of(kube, req.name)
     assert secret is not None
-    assert secret["metadata"]["ownerReferences"] == [
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "name": req.name,
-            "uid": job["metadata"]["uid"],
-            "blockOwnerDeletion": False,
-        }
-    ]
+    owner = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowInstance",
+        "name": "run",
+        "uid": req.instance_uid,
+        "blockOwnerDeletion": False,
+    }
+    assert secret["metadata"]["ownerReferences"] == [owner]
     assert "X-Amz-Signature" not in json.dumps(job)
     # The URL was signed with the Secret's keys (renamed by secretRef.keys): it uploads.
     plan = json.loads(base64.b64decode(secret["data"]["plan.json"]))
@@ -131,13 +150,23 @@ async def test_the_url_secret_is_owned_by_the_job_and_comes_back_after_a_crash(
     key = f"{kube.namespace}/{req.instance_uid}/make/1/out"
     assert s3_server.objects(BUCKET)[key] == 4
 
-    # The operator died after the Job and before the Secret: the next resume recreates it.
-    kube.kubectl("delete", "secret", f"{req.name}-artifacts")
-    wait_until(lambda: secret_of(kube, req.name) is None, timeout=30, what="the Secret gone")
-    assert await tasks.ensure_jobs([req]) == 0, "the Job is there: none created"
-    again = secret_of(kube, req.name)
-    assert again is not None
-    assert again["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    # The operator died after the Secret, before the Job: the next resume creates the Job
+    # and keeps the Secret.
+    kube.kubectl("delete", "job", req.name, "--wait=true")
+    wait_until(lambda: not job_exists(kube, req.name), timeout=30, what="the Job gone")
+    assert await tasks.ensure_jobs([req]) == 1
+    assert job_exists(kube, req.name)
+    kept = secret_of(kube, req.name)
+    assert kept is not None
+    assert kept["metadata"]["uid"] == secret["metadata"]["uid"], "the same Secret"
+
+    # Its end recorded, the attempt's Secret goes.
+    finished = json.loads(kube.kubectl("get", "job", req.name, "-o", "json"))
+    finished["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    changed = await tasks.observe(finished)
+    assert changed is not None
+    assert changed.state is TaskState.SUCCEEDED, changed.message
+    assert secret_of(kube, req.name) is None
 
 
 async def test_an_input_no_attempt_stored_fails_the_attempt_without_a_job(

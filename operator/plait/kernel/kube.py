@@ -167,38 +167,33 @@ class Kube:
             for key, value in (secret.data or {}).items()
         }
 
-    async def create_job_secret(self, manifest: Mapping[str, Any], job: str) -> bool:
-        """Create a Secret owned by the Job ``job`` (so it goes with the Job); False when
-        it exists already or the Job is gone."""
+    async def create_secret(self, manifest: Mapping[str, Any]) -> bool:
+        """Create a Secret (a task attempt's artifact URLs); False when it exists already
+        (its name makes this idempotent)."""
         namespace = manifest["metadata"]["namespace"]
-        jobs = await self._call(
-            "list",
-            "jobs",
-            self._batch.list_namespaced_job,
-            namespace,
-            field_selector=f"metadata.name={job}",
-        )
-        if not jobs.items:
-            return False
-        owned = json.loads(json.dumps(dict(manifest)))
-        owned["metadata"]["ownerReferences"] = [
-            {
-                "apiVersion": "batch/v1",
-                "kind": "Job",
-                "name": job,
-                "uid": jobs.items[0].metadata.uid,
-                "blockOwnerDeletion": False,
-            }
-        ]
         try:
             await self._call(
-                "create", "secrets", self._core.create_namespaced_secret, namespace, owned
+                "create",
+                "secrets",
+                self._core.create_namespaced_secret,
+                namespace,
+                cast(Any, dict(manifest)),
             )
         except ApiException as exc:
             if exc.status == 409:
                 return False
             raise
         return True
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        """Delete a Secret; one already gone is fine."""
+        try:
+            await self._call(
+                "delete", "secrets", self._core.delete_namespaced_secret, name, namespace
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     async def patch_instance_status(
         self,

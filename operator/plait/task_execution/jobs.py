@@ -417,8 +417,9 @@ def _add_artifacts(pod: dict[str, Any], main: dict[str, Any], artifacts: JobArti
 
 
 def artifact_secret(request: JobRequest) -> dict[str, Any] | None:
-    """The attempt's Secret holding ``plan.json`` (its URLs), labelled like its Job; the
-    operator creates it owned by the Job, so it goes when the Job does."""
+    """The attempt's Secret holding ``plan.json`` (its URLs), labelled like its Job and,
+    like it, owned by the run: the operator creates it before the Job (so a Job never waits
+    for a Secret no one will create) and deletes it when the attempt ends."""
     if request.artifacts is None:
         return None
     return {
@@ -434,6 +435,15 @@ def artifact_secret(request: JobRequest) -> dict[str, Any] | None:
                 LABEL_TASK: _label_safe(request.task, 63),
                 LABEL_ATTEMPT: str(request.attempt),
             },
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                    "kind": "WorkflowInstance",
+                    "name": request.instance_name,
+                    "uid": request.instance_uid,
+                    "blockOwnerDeletion": False,
+                }
+            ],
         },
         "stringData": {"plan.json": request.artifacts.plan},
     }

@@ -156,13 +156,13 @@ class TaskExecution:
             return f"the task cannot start: {exc}"
 
     async def _create(self, manifest: dict[str, Any], request: JobRequest) -> bool:
-        """Create the Job, then the Secret of its artifacts' URLs (owned by the Job; its
-        Pod waits for it); True when the Job was created now."""
-        created = await self._kube.create_job(manifest)
+        """Create the Secret of the attempt's artifact URLs, then its Job (each idempotent,
+        so a crash in between is repaired by the next try); True when the Job was created
+        now."""
         secret = artifact_secret(request)
         if secret is not None:
-            await self._kube.create_job_secret(secret, request.name)
-        return created
+            await self._kube.create_secret(secret)
+        return await self._kube.create_job(manifest)
 
     async def start(
         self, request: JobRequest, *, definition: tuple[str, int] | None = None
@@ -337,7 +337,7 @@ class TaskExecution:
             message = text or _pod_words(result) or reason or "the Job failed"
             outputs = None
         async with self._db.connection(COMPONENT) as conn:
-            return await repository.set_task_state(
+            changed = await repository.set_task_state(
                 conn,
                 name,
                 state,
@@ -346,6 +346,9 @@ class TaskExecution:
                 message=message,
                 cause=cause,
             )
+        if _has_artifacts(job):  # the attempt's URLs are of no more use
+            await self._kube.delete_secret(namespace, f"{name}-artifacts")
+        return changed
 
     async def observe_refusal(self, event: Mapping[str, Any]) -> TaskInstance | None:
         """A Job's FailedCreate Event: when it is a :data:`PERMANENT_REFUSALS`, the Job is
