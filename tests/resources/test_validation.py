@@ -200,6 +200,37 @@ def test_for_each_needs_one_list_and_is_refused_where_it_cannot_run() -> None:
     ]
 
 
+def test_depends_reads_its_dependencies_and_needs_some() -> None:
+    spec = _workflow(
+        _task("a"),
+        _task("b"),
+        _task("on-a", ["a"], depends="tasks.a.phase == 'Failed' || tasks.b.phase == 'Failed'"),
+        _task("lonely", depends="true"),
+    )
+    assert _messages(check_spec("WorkflowDefinition", spec)) == [
+        "spec.tasks[2].depends: task 'on-a' depends: refers to task 'b', which is not "
+        "upstream; add it (or a task after it) to dependencies",
+        "spec.tasks[3].depends: task 'lonely': depends is evaluated over the tasks in "
+        "dependencies, and it has none",
+    ]
+
+
+def test_a_cache_key_reads_inputs_and_definition_only() -> None:
+    spec = _workflow(
+        _task("a", cache={"key": "inputs.url + params.size", "ttlSeconds": 60}),
+        {
+            "name": "w",
+            "waitForEvent": {"eventType": "x", "correlation": "true"},
+            "cache": {"key": "definition.version"},
+        },
+    )
+    assert _messages(check_spec("WorkflowDefinition", spec)) == [
+        "spec.tasks[0].cache.key: task 'a' cache key: unknown variable 'params' "
+        "(available: definition, inputs)",
+        "spec.tasks[1].cache: task 'w': a wait for an event has no result to cache",
+    ]
+
+
 # --- references ------------------------------------------------------------------------------
 
 

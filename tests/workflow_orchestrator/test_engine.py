@@ -628,3 +628,60 @@ def test_after_a_retry_of_the_run_only_the_items_set_aside_run_again() -> None:
     p = plan(spec, {}, kept, now=T0, attempt_base={"each[1]": 1})
     assert p.launches == [Launch("each[1]", 2, {})]
     assert plan(spec, {}, [*kept, done("each[1]", 2)], now=T0).phase is WorkflowPhase.SUCCEEDED
+
+
+# -- dependency conditions (depends) ----------------------------------------------------------
+
+
+HANDLER = definition(
+    {"name": "build", "retries": {"limit": 1, "backoff": {"initialSeconds": 0}}},
+    {"name": "test", "dependencies": ["build"]},
+    {
+        "name": "cleanup",
+        "dependencies": ["build", "test"],
+        "depends": "tasks.build.phase == 'Failed' || tasks.test.phase == 'Failed'",
+    },
+    {"name": "notify", "dependencies": ["cleanup"]},
+)
+
+
+def test_depends_runs_a_task_on_a_failure_and_the_handled_failure_does_not_fail_the_run() -> None:
+    failed_once = [done("build", state=TaskState.FAILED, exit_code=1)]
+    assert names(plan(HANDLER, {}, failed_once, now=NOW)) == ["build"]  # its retry comes first
+    for_good = [*failed_once, done("build", 2, TaskState.FAILED, exit_code=1)]
+    p = plan(HANDLER, {}, for_good, now=NOW)
+    assert [(s.task, s.reason) for s in p.skips] == [
+        ("test", "upstream task build did not succeed")
+    ]
+    history = [*for_good, done("test", state=TaskState.SKIPPED)]
+    assert names(plan(HANDLER, {}, history, now=NOW)) == ["cleanup"]
+    history.append(done("cleanup"))
+    assert names(plan(HANDLER, {}, history, now=NOW)) == ["notify"]
+    history.append(done("notify"))
+    assert plan(HANDLER, {}, history, now=NOW).phase is WorkflowPhase.SUCCEEDED
+
+
+def test_depends_false_skips_the_task_and_its_dependents_still_run() -> None:
+    history = [done("build"), done("test")]
+    p = plan(HANDLER, {}, history, now=T0)
+    assert [(s.task, s.failed) for s in p.skips] == [("cleanup", False)]
+    assert p.skips[0].reason.startswith("depends: ")
+    history.append(done("cleanup", state=TaskState.SKIPPED))
+    assert names(plan(HANDLER, {}, history, now=T0)) == ["notify"]
+
+
+def test_a_failure_no_depends_accepted_still_fails_the_run() -> None:
+    spec = definition(
+        {"name": "a"},
+        {"name": "b"},
+        {"name": "on-a", "dependencies": ["a", "b"], "depends": "tasks.a.phase == 'Failed'"},
+    )
+    history = [
+        done("a"),
+        done("b", state=TaskState.FAILED, exit_code=2),
+        done("on-a", state=TaskState.SKIPPED),
+    ]
+    final = plan(spec, {}, history, now=T0)
+    assert final.phase is WorkflowPhase.FAILED
+    assert final.failure is not None
+    assert final.failure.task == "b"

@@ -274,6 +274,36 @@ def test_a_task_definition_gives_its_retries_timeout_and_input_defaults(
     assert (deadline, env["PLAIT_INPUT_WHO"], env["PLAIT_INPUT_MODE"]) == (7, "b", "slow")
 
 
+def test_depends_runs_a_handler_on_failure_and_the_run_succeeds(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    submit(
+        cluster,
+        "handled",
+        [
+            task("build", exit_code=2),
+            task("ship", deps=["build"]),
+            task(
+                "rollback",
+                deps=["build", "ship"],
+                depends="tasks.build.phase == 'Failed'",
+                inputs={"why": "tasks.build.phase"},
+            ),
+            task("audit", deps=["build"], depends="tasks.build.phase == 'Succeeded'"),
+        ],
+    )
+    final = wait_phase(cluster, "handled-run")
+    assert final["phase"] == "Succeeded", final
+    rows = {r[0]: (r[2], r[5]) for r in attempts(migrated_database, "handled-run")}
+    assert rows == {
+        "build": ("Failed", "Error"),  # kwok's container reason
+        "ship": ("Skipped", "upstream task build did not succeed"),
+        "rollback": ("Succeeded", None),
+        "audit": ("Skipped", "depends: \"tasks.build.phase == 'Succeeded'\" is false"),
+    }
+
+
 def test_when_false_skips_a_branch_and_the_rest_runs(
     cluster: Kube, start_operator: StartOperator, migrated_database: str
 ) -> None:

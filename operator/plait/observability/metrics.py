@@ -69,6 +69,7 @@ __all__ = [
     "log_records_dropped",
     "spans_dropped",
     "task_attempt_finished",
+    "task_cache_lookup",
     "task_overhead",
     "time_kubernetes_api_call",
     "time_reconciliation",
@@ -136,6 +137,13 @@ TASK_OVERHEAD = Histogram(
     "on it).",
     ["stage"],
     buckets=_FAST,
+)
+TASK_CACHE_LOOKUPS = Counter(
+    "plait_task_cache_lookups_total",
+    "Attempts of tasks with a cache key, by result: hit (an earlier result reused, no Job), "
+    "miss (none within the time to live: the task ran) or bypassed (the run asked to run "
+    "every task).",
+    ["result"],
 )
 
 # --- events ---------------------------------------------------------------------------------
@@ -288,6 +296,10 @@ def task_attempt_finished(
         TASK_QUEUE_WAIT.observe(queue_wait_seconds)
     if run_seconds is not None and run_seconds >= 0:
         TASK_RUN.observe(run_seconds)
+
+
+def task_cache_lookup(result: Literal["hit", "miss", "bypassed"]) -> None:
+    TASK_CACHE_LOOKUPS.labels(result).inc()
 
 
 def task_overhead(stage: Literal["launch", "advance"], seconds: float) -> None:

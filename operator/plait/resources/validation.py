@@ -27,6 +27,7 @@ import pydantic
 from plait import API_GROUP, API_VERSION
 from plait.errors import ValidationError
 from plait.kernel import expressions
+from plait.resources.cache import CACHE_KEY_VARIABLES
 from plait.resources.common import Parameter, PlaitModel
 from plait.resources.event import EventDefinitionSpec
 from plait.resources.integration import IntegrationSpec
@@ -388,6 +389,40 @@ def _check_task(
         _check_expression(
             task.when, f"{path}.when", f"{what} when", problems, variables=task_vars, **context
         )
+    if task.cache is not None:
+        _check_expression(
+            task.cache.key,
+            f"{path}.cache.key",
+            f"{what} cache key",
+            problems,
+            variables=CACHE_KEY_VARIABLES,
+        )
+        if task.wait_for_event is not None:
+            problems.append(
+                Problem(
+                    f"{path}.cache",
+                    f"{what}: a wait for an event has no result to cache",
+                    "NotSupported",
+                )
+            )
+    if task.depends is not None:
+        _check_expression(
+            task.depends,
+            f"{path}.depends",
+            f"{what} depends",
+            problems,
+            variables=frozenset({"params", "tasks"}),
+            **context,
+        )
+        if not task.dependencies:
+            problems.append(
+                Problem(
+                    f"{path}.depends",
+                    f"{what}: depends is evaluated over the tasks in dependencies, "
+                    "and it has none",
+                    "Required",
+                )
+            )
     for name, expression in task.inputs.items():
         _check_expression(
             expression,

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
+from plait.resources.cache import TaskCache
 from plait.resources.common import (
     AGE_COLUMN,
     MAX_MAP_ENTRIES,
@@ -133,6 +134,11 @@ class Task(PlaitModel):
     """Names of the tasks that must finish before this one starts."""
     when: CelExpression | None = None
     """CEL over params and upstream tasks; the task is skipped when it is false."""
+    depends: CelExpression | None = None
+    """CEL over params and the tasks in dependencies (their phase and outputs), evaluated
+    once they have all finished, whatever their outcome: the task runs when it is true
+    (e.g. tasks.build.phase == 'Failed'), and is skipped when it is false. Unset: the task
+    runs only when each dependency succeeded or was skipped by its when."""
     task_ref: LocalObjectReference | None = None
     """Run the TaskDefinition of this name."""
     template: ContainerTemplate | None = None
@@ -141,6 +147,9 @@ class Task(PlaitModel):
     """Wait for an event instead of running a container."""
     for_each: ForEach | None = None
     """Run the task once per item of a list (a fan-out); see forEach."""
+    cache: TaskCache | None = None
+    """Reuse the outputs of an earlier successful attempt with the same key instead of
+    running a Job (each item of a fan-out has its own key)."""
     inputs: ExpressionMap = Field(default_factory=dict)
     """Input name -> CEL over params and upstream tasks' outputs (e.g. tasks.fetch.outputs.url)."""
     retries: RetryPolicy | None = None
@@ -362,6 +371,9 @@ class WorkflowInstanceSpec(PlaitModel):
     retry: Annotated[int, Field(ge=0, le=1000)] = 0
     """Raise by one to retry a Failed run from its unsuccessful tasks on (successful tasks
     keep their results); `plait instances retry` does it."""
+    bypass_cache: bool = False
+    """Run every task, reusing no cached result; what the run's tasks produce is still
+    stored for later runs."""
 
 
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled", "Error"]

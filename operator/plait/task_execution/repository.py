@@ -25,6 +25,7 @@ __all__ = [
     "TaskDefinition",
     "TaskInstance",
     "attempt_by_job",
+    "cached_attempt",
     "delete_task_definition",
     "get_task_attempt",
     "insert_task_attempt",
@@ -32,6 +33,7 @@ __all__ = [
     "latest_task_definitions",
     "list_task_attempts",
     "purge_task_attempts",
+    "record_cache_hit",
     "set_task_state",
     "supersede_unsuccessful",
     "tasks_of_instance",
@@ -78,6 +80,8 @@ class TaskInstance:
     finished_at: datetime | None
     superseded_at: datetime | None
     failure_cause: FailureCause | None = None
+    cache_key: str | None = None
+    cached_from: uuid.UUID | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", TaskState(self.state))
@@ -126,6 +130,38 @@ async def latest_task_definitions(
         return {row.name: row for row in await cur.fetchall()}
 
 
+async def cached_attempt(
+    conn: AsyncConnection[Any], namespace: str, cache_key: str, since: datetime
+) -> TaskInstance | None:
+    """The newest attempt with this key that ran and succeeded after ``since``: the
+    result a cache hit reuses (a hit's own row does not renew the time to live)."""
+    async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
+        await cur.execute(
+            "SELECT * FROM task_execution_service.task_instances "
+            "WHERE namespace = %s AND cache_key = %s AND state = 'Succeeded' "
+            "AND cached_from IS NULL AND finished_at > %s ORDER BY finished_at DESC LIMIT 1",
+            (namespace, cache_key, since),
+        )
+        return await cur.fetchone()
+
+
+async def record_cache_hit(
+    conn: AsyncConnection[Any], job_name: str, source: TaskInstance
+) -> TaskInstance | None:
+    """Move a Pending attempt to Succeeded with ``source``'s outputs, naming it; None when
+    the attempt is no longer Pending (a lost race)."""
+    message = f"cached: the outputs of attempt {source.attempt} of {source.task_name} ({source.id})"
+    async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
+        await cur.execute(
+            "UPDATE task_execution_service.task_instances SET state = 'Succeeded', "
+            "outputs = %s, message = %s, cached_from = %s, exit_code = NULL, "
+            "started_at = now(), finished_at = now(), updated_at = now() "
+            "WHERE job_name = %s AND state = 'Pending' RETURNING *",
+            (Jsonb(dict(source.outputs or {})), message, source.id, job_name),
+        )
+        return await cur.fetchone()
+
+
 async def insert_task_attempt(
     conn: AsyncConnection[Any],
     *,
@@ -140,6 +176,7 @@ async def insert_task_attempt(
     span_id: str | None = None,
     state: TaskState = TaskState.PENDING,
     message: str | None = None,
+    cache_key: str | None = None,
 ) -> tuple[TaskInstance, bool]:
     """Record attempt ``attempt`` of a task unless it exists; (attempt, created).
 
@@ -153,8 +190,8 @@ async def insert_task_attempt(
         await cur.execute(
             "INSERT INTO task_execution_service.task_instances (namespace, workflow_instance_id, "
             "task_name, attempt, job_name, definition_name, definition_version, inputs, "
-            "trace_id, span_id, state, message, finished_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "trace_id, span_id, state, message, cache_key, finished_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
             " CASE WHEN %s THEN now() END) "
             "ON CONFLICT (workflow_instance_id, task_name, attempt) DO NOTHING RETURNING *",
             (
@@ -170,6 +207,7 @@ async def insert_task_attempt(
                 span_id,
                 state.value,
                 message,
+                cache_key,
                 state.final,
             ),
         )

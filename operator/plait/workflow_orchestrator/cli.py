@@ -166,6 +166,13 @@ def _fan_out_rows(
     return rows
 
 
+def _state(attempt: TaskInstance | None) -> str:
+    """An attempt's state, marked when it reused a cached result instead of running."""
+    if attempt is None:
+        return "Pending"
+    return attempt.state.value + (" (cached)" if attempt.cached_from is not None else "")
+
+
 def _item_index(key: str, task: str) -> int | None:
     base, index = split_item_name(key)
     return index if base == task else None
@@ -211,7 +218,7 @@ def render_dag(
         rows.append(
             (
                 label,
-                last.state.value if last else "Pending",
+                _state(last),
                 str(len(mine)),
                 _duration(last) if last else "-",
                 detail[:80],

@@ -34,7 +34,7 @@ from typing import Any
 from plait.errors import ValidationError
 from plait.kernel import expressions
 from plait.resources.common import Backoff, RetryPolicy
-from plait.resources.foreach import MAX_ITEMS, item_name
+from plait.resources.foreach import MAX_ITEMS, item_name, split_item_name
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
 from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
@@ -330,8 +330,20 @@ def plan(
                 blocked.add(task.name)
             continue
         # Never attempted: does it run, wait, or get skipped?
+        if task.depends is not None:
+            gate = _depends(task, states, blocked, params, finished, base.get(task.name, 0) + 1)
+            if gate is None:
+                pending_work = True
+                continue  # a dependency is unfinished, or waits for its retry
+            if isinstance(gate, Skip):
+                skips.append(gate)
+                if gate.failed:
+                    blocked.add(task.name)
+                continue
         # A dependency that failed for good means this task can never run: skip it now.
         upstream_failed = [d for d in task.dependencies if d in blocked]
+        if task.depends is not None:
+            upstream_failed = []  # its depends has accepted how they ended
         if upstream_failed:
             skips.append(
                 Skip(
@@ -346,7 +358,7 @@ def plan(
         if any(d is None or d.state not in FINAL_STATES for d in deps):
             pending_work = True
             continue
-        if any(d is not None and d.state not in SATISFIED for d in deps):
+        if task.depends is None and any(d is not None and d.state not in SATISFIED for d in deps):
             continue  # an upstream task failed and waits for its retry
         if task.for_each is not None:
             fan = _plan_fan_out(
@@ -391,6 +403,8 @@ def plan(
 
     if pending_work or launches or skips:
         return Plan(launches=launches, skips=skips, retry_at=retry_at, fan_outs=fan_outs)
+    handled = _handled_failures(spec, states)
+    failed = [a for a in failed if split_item_name(a.task)[0] not in handled]
     outcome = _finish(spec, params, finished, failed)
     if spec.on_exit is not None:
         outcome = _exit_task(
@@ -588,6 +602,45 @@ def _plan_fan_out(
         return step  # not over yet
     step.outcome, step.failed = _fan_out_outcome(task, len(items), failures)
     return step
+
+
+def _depends(
+    task: Task,
+    states: Mapping[str, Attempt],
+    blocked: set[str],
+    params: Mapping[str, Any],
+    finished: Mapping[str, Any],
+    attempt: int,
+) -> bool | Skip | None:
+    """A task with ``depends`` once its dependencies have all finished for good (None
+    until then): True to go on, or a Skip when it is false (failed when it cannot be
+    evaluated)."""
+    assert task.depends is not None
+    for dep in task.dependencies:
+        state = states.get(dep)
+        if state is None or state.state not in FINAL_STATES:
+            return None
+        if state.state not in SATISFIED and dep not in blocked:
+            return None  # failed, and its retry is still to come
+    activation = {"params": dict(params), "tasks": dict(finished)}
+    try:
+        verdict = _evaluate(task.depends, activation)
+    except ValidationError as exc:
+        return Skip(task.name, f"cannot start: depends: {exc}", failed=True, attempt=attempt)
+    if verdict is not True:
+        return Skip(task.name, f"depends: {task.depends!r} is {_show(verdict)}", attempt=attempt)
+    return True
+
+
+def _handled_failures(spec: WorkflowDefinitionSpec, states: Mapping[str, Attempt]) -> set[str]:
+    """Tasks whose failure a dependent's ``depends`` accepted (it ran): they do not fail
+    the run, as in Argo, where a failure handled by ``depends`` does not fail the DAG."""
+    handled: set[str] = set()
+    for task in spec.tasks:
+        mine = states.get(task.name)
+        if task.depends is not None and mine is not None and mine.state is not TaskState.SKIPPED:
+            handled.update(task.dependencies)
+    return handled
 
 
 def _first(attempts: Sequence[Attempt]) -> Attempt:

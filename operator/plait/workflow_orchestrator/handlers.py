@@ -107,6 +107,7 @@ class WorkflowInstanceStore:
                 suspend=spec.suspend,
                 retry=spec.retry,
                 traceparent=ref.annotations.get(TRACEPARENT_ANNOTATION),
+                bypass_cache=spec.bypass_cache,
             ),
             ensure_jobs=True,
         )

@@ -33,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import logging
 import uuid
 from collections import Counter
@@ -42,7 +44,9 @@ from typing import Any
 
 import kopf
 
+from plait.errors import ValidationError
 from plait.event_processing.repository import EventInstance
+from plait.kernel import expressions
 from plait.kernel.conditions import Condition, merge_conditions
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
@@ -55,6 +59,7 @@ from plait.observability.tracing import (
     task_traceparent,
     workflow_span,
 )
+from plait.resources.cache import TaskCache
 from plait.resources.common import ContainerTemplate
 from plait.resources.foreach import split_item_name
 from plait.resources.task import TaskDefinitionSpec
@@ -138,6 +143,7 @@ class Control:
     suspend: bool = False
     retry: int = 0
     traceparent: str | None = None
+    bypass_cache: bool = False
     """The ``plait.dev/traceparent`` annotation: the trace (an event's) the run joins."""
 
 
@@ -706,7 +712,7 @@ class Orchestrator:
             decision = self._plan(instance, spec, control, attempts, base, defaults)
             self._measure_advance(instance, attempts, planned)
             retry_at = decision.retry_at
-            instance = await self._carry_out(instance, spec, decision, planned)
+            instance = await self._carry_out(instance, spec, decision, planned, control)
             if decision.phase is not None:
                 await self._end(
                     instance,
@@ -812,6 +818,7 @@ class Orchestrator:
         spec: WorkflowDefinitionSpec,
         decision: Plan,
         planned: dt.datetime,
+        control: Control,
     ) -> WorkflowInstance:
         """Record the plan's skips and start its launches (the first makes the run
         Running); returns the instance as it now stands."""
@@ -823,7 +830,7 @@ class Orchestrator:
             )
             instance = changed or await self._reload(instance.id)
         for launch in decision.launches:
-            await self._launch(instance, spec, launch, planned)
+            await self._launch(instance, spec, launch, planned, bypass_cache=control.bypass_cache)
         return instance
 
     async def _record_skip(self, instance: WorkflowInstance, skip: Skip) -> None:
@@ -844,21 +851,47 @@ class Orchestrator:
         spec: WorkflowDefinitionSpec,
         launch: Launch,
         planned: dt.datetime,
+        *,
+        bypass_cache: bool = False,
     ) -> None:
         """Start one attempt: a wait for an event subscribes, any other task gets its Job
-        (its ``launch`` stage: the plan made at ``planned`` -> the Job created)."""
+        (its ``launch`` stage: the plan made at ``planned`` -> the Job created), unless
+        its cache holds a result to reuse."""
         task = _task(spec, launch.task)
         if task.wait_for_event is not None:
             await self._start_wait(instance, task, launch)
             return
         resolved = await self._resolve(instance.namespace, task)
+        key, reuse_since = None, None
+        if task.cache is not None:
+            definition = resolved.definition or (instance.workflow_name, instance.workflow_version)
+            try:
+                key = cache_key(instance.namespace, task.cache, launch.inputs, definition)
+            except ValidationError as exc:
+                await self._record_skip(
+                    instance,
+                    Skip(launch.task, f"cannot start: cache key: {exc}", True, launch.attempt),
+                )
+                self.kick(instance.id, instance.namespace, instance.name)
+                return
+            if bypass_cache:
+                metrics.task_cache_lookup("bypassed")
+            else:
+                reuse_since = _now() - dt.timedelta(seconds=task.cache.ttl_seconds)
         started = await self._tasks.start(
             self._job_request(
                 instance, spec, task, launch.task, resolved, launch.attempt, launch.inputs
             ),
             definition=resolved.definition,
+            cache_key=key,
+            reuse_since=reuse_since,
         )
-        if started.state in FINAL_STATES:  # its Job could not be built: plan again
+        if reuse_since is not None:
+            metrics.task_cache_lookup("hit" if started.cached_from is not None else "miss")
+        if started.cached_from is not None:  # a cached result: count it, and plan again
+            await self._attempt_finished(started)
+            self.kick(instance.id, instance.namespace, instance.name)
+        elif started.state in FINAL_STATES:  # its Job could not be built: plan again
             self.kick(instance.id, instance.namespace, instance.name)
         elif started.state is TaskState.PENDING:  # its Job was just created
             launch_seconds = (_now() - planned).total_seconds()
@@ -1110,7 +1143,23 @@ def control_of(obj: Mapping[str, Any]) -> Control:
         suspend=bool(spec.get("suspend", False)),
         retry=int(spec.get("retry", 0) or 0),
         traceparent=annotations.get(TRACEPARENT_ANNOTATION),
+        bypass_cache=bool(spec.get("bypassCache", False)),
     )
+
+
+def cache_key(
+    namespace: str, cache: TaskCache, inputs: Mapping[str, Any], definition: tuple[str, int]
+) -> str:
+    """The digest an attempt's cache key is stored and looked up by: SHA-256 of the
+    namespace and the key's value (canonical JSON), so equal keys meet only within a
+    namespace. Raises ValidationError when the key cannot be evaluated."""
+    activation = {
+        "inputs": dict(inputs),
+        "definition": {"name": definition[0], "version": definition[1]},
+    }
+    value = expressions.evaluate(expressions.compile(cache.key), activation)
+    canonical = json.dumps([namespace, value], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def fan_out_sizes(
