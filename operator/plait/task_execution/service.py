@@ -21,6 +21,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from plait.integration import credentials
@@ -165,10 +166,19 @@ class TaskExecution:
         return await self._kube.create_job(manifest)
 
     async def start(
-        self, request: JobRequest, *, definition: tuple[str, int] | None = None
+        self,
+        request: JobRequest,
+        *,
+        definition: tuple[str, int] | None = None,
+        cache_key: str | None = None,
+        reuse_since: datetime | None = None,
     ) -> TaskInstance:
         """Record the attempt, then create its Job (both idempotent). An attempt whose Job
-        cannot be built (an Integration missing or unfit) is returned Failed, with why."""
+        cannot be built (an Integration missing or unfit) is returned Failed, with why.
+
+        The attempt records ``cache_key``; with ``reuse_since`` too, when an attempt with
+        that key in the namespace succeeded after it, this one is returned Succeeded with
+        its outputs (``cached_from`` naming it) and no Job is created."""
         request = dataclasses.replace(request, ttl_seconds=self._ttl)
         async with self._db.connection(COMPONENT) as conn:
             attempt, _ = await repository.insert_task_attempt(
@@ -180,7 +190,15 @@ class TaskExecution:
                 job_name=request.name,
                 inputs=request.inputs,
                 definition=definition,
+                cache_key=cache_key,
             )
+            if attempt.state is TaskState.PENDING and cache_key and reuse_since:
+                source = await repository.cached_attempt(
+                    conn, request.namespace, cache_key, reuse_since
+                )
+                if source is not None:
+                    hit = await repository.record_cache_hit(conn, request.name, source)
+                    return hit or attempt
         if attempt.state is TaskState.PENDING:
             built = await self._manifest(request)
             if isinstance(built, str):
