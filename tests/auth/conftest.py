@@ -134,7 +134,11 @@ def fast_settings(**changes: Any) -> AuthSettings:
 
 @contextlib.asynccontextmanager
 async def serve_replicas(
-    dsn: str, component_dsns: dict[str, str], settings: AuthSettings, replicas: int = 1
+    dsn: str,
+    component_dsns: dict[str, str],
+    settings: AuthSettings,
+    replicas: int = 1,
+    port: int | None = None,
 ) -> AsyncIterator[list[TestClient[Any, Any]]]:
     """``replicas`` independent applications (own pools, own caches) on one database."""
     async with contextlib.AsyncExitStack() as stack:
@@ -150,7 +154,8 @@ async def serve_replicas(
             )
             stack.push_async_callback(database.close)
             config = ApiConfig(tokens=TokenStore([ADMIN_TOKEN]), auth=settings, max_attempts=1)
-            client = TestClient(TestServer(build_app(database, config)))
+            server = TestServer(build_app(database, config), port=port if not clients else None)
+            client = TestClient(server)
             await stack.enter_async_context(client)
             clients.append(client)
         yield clients
@@ -175,14 +180,23 @@ def auth_settings() -> AuthSettings:
 
 
 @pytest.fixture
+def api_port() -> int | None:
+    """The first replica's port (None: any free one)."""
+    return None
+
+
+@pytest.fixture
 async def auth(
     postgres_server: PostgresServer,
     migrated_database: str,
     component_dsns: dict[str, str],
     auth_settings: AuthSettings,
+    api_port: int | None,
 ) -> AsyncIterator[AuthApi]:
     """Two replicas of the API (so a test can show a change seen by both)."""
-    async with serve_replicas(migrated_database, component_dsns, auth_settings, 2) as clients:
+    async with serve_replicas(
+        migrated_database, component_dsns, auth_settings, 2, api_port
+    ) as clients:
         api = AuthApi(clients, migrated_database)
         api.used.add(ADMIN_TOKEN)
         yield api

@@ -5,6 +5,8 @@ the rest of the table in :mod:`plait.api.routes`); the work is done by
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import uuid
 from datetime import datetime
@@ -18,9 +20,17 @@ from plait.api.access import AUTH, SESSION_COOKIE, client_address, principal, un
 from plait.api.context import read_capped, validated
 from plait.api.problems import Problem
 from plait.api.routing import Access, Body, Parameter, Reply, Route, problem
+from plait.auth import audit, oidc
 from plait.auth import repository as repo
 from plait.auth.permissions import ANY_NAMESPACE
-from plait.auth.service import AuthenticationFailed, IssuedToken, LoginThrottled, NewGrant
+from plait.auth.service import (
+    AuthenticationFailed,
+    AuthService,
+    IssuedToken,
+    LoginThrottled,
+    NewGrant,
+    NewSession,
+)
 
 __all__ = ["ROUTES"]
 
@@ -264,6 +274,10 @@ async def login(request: web.Request) -> web.Response:
             str(exc),
             headers={"Retry-After": str(max(1, round(exc.retry_after)))},
         ) from None
+    return _session_response(service, new)
+
+
+def _session_response(service: AuthService, new: NewSession) -> web.Response:
     response = _json(
         SessionInfo(
             username=new.user.username,
@@ -280,6 +294,101 @@ async def login(request: web.Request) -> web.Response:
         httponly=True,
         samesite="Strict",
     )
+    return response
+
+
+OIDC_COOKIE = "plait_oidc"
+_OIDC_PATH = "/v1/auth/oidc"
+
+
+def _provider(request: web.Request) -> oidc.Provider:
+    provider = request.app[AUTH].oidc
+    if provider is None:
+        detail = "single sign-on is not configured (PLAIT_AUTH_OIDC_ISSUER)"
+        raise Problem(404, "not-found", "Not found", detail)
+    return provider
+
+
+def _unavailable(exc: OSError) -> Problem:
+    return Problem(
+        503,
+        "identity-provider-unavailable",
+        "Identity provider unavailable",
+        str(exc),
+        headers={"Retry-After": "5"},
+    )
+
+
+async def oidc_login(request: web.Request) -> web.Response:
+    """Off to the identity provider, with what the callback must check in a sealed cookie."""
+    provider = _provider(request)
+    service = request.app[AUTH]
+    try:
+        url, flow = await asyncio.to_thread(provider.start)
+    except oidc.OidcUnavailable as exc:
+        raise _unavailable(exc) from None
+    except oidc.OidcError as exc:
+        raise unauthorized(str(exc)) from None
+    response = web.Response(status=302, headers={"Location": url})
+    response.set_cookie(
+        OIDC_COOKIE,
+        oidc.seal(service.flow_key(), flow),
+        max_age=oidc.FLOW_SECONDS,
+        path=_OIDC_PATH,
+        secure=service.settings.cookie_secure,
+        httponly=True,
+        # The provider sends the person back with a top-level GET from its own site.
+        samesite="Lax",
+    )
+    return response
+
+
+def _bad_callback(detail: str) -> Problem:
+    return Problem(
+        400,
+        "invalid-request",
+        "Invalid request",
+        detail,
+        errors=[{"path": "state", "reason": detail}],
+    )
+
+
+async def oidc_callback(request: web.Request) -> web.Response:
+    """Back from the identity provider: redeem the code, check the ID token, sign in."""
+    provider = _provider(request)
+    service = request.app[AUTH]
+    client = client_address(request)
+    query = request.query
+    if "error" in query:
+        detail = f"the identity provider answered {query['error'][:100]!r}"
+        if "error_description" in query:
+            detail += f": {query['error_description'][:300]}"
+        raise _bad_callback(detail)
+    sealed = request.cookies.get(OIDC_COOKIE)
+    if not sealed:
+        raise _bad_callback(f"no {OIDC_COOKIE} cookie: start at {_OIDC_PATH}/login")
+    try:
+        flow = oidc.unseal(service.flow_key(), sealed)
+    except ValueError as exc:
+        raise _bad_callback(str(exc)) from None
+    code, state = query.get("code", ""), query.get("state", "")
+    if not code or not state:
+        raise _bad_callback("the callback needs both code and state")
+    if not hmac.compare_digest(state, str(flow["state"])):
+        raise _bad_callback("state does not match this browser's sign-in")
+    try:
+        identity = await asyncio.to_thread(provider.finish, code, flow)
+    except oidc.OidcUnavailable as exc:
+        raise _unavailable(exc) from None
+    except oidc.OidcError as exc:
+        audit.failure("oidc", "invalid", str(exc), client=client)
+        raise unauthorized(str(exc)) from None
+    try:
+        new = await service.sso_login(identity, client)
+    except AuthenticationFailed as exc:
+        raise unauthorized(exc.detail) from None
+    response = _session_response(service, new)
+    response.del_cookie(OIDC_COOKIE, path=_OIDC_PATH)
     return response
 
 
@@ -501,6 +610,66 @@ ROUTES: tuple[Route, ...] = (
         "absolute limit. Repeated failures for one username or one client address make the "
         "next attempt wait (429), twice as long after each further failure.",
         body=Body({"application/json": LoginRequest}),
+        public=True,
+    ),
+    Route(
+        "GET",
+        "/v1/auth/oidc/login",
+        oidc_login,
+        "oidcLogin",
+        "Single sign-on: go to the identity provider (authorization code flow with PKCE).",
+        {
+            302: Reply(
+                "To the identity provider; the flow's state is in the `plait_oidc` "
+                "cookie (HttpOnly, SameSite=Lax, 10 minutes).",
+                headers={"Location": "The provider's authorization URL."},
+            ),
+            401: problem(
+                "The provider's metadata cannot be trusted.",
+                {"WWW-Authenticate": "`Bearer`: the scheme to authenticate with."},
+            ),
+            404: problem("Single sign-on is not configured."),
+            503: problem(
+                "The identity provider cannot be reached.",
+                {"Retry-After": "Seconds to wait before retrying."},
+            ),
+        },
+        public=True,
+    ),
+    Route(
+        "GET",
+        "/v1/auth/oidc/callback",
+        oidc_callback,
+        "oidcCallback",
+        "Single sign-on: back from the identity provider; signs in with a session cookie.",
+        {
+            200: Reply(
+                "Signed in; the session is in the `plait_session` cookie.",
+                (SessionInfo,),
+                headers={"Set-Cookie": "The session cookie."},
+            ),
+            400: problem(
+                "No or another browser's sign-in (state), an expired flow, or the "
+                "provider's own error."
+            ),
+            401: problem(
+                "The code or ID token was refused, no role mapping names the "
+                "person or its groups, or the user is disabled.",
+                {"WWW-Authenticate": "`Bearer`: the scheme to authenticate with."},
+            ),
+            404: problem("Single sign-on is not configured."),
+            503: problem(
+                "The identity provider or PostgreSQL cannot be reached.",
+                {"Retry-After": "Seconds to wait before retrying."},
+            ),
+        },
+        description="The person's groups (the configured claim) map to roles through "
+        "PLAIT_AUTH_OIDC_ROLE_MAPPINGS, recorded on the user at every sign-in.",
+        parameters=(
+            Parameter("code", "query", {"type": "string"}, "The authorization code."),
+            Parameter("state", "query", {"type": "string"}, "The flow's state."),
+            Parameter("error", "query", {"type": "string"}, "The provider's error, if any."),
+        ),
         public=True,
     ),
     Route(

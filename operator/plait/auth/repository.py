@@ -50,6 +50,7 @@ __all__ = [
     "role_permissions",
     "set_disabled",
     "touch_token",
+    "upsert_sso_user",
 ]
 
 
@@ -189,6 +190,60 @@ async def set_disabled(conn: AsyncConnection[Any], username: str, disabled: bool
             "WHERE user_id = %s AND revoked_at IS NULL",
             (user.id,),
         )
+    return user
+
+
+async def upsert_sso_user(
+    conn: AsyncConnection[Any],
+    *,
+    issuer: str,
+    subject: str,
+    username: str,
+    email: str | None,
+    display_name: str,
+    roles: Sequence[str],
+    grants: Sequence[Grant],
+) -> User:
+    """The single sign-on user of (issuer, subject), created on first sign-in; its roles and
+    grants are those the identity provider's groups map to now."""
+    async with conn.cursor(row_factory=class_row(User)) as cur:
+        await cur.execute(
+            "SELECT * FROM auth_service.users WHERE oidc_issuer = %s AND oidc_subject = %s",
+            (issuer, subject),
+        )
+        user = await cur.fetchone()
+        if user is None:
+            if await get_user(conn, username) is not None:
+                raise ValidationError(
+                    f"the username {username!r} belongs to a Plait user that does not sign in "
+                    "with this identity provider"
+                )
+            taken = await conn.execute(
+                "SELECT 1 FROM auth_service.users WHERE lower(email) = lower(%s)", (email,)
+            )
+            await cur.execute(
+                "INSERT INTO auth_service.users (username, email, display_name, oidc_issuer, "
+                "oidc_subject, roles) VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
+                (
+                    username,
+                    None if await taken.fetchone() else email,
+                    display_name,
+                    issuer,
+                    subject,
+                    list(roles),
+                ),
+            )
+        else:
+            await cur.execute(
+                "UPDATE auth_service.users SET roles = %s, display_name = %s, updated_at = now() "
+                "WHERE id = %s RETURNING *",
+                (list(roles), display_name, user.id),
+            )
+        user = await cur.fetchone()
+    assert user is not None
+    await conn.execute("DELETE FROM auth_service.role_grants WHERE user_id = %s", (user.id,))
+    for grant in grants:
+        await add_grant(conn, user.id, grant.role, grant.namespace)
     return user
 
 

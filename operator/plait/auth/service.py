@@ -24,6 +24,7 @@ from psycopg import AsyncConnection
 from plait.auth import audit, passwords, secrets
 from plait.auth import repository as repo
 from plait.auth.kubernetes import TokenReviewer
+from plait.auth.oidc import OidcIdentity, Provider
 from plait.auth.permissions import Principal, grants
 from plait.auth.settings import AuthSettings, RoleMapping
 from plait.auth.throttle import LoginThrottle
@@ -120,6 +121,8 @@ class AuthService:
         self._reviewer = (
             TokenReviewer(settings.kubernetes) if settings.kubernetes is not None else None
         )
+        #: The OpenID provider of single sign-on (None: not configured).
+        self.oidc = Provider(settings.oidc) if settings.oidc is not None else None
 
     def close(self) -> None:
         if self._reviewer is not None:
@@ -135,6 +138,10 @@ class AuthService:
                 raise ValidationError(detail)
             raise AuthenticationFailed("not-configured", detail)
         return self.settings.key
+
+    def flow_key(self) -> secrets.SecretKey:
+        """The key that seals a single sign-on flow's cookie (a ValidationError without)."""
+        return self._key("single sign-on", issuing=True)
 
     # --- authentication ------------------------------------------------------------------
 
@@ -356,6 +363,79 @@ class AuthService:
             await repo.record_login(conn, user.id)
         audit.success("password")
         audit.change("session.create", username, f"session {session.id}", client=client)
+        return NewSession(secret, session, user)
+
+    async def sso_login(self, identity: OidcIdentity, client: str | None) -> NewSession:
+        """A session for a person the identity provider vouched for, with the roles its
+        groups map to (recorded on the user at each sign-in)."""
+        assert self.settings.oidc is not None
+        who = {"username": identity.username, "issuer": identity.issuer}
+        mappings = [
+            m for m in self.settings.oidc.mappings if m.matches(identity.username, identity.groups)
+        ]
+        if not mappings:
+            raise self._fail(
+                "oidc",
+                "unmapped",
+                f"{identity.username} signed in at the identity "
+                "provider, but no role mapping names the user or its groups "
+                f"({', '.join(sorted(identity.groups)) or 'none'})",
+                client,
+                **who,
+            )
+        if not _USERNAME.match(identity.username):
+            raise self._fail(
+                "oidc",
+                "bad-username",
+                f"{identity.username[:80]!r} (claim "
+                f"{self.settings.oidc.username_claim}) is not a Plait username",
+                client,
+                **who,
+            )
+        roles = sorted({m.role for m in mappings if not m.namespaces})
+        grants_ = sorted(
+            {repo.Grant(m.role, ns) for m in mappings for ns in m.namespaces},
+            key=lambda g: (g.namespace, g.role),
+        )
+        key = self._key("sessions")
+        async with self._connect() as conn, conn.transaction():
+            try:
+                user = await repo.upsert_sso_user(
+                    conn,
+                    issuer=identity.issuer,
+                    subject=identity.subject,
+                    username=identity.username,
+                    email=identity.email,
+                    display_name=identity.name,
+                    roles=roles,
+                    grants=grants_,
+                )
+            except ValidationError as exc:
+                raise self._fail("oidc", "conflict", str(exc), client, **who) from None
+            if user.disabled_at is not None:
+                raise self._fail(
+                    "oidc", "disabled", f"user {user.username!r} is disabled", client, **who
+                )
+            secret = secrets.new_secret("ses")
+            session = await repo.insert_session(
+                conn,
+                user_id=user.id,
+                secret_hash=key.digest(secret),
+                method="oidc",
+                client_address=client,
+                idle_seconds=self.settings.session_idle_seconds,
+                absolute_seconds=self.settings.session_absolute_seconds,
+            )
+            await repo.record_login(conn, user.id)
+        audit.success("oidc")
+        audit.change(
+            "session.create",
+            user.username,
+            f"session {session.id} (single sign-on)",
+            client=client,
+            roles=roles,
+            grants=[f"{g.role}@{g.namespace}" for g in grants_],
+        )
         return NewSession(secret, session, user)
 
     async def logout(self, principal: Principal, client: str | None) -> None:

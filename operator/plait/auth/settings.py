@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from plait.auth.secrets import SecretKey
 from plait.errors import ConfigurationError
 
-__all__ = ["AuthSettings", "KubernetesAuth", "RoleMapping", "parse_mappings"]
+__all__ = ["AuthSettings", "KubernetesAuth", "OidcSettings", "RoleMapping", "parse_mappings"]
 
 _NAMESPACE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -70,6 +70,27 @@ class KubernetesAuth:
     kubeconfig: str | None = None
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class OidcSettings:
+    """Single sign-on with an OpenID Connect provider (authorization code flow with PKCE)."""
+
+    #: The provider's issuer URL; its /.well-known/openid-configuration is read once.
+    issuer: str
+    client_id: str
+    client_secret: str
+    #: Where the provider sends people back: this API's /v1/auth/oidc/callback.
+    redirect_uri: str
+    mappings: tuple[RoleMapping, ...] = ()
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
+    #: The claim (ID token or userinfo) listing the person's groups.
+    groups_claim: str = "groups"
+    #: The claim that becomes the Plait username (lower-cased).
+    username_claim: str = "preferred_username"
+
+    def __repr__(self) -> str:
+        return f"OidcSettings(issuer={self.issuer!r}, client_id={self.client_id!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """Everything the API needs to authenticate and authorise (see docs/auth.md)."""
@@ -87,6 +108,7 @@ class AuthSettings:
     throttle_base_seconds: float = 1.0
     throttle_max_seconds: float = 300.0
     kubernetes: KubernetesAuth | None = None
+    oidc: OidcSettings | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -105,6 +127,20 @@ class AuthSettings:
                 cache_seconds=_number(env, "PLAIT_AUTH_KUBERNETES_CACHE_SECONDS", 10.0),
                 kubeconfig=env.get("PLAIT_AUTH_KUBERNETES_KUBECONFIG") or None,
             )
+        oidc = None
+        if env.get("PLAIT_AUTH_OIDC_ISSUER"):
+            oidc = OidcSettings(
+                issuer=env["PLAIT_AUTH_OIDC_ISSUER"],
+                client_id=_required(env, "PLAIT_AUTH_OIDC_CLIENT_ID"),
+                client_secret=_secret(env, "PLAIT_AUTH_OIDC_CLIENT_SECRET"),
+                redirect_uri=_required(env, "PLAIT_AUTH_OIDC_REDIRECT_URI"),
+                mappings=parse_mappings(
+                    env.get("PLAIT_AUTH_OIDC_ROLE_MAPPINGS", ""), "PLAIT_AUTH_OIDC_ROLE_MAPPINGS"
+                ),
+                scopes=tuple(env.get("PLAIT_AUTH_OIDC_SCOPES", "openid profile email").split()),
+                groups_claim=env.get("PLAIT_AUTH_OIDC_GROUPS_CLAIM") or "groups",
+                username_claim=env.get("PLAIT_AUTH_OIDC_USERNAME_CLAIM") or "preferred_username",
+            )
         roles = env.get("PLAIT_AUTH_TOKEN_FILE_ROLES", "admin")
         return cls(
             key=SecretKey.from_environment(env),
@@ -114,7 +150,27 @@ class AuthSettings:
             cookie_secure=env.get("PLAIT_AUTH_COOKIE_SECURE", "true").lower()
             not in ("0", "false", "no"),
             kubernetes=kubernetes,
+            oidc=oidc,
         )
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise ConfigurationError(f"{name} is required with PLAIT_AUTH_OIDC_ISSUER")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """``<name>_FILE`` (a mounted Secret) or ``<name>``."""
+    path = env.get(f"{name}_FILE", "")
+    if path:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {name}_FILE {path}: {exc.strerror}") from None
+    return _required(env, name)
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
