@@ -1,6 +1,6 @@
 """An attempt's artifacts through the real API server: the repository's Secret read (keys
-renamed by secretRef.keys), the Secret of URLs created owned by the Job, and recreated when
-the operator died between the two (kwok's nodes: no container runs here)."""
+renamed by secretRef.keys), the Secret of URLs created before the Job (a crash between the
+two repaired) and deleted when the attempt ends (kwok's nodes: no container runs here)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Artifacts between real containers on the real node, stored in a real S3 server.
 
 The real ``plait operator`` reads the s3 Integration's Secret, presigns the attempt's URLs
-into a Secret owned by the Job; ``plait-artifacts`` (its own image, imported into the node)
+into the attempt's Secret; ``plait-artifacts`` (its own image, imported into the node)
 downloads and uploads inside the Pod; versitygw listens where the node's pods reach the host.
 """
 

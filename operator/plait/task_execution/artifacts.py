@@ -6,8 +6,9 @@ Integration of type ``s3``). The bucket's credentials never reach a task's conta
 - before an attempt's Job, the operator writes one ``task_artifacts`` row per output
   artifact (its object key, one per attempt and name) and *presigns* a PUT URL for each,
   and a GET URL for each input artifact (the object a succeeded upstream attempt stored),
-  valid until the attempt's deadline. They go into a per-attempt Secret (``plan.json``)
-  owned by the Job, never into the Job itself;
+  valid until the attempt's deadline (and an hour). They go into a per-attempt Secret
+  (``plan.json``), created before the Job and deleted when the attempt's end is recorded,
+  never into the Job itself;
 - ``plait-artifacts`` (``hack/plait-artifacts``) downloads the inputs in an init container
   and, wrapping the task's command, uploads the outputs after it exits 0, refusing a file
   over its limit before anything is uploaded;
