@@ -91,3 +91,36 @@ def test_schema_refuses_a_mapping_without_one_subject(helm: Helm, tmp_path: Path
     proc = helm.template(values=[values], check=False)
     assert proc.returncode != 0
     assert "roleMappings/0" in proc.stderr
+
+
+def test_oidc_values_reach_the_api(helm: Helm, tmp_path: Path) -> None:
+    oidc = {
+        "enabled": True,
+        "issuer": "https://login.example.org/",
+        "clientId": "plait",
+        "clientSecretName": "plait-oidc",
+        "redirectUri": "https://plait.example.org/v1/auth/oidc/callback",
+        "roleMappings": [{"group": "platform", "role": "admin"}],
+    }
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps({"auth": {"oidc": oidc}}))
+    docs = helm.render(values=[values])
+    container = _workload(docs, "Deployment", "plait-api")["containers"][0]
+    env = _env(container)
+    secret = next(e for e in container["env"] if e["name"] == "PLAIT_AUTH_OIDC_CLIENT_SECRET")
+    assert secret["valueFrom"]["secretKeyRef"] == {"name": "plait-oidc", "key": "client-secret"}
+    settings = AuthSettings.from_environment(
+        {
+            **{k: v for k, v in env.items() if k != "PLAIT_AUTH_TOKEN_KEY_FILE"},
+            "PLAIT_AUTH_OIDC_CLIENT_SECRET": "from-the-secret",
+        }
+    )
+    assert settings.oidc is not None
+    assert settings.oidc.issuer == oidc["issuer"]
+    assert settings.oidc.scopes == ("openid", "profile", "email")
+    assert [m.group for m in settings.oidc.mappings] == ["platform"]
+    policy = find(docs, "NetworkPolicy", "plait-api")
+    assert {"ports": [{"port": 443, "protocol": "TCP"}]} in policy["spec"]["egress"]
+    # Enabled without an issuer is refused by the schema.
+    values.write_text(json.dumps({"auth": {"oidc": {**oidc, "issuer": ""}}}))
+    assert helm.template(values=[values], check=False).returncode != 0
