@@ -31,7 +31,7 @@ from plait.integration.credentials import SecretItem, TaskIntegration
 from plait.kernel.components import component_by_name
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
-from plait.resources.common import ContainerTemplate
+from plait.resources.common import ContainerTemplate, OutputArtifact
 from plait.resources.workflow import InputArtifact, WorkflowDefinitionSpec
 from plait.task_execution.artifacts import (
     ArtifactError,
@@ -40,6 +40,7 @@ from plait.task_execution.artifacts import (
     Store,
     StoreConfig,
     delete_expired,
+    insert_output_rows,
     object_key,
     url_lifetime,
 )
@@ -592,3 +593,44 @@ def test_the_artifact_repository_is_asked_for_like_a_tasks_integration() -> None
     assert [(n.path, n.permission()) for n in needs(spec)] == [
         ("spec.artifactRepository.integration", "use integrations.plait.dev/store")
     ]
+
+
+async def test_retention_keeps_what_it_cannot_delete_and_goes_on_with_the_rest(
+    db: Database, s3_server: S3Server
+) -> None:
+    """An Integration that cannot be used (here: gone) keeps its objects for the next run;
+    the other Integrations' old objects are deleted all the same, even behind more of the
+    unusable one's rows than retention reads at once (1,000)."""
+    artifacts = ServerArtifacts(db, s3_server, SETTINGS)
+    uid = uuid.uuid4()
+
+    def outputs(n: int) -> list[tuple[OutputArtifact, str]]:
+        return [
+            (OutputArtifact(name=f"o{i}", path=f"/tmp/o{i}"), f"old/{uid}/o{i}") for i in range(n)
+        ]
+
+    async with db.connection("task_execution") as conn:
+        # The unusable Integration's rows first (older), then three of a usable one.
+        for integration, task, count in (("gone", "lost", 1001), ("store", "kept", 3)):
+            await insert_output_rows(
+                conn,
+                namespace="ns",
+                instance_uid=uid,
+                task=task,
+                attempt=1,
+                integration=integration,
+                bucket=BUCKET,
+                outputs=outputs(count),
+            )
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    assert await delete_expired(db, artifacts.store_for, future) == 3
+    async with db.connection("task_execution") as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT task_name, count(*) FILTER (WHERE deleted_at IS NOT NULL) "
+                "FROM task_execution_service.task_artifacts WHERE workflow_instance_id = %s "
+                "GROUP BY task_name ORDER BY task_name",
+                (uid,),
+            )
+        ).fetchall()
+    assert rows == [("kept", 3), ("lost", 0)]

@@ -361,14 +361,21 @@ async def mark_deleted(conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]) -> 
 
 
 async def expired_rows(
-    conn: AsyncConnection[Any], older_than: dt.datetime, *, limit: int = 1000
+    conn: AsyncConnection[Any],
+    older_than: dt.datetime,
+    *,
+    skip: Sequence[tuple[str, str]] = (),
+    limit: int = 1000,
 ) -> list[ArtifactRow]:
-    """Rows whose object is still there and that are older than ``older_than``."""
+    """Rows whose object is still there and that are older than ``older_than``, but for
+    those of the (namespace, Integration) pairs in ``skip``."""
     async with conn.cursor(row_factory=class_row(ArtifactRow)) as cur:
         await cur.execute(
             "SELECT * FROM task_execution_service.task_artifacts "
-            "WHERE deleted_at IS NULL AND created_at < %s ORDER BY created_at LIMIT %s",
-            (older_than, limit),
+            "WHERE deleted_at IS NULL AND created_at < %s "
+            "AND NOT (namespace || '/' || integration_name) = ANY(%s) "
+            "ORDER BY created_at LIMIT %s",
+            (older_than, [f"{ns}/{name}" for ns, name in skip], limit),
         )
         return await cur.fetchall()
 
@@ -545,11 +552,7 @@ async def delete_expired(db: Database, store_for: StoreFor, older_than: dt.datet
     skipped: set[tuple[str, str]] = set()
     while True:
         async with db.connection(COMPONENT) as conn:
-            rows = [
-                r
-                for r in await expired_rows(conn, older_than)
-                if (r.namespace, r.integration_name) not in skipped
-            ]
+            rows = await expired_rows(conn, older_than, skip=sorted(skipped))
         if not rows:
             return deleted
         groups: dict[tuple[str, str, str], list[ArtifactRow]] = {}
