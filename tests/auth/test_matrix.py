@@ -9,6 +9,7 @@ refused when the router is built.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,3 +127,24 @@ async def test_openapi_shows_each_permission(auth: AuthApi) -> None:
             route.access.permission or "(any authenticated caller)"
         )
         assert ("403" in operation["responses"]) == (route.access.permission is not None)
+
+
+def test_docs_list_every_route_with_its_permission() -> None:
+    """docs/auth.md's route table is the route table."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "auth.md").read_text()
+    table = text.split("<!-- routes:start", 1)[1].split("<!-- routes:end -->", 1)[0]
+    documented = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            documented[cells[0].strip("`")] = (cells[1].strip("`"), cells[2])
+    where = {None: "everywhere", ANY_NAMESPACE: "in any namespace", "namespace": "in the namespace"}
+    expected = {}
+    for route in _guarded():
+        assert route.access is not None
+        permission = route.access.permission
+        expected[f"{route.method} {route.path}"] = (
+            permission or "any caller",
+            where[route.access.namespace] if permission else "",
+        )
+    assert documented == expected
