@@ -31,7 +31,7 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed ## Create the virtualenv with Plait and its dev tools.
 
-k8s-tools: ## Build (once, then reuse) etcd, the Kubernetes control plane, kubectl, kwok and helm.
+k8s-tools: ## Build (once, then reuse) etcd, the Kubernetes control plane, kubectl, kube-proxy, kwok and helm.
 	@hack/build-k8s.sh >/dev/null
 
 artifact-tools: ## Build (once, then reuse) plait-artifacts and the S3-compatible server of the tests.

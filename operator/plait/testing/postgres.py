@@ -208,11 +208,21 @@ class PostgresServer:
             )
 
 
-def main() -> None:
-    """``python -m plait.testing.postgres``: run a server until interrupted, print its DSN."""
+def main(argv: list[str] | None = None) -> None:
+    """``python -m plait.testing.postgres``: run a server until interrupted, print its DSN.
+
+    ``--listen ADDRESS --allow CIDR`` let clients elsewhere in, such as the real node's pods
+    (``--listen 10.245.1.1 --allow 10.244.1.0/24``, see docs/development.md)."""
+    import argparse
     import signal
 
-    with PostgresServer() as pg:
+    parser = argparse.ArgumentParser(prog="python -m plait.testing.postgres")
+    parser.add_argument("--listen", action="append", default=[], help="address beside 127.0.0.1")
+    parser.add_argument("--allow", action="append", default=[], help="CIDR admitted by password")
+    args = parser.parse_args(argv)
+    with PostgresServer(
+        listen_addresses=("127.0.0.1", *args.listen), allow_networks=args.allow
+    ) as pg:
         print(pg.dsn(), flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
