@@ -415,6 +415,8 @@ MAX_ARTIFACT_BYTES = 5 << 30
 ArtifactPath = Annotated[
     str, StringConstraints(min_length=2, max_length=4096, pattern=r"^/.*[^/]$")
 ]
+
+
 def artifact_path_problem(path: str) -> str | None:
     """Why ``path`` cannot hold an artifact: Plait's own folder, the termination message,
     ``.`` or ``..`` (checked by the models, which admission and the reconciler apply: as a
