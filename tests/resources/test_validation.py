@@ -231,6 +231,20 @@ def test_a_cache_key_reads_inputs_and_definition_only() -> None:
     ]
 
 
+def test_lock_keys_read_params_and_a_tasks_inputs() -> None:
+    spec = _workflow(
+        _task("push", synchronization={"key": "'registry-' + inputs.region + tasks.x"}),
+        parameters=[{"name": "env", "type": "string"}],
+        synchronization={"key": "'deploy-' + params.env + params.nope"},
+    )
+    assert _messages(check_spec("WorkflowDefinition", spec)) == [
+        "spec.tasks[0].synchronization.key: task 'push' synchronization key: unknown "
+        "variable 'tasks' (available: inputs, params)",
+        "spec.synchronization.key: synchronization key: params.nope is not a parameter "
+        "(parameters: env)",
+    ]
+
+
 # --- references ------------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from plait.resources.event import EventDefinitionSpec
 from plait.resources.integration import IntegrationSpec
 from plait.resources.schedules import schedule_problem
 from plait.resources.schemas import schema_problems
+from plait.resources.synchronization import RUN_LOCK_VARIABLES, TASK_LOCK_VARIABLES
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec, WorkflowInstanceSpec
@@ -389,6 +390,24 @@ def _check_task(
         _check_expression(
             task.when, f"{path}.when", f"{what} when", problems, variables=task_vars, **context
         )
+    if task.synchronization is not None:
+        _check_expression(
+            task.synchronization.key,
+            f"{path}.synchronization.key",
+            f"{what} synchronization key",
+            problems,
+            variables=TASK_LOCK_VARIABLES,
+            parameters=parameters,
+        )
+        if task.wait_for_event is not None:
+            problems.append(
+                Problem(
+                    f"{path}.synchronization",
+                    f"{what}: a wait for an event runs nothing to hold a lock for; "
+                    "put synchronization on the workflow or on the task after it",
+                    "NotSupported",
+                )
+            )
     if task.cache is not None:
         _check_expression(
             task.cache.key,
@@ -418,8 +437,7 @@ def _check_task(
             problems.append(
                 Problem(
                     f"{path}.depends",
-                    f"{what}: depends is evaluated over the tasks in dependencies, "
-                    "and it has none",
+                    f"{what}: depends is evaluated over the tasks in dependencies, and it has none",
                     "Required",
                 )
             )
@@ -561,6 +579,15 @@ def check_workflow_definition(
             tasks=names,
             upstream=upstream,
             lookup=lookup,
+        )
+    if spec.synchronization is not None:
+        _check_expression(
+            spec.synchronization.key,
+            "spec.synchronization.key",
+            "synchronization key",
+            problems,
+            variables=RUN_LOCK_VARIABLES,
+            parameters=parameters,
         )
     for name, expression in spec.outputs.items():
         _check_expression(

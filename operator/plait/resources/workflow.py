@@ -34,6 +34,7 @@ from plait.resources.common import (
     cel_rule,
 )
 from plait.resources.foreach import ForEach
+from plait.resources.synchronization import Synchronization
 
 __all__ = [
     "ARTIFACT_FROM",
@@ -150,6 +151,8 @@ class Task(PlaitModel):
     cache: TaskCache | None = None
     """Reuse the outputs of an earlier successful attempt with the same key instead of
     running a Job (each item of a fan-out has its own key)."""
+    synchronization: Synchronization | None = None
+    """A lock each attempt holds while it runs (its Job starts once it has it)."""
     inputs: ExpressionMap = Field(default_factory=dict)
     """Input name -> CEL over params and upstream tasks' outputs (e.g. tasks.fetch.outputs.url)."""
     retries: RetryPolicy | None = None
@@ -226,6 +229,9 @@ class WorkflowDefinitionSpec(PlaitModel):
     """Deadline of the whole run, in seconds; unfinished tasks are cancelled after it."""
     parallelism: Annotated[int, Field(ge=1, le=10000)] | None = None
     """Most tasks running at once; unlimited when unset."""
+    synchronization: Synchronization | None = None
+    """A lock the whole run holds: its first task starts once it has it, and it is let go
+    when the run ends (succeeded, failed, cancelled or deleted)."""
     security_context: SecurityContext | None = None
     """Default securityContext of every task's Pod: a field a task's template leaves unset
     is taken from here, and one unset here keeps Plait's restricted-compliant default."""
@@ -371,6 +377,8 @@ class WorkflowInstanceSpec(PlaitModel):
     retry: Annotated[int, Field(ge=0, le=1000)] = 0
     """Raise by one to retry a Failed run from its unsuccessful tasks on (successful tasks
     keep their results); `plait instances retry` does it."""
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    """Among runs waiting for the same lock, higher priorities are granted it first."""
     bypass_cache: bool = False
     """Run every task, reusing no cached result; what the run's tasks produce is still
     stored for later runs."""
@@ -431,6 +439,8 @@ class WorkflowInstanceStatus(Status):
     """Time from start to completion (or to the last status update while running), e.g. 1m23s."""
     failure: Failure | None = None
     """The failure that decided the outcome, when the run failed."""
+    waiting_for: Annotated[str, StringConstraints(max_length=512)] | None = None
+    """What the run waits for before it can go on, e.g. lock deploy-prod (2 ahead)."""
 
 
 WORKFLOW_DEFINITION = KindInfo(

@@ -108,6 +108,7 @@ class WorkflowInstanceStore:
                 retry=spec.retry,
                 traceparent=ref.annotations.get(TRACEPARENT_ANNOTATION),
                 bypass_cache=spec.bypass_cache,
+                priority=spec.priority,
             ),
             ensure_jobs=True,
         )

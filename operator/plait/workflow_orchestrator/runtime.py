@@ -69,7 +69,7 @@ from plait.task_execution.jobs import LABEL_INSTANCE_UID, JobRequest, with_workf
 from plait.task_execution.repository import TaskInstance
 from plait.task_execution.service import JOB_REFUSAL_EVENTS, TaskExecution
 from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
-from plait.workflow_orchestrator import repository
+from plait.workflow_orchestrator import locks, repository
 from plait.workflow_orchestrator.engine import (
     Attempt,
     Launch,
@@ -77,6 +77,7 @@ from plait.workflow_orchestrator.engine import (
     Skip,
     TaskDefaults,
     attempt_names,
+    parameters_with_defaults,
     plan,
 )
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
@@ -144,6 +145,7 @@ class Control:
     retry: int = 0
     traceparent: str | None = None
     bypass_cache: bool = False
+    priority: int = 0
     """The ``plait.dev/traceparent`` annotation: the trace (an event's) the run joins."""
 
 
@@ -163,7 +165,10 @@ def _rfc3339(moment: dt.datetime | None) -> str | None:
 
 
 def summarize(
-    instance: WorkflowInstance, spec: WorkflowDefinitionSpec, attempts: list[TaskInstance]
+    instance: WorkflowInstance,
+    spec: WorkflowDefinitionSpec,
+    attempts: list[TaskInstance],
+    waiting_for: str | None = None,
 ) -> dict[str, Any]:
     """The bounded status of a run (the same size whatever the number of tasks); each
     item of a fan-out counts as a task once its list is known."""
@@ -197,6 +202,8 @@ def summarize(
         # Only once over: a running duration would change (and be written) on every look.
         status["completionTime"] = _rfc3339(instance.finished_at)
         status["duration"] = _duration(instance.started_at, instance.finished_at)
+    # null, not absent: the status is merge-patched, and a lock once waited for is had.
+    status["waitingFor"] = waiting_for if instance.phase not in FINAL_PHASES else None
     if instance.phase in FINAL_PHASES and instance.phase is not WorkflowPhase.SUCCEEDED:
         status["failure"] = instance.failure or {
             "message": instance.message or instance.phase.value
@@ -224,6 +231,8 @@ class Orchestrator:
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._pending_status: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._controls: dict[uuid.UUID, Control] = {}
+        #: What a run waits for (a lock), shown in its status until it has it.
+        self._waiting_for: dict[uuid.UUID, str] = {}
         self._to_publish: dict[uuid.UUID, tuple[str, str]] = {}
         self._dirty: dict[uuid.UUID, tuple[str, str]] = {}
         self._drainers: dict[uuid.UUID, asyncio.Task[None]] = {}
@@ -691,10 +700,15 @@ class Orchestrator:
         instance, spec = loaded
         seen_wake = instance.wake_at  # read before the tasks: see repository.set_wake_at
         instance = await self._retry_if_asked(instance, control)
+        if not await self._hold_run_lock(instance, spec, control):
+            return summarize(
+                instance, spec, await self._tasks.attempts(uid), self._waiting_for.get(uid)
+            )
         defaults = await self._task_defaults(instance.namespace, spec)
         retry_at: dt.datetime | None = None
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
             attempts, base = await self._current_attempts(uid)
+            await self._release_task_locks(instance, spec, attempts)
             if instance.phase in FINAL_PHASES:
                 await self._close_out(instance, spec, attempts, base)
                 break
@@ -730,7 +744,9 @@ class Orchestrator:
         if instance.phase in FINAL_PHASES:
             self._forget_overhead(instance)
         await self._schedule_wake(instance, spec, retry_at, seen=seen_wake)
-        return summarize(instance, spec, await self._tasks.attempts(uid))
+        return summarize(
+            instance, spec, await self._tasks.attempts(uid), self._waiting_for.get(uid)
+        )
 
     async def _reload(self, uid: uuid.UUID) -> WorkflowInstance:
         loaded = await self._load(uid)
@@ -861,6 +877,10 @@ class Orchestrator:
         if task.wait_for_event is not None:
             await self._start_wait(instance, task, launch)
             return
+        if task.synchronization is not None and not await self._hold_task_lock(
+            instance, spec, task, launch
+        ):
+            return  # not started: planned again when the lock is granted
         resolved = await self._resolve(instance.namespace, task)
         key, reuse_since = None, None
         if task.cache is not None:
@@ -898,6 +918,113 @@ class Orchestrator:
             metrics.task_overhead("launch", launch_seconds)
             self._launch_seconds[(instance.id, launch.task, launch.attempt)] = launch_seconds
 
+    async def _hold_run_lock(
+        self, instance: WorkflowInstance, spec: WorkflowDefinitionSpec, control: Control
+    ) -> bool:
+        """Whether the run may go on: it has no lock to hold, holds it, or has ended or is
+        being cancelled (which needs no lock); else it waits in the lock's queue."""
+        sync = spec.synchronization
+        if sync is None or instance.phase in FINAL_PHASES or control.cancel:
+            return True
+        params = parameters_with_defaults(spec, instance.inputs)
+        try:
+            key = lock_key(sync.key, {"params": params})
+        except ValidationError as exc:
+            why = f"synchronization key: {exc}"
+            await self._end(
+                instance, spec, WorkflowPhase.FAILED, why, failure={"message": why[:1024]}
+            )
+            return False
+        return await self._request_lock(instance, key, sync.limit, locks.RUN, control.priority)
+
+    async def _hold_task_lock(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        task: Task,
+        launch: Launch,
+    ) -> bool:
+        """Whether an attempt of a task with synchronization may start (it holds the
+        lock); a key that cannot be evaluated fails the attempt."""
+        assert task.synchronization is not None
+        activation = {
+            "params": parameters_with_defaults(spec, instance.inputs),
+            "inputs": dict(launch.inputs),
+        }
+        try:
+            key = lock_key(task.synchronization.key, activation)
+        except ValidationError as exc:
+            why = f"cannot start: synchronization key: {exc}"
+            await self._record_skip(instance, Skip(launch.task, why, True, launch.attempt))
+            self.kick(instance.id, instance.namespace, instance.name)
+            return False
+        priority = self._controls.get(instance.id, Control()).priority
+        return await self._request_lock(
+            instance, key, task.synchronization.limit, launch.task, priority
+        )
+
+    async def _request_lock(
+        self, instance: WorkflowInstance, key: str, limit: int, holder: str, priority: int
+    ) -> bool:
+        async with self._db.connection(COMPONENT) as conn:
+            state, woken = await locks.request(
+                conn,
+                namespace=instance.namespace,
+                key=key,
+                limit=limit,
+                workflow_instance_id=instance.id,
+                instance_name=instance.name,
+                task=holder,
+                priority=priority,
+            )
+        await self._wake(woken)
+        if state.granted:
+            if self._waiting_for.pop(instance.id, None) is not None:
+                self._publish_soon(instance.id, instance.namespace, instance.name)
+            return True
+        waiting = state.waiting_text()
+        if self._waiting_for.get(instance.id) != waiting:
+            self._waiting_for[instance.id] = waiting
+            logger.info("%s/%s waits for %s", instance.namespace, instance.name, waiting)
+            self._publish_soon(instance.id, instance.namespace, instance.name)
+        return False
+
+    async def _release_task_locks(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        attempts: Sequence[TaskInstance],
+    ) -> None:
+        """Let go of the locks of the attempts that have ended (a retry asks again)."""
+        if not any(t.synchronization is not None for t in _all_tasks(spec)):
+            return
+        ended = [
+            a.task_name
+            for a in attempts
+            if a.state in FINAL_STATES and _task(spec, a.task_name).synchronization is not None
+        ]
+        if ended:
+            async with self._db.connection(COMPONENT) as conn:
+                await self._wake(await locks.release(conn, instance.id, ended))
+
+    async def _release_locks(self, uid: uuid.UUID) -> None:
+        """Let go of every lock a run holds or waits for, waking the runs granted them."""
+        self._waiting_for.pop(uid, None)
+        async with self._db.connection(COMPONENT) as conn:
+            woken = await locks.release(conn, uid)
+        await self._wake(woken)
+
+    async def _wake(self, woken: Sequence[locks.Waiter]) -> None:
+        """Advance the runs just granted a lock (after learning what their users ask)."""
+        for waiter in woken:
+            try:
+                await self._learn_control(
+                    waiter.workflow_instance_id, waiter.namespace, waiter.instance_name
+                )
+            except Exception:
+                logger.exception("reading %s/%s failed", waiter.namespace, waiter.instance_name)
+            self.kick(waiter.workflow_instance_id, waiter.namespace, waiter.instance_name)
+
     async def _end(
         self,
         instance: WorkflowInstance,
@@ -915,6 +1042,7 @@ class Orchestrator:
         why = "the workflow was cancelled" if phase is WorkflowPhase.CANCELLED else message
         await self._finish_tasks(instance, spec, attempts, base, why)
         await self._set_phase(instance.id, phase, message=message, outputs=outputs, failure=failure)
+        await self._release_locks(instance.id)
 
     async def _close_out(
         self,
@@ -923,8 +1051,10 @@ class Orchestrator:
         attempts: list[TaskInstance],
         base: Mapping[str, int],
     ) -> None:
-        """Finish what is left of a run that has ended (a launch that raced its end)."""
+        """Finish what is left of a run that has ended (a launch that raced its end), and
+        let go of its locks (again, should a crash have come between its end and that)."""
         await self._finish_tasks(instance, spec, attempts, base, _ended_because(instance))
+        await self._release_locks(instance.id)
 
     async def _finish_tasks(
         self,
@@ -1075,7 +1205,9 @@ class Orchestrator:
             loaded = await self._load(uid)
             if obj is None or loaded is None:
                 return
-            summary = summarize(loaded[0], loaded[1], await self._tasks.attempts(uid))
+            summary = summarize(
+                loaded[0], loaded[1], await self._tasks.attempts(uid), self._waiting_for.get(uid)
+            )
             current = obj.get("status") or {}
             observed = generation if generation is not None else current.get("observedGeneration")
             condition = succeeded_condition(summary, observed or 0)
@@ -1144,7 +1276,17 @@ def control_of(obj: Mapping[str, Any]) -> Control:
         retry=int(spec.get("retry", 0) or 0),
         traceparent=annotations.get(TRACEPARENT_ANNOTATION),
         bypass_cache=bool(spec.get("bypassCache", False)),
+        priority=int(spec.get("priority", 0) or 0),
     )
+
+
+def lock_key(expression: str, activation: Mapping[str, Any]) -> str:
+    """A lock's name: its key's value, which must be a string of 1 to 253 characters.
+    Raises ValidationError otherwise."""
+    value = expressions.evaluate(expressions.compile(expression), activation)
+    if not isinstance(value, str) or not 0 < len(value) <= 253:
+        raise ValidationError(f"{expression!r} gave {value!r}, not a name of 1 to 253 characters")
+    return value
 
 
 def cache_key(
