@@ -35,9 +35,13 @@ def store(
     pod_s3: S3Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Kube:
-    """The test's namespace with the Integration ``store`` (type s3) on ``pod_s3``; the
-    operators started after it use the local plait-artifacts image."""
+    """The test's namespace, enforcing the ``restricted`` Pod Security level, with the
+    Integration ``store`` (type s3) on ``pod_s3``; the operators started after it use the
+    local plait-artifacts image."""
     monkeypatch.setenv("PLAIT_ARTIFACTS_IMAGE", ARTIFACTS_IMAGE)
+    kube.kubectl(
+        "label", "namespace", kube.namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
     kube.kubectl(
         "create",
         "secret",
@@ -176,3 +180,44 @@ def test_an_artifact_over_its_limit_fails_the_task_with_why(
     ((_, _, size, key, _),) = artifact_rows(migrated_database, "toobig-run")
     assert size is None
     assert not (pod_s3.root / BUCKET / key).exists(), "nothing was uploaded"
+
+
+def test_an_input_whose_object_is_gone_fails_in_the_init_container_with_why(
+    store: Kube,
+    real_node: RealNode,
+    pod_s3: S3Server,
+    start_operator: StartOperator,
+    migrated_database: str,
+) -> None:
+    start_operator()
+    wait_condition(store, "integrations", "store", "Ready", "True")
+    make = shell(real_node, "make", "echo hello > /tmp/data")
+    make["template"]["outputArtifacts"] = [{"name": "data", "path": "/tmp/data"}]
+    use = shell(real_node, "use", "cat /in/data; exit 3", dependencies=["make"])
+    use["inputArtifacts"] = [
+        {"name": "data", "from": "tasks.make.artifacts.data", "path": "/in/data"}
+    ]
+    submit(
+        store,
+        "gone",
+        [make, use],
+        artifactRepository={"integration": "store"},
+        **placement(real_node),
+    )
+    assert wait_phase(store, "gone-run", timeout=180)["phase"] == "Failed"
+    ((_, _, _, key, _),) = artifact_rows(migrated_database, "gone-run")
+    (pod_s3.root / BUCKET / key).unlink()  # lost behind Plait's back
+    store.kubectl("patch", "wfi", "gone-run", "--type", "merge", "-p", '{"spec": {"retry": 1}}')
+
+    def second_failed() -> bool:
+        rows = [r for r in attempts(migrated_database, "gone-run") if r[0] == "use"]
+        return len(rows) == 2 and rows[1][2] == "Failed"
+
+    wait_until(second_failed, timeout=120, what="the second attempt of use to fail")
+    first, second = [r for r in attempts(migrated_database, "gone-run") if r[0] == "use"]
+    assert first[3] == 3, "the first attempt ran the command"
+    assert second[3] == 1, "the second never did: plait-artifacts init exited 1"
+    assert second[5].startswith(
+        'input artifact "data": the artifact store answered 404 Not Found: <?xml'
+    ), second[5]
+    assert "NoSuchKey" in second[5]
