@@ -22,6 +22,7 @@ from plait.resources.validation import (
     validate_resource,
     validate_spec,
 )
+from tests.resources.helpers import ExampleLookup
 
 
 def _task(name: str, deps: list[str] | None = None, **fields: Any) -> dict[str, Any]:
@@ -164,7 +165,7 @@ def test_exactly_one_task_kind_is_a_problem_not_a_crash() -> None:
     spec = _workflow({"name": "a"})
     [problem] = check_spec("WorkflowDefinition", spec)
     assert problem.path == "spec.tasks[0]"
-    assert "exactly one of taskRef, template or waitForEvent" in problem.message
+    assert "exactly one of taskRef, template, waitForEvent or workflowRef" in problem.message
 
 
 def test_for_each_reads_item_and_index_and_its_list_is_checked() -> None:
@@ -598,3 +599,32 @@ def test_random_specs_never_crash_the_validator(case: tuple[str, Any]) -> None:
         assert problem.message
     if not problems:
         validate_spec(kind, spec, lookup)  # agrees: no exception when nothing is wrong
+
+
+def test_sub_workflow_calls_are_checked_for_arguments_cycles_and_depth() -> None:
+    def calling(callee: str | None, **extra: Any) -> dict[str, Any]:
+        tasks = [{"name": "call", "workflowRef": {"name": callee}, **extra}] if callee else []
+        return {"tasks": tasks or [_task("leaf")], "parameters": [{"name": "n", "type": "integer"}]}
+
+    defs = {("WorkflowDefinition", "b"): {"spec": calling("a", inputs={"n": "1"})}}
+    lookup = ExampleLookup(defs)
+    a = {"apiVersion": "plait.dev/v1alpha1", "kind": "WorkflowDefinition",
+         "metadata": {"name": "a"}, "spec": calling("b", inputs={"n": "1", "m": "2"})}  # fmt: skip
+    assert _messages(check_resource(a, lookup)) == [
+        "spec.tasks[0].inputs.m: task 'call': WorkflowDefinition 'b' has no parameter 'm' "
+        "(parameters: n)"
+    ]
+    a["spec"] = calling("b", inputs={"n": "1"})
+    assert _messages(check_resource(a, lookup)) == [
+        "spec.tasks[0].workflowRef.name: sub-workflow cycle: a -> b -> a"
+    ]
+    chain = {("WorkflowDefinition", f"d{i}"): {"spec": calling(f"d{i + 1}", inputs={"n": "1"})}
+             for i in range(6)}  # fmt: skip
+    chain[("WorkflowDefinition", "d6")] = {"spec": calling(None)}
+    deep = {**a, "metadata": {"name": "top"}, "spec": calling("d0", inputs={"n": "1"})}
+    assert _messages(check_resource(deep, ExampleLookup(chain))) == [
+        "spec.tasks[0].workflowRef.name: sub-workflows nest deeper than 5 levels: "
+        "top -> d0 -> d1 -> d2 -> d3 -> d4"
+    ]
+    a["spec"] = calling("b", inputs={"n": "1"}, cache={"key": "inputs.n"})
+    assert "a sub-workflow task cannot have cache" in _messages(check_resource(a, lookup))[0]

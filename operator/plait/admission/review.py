@@ -26,6 +26,7 @@ from plait.integration.catalog import BUILTIN_TYPES, settings_problems
 from plait.integration.credentials import secret_ref_problems
 from plait.resources.integration import IntegrationSpec
 from plait.resources.validation import Problem, check_resource, parse_spec, references
+from plait.resources.workflow import MAX_WORKFLOW_DEPTH
 
 __all__ = ["Authorizer", "Reader", "review"]
 
@@ -65,6 +66,28 @@ def _denial(need: Need, user: UserInfo, namespace: str) -> str:
     )
 
 
+async def _with_called_workflows(
+    namespace: str, found: dict[tuple[str, str], Mapping[str, Any]], read: Reader
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """``found`` and the WorkflowDefinitions its sub-workflows call, level by level, as
+    deep as sub-workflows may nest: what the cycle and depth checks walk."""
+    known = dict(found)
+    frontier = [spec for (kind, _), spec in found.items() if kind == "WorkflowDefinition"]
+    for _ in range(MAX_WORKFLOW_DEPTH):
+        wanted = {
+            ref
+            for spec in frontier
+            for ref in references("WorkflowDefinition", spec)
+            if ref[0] == "WorkflowDefinition" and ref not in known
+        }
+        if not wanted:
+            break
+        more = await read(namespace, wanted)
+        known.update(more)
+        frontier = list(more.values())
+    return known
+
+
 async def review(request: Mapping[str, Any], read: Reader, authorize: Authorizer) -> dict[str, Any]:
     """The ``response`` of an AdmissionReview for ``request``."""
     response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
@@ -76,6 +99,8 @@ async def review(request: Mapping[str, Any], read: Reader, authorize: Authorizer
     kind = str(obj.get("kind") or "")
     spec: Mapping[str, Any] = obj["spec"] if isinstance(obj.get("spec"), Mapping) else {}
     found = await read(namespace, references(kind, spec)) if spec else {}
+    if kind == "WorkflowDefinition":
+        found = await _with_called_workflows(namespace, found, read)
     problems = check_resource(obj, lambda k, n: found.get((k, n)))
     invalid = [str(p) for p in problems if p.reason != "NotFound"]
     warnings = [

@@ -36,7 +36,12 @@ from plait.resources.schemas import schema_problems
 from plait.resources.synchronization import RUN_LOCK_VARIABLES, TASK_LOCK_VARIABLES
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.trigger import EventTriggerSpec
-from plait.resources.workflow import Task, WorkflowDefinitionSpec, WorkflowInstanceSpec
+from plait.resources.workflow import (
+    MAX_WORKFLOW_DEPTH,
+    Task,
+    WorkflowDefinitionSpec,
+    WorkflowInstanceSpec,
+)
 
 __all__ = [
     "SPEC_MODELS",
@@ -463,6 +468,47 @@ def _check_task(
         _check_integrations(
             task.template.integrations, f"{path}.template.integrations", lookup, problems
         )
+    if task.workflow_ref is not None:
+        for field, value in (("cache", task.cache), ("synchronization", task.synchronization)):
+            if value is not None:
+                problems.append(
+                    Problem(
+                        f"{path}.{field}",
+                        f"{what}: a sub-workflow task cannot have {field}; "
+                        f"set it on the tasks (or the workflow) it runs",
+                        "NotSupported",
+                    )
+                )
+        called = _lookup_spec(
+            lookup,
+            "WorkflowDefinition",
+            task.workflow_ref.name,
+            f"{path}.workflowRef.name",
+            problems,
+        )
+        if isinstance(called, WorkflowDefinitionSpec):
+            declared_params = {p.name: p for p in called.parameters}
+            for name in task.inputs:
+                if name not in declared_params:
+                    problems.append(
+                        Problem(
+                            f"{path}.inputs.{name}",
+                            f"{what}: WorkflowDefinition {task.workflow_ref.name!r} has no "
+                            f"parameter {name!r} "
+                            f"(parameters: {', '.join(declared_params) or 'none'})",
+                            "NotSupported",
+                        )
+                    )
+            for name, param in declared_params.items():
+                if param.default is None and name not in task.inputs:
+                    problems.append(
+                        Problem(
+                            f"{path}.inputs",
+                            f"{what}: WorkflowDefinition {task.workflow_ref.name!r} "
+                            f"requires parameter {name!r}",
+                            "Required",
+                        )
+                    )
     if task.task_ref is not None:
         found = _lookup_spec(
             lookup, "TaskDefinition", task.task_ref.name, f"{path}.taskRef.name", problems
@@ -796,7 +842,58 @@ def check_resource(obj: Mapping[str, Any], lookup: Lookup | None = None) -> list
         ]
     if "spec" not in obj:
         return [Problem("spec", "required field is missing", "Required")]
-    return check_spec(str(kind), obj["spec"], lookup)
+    problems = check_spec(str(kind), obj["spec"], lookup)
+    if kind == "WorkflowDefinition" and not problems and lookup is not None:
+        metadata = obj.get("metadata")
+        name = str(metadata.get("name", "")) if isinstance(metadata, Mapping) else ""
+        problems = call_problems(name, parse_spec("WorkflowDefinition", obj["spec"]), lookup)
+    return problems
+
+
+def call_problems(name: str, spec: PlaitModel, lookup: Lookup) -> list[Problem]:
+    """Sub-workflow calls that come back to ``name`` (a cycle), or nest deeper than
+    MAX_WORKFLOW_DEPTH levels, through the definitions ``lookup`` knows."""
+    assert isinstance(spec, WorkflowDefinitionSpec)
+    problems: list[Problem] = []
+    tasks = [(f"spec.tasks[{i}]", t) for i, t in enumerate(spec.tasks)]
+    if spec.on_exit is not None:
+        tasks.append(("spec.onExit", spec.on_exit))
+    for path, task in tasks:
+        if task.workflow_ref is None:
+            continue
+        chain = _deepest_call(name, [name, task.workflow_ref.name], lookup)
+        where = f"{path}.workflowRef.name"
+        if chain is not None and chain[-1] in chain[:-1]:
+            problems.append(Problem(where, f"sub-workflow cycle: {' -> '.join(chain)}"))
+        elif chain is not None:
+            problems.append(
+                Problem(
+                    where,
+                    f"sub-workflows nest deeper than {MAX_WORKFLOW_DEPTH} levels: "
+                    f"{' -> '.join(chain)}",
+                )
+            )
+    return problems
+
+
+def _deepest_call(root: str, chain: list[str], lookup: Lookup) -> list[str] | None:
+    """A call chain from ``chain`` that cycles or is too deep, or None."""
+    if chain[-1] in chain[:-1]:
+        return chain
+    if len(chain) > MAX_WORKFLOW_DEPTH:
+        return chain
+    found = lookup("WorkflowDefinition", chain[-1])
+    if found is None:
+        return None
+    parsed, errors = _parse("WorkflowDefinition", found)
+    if errors or not isinstance(parsed, WorkflowDefinitionSpec):
+        return None
+    for task in [*parsed.tasks, *([parsed.on_exit] if parsed.on_exit else [])]:
+        if task.workflow_ref is not None:
+            bad = _deepest_call(root, [*chain, task.workflow_ref.name], lookup)
+            if bad is not None:
+                return bad
+    return None
 
 
 def validate_spec(
@@ -827,6 +924,8 @@ def references(kind: str, spec: Mapping[str, Any] | PlaitModel) -> set[tuple[str
         for task in [*parsed.tasks, *([parsed.on_exit] if parsed.on_exit else [])]:
             if task.task_ref is not None:
                 found.add(("TaskDefinition", task.task_ref.name))
+            if task.workflow_ref is not None:
+                found.add(("WorkflowDefinition", task.workflow_ref.name))
             if task.template is not None:
                 found |= {("Integration", i.name) for i in task.template.integrations or ()}
     elif isinstance(parsed, TaskDefinitionSpec):

@@ -39,6 +39,7 @@ from plait.resources.synchronization import Synchronization
 __all__ = [
     "ARTIFACT_FROM",
     "MAX_TASKS",
+    "MAX_WORKFLOW_DEPTH",
     "WORKFLOW_DEFINITION",
     "WORKFLOW_INSTANCE",
     "ArtifactRepository",
@@ -111,15 +112,27 @@ class ArtifactRepository(PlaitModel):
     """An Integration of type s3 in the workflow's namespace."""
 
 
+class WorkflowReference(PlaitModel):
+    """A WorkflowDefinition in the same namespace, optionally pinned to one version."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    """Name of the WorkflowDefinition."""
+    version: Annotated[int, Field(ge=1)] | None = None
+    """Version to run; the current one when unset."""
+
+
 _ONE_KIND = cel_rule(
     "(has(self.taskRef) ? 1 : 0) + (has(self.template) ? 1 : 0)"
-    " + (has(self.waitForEvent) ? 1 : 0) == 1",
-    "exactly one of taskRef, template or waitForEvent must be set",
+    " + (has(self.waitForEvent) ? 1 : 0) + (has(self.workflowRef) ? 1 : 0) == 1",
+    "exactly one of taskRef, template, waitForEvent or workflowRef must be set",
 )
+#: Most levels of sub-workflows: a run, its children, theirs, and so on.
+MAX_WORKFLOW_DEPTH = 5
 
 
 class Task(PlaitModel):
-    """One node of the DAG: what runs (taskRef, template or waitForEvent) and when."""
+    """One node of the DAG: what runs (taskRef, template, waitForEvent or workflowRef)
+    and when."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_ONE_KIND]})
 
@@ -146,6 +159,9 @@ class Task(PlaitModel):
     """Run this container."""
     wait_for_event: WaitForEvent | None = None
     """Wait for an event instead of running a container."""
+    workflow_ref: WorkflowReference | None = None
+    """Run another WorkflowDefinition of the namespace as a child WorkflowInstance (a
+    sub-workflow), its inputs as the child's arguments; its outputs become this task's."""
     for_each: ForEach | None = None
     """Run the task once per item of a list (a fan-out); see forEach."""
     cache: TaskCache | None = None
@@ -177,7 +193,7 @@ class Task(PlaitModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        chosen = [self.task_ref, self.template, self.wait_for_event]
+        chosen = [self.task_ref, self.template, self.wait_for_event, self.workflow_ref]
         if sum(x is not None for x in chosen) != 1:
             raise ValueError(str(_ONE_KIND["message"]))
         return self
@@ -329,15 +345,6 @@ class WorkflowDefinitionStatus(Status):
 
     version: Annotated[int, Field(ge=1)] | None = None
     """Version number of the current spec in Plait's history; grows with each change."""
-
-
-class WorkflowReference(PlaitModel):
-    """A WorkflowDefinition in the same namespace, optionally pinned to one version."""
-
-    name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
-    """Name of the WorkflowDefinition."""
-    version: Annotated[int, Field(ge=1)] | None = None
-    """Version to run; the current one when unset."""
 
 
 class WorkflowInstanceSpec(PlaitModel):

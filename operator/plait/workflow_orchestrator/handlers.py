@@ -24,7 +24,12 @@ from plait.resources.stores import (
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
 from plait.workflow_orchestrator import repository
-from plait.workflow_orchestrator.runtime import Control, Orchestrator, succeeded_condition
+from plait.workflow_orchestrator.runtime import (
+    PARENT_ANNOTATION,
+    Control,
+    Orchestrator,
+    succeeded_condition,
+)
 from plait.workflow_orchestrator.triggers import EVENT_ANNOTATION, TRIGGER_ANNOTATION
 
 __all__ = [
@@ -99,6 +104,7 @@ class WorkflowInstanceStore:
                     inputs=spec.arguments or {},
                     trigger_id=trigger_id,
                     event_id=event_id,
+                    parent_id=await _parent(conn, ref),
                 )
         summary = await self.orchestrator.advance(
             uid,
@@ -138,6 +144,20 @@ def _started_by(ref: ObjectRef) -> tuple[uuid.UUID | None, uuid.UUID | None]:
     except ValueError:
         return None, None
     return trigger_id, event_id
+
+
+async def _parent(conn: AsyncConnection[Any], ref: ObjectRef) -> uuid.UUID | None:
+    """The run whose task started this one (its ``plait.dev/parent-uid`` annotation),
+    when that run exists; none for one that names no run of this namespace."""
+    label = ref.annotations.get(PARENT_ANNOTATION)
+    try:
+        parent_id = uuid.UUID(label) if label else None
+    except ValueError:
+        return None
+    if parent_id is None:
+        return None
+    parent = await repository.get_workflow_instance(conn, parent_id)
+    return parent_id if parent is not None and parent.namespace == ref.namespace else None
 
 
 async def _trigger_exists(conn: AsyncConnection[Any], id: uuid.UUID) -> bool:

@@ -96,6 +96,7 @@ class WorkflowInstance:
     started_at: datetime | None
     finished_at: datetime | None
     wake_at: datetime | None = None
+    parent_id: uuid.UUID | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phase", WorkflowPhase(self.phase))
@@ -213,13 +214,14 @@ async def create_workflow_instance(
     inputs: Mapping[str, Any] | None = None,
     trigger_id: uuid.UUID | None = None,
     event_id: uuid.UUID | None = None,
+    parent_id: uuid.UUID | None = None,
 ) -> tuple[WorkflowInstance, bool]:
     """Insert the instance ``id`` unless it exists; (instance, created). Idempotent by id."""
     async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
         await cur.execute(
-            "INSERT INTO workflow_orchestrator_service.workflow_instances "
-            "(id, namespace, name, workflow_name, workflow_version, inputs, trigger_id, event_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
+            "INSERT INTO workflow_orchestrator_service.workflow_instances (id, namespace, name, "
+            "workflow_name, workflow_version, inputs, trigger_id, event_id, parent_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
             (
                 id,
                 namespace,
@@ -229,6 +231,7 @@ async def create_workflow_instance(
                 Jsonb(dict(inputs or {})),
                 trigger_id,
                 event_id,
+                parent_id,
             ),
         )
         created = await cur.fetchone()
@@ -237,6 +240,36 @@ async def create_workflow_instance(
     existing = await get_workflow_instance(conn, id)
     assert existing is not None  # the conflict was on this id; instances are never deleted here
     return existing, False
+
+
+async def instance_by_name(
+    conn: AsyncConnection[Any], namespace: str, name: str
+) -> WorkflowInstance | None:
+    """The newest run of that name in the namespace (a name is reused only after the
+    object it was is gone)."""
+    async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_instances "
+            "WHERE namespace = %s AND name = %s ORDER BY created_at DESC LIMIT 1",
+            (namespace, name),
+        )
+        return await cur.fetchone()
+
+
+async def depth(conn: AsyncConnection[Any], id: uuid.UUID) -> int:
+    """How many parents a run has (0 for a run no task started)."""
+    cur = await conn.execute(
+        "WITH RECURSIVE up(id, parent_id, n) AS ("
+        " SELECT id, parent_id, 0 FROM workflow_orchestrator_service.workflow_instances"
+        " WHERE id = %s"
+        " UNION ALL SELECT w.id, w.parent_id, up.n + 1"
+        " FROM workflow_orchestrator_service.workflow_instances w JOIN up ON w.id = up.parent_id"
+        " WHERE up.n < 100)"
+        " SELECT max(n) FROM up",
+        (id,),
+    )
+    row = await cur.fetchone()
+    return int(row[0] or 0) if row else 0
 
 
 async def get_workflow_instance(

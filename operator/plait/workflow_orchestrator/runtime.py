@@ -44,6 +44,7 @@ from typing import Any
 
 import kopf
 
+from plait import API_GROUP, API_VERSION
 from plait.errors import ValidationError
 from plait.event_processing.repository import EventInstance
 from plait.kernel import expressions
@@ -63,9 +64,14 @@ from plait.resources.cache import TaskCache
 from plait.resources.common import ContainerTemplate
 from plait.resources.foreach import split_item_name
 from plait.resources.task import TaskDefinitionSpec
-from plait.resources.workflow import Task, WorkflowDefinitionSpec
+from plait.resources.workflow import MAX_WORKFLOW_DEPTH, Task, WorkflowDefinitionSpec
 from plait.task_execution import repository as task_repository
-from plait.task_execution.jobs import LABEL_INSTANCE_UID, JobRequest, with_workflow_defaults
+from plait.task_execution.jobs import (
+    LABEL_INSTANCE_UID,
+    JobRequest,
+    job_name,
+    with_workflow_defaults,
+)
 from plait.task_execution.repository import TaskInstance
 from plait.task_execution.service import JOB_REFUSAL_EVENTS, TaskExecution
 from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
@@ -124,6 +130,12 @@ DEADLINE_POLL_SECONDS = 10.0
 WAKE_LEASE_SECONDS = 30.0
 #: Runs claimed per query by the deadline loop.
 WAKE_BATCH = 100
+
+
+#: On a sub-workflow's WorkflowInstance: the id of the run whose task started it.
+PARENT_ANNOTATION = "plait.dev/parent-uid"
+#: On a sub-workflow's WorkflowInstance: the parent's task (or fan-out item) it runs for.
+PARENT_TASK_ANNOTATION = "plait.dev/parent-task"
 
 
 @dataclass(frozen=True)
@@ -634,6 +646,129 @@ class Orchestrator:
                 changed = True
         return changed
 
+    async def _start_child(
+        self, instance: WorkflowInstance, task: Task, launch: Launch, *, suspended: bool
+    ) -> None:
+        """Start a sub-workflow: its WorkflowInstance (owned by the parent's object, named
+        like the attempt's Job would be), then the attempt, Running; both idempotent."""
+        assert task.workflow_ref is not None
+        name = job_name(instance.name, str(instance.id), launch.task, launch.attempt)
+        async with self._db.connection(COMPONENT) as conn:
+            levels = await repository.depth(conn, instance.id) + 1
+        if levels >= MAX_WORKFLOW_DEPTH:
+            why = (
+                f"cannot start: sub-workflows would nest {levels + 1} levels deep, "
+                f"more than {MAX_WORKFLOW_DEPTH}"
+            )
+            await self._record_skip(instance, Skip(launch.task, why, True, launch.attempt))
+            self.kick(instance.id, instance.namespace, instance.name)
+            return
+        parent = await self._kube.get_instance(instance.namespace, instance.name)
+        if parent is None:
+            return  # the parent's object is gone: its deletion cancels the run
+        ref: dict[str, Any] = {"name": task.workflow_ref.name}
+        if task.workflow_ref.version is not None:
+            ref["version"] = task.workflow_ref.version
+        await self._kube.create_instance(
+            {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": "WorkflowInstance",
+                "metadata": {
+                    "name": name,
+                    "namespace": instance.namespace,
+                    "annotations": {
+                        PARENT_ANNOTATION: str(instance.id),
+                        PARENT_TASK_ANNOTATION: launch.task,
+                    },
+                    "ownerReferences": [
+                        {
+                            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                            "kind": "WorkflowInstance",
+                            "name": instance.name,
+                            "uid": parent["metadata"]["uid"],
+                            "controller": True,
+                        }
+                    ],
+                },
+                "spec": {
+                    "workflowRef": ref,
+                    "arguments": dict(launch.inputs),
+                    **({"suspend": True} if suspended else {}),
+                },
+            }
+        )
+        await self._tasks.record_without_job(
+            namespace=instance.namespace,
+            instance_name=instance.name,
+            instance_uid=str(instance.id),
+            task=launch.task,
+            attempt=launch.attempt,
+            state=TaskState.RUNNING,
+            reason=f"running workflow {task.workflow_ref.name} as {name}",
+            inputs=launch.inputs,
+        )
+
+    async def _settle_children(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        attempts: list[TaskInstance],
+        *,
+        recreate: bool,
+    ) -> bool:
+        """Carry the end of finished sub-workflows over to their attempts (outputs, or
+        why they did not succeed); True when any attempt changed. With ``recreate``
+        (resuming after a crash), a sub-workflow whose object was never made is."""
+        running = [
+            a
+            for a in attempts
+            if a.state not in FINAL_STATES and _task(spec, a.task_name).workflow_ref is not None
+        ]
+        changed = False
+        for a in running:
+            async with self._db.connection(COMPONENT) as conn:
+                child = await repository.instance_by_name(conn, instance.namespace, a.job_name)
+            if child is None or child.parent_id != instance.id:
+                if recreate:
+                    launch = Launch(a.task_name, a.attempt, a.inputs)
+                    await self._start_child(
+                        instance, _task(spec, a.task_name), launch, suspended=False
+                    )
+                continue
+            if child.phase not in FINAL_PHASES:
+                continue
+            state, message, cause = _child_outcome(child)
+            done = await self._tasks.update_without_job(
+                instance.id,
+                a.task_name,
+                a.attempt,
+                state,
+                outputs=child.outputs if state is TaskState.SUCCEEDED else None,
+                message=message,
+                cause=cause,
+            )
+            changed = changed or done is not None
+        return changed
+
+    async def _tell_children(
+        self, instance: WorkflowInstance, spec: WorkflowDefinitionSpec, change: Mapping[str, Any]
+    ) -> None:
+        """Pass a cancel or a suspend of the run on to its running sub-workflows."""
+        if not any(t.workflow_ref is not None for t in _all_tasks(spec)):
+            return
+        for a in await self._tasks.attempts(instance.id):
+            if a.state not in FINAL_STATES and _task(spec, a.task_name).workflow_ref is not None:
+                await self._kube.patch_instance_spec(instance.namespace, a.job_name, change)
+
+    async def _wake_parent(self, instance: WorkflowInstance) -> None:
+        """A sub-workflow has ended: advance the run whose task it is, now."""
+        if instance.parent_id is None:
+            return
+        async with self._db.connection(COMPONENT) as conn:
+            parent = await repository.get_workflow_instance(conn, instance.parent_id)
+        if parent is not None and parent.phase not in FINAL_PHASES:
+            await self._wake([locks.Waiter(parent.id, parent.namespace, parent.name)])
+
     async def _cancel_waits(self, uid: uuid.UUID) -> None:
         async with self._db.connection(COMPONENT) as conn:
             await repository.cancel_subscriptions(conn, uid)
@@ -706,6 +841,7 @@ class Orchestrator:
             )
         defaults = await self._task_defaults(instance.namespace, spec)
         retry_at: dt.datetime | None = None
+        resuming = False  # set with ensure_jobs: sub-workflows lost in a crash are recreated
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
             attempts, base = await self._current_attempts(uid)
             await self._release_task_locks(instance, spec, attempts)
@@ -715,13 +851,16 @@ class Orchestrator:
             if control.cancel:
                 await self._end(instance, spec, WorkflowPhase.CANCELLED, "cancelled by spec.cancel")
                 break
-            instance = await self._follow_suspend(instance, control)
+            instance = await self._follow_suspend(instance, spec, control)
             if ensure_jobs:
+                resuming = True
                 await self._ensure_jobs(instance, spec, attempts)
                 ensure_jobs = False
                 continue  # an attempt whose Job cannot be built is now Failed: plan on that
             if await self._settle_waits(uid, spec, attempts):
                 continue  # plan on the attempts as they now stand
+            if await self._settle_children(instance, spec, attempts, recreate=resuming):
+                continue
             planned = _now()
             decision = self._plan(instance, spec, control, attempts, base, defaults)
             self._measure_advance(instance, attempts, planned)
@@ -777,7 +916,7 @@ class Orchestrator:
         return [a for a in everything if a.superseded_at is None], base
 
     async def _follow_suspend(
-        self, instance: WorkflowInstance, control: Control
+        self, instance: WorkflowInstance, spec: WorkflowDefinitionSpec, control: Control
     ) -> WorkflowInstance:
         """Suspend a running run, or resume a suspended one, as spec.suspend asks."""
         if control.suspend and instance.phase is WorkflowPhase.RUNNING:
@@ -787,7 +926,9 @@ class Orchestrator:
         else:
             return instance
         changed = await self._set_phase(instance.id, target, message=message)
-        return changed or await self._reload(instance.id)
+        instance = changed or await self._reload(instance.id)
+        await self._tell_children(instance, spec, {"suspend": control.suspend})
+        return instance
 
     def _plan(
         self,
@@ -846,7 +987,14 @@ class Orchestrator:
             )
             instance = changed or await self._reload(instance.id)
         for launch in decision.launches:
-            await self._launch(instance, spec, launch, planned, bypass_cache=control.bypass_cache)
+            await self._launch(
+                instance,
+                spec,
+                launch,
+                planned,
+                bypass_cache=control.bypass_cache,
+                control_suspended=control.suspend,
+            )
         return instance
 
     async def _record_skip(self, instance: WorkflowInstance, skip: Skip) -> None:
@@ -869,6 +1017,7 @@ class Orchestrator:
         planned: dt.datetime,
         *,
         bypass_cache: bool = False,
+        control_suspended: bool = False,
     ) -> None:
         """Start one attempt: a wait for an event subscribes, any other task gets its Job
         (its ``launch`` stage: the plan made at ``planned`` -> the Job created), unless
@@ -876,6 +1025,9 @@ class Orchestrator:
         task = _task(spec, launch.task)
         if task.wait_for_event is not None:
             await self._start_wait(instance, task, launch)
+            return
+        if task.workflow_ref is not None:
+            await self._start_child(instance, task, launch, suspended=control_suspended)
             return
         if task.synchronization is not None and not await self._hold_task_lock(
             instance, spec, task, launch
@@ -1043,6 +1195,7 @@ class Orchestrator:
         await self._finish_tasks(instance, spec, attempts, base, why)
         await self._set_phase(instance.id, phase, message=message, outputs=outputs, failure=failure)
         await self._release_locks(instance.id)
+        await self._wake_parent(instance)
 
     async def _close_out(
         self,
@@ -1075,6 +1228,7 @@ class Orchestrator:
             return
         await self._cancel_waits(instance.id)
         if unfinished:
+            await self._tell_children(instance, spec, {"cancel": True})
             await self._tasks.cancel_active(instance.id, why)
         if never_started:
             await self._tasks.record_not_started(
@@ -1333,6 +1487,20 @@ def _ended_because(instance: WorkflowInstance) -> str:
         return "the workflow was cancelled"
     failure = (instance.failure or {}).get("message")
     return str(failure or instance.message or f"the workflow ended {instance.phase.value}")
+
+
+def _child_outcome(child: WorkflowInstance) -> tuple[TaskState, str, FailureCause | None]:
+    """What a finished sub-workflow makes of the attempt that ran it."""
+    if child.phase is WorkflowPhase.SUCCEEDED:
+        return TaskState.SUCCEEDED, f"workflow {child.name} succeeded", None
+    if child.phase is WorkflowPhase.CANCELLED:
+        return TaskState.CANCELLED, f"workflow {child.name} was cancelled", None
+    why = (child.failure or {}).get("message") or child.message or child.phase.value
+    return (
+        TaskState.FAILED,
+        f"workflow {child.name} {child.phase.value.lower()}: {why}",
+        (FailureCause.FAILURE if child.phase is WorkflowPhase.FAILED else FailureCause.ERROR),
+    )
 
 
 def _fanned_out(name: str, recorded: set[str]) -> bool:
