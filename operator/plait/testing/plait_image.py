@@ -30,6 +30,7 @@ a new tag, so a ``helm upgrade`` to it rolls the pods. ``python -m plait.testing
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -60,7 +61,7 @@ BASE_PACKAGES = (
 #: The pip that installs the wheels (the Dockerfile's pin); it is not part of the image.
 PIP_VERSION = "25.2"
 USER = "65532:65532"
-
+_UNUSED_SECONDS = 3600
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _PYTHON = "/usr/bin/python3.11"
 _VENV = "/opt/plait"
@@ -230,19 +231,29 @@ def _wheels(into: Path, pinned: str, progress: bool) -> None:
 def build_plait_image(
     out_dir: Path | None = None, *, progress: bool = True, force: bool = False
 ) -> PlaitImage:
-    """Build (or find in the cache) Plait's image archive; see the module docstring."""
-    started = time.monotonic()
+    """Build (or find in the cache) Plait's image archive; see the module docstring.
+
+    One build at a time on the machine (a lock in the cache): a second caller waits, then
+    finds the archive cached when its sources are the same."""
     if os.geteuid() != 0:
         raise ClusterError("building Plait's image needs root (it runs pip in a chroot)")
     out_dir = out_dir or image_cache_dir()
     cache = out_dir.parent / "plait-image"
     cache.mkdir(parents=True, exist_ok=True)
+    with (cache / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(out_dir, cache, progress=progress, force=force)
+
+
+def _build(out_dir: Path, cache: Path, *, progress: bool, force: bool) -> PlaitImage:
+    started = time.monotonic()
     pinned = _pinned_versions()
     key = image_key(pinned)[:16]
     reference = f"{IMAGE_REPOSITORY}:{_version()}-{key}"
     archive = out_dir / f"plait-{key}.tar"
     meta = archive.with_suffix(".json")
     if archive.exists() and meta.exists() and not force:
+        os.utime(archive)  # in use: an hour before another build may prune it
         data = json.loads(meta.read_text())
         return PlaitImage(
             archive, reference, data["digest"], archive.stat().st_size,
@@ -306,8 +317,9 @@ def build_plait_image(
 
 
 def _prune(out_dir: Path, *, keep: Path) -> None:
-    """Remove the archives of earlier sources (about 320 MiB each): only the newest stays.
-    A test importing one right now keeps reading it (the file lives on while open)."""
+    """Remove the archives of earlier sources (about 320 MiB each) unused for an hour: a
+    session that was handed one (built or found, which touches it) imports it well within
+    that, so concurrent sessions on other sources keep theirs."""
     for old in out_dir.iterdir():
         stem, _, suffix = old.name.partition(".")
         key = stem.removeprefix("plait-")
@@ -316,6 +328,7 @@ def _prune(out_dir: Path, *, keep: Path) -> None:
             and suffix in ("tar", "json")
             and len(key) == 16
             and all(c in "0123456789abcdef" for c in key)
+            and time.time() - old.stat().st_mtime > _UNUSED_SECONDS
         ):
             old.unlink(missing_ok=True)
 
