@@ -587,7 +587,7 @@ class LocalCluster:
 
     def _start_kube_proxy(self, timeout: float, env: dict[str, str]) -> None:
         """kube-proxy in the node, with the unpacked ``nft`` and its libraries; returns once
-        it has written the Services' rules (its /healthz answers 200 after a sync)."""
+        its /healthz, on the node's address, answers 200."""
         assert self._node_dir is not None
         layout = self.node_layout
         assert layout is not None
