@@ -67,7 +67,7 @@ def test_a_clusterip_and_the_pod_address_reach_a_web_server_in_a_pod(
 
     # Another pod reaches it through the Service's ClusterIP: kube-proxy's rules.
     # Polled (for up to 30s): kube-proxy writes the rule once the endpoint is published.
-    # nc, not wget: the static busybox's wget crashes resolving even a numeric address.
+    # nc, not wget: busybox's wget crashes in these pods (docs/development.md).
     fetch = (
         f"for i in $(seq 60); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {cluster_ip} 80 "
         "> /tmp/out && tail -n 1 /tmp/out | grep . && exit 0; sleep 0.5; done; exit 1"
