@@ -88,12 +88,14 @@ GO
 -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   # Only the missing ones: a binary in use by a running cluster is never rewritten.
   packages=()
+  names=()
   for b in "${KUBE[@]}"; do
     if need "$b"; then
+      names+=("$b")
       if [ "$b" = etcd ]; then packages+=(go.etcd.io/etcd/server/v3); else packages+=("k8s.io/kubernetes/cmd/$b"); fi
     fi
   done
-  log "compiling ${packages[*]##*/} (the long step on a cold cache)"
+  log "compiling ${names[*]} (the long step on a cold cache)"
   # `go build -v` names each package as it compiles; count them for a progress line
   # every 250 packages (about 3,000 in all on a cold cache) instead of ten silent minutes.
   (cd "$WORK/kube" && go build -v -trimpath -ldflags "$ldflags" -o "$BIN_DIR/" "${packages[@]}" 2>&1) | {
