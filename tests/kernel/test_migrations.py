@@ -67,6 +67,8 @@ def user_tables(dsn: str) -> set[tuple[str, str]]:
 #: Tables added to the seed's, each by a migration that says why.
 ADDED_TABLES = {
     "task_execution_service": {"task_artifacts"},  # 0004: task artifacts (docs/artifacts.md)
+    # 0004: locks across runs (docs/workflows.md, "Locks across runs")
+    "workflow_orchestrator_service": {"lock_requests"},
 }
 
 

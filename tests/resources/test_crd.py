@@ -157,7 +157,9 @@ def test_free_form_fields_preserve_unknown_fields_only_where_intended() -> None:
         "EventDefinition.spec.schema",
         "Integration.spec.settings",
         "TaskDefinition.spec.inputs[].default",
+        "WorkflowDefinition.spec.onExit.forEach.items[]",
         "WorkflowDefinition.spec.parameters[].default",
+        "WorkflowDefinition.spec.tasks[].forEach.items[]",
         "WorkflowInstance.spec.arguments",
     ]
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from plait.testing._process import wait_until
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.fixtures.operator import StartOperator
 from tests.workflow_orchestrator.test_execution import (
@@ -108,6 +109,20 @@ def test_a_second_run_reuses_the_result_and_a_bypass_runs_again(
     }
     assert counted == {"hit": 1.0, "miss": 2.0, "bypassed": 1.0}
 
+    found: list[tuple[object, ...]] = []
+
+    def cached_span() -> bool:
+        with psycopg.connect(migrated_database) as conn:
+            found[:] = conn.execute(
+                "SELECT attributes->>'plait.cache.source', attributes->>'plait.outcome' "
+                "FROM observability_service.observability_traces "
+                "WHERE attributes->>'plait.cache.hit' = 'true' "
+                "AND attributes->>'plait.instance' = 'second'"
+            ).fetchall()
+        return bool(found)
+
+    wait_until(cached_span, timeout=30, what="the cached attempt's span")
+    assert found == [(str(first["resize"][5]), "succeeded")]
     shown = plait_cli(cluster, migrated_database, "instances", "show", "second")
     assert shown.returncode == 0, shown.stderr
     assert re.search(r"^resize\s+Succeeded \(cached\)\s+1\s", shown.stdout, re.M), shown.stdout

@@ -378,6 +378,11 @@ class Orchestrator:
             run_seconds=run_time,
             overhead_seconds=overhead,
             error=attempt.message if outcome != "succeeded" else None,
+            attributes=(
+                {"plait.cache.hit": True, "plait.cache.source": str(attempt.cached_from)}
+                if attempt.cached_from is not None
+                else None
+            ),
         )
 
     async def deliver_event(self, event: EventInstance) -> int:
