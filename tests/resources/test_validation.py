@@ -628,3 +628,24 @@ def test_sub_workflow_calls_are_checked_for_arguments_cycles_and_depth() -> None
     ]
     a["spec"] = calling("b", inputs={"n": "1"}, cache={"key": "inputs.n"})
     assert "a sub-workflow task cannot have cache" in _messages(check_resource(a, lookup))[0]
+
+
+def test_artifacts_are_refused_where_cache_or_a_fan_out_would_lose_them() -> None:
+    produce = {
+        "image": "busybox",
+        "command": ["make"],
+        "outputArtifacts": [{"name": "out", "path": "/tmp/out"}],
+    }
+    spec = _workflow(
+        {"name": "a", "template": produce, "cache": {"key": "'k'"}},
+        {"name": "b", "template": produce, "forEach": {"items": [1, 2]}},
+        _task(
+            "c",
+            ["a", "b"],
+            inputArtifacts=[{"name": "o", "from": "tasks.b.artifacts.out", "path": "/in/o"}],
+        ),
+        artifactRepository={"integration": "bucket"},
+    )
+    messages = _messages(check_spec("WorkflowDefinition", spec))
+    assert any("task 'a': a task with outputArtifacts cannot have cache yet" in m for m in messages)
+    assert any("task 'b' fans out (forEach)" in m for m in messages), messages

@@ -291,7 +291,13 @@ def artifact_problems(spec: WorkflowDefinitionSpec) -> list[str]:
     problems: list[str] = []
     uses = False
     for task in tasks.values():
-        uses = uses or bool(task.template and task.template.output_artifacts)
+        produces = bool(task.template and task.template.output_artifacts)
+        uses = uses or produces
+        if produces and task.cache is not None:
+            problems.append(
+                f"task {task.name!r}: a task with outputArtifacts cannot have cache yet "
+                "(a cached result would have no artifacts to hand down)"
+            )
         if not task.input_artifacts:
             continue
         uses = True
@@ -304,6 +310,11 @@ def artifact_problems(spec: WorkflowDefinitionSpec) -> list[str]:
                 problems.append(
                     f"{where}: task {source!r} is not one this task depends on"
                     " (directly or through others)"
+                )
+            elif tasks[source].for_each is not None:
+                problems.append(
+                    f"{where}: task {source!r} fans out (forEach); reading its items' "
+                    "artifacts is not supported yet"
                 )
             else:
                 template = tasks[source].template
