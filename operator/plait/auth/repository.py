@@ -528,6 +528,12 @@ async def insert_session(
     idle_seconds: float,
     absolute_seconds: float,
 ) -> Session:
+    # Each sign-in also deletes a few sessions past their absolute limit (oldest first), so
+    # ended sessions do not pile up.
+    await conn.execute(
+        "DELETE FROM auth_service.sessions WHERE id IN (SELECT id FROM auth_service.sessions "
+        "WHERE expires_at < now() ORDER BY expires_at LIMIT 100)"
+    )
     async with conn.cursor(row_factory=class_row(Session)) as cur:
         await cur.execute(
             "INSERT INTO auth_service.sessions (user_id, secret_hash, method, client_address, "
