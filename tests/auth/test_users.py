@@ -106,3 +106,41 @@ async def test_changes_and_failures_are_audited_without_secrets(
         assert secret not in text
     client = {getattr(r, "client", None) for r in caplog.records if hasattr(r, "audit")}
     assert "127.0.0.1" in client
+
+
+async def test_audit_records_land_in_the_observability_logs(
+    auth: AuthApi, component_dsns: dict[str, str]
+) -> None:
+    """Shipped by the observability component's log shipper; the teardown's pg_dump check
+    then covers the logs table too."""
+    from plait.observability.batching import DsnConnections
+    from plait.observability.settings import ObservabilitySettings
+    from plait.observability.shipper import LogShipper
+
+    connections = DsnConnections(component_dsns["observability"])
+    shipper = LogShipper(connections, ObservabilitySettings(log_flush_interval_ms=50))
+    audit_logger = logging.getLogger("plait.auth.audit")
+    audit_logger.setLevel(logging.INFO)
+    shipper.start(audit_logger)
+    try:
+        await auth.create_user("lee", roles=["viewer"])
+        wrong = {"username": "lee", "password": "not lee's password"}
+        auth.used.add(wrong["password"])
+        assert (await auth.call("POST", "/v1/auth/login", json=wrong)).status == 401
+    finally:
+        await shipper.stop(logger=audit_logger)
+        await connections.close()
+    rows = await auth.rows(
+        "SELECT component, level::text, message, attributes FROM "
+        "observability_service.observability_logs WHERE logger = 'plait.auth.audit' "
+        "ORDER BY time"
+    )
+    assert [(c, m) for c, _, m, _ in rows] == [
+        ("auth", "user.create by token-file: lee"),
+        ("auth", "authentication failed (password): wrong username or password"),
+    ]
+    attributes = rows[1][3]
+    assert attributes["audit"] == "authentication"
+    assert attributes["outcome"] == "bad-credentials"
+    assert attributes["username"] == "lee"
+    assert attributes["client"] == "127.0.0.1"
