@@ -829,11 +829,12 @@ class Orchestrator:
     async def _advance(
         self, uid: uuid.UUID, control: Control, *, ensure_jobs: bool
     ) -> dict[str, Any] | None:
-        """One advance, in named steps, each idempotent: retry the run if asked; then,
-        until nothing more can happen now, finish what is left of a run that has ended,
-        cancel or suspend it as asked, settle resolved waits, plan and carry the plan out
-        (ending the run when the plan says so); last, record when the run must be woken
-        if nothing else happens."""
+        """One advance, in named steps, each idempotent: retry the run if asked, and hold
+        its lock (or wait in the lock's queue); then, until nothing more can happen now,
+        let go of the locks of ended attempts, finish what is left of a run that has
+        ended, cancel or suspend it as asked, settle resolved waits and finished
+        sub-workflows, plan and carry the plan out (ending the run when the plan says
+        so); last, record when the run must be woken if nothing else happens."""
         loaded = await self._load(uid)
         if loaded is None:
             return None
