@@ -487,54 +487,55 @@ def _check_task(
             problems,
         )
         if isinstance(called, WorkflowDefinitionSpec):
-            declared_params = {p.name: p for p in called.parameters}
-            for name in task.inputs:
-                if name not in declared_params:
-                    problems.append(
-                        Problem(
-                            f"{path}.inputs.{name}",
-                            f"{what}: WorkflowDefinition {task.workflow_ref.name!r} has no "
-                            f"parameter {name!r} "
-                            f"(parameters: {', '.join(declared_params) or 'none'})",
-                            "NotSupported",
-                        )
-                    )
-            for name, param in declared_params.items():
-                if param.default is None and name not in task.inputs:
-                    problems.append(
-                        Problem(
-                            f"{path}.inputs",
-                            f"{what}: WorkflowDefinition {task.workflow_ref.name!r} "
-                            f"requires parameter {name!r}",
-                            "Required",
-                        )
-                    )
+            _check_given(
+                task,
+                {p.name: p for p in called.parameters},
+                f"WorkflowDefinition {task.workflow_ref.name!r}",
+                "parameter",
+                path,
+                problems,
+            )
     if task.task_ref is not None:
         found = _lookup_spec(
             lookup, "TaskDefinition", task.task_ref.name, f"{path}.taskRef.name", problems
         )
         if isinstance(found, TaskDefinitionSpec):
-            declared = {p.name: p for p in found.inputs}
-            for name in task.inputs:
-                if name not in declared:
-                    problems.append(
-                        Problem(
-                            f"{path}.inputs.{name}",
-                            f"{what}: TaskDefinition {task.task_ref.name!r} has no input {name!r} "
-                            f"(inputs: {', '.join(declared) or 'none'})",
-                            "NotSupported",
-                        )
-                    )
-            for name, param in declared.items():
-                if param.default is None and name not in task.inputs:
-                    problems.append(
-                        Problem(
-                            f"{path}.inputs",
-                            f"{what}: TaskDefinition {task.task_ref.name!r} "
-                            f"requires input {name!r}",
-                            "Required",
-                        )
-                    )
+            _check_given(
+                task,
+                {p.name: p for p in found.inputs},
+                f"TaskDefinition {task.task_ref.name!r}",
+                "input",
+                path,
+                problems,
+            )
+
+
+def _check_given(
+    task: Task,
+    declared: Mapping[str, Parameter],
+    owner: str,
+    noun: str,
+    path: str,
+    problems: list[Problem],
+) -> None:
+    """A task's inputs against what the definition it runs declares (a TaskDefinition's
+    inputs, a sub-workflow's parameters): no unknown name, every required one given."""
+    what = f"task {task.name!r}"
+    for name in task.inputs:
+        if name not in declared:
+            problems.append(
+                Problem(
+                    f"{path}.inputs.{name}",
+                    f"{what}: {owner} has no {noun} {name!r} "
+                    f"({noun}s: {', '.join(declared) or 'none'})",
+                    "NotSupported",
+                )
+            )
+    for name, param in declared.items():
+        if param.default is None and name not in task.inputs:
+            problems.append(
+                Problem(f"{path}.inputs", f"{what}: {owner} requires {noun} {name!r}", "Required")
+            )
 
 
 def _check_for_each(
