@@ -204,6 +204,17 @@ def test_helm_install_runs_plait_as_pods_on_the_real_node(
         with psycopg.connect(database.dsn("plait")) as conn:
             roles = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolcanlogin")}
         assert {c.role for c in COMPONENTS} <= roles
+        # The hook Job is gone (hook-succeeded); its pod's events say where it ran.
+        events = json.loads(kube.kubectl("get", "events", "-o", "json"))["items"]
+        migrate = [
+            e for e in events
+            if e["involvedObject"]["name"].startswith(f"{release}-plait-migrate-")
+        ]  # fmt: skip
+        assert any(
+            e["reason"] == "Scheduled" and e["message"].endswith(f" to {REAL_NODE_NAME}")
+            for e in migrate
+        ), migrate
+        assert any(e["reason"] == "Started" for e in migrate), migrate
         # The apiserver reaches the API pod (its service proxy goes to the pod's address).
         api_service = f"{release}-plait-api"
         health = kube.kubectl(
