@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> None:
     with PostgresServer(
         listen_addresses=("127.0.0.1", *args.listen), allow_networks=args.allow
     ) as pg:
+        # Blocked (after the server started, so it does not inherit the mask), for sigwait
+        # to receive them and the server to be stopped on the way out: unblocked, SIGTERM
+        # would end this process at once and leave the server running.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         print(pg.dsn(), flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
