@@ -3,7 +3,7 @@
 # PostgreSQL's server binaries, openssl, and Prometheus (prometheus and promtool: a test
 # has a real Prometheus scrape Plait's /metrics). Go (1.26, for the Kubernetes build) and
 # Python 3.11 come with the machine; this script says so clearly when they don't. The real
-# node's containerd, runc, CNI plugins and busybox are unpacked into the cache, not
+# node's containerd, runc, CNI plugins, busybox and nftables are unpacked into the cache, not
 # installed (hack/node-packages.sh).
 set -euo pipefail
 

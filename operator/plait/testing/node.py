@@ -145,7 +145,20 @@ def unavailable_reason(bin_dir: Path) -> str | None:
             return f"the '{tool}' command ({why}) is missing; it sets up the node's network"
     if not (bin_dir / "kube-proxy").exists():
         return f"kube-proxy is not in {bin_dir}: rebuild it with hack/build-k8s.sh"
+    if not _kernel_has_nftables():
+        return "the kernel has no nftables (kube-proxy's nftables mode needs it)"
     return None
+
+
+def _kernel_has_nftables() -> bool:
+    """nf_tables loaded as a module, or built in (its symbols in /proc/kallsyms)."""
+    if Path("/sys/module/nf_tables").exists():
+        return True
+    for table in (Path("/proc/modules"), Path("/proc/kallsyms")):
+        with contextlib.suppress(OSError), table.open() as lines:
+            if any(line.startswith("nf_tables ") or " nft_do_chain" in line for line in lines):
+                return True
+    return False
 
 
 @dataclass(frozen=True)
