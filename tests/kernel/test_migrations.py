@@ -69,6 +69,8 @@ ADDED_TABLES = {
     "task_execution_service": {"task_artifacts"},  # 0004: task artifacts (docs/artifacts.md)
     # 0004: locks across runs (docs/workflows.md, "Locks across runs")
     "workflow_orchestrator_service": {"lock_requests"},
+    # 0002: namespace grants, API tokens and sessions (docs/auth.md)
+    "auth_service": {"role_grants", "api_tokens", "sessions"},
 }
 
 
