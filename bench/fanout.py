@@ -242,7 +242,10 @@ def run(
         plait_calls = counts_delta(before, env.request_counts())
         plait["api_calls"] = sum(plait_calls.values())
         plait["api_calls_by_request"] = describe_calls(plait_calls)
-        plait["database_per_task"] = stats_delta(db0, env.db_stats(f"bench_{NAME}"), total)
+        try:
+            plait["database_per_task"] = stats_delta(db0, env.db_stats(f"bench_{NAME}"), total)
+        except psycopg.Error as exc:  # statistics only: keep the run's other numbers
+            plait["database_per_task"] = {"error": str(exc)}
         plait["overhead_per_task_ms"] = round(1000 * (plait["wall_s"] - critical_s) / total, 1)
         plait["peak_rss_mib"] = op.peak_rss_mib()
         plait["instance_object_bytes"] = env.object_size(ns, "workflowinstance", run_name)
