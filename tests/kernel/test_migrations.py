@@ -176,19 +176,25 @@ def test_failed_migration_rolls_back_with_its_ledger_row(
     postgres: str, role_passwords: dict, sql_copy: Path
 ) -> None:
     auth = component_by_name("auth")
-    (sql_copy / auth.schema / "0002_broken.sql").write_text(
+    existing = len(list((sql_copy / auth.schema).glob("*.sql")))
+    broken = f"{existing + 1:04d}_broken.sql"
+    (sql_copy / auth.schema / broken).write_text(
         "CREATE TABLE auth_service.half_done (id int);\nSELECT 1/0;\n"
     )
-    with pytest.raises(MigrationError, match=r"0002_broken\.sql failed .* division by zero"):
+    with pytest.raises(
+        MigrationError, match=rf"{broken[:4]}_broken\.sql failed .* division by zero"
+    ):
         migrate_database(postgres, [auth], root=sql_copy)
     with psycopg.connect(postgres) as conn:
-        assert [(a.component, a.version) for a in applied_migrations(conn)] == [("auth", 1)]
+        assert [(a.component, a.version) for a in applied_migrations(conn)] == [
+            ("auth", v) for v in range(1, existing + 1)
+        ]
         assert conn.execute("SELECT to_regclass('auth_service.half_done')").fetchone() == (None,)
 
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("0003_skipped.sql", "expected version 0002"), ("2_bad.sql", "must be named")],
+    [("0099_skipped.sql", "expected version 00"), ("2_bad.sql", "must be named")],
 )
 def test_malformed_migration_folders_are_refused(sql_copy: Path, name: str, message: str) -> None:
     (sql_copy / "auth_service" / name).write_text("SELECT 1;")
@@ -242,7 +248,7 @@ def test_plait_migrate_command(postgres: str, role_passwords: dict) -> None:
     assert again.output.strip().endswith("up to date")
     status = runner.invoke(cli, ["db", "status"], env=env)
     assert status.exit_code == 0
-    assert "auth: 1 applied, 0 pending" in status.output
+    assert "auth: 2 applied, 0 pending" in status.output
     bad = runner.invoke(cli, ["migrate", "--component", "nope"], env=env)
     assert bad.exit_code != 0
     assert "unknown component 'nope'" in bad.output
