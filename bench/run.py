@@ -1,7 +1,8 @@
-"""``python -m bench [--only throughput|wide|deep|fanout|events|latency|realnode] [--tasks N]
-[--items N]``: run, print, write JSON. ``realnode`` (one-task workflows on the real node) and
-``fanout`` (a forEach of ``--items`` items, compared with the wide DAG of the same run, which
-it runs too) run only when asked."""
+"""``python -m bench [--only throughput|wide|deep|fanout|cache|events|latency|realnode]
+[--tasks N] [--items N]``: run, print, write JSON. ``realnode`` (one-task workflows on the
+real node), ``fanout`` (a forEach of ``--items`` items, compared with the wide DAG of the
+same run, which it runs too) and ``cache`` (cached runs against launched ones) run only when
+asked."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import dag, event_latency, events, fanout, realnode, throughput
+from bench import cache, dag, event_latency, events, fanout, realnode, throughput
 from bench.harness import RESULTS, Environment, say
 
 DEFAULT_SIZES = {
@@ -24,6 +25,7 @@ DEFAULT_SIZES = {
     "latency": 120,
     "realnode": 20,
     "fanout": 2000,
+    "cache": 200,
 }
 
 
@@ -129,6 +131,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         raw = lat.get("raw_create_to_seen_ms", {})
         rows.append((label, "ack -> instance p50 ms", ms["p50"], raw.get("p50", ""), ""))
         rows.append(("", "ack -> instance p99 ms", ms["p99"], raw.get("p99", ""), ""))
+    ca = results.get("cache")
+    if ca and "cached" in ca:
+        c, la = ca["cached"], ca["launched"]
+        label = f"cache n={ca['n']}"
+        rows.append((label, "ms/run: cached | launched", c["ms_per_run"], la["ms_per_run"],
+                     ca["ratio"]))  # fmt: skip
+        rows.append(("", "CPU ms/run: cached | launched", c["operator_cpu_ms_per_run"],
+                     la["operator_cpu_ms_per_run"], ca["cpu_ratio"]))  # fmt: skip
     rn = results.get("realnode")
     if rn and "plait" in rn:
         label = f"realnode n={rn['n']}"
@@ -175,11 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"events: wrote {RESULTS / 'events.json'}")
     if "fanout" in chosen and "wide" not in chosen:
         chosen.append("wide")  # fanout's Plait-added ms per item is compared with wide's
-    if not {"throughput", "wide", "deep", "fanout", "latency", "realnode"} & set(chosen):
+    if not {"throughput", "wide", "deep", "fanout", "cache", "latency", "realnode"} & set(chosen):
         print(table(results))
         return 1 if any("error" in r for r in results.values()) else 0
     with Environment(real_node="realnode" in chosen) as env:
-        for name in ["throughput", "wide", "deep", "fanout", "latency", "realnode"]:
+        for name in ["throughput", "wide", "deep", "fanout", "cache", "latency", "realnode"]:
             if name not in chosen:
                 continue
             size = args.items if name == "fanout" else args.tasks or DEFAULT_SIZES[name]
@@ -189,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                     res = event_latency.run(env, size)
                 elif name == "realnode":
                     res = realnode.run(env, size)
+                elif name == "cache":
+                    res = cache.run(env, size)
                 elif name == "fanout":
                     res = fanout.run(
                         env,
