@@ -118,9 +118,9 @@ def test_examples_become_rows_with_ready_conditions(
     assert rows(
         migrated_database,
         "SELECT name, version FROM workflow_orchestrator_service.workflow_definitions "
-        "WHERE namespace = %s",
+        "WHERE namespace = %s ORDER BY name",
         ns,
-    ) == [("diamond", 1)]
+    ) == [("diamond", 1), ("fanout", 1), ("report", 1)]
     assert rows(
         migrated_database,
         "SELECT count(*) FROM workflow_orchestrator_service.workflow_instances "
@@ -280,7 +280,7 @@ def test_webhook_refuses_invalid_resources_with_the_exact_problem(
         ready = wait_condition(cluster, "wfd", "bad-ref", "Ready", "False")
         assert condition(ready, "Ready")["reason"] == "ReferenceNotFound"
         cluster.kubectl("apply", "-f", str(EXAMPLES))
-        assert all_names(cluster, "wfd") == ["bad-ref", "diamond"]
+        assert all_names(cluster, "wfd") == ["bad-ref", "diamond", "fanout", "report"]
     finally:
         cluster.cluster.kubectl(
             "delete", "validatingwebhookconfiguration", "plait.dev", "--ignore-not-found"

@@ -137,7 +137,8 @@ def test_the_migration_job_runs_again_on_upgrade(installed: Installed) -> None:
     assert "up to date" in done.stdout
     dsn = installed.env("plait-operator")["PLAIT_DATABASE_URL_AUTH"]
     with psycopg.connect(dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM auth_service.roles").fetchone() == (3,)
+        # admin, editor, viewer (the seed's) and publisher (auth 0002)
+        assert conn.execute("SELECT count(*) FROM auth_service.roles").fetchone() == (4,)
 
 
 def tables_by_schema(installed: Installed) -> dict[str, str]:
@@ -182,6 +183,9 @@ def test_each_dsn_reaches_its_own_schema_and_no_other(installed: Installed, work
 def test_the_api_serves_with_its_deployment_environment(installed: Installed) -> None:
     port = free_port()
     env = {**clean_environ(), **installed.env("plait-api"), "PLAIT_API_TOKEN": "t" * 32}
+    # The Deployment mounts the token key from its Secret; here it is a variable instead.
+    env.pop("PLAIT_AUTH_TOKEN_KEY_FILE", None)
+    env["PLAIT_AUTH_TOKEN_KEY"] = "k" * 48
     args = [*installed.args("plait-api"), "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "plait", *args],
