@@ -120,7 +120,7 @@ async def test_pools_can_run_as_component_roles(migrated_database: str) -> None:
                 await conn.execute("SELECT * FROM auth_service.users")
         async with db.connection("auth") as conn:
             row = await (await conn.execute("SELECT count(*) FROM auth_service.roles")).fetchone()
-            assert row == (3,)
+            assert row == (4,)  # admin, editor, viewer and publisher (auth 0002)
 
 
 def test_running_ensure_roles_again_rotates_a_password() -> None:
