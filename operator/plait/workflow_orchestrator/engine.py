@@ -285,7 +285,14 @@ def plan(
             ),
         )
     params = parameters_with_defaults(spec, arguments)
-    finished = {name: _task_view(a) for name, a in latest.items() if a.state in FINAL_STATES}
+    # What CEL sees as tasks: whole tasks only. A fan-out's items are not tasks of the
+    # definition (expressions cannot name them) and would make every evaluation convert
+    # them all; the fan-out's own view, its items' outputs as a list, is added below.
+    finished = {
+        name: _task_view(a)
+        for name, a in latest.items()
+        if a.state in FINAL_STATES and split_item_name(name)[1] is None
+    }
     # Where each task stands, for its dependents: its latest attempt, or for a fan-out the
     # state of the whole (unfinished while any item is).
     states: dict[str, Attempt] = dict(latest)

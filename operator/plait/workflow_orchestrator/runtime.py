@@ -1228,7 +1228,8 @@ class Orchestrator:
         started Skipped."""
         recorded = {a.task_name for a in attempts}
         names = attempt_names(spec, fan_out_sizes(instance, spec, attempts))
-        never_started = [n for n in names if n not in recorded and not _fanned_out(n, recorded)]
+        fanned_out = {split_item_name(r)[0] for r in recorded}  # tasks with item attempts
+        never_started = [n for n in names if n not in recorded and n not in fanned_out]
         unfinished = any(a.state not in FINAL_STATES for a in attempts)
         if not never_started and not unfinished:
             return
@@ -1507,12 +1508,6 @@ def _child_outcome(child: WorkflowInstance) -> tuple[TaskState, str, FailureCaus
         f"workflow {child.name} {child.phase.value.lower()}: {why}",
         (FailureCause.FAILURE if child.phase is WorkflowPhase.FAILED else FailureCause.ERROR),
     )
-
-
-def _fanned_out(name: str, recorded: set[str]) -> bool:
-    """Whether ``name`` is a fan-out whose items (not itself) have attempts."""
-    prefix = f"{name}["
-    return any(r.startswith(prefix) for r in recorded)
 
 
 def _all_tasks(spec: WorkflowDefinitionSpec) -> list[Task]:
