@@ -83,22 +83,22 @@ class Kube:
         if self._api is not None:
             self._api.close()  # type: ignore[no-untyped-call]
 
-    async def create_job(self, manifest: Mapping[str, Any]) -> bool:
-        """Create a Job; False when it exists already (the name makes this idempotent)."""
-        namespace = manifest["metadata"]["namespace"]
+    async def _create(self, resource: str, fn: Any, *args: Any) -> bool:
+        """Create an object whose name makes the create idempotent: False when it exists."""
         try:
-            await self._call(
-                "create",
-                "jobs",
-                self._batch.create_namespaced_job,
-                namespace,
-                cast(Any, dict(manifest)),
-            )
+            await self._call("create", resource, fn, *args)
         except ApiException as exc:
             if exc.status == 409:
                 return False
             raise
         return True
+
+    async def create_job(self, manifest: Mapping[str, Any]) -> bool:
+        """Create a Job; False when it exists already (the name makes this idempotent)."""
+        namespace = manifest["metadata"]["namespace"]
+        return await self._create(
+            "jobs", self._batch.create_namespaced_job, namespace, cast(Any, dict(manifest))
+        )
 
     async def job_exists(self, namespace: str, name: str) -> bool:
         try:
@@ -171,19 +171,9 @@ class Kube:
         """Create a Secret (a task attempt's artifact URLs); False when it exists already
         (its name makes this idempotent)."""
         namespace = manifest["metadata"]["namespace"]
-        try:
-            await self._call(
-                "create",
-                "secrets",
-                self._core.create_namespaced_secret,
-                namespace,
-                cast(Any, dict(manifest)),
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        return await self._create(
+            "secrets", self._core.create_namespaced_secret, namespace, cast(Any, dict(manifest))
+        )
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         """Delete a Secret; one already gone is fine."""
@@ -247,22 +237,15 @@ class Kube:
 
     async def create_instance(self, manifest: Mapping[str, Any]) -> bool:
         """Create a WorkflowInstance; False when that name exists (idempotent by name)."""
-        try:
-            await self._call(
-                "create",
-                "workflowinstances",
-                self._custom.create_namespaced_custom_object,
-                API_GROUP,
-                API_VERSION,
-                manifest["metadata"]["namespace"],
-                "workflowinstances",
-                dict(manifest),
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        return await self._create(
+            "workflowinstances",
+            self._custom.create_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            manifest["metadata"]["namespace"],
+            "workflowinstances",
+            dict(manifest),
+        )
 
     async def list_instances(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         result = await self._call(
