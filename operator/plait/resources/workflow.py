@@ -166,7 +166,7 @@ class Task(PlaitModel):
     """Run the task once per item of a list (a fan-out); see forEach."""
     cache: TaskCache | None = None
     """Reuse the outputs of an earlier successful attempt with the same key instead of
-    running a Job (each item of a fan-out has its own key)."""
+    running a Job (each item of a fan-out evaluates the key over its own inputs)."""
     synchronization: Synchronization | None = None
     """A lock each attempt holds while it runs (its Job starts once it has it)."""
     inputs: ExpressionMap = Field(default_factory=dict)
