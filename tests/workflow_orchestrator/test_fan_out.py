@@ -96,7 +96,11 @@ def test_cancel_stops_the_running_items_and_skips_the_rest(
         wait_until(three_running, timeout=60, what="three items running")
     except TimeoutError as exc:
         raise AssertionError(f"{exc}; attempts: {seen}") from None
-    assert status(cluster, "wide-run")["progress"] == "0/12"
+    wait_until(  # the status is published shortly after the attempts change
+        lambda: status(cluster, "wide-run").get("progress") == "0/12",
+        timeout=30,
+        what="the status to count the twelve items",
+    )
     cluster.kubectl("patch", "wfi", "wide-run", "--type=merge", "-p", '{"spec":{"cancel":true}}')
     final = wait_phase(cluster, "wide-run")
     assert final["phase"] == "Cancelled"
