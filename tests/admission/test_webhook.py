@@ -176,7 +176,7 @@ def test_content_is_still_refused(cluster: Kube, start_webhook: StartWebhook) ->
     hook = start_webhook()
     cases = [
         ("Integration", "x", {"type": "telepathy"}, "spec.type: 'telepathy' is not an "
-         "integration type (types: github, http, postgres, s3, slack)"),
+         "integration type (types: github, http, postgres, s3, slack, webhook)"),
         ("Integration", "y", {"type": "http", "settings": {"port": 1}},
          "'baseUrl' is a required property"),
         ("EventTrigger", "z", {"workflowRef": {"name": "w"}, "schedule": {"cron": "0 0 31 2 *"}},

@@ -367,7 +367,7 @@ def test_integration_settings_are_checked_against_the_catalog_schema(
     cluster.kubectl("apply", "-f", "-", input=json.dumps(unknown))
     ready = condition(wait_condition(cluster, "integrations", "odd", "Ready", "False"), "Ready")
     assert ready["reason"] == "UnknownType"
-    assert "known types: github, http, postgres, s3, slack" in ready["message"]
+    assert "known types: github, http, postgres, s3, slack, webhook" in ready["message"]
     events = json.loads(
         cluster.kubectl(
             "get",

@@ -51,13 +51,13 @@ async def test_secret_keys_the_type_does_not_declare_are_refused_and_not_stored(
         "chat",
         {
             "type": "slack",
-            "secretRef": {"name": "slack", "keys": {"token": "bot-token", "signingSecret": "s"}},
+            "secretRef": {"name": "slack", "keys": {"token": "bot-token", "webhookSecret": "s"}},
         },
     )
     assert (status, reason) == ("False", "InvalidSecretRef")
     assert message == (
-        "spec.secretRef.keys.signingSecret: 'signingSecret' is not a secret key of type "
-        "'slack' (its secret keys: token)"
+        "spec.secretRef.keys.webhookSecret: 'webhookSecret' is not a secret key of type "
+        "'slack' (its secret keys: token, signingSecret)"
     )
     async with db.connection("integration") as conn:
         assert await repository.latest_integration(conn, "ns", "chat") is None

@@ -16,7 +16,7 @@ async def conn(connect_as: ConnectAs) -> psycopg.AsyncConnection:
 
 async def test_catalog_is_seeded_with_builtin_types(conn: psycopg.AsyncConnection) -> None:
     types = await repo.list_integration_types(conn)
-    assert [t.type for t in types] == ["github", "http", "postgres", "s3", "slack"]
+    assert [t.type for t in types] == ["github", "http", "postgres", "s3", "slack", "webhook"]
     s3 = await repo.get_integration_type(conn, "s3")
     assert s3 is not None
     assert s3.builtin

@@ -138,7 +138,7 @@ def test_a_task_gets_its_integrations_and_no_secret_value_is_in_any_object(
     assert refused["reason"] == "InvalidSecretRef"
     assert refused["message"] == (
         "spec.secretRef.keys.bot: 'bot' is not a secret key of type 'slack' "
-        "(its secret keys: token)"
+        "(its secret keys: token, signingSecret)"
     )
 
     notify = task("notify", outputs={"sent": True})

@@ -19,11 +19,14 @@ __all__ = ["BUILTIN_TYPES", "IntegrationType", "settings_problems"]
 
 @dataclass(frozen=True)
 class IntegrationType:
-    """A catalog type: the JSON Schema of its settings and the keys its Secret holds."""
+    """A catalog type: the JSON Schema of its settings, the keys its Secret holds (mounted
+    into the tasks that list it) and the key of its webhooks' signing secret (read only by
+    ``plait api``, never mounted into a task: a task has no use for it)."""
 
     type: str
     settings_schema: Mapping[str, Any]
     secret_keys: tuple[str, ...]
+    webhook_secret_key: str | None = None
 
 
 BUILTIN_TYPES: dict[str, IntegrationType] = {
@@ -53,6 +56,7 @@ BUILTIN_TYPES: dict[str, IntegrationType] = {
                 "properties": {"defaultChannel": {"type": "string"}},
             },
             ("token",),
+            "signingSecret",
         ),
         IntegrationType(
             "github",
@@ -70,6 +74,7 @@ BUILTIN_TYPES: dict[str, IntegrationType] = {
                 },
             },
             ("token",),
+            "webhookSecret",
         ),
         IntegrationType(
             "postgres",
@@ -105,6 +110,32 @@ BUILTIN_TYPES: dict[str, IntegrationType] = {
                 },
             },
             ("accessKeyId", "secretAccessKey"),
+        ),
+        IntegrationType(
+            "webhook",
+            {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "signatureHeader": {
+                        "type": "string",
+                        "pattern": "^[A-Za-z0-9-]{1,64}$",
+                        "default": "X-Signature",
+                    },
+                    "algorithm": {"enum": ["sha1", "sha256", "sha512"], "default": "sha256"},
+                    "signaturePrefix": {"type": "string", "maxLength": 32, "default": ""},
+                    "idHeader": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"},
+                    "eventType": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 255,
+                        "default": "dev.plait.webhook",
+                    },
+                },
+            },
+            (),
+            "secret",
         ),
     )
 }

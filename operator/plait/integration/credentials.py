@@ -59,17 +59,23 @@ class CatalogType(Protocol):
     @property
     def secret_keys(self) -> Sequence[str]: ...
 
+    @property
+    def webhook_secret_key(self) -> str | None: ...
+
 
 class IntegrationUnavailable(Exception):
     """A task names an Integration that cannot be given to it (the message says why)."""
 
 
 def secret_ref_problems(spec: IntegrationSpec, catalog_type: CatalogType) -> list[tuple[str, str]]:
-    """(field path, message) for every key of ``secretRef`` the type does not declare."""
+    """(field path, message) for every key of ``secretRef`` the type does not declare
+    (its secret keys and its webhook's signing key)."""
     ref = spec.secret_ref
     if ref is None:
         return []
     declared = list(catalog_type.secret_keys)
+    if catalog_type.webhook_secret_key:
+        declared.append(catalog_type.webhook_secret_key)
     if not declared:
         return [
             (

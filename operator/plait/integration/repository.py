@@ -37,6 +37,7 @@ class IntegrationDefinition:
     builtin: bool
     created_at: datetime
     updated_at: datetime
+    webhook_secret_key: str | None
 
 
 @dataclass(frozen=True, slots=True)
