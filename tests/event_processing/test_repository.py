@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -216,5 +217,112 @@ async def test_a_batch_stores_new_events_once_and_reports_duplicates(
         await conn.execute("SELECT count(*) FROM event_processing_service.event_queue_state")
     ).fetchone()
     assert queued == (3,)
-    with pytest.raises(ValueError, match="one namespace"):
-        await repo.insert_events(conn, [event("x"), event("y", namespace="other")])
+
+
+async def _rows(conn: psycopg.AsyncConnection, query: str) -> list[tuple]:
+    return await (await conn.execute(query)).fetchall()
+
+
+async def test_a_batch_with_duplicates_inside_and_across_batches_numbers_only_new_events(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    async with conn.transaction():
+        first = await repo.insert_events(
+            conn,
+            [
+                event("a1", partition_key="k"),
+                event("b1", partition_key="j"),
+                event("a1", partition_key="k"),  # repeated: takes no position
+                event("u1"),  # unkeyed
+                event("a2", partition_key="k"),
+                event("p1", partition_key="k", type="pull"),  # same key, other type
+                event("a1", partition_key="k", namespace="other"),  # other namespace
+                event("u1"),  # repeated unkeyed
+                event("a3", partition_key="k"),
+            ],
+        )
+    assert [(r.namespace, r.event_id, r.sequence_position, c) for r, c in first] == [
+        ("ci", "a1", 1, True),
+        ("ci", "b1", 1, True),
+        ("ci", "a1", 1, False),
+        ("ci", "u1", None, True),
+        ("ci", "a2", 2, True),
+        ("ci", "p1", 1, True),
+        ("other", "a1", 1, True),
+        ("ci", "u1", None, False),
+        ("ci", "a3", 3, True),
+    ]
+    assert first[2][0] == first[0][0]  # the repeat answers the row its first copy stored
+    assert first[7][0] == first[3][0]
+    assert first[0][0].sequence_id == first[4][0].sequence_id != first[5][0].sequence_id
+    assert first[6][0].sequence_id not in (first[0][0].sequence_id, None)
+    async with conn.transaction():
+        second = await repo.insert_events(
+            conn,
+            [
+                event("a4", partition_key="k"),
+                event("a2", partition_key="k"),  # stored by the batch before
+                event("b2", partition_key="j"),
+                event("a4", partition_key="k"),
+                event("a5", partition_key="k"),
+            ],
+        )
+    assert [(r.event_id, r.sequence_position, c) for r, c in second] == [
+        ("a4", 4, True),
+        ("a2", 2, False),
+        ("b2", 2, True),
+        ("a4", 4, False),
+        ("a5", 5, True),
+    ]
+    assert second[1][0] == first[4][0]
+    # One queue row per stored event, carrying the event's own position; every sequence's
+    # counter equals the number of its events (no gaps, no position taken twice).
+    assert await _rows(
+        conn,
+        "SELECT e.event_id, e.namespace FROM event_processing_service.event_instances e "
+        "JOIN event_processing_service.event_queue_state q ON q.event_instance_id = e.id "
+        "AND q.sequence_id IS NOT DISTINCT FROM e.sequence_id "
+        "AND q.sequence_position IS NOT DISTINCT FROM e.sequence_position "
+        "AND q.state = 'Pending' ORDER BY 2, 1",
+    ) == [(i, "ci") for i in ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "p1", "u1"]] + [
+        ("a1", "other")
+    ]
+    assert await _rows(
+        conn,
+        "SELECT s.namespace, s.event_type, s.partition_key, s.last_position, count(e.id), "
+        "max(e.sequence_position) FROM event_processing_service.event_sequences s "
+        "JOIN event_processing_service.event_instances e ON e.sequence_id = s.id "
+        "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3",
+    ) == [
+        ("ci", "pull", "k", 1, 1, 1),
+        ("ci", "push", "j", 2, 2, 2),
+        ("ci", "push", "k", 5, 5, 5),
+        ("other", "push", "k", 1, 1, 1),
+    ]
+
+
+async def test_a_duplicate_committed_concurrently_is_retried_without_a_gap(
+    connect_as: ConnectAs,
+) -> None:
+    first, second = await connect_as("event_processing"), await connect_as("event_processing")
+    await first.execute("BEGIN")
+    await repo.insert_events(first, [event("x", partition_key="k")])
+    await second.execute("BEGIN")
+    # ``second`` reads a snapshot without x, then waits on x's uncommitted key ...
+    pending = asyncio.ensure_future(
+        repo.insert_events(second, [event("y", partition_key="k"), event("x", partition_key="k")])
+    )
+    await asyncio.sleep(0.3)
+    assert not pending.done()
+    await first.execute("COMMIT")  # ... which now exists: second must roll back, not go on
+    with pytest.raises(repo.ConcurrentDuplicateError, match="ci /github/acme x"):
+        await pending
+    await second.execute("ROLLBACK")
+    async with second.transaction():
+        again = await repo.insert_events(
+            second, [event("y", partition_key="k"), event("x", partition_key="k")]
+        )
+    assert [(r.event_id, r.sequence_position, c) for r, c in again] == [
+        ("y", 2, True),
+        ("x", 1, False),
+    ]

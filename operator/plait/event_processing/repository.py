@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
 from plait.event_processing.states import DeadLetterStatus, QueueState
@@ -286,44 +286,118 @@ async def insert_event(
 
 
 class ConcurrentDuplicateError(Exception):
-    """Another transaction stored one of these events between the check and the insert;
-    this transaction must be rolled back and tried again (it will then see it stored)."""
+    """Another transaction stored one of these events after this statement's snapshot was
+    taken; this transaction must be rolled back and tried again (it will then see it
+    stored). Its sequence positions were taken, so committing would leave a gap."""
+
+
+# One statement stores a whole batch: what is already stored is read from the statement's
+# snapshot (``known``), the first occurrence of each other (namespace, source, id) is new,
+# each sequence is advanced once by its number of new events (rows locked in key order, so
+# two batches never wait on each other in a cycle), new events take consecutive positions
+# in batch order, and their queue rows are inserted from what the insert returned.
+_INSERT_BATCH = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(namespace)s::text[], %(source)s::text[], %(event_id)s::text[], %(type)s::text[],
+        %(subject)s::text[], %(time)s::timestamptz[], %(data_content_type)s::text[],
+        %(data_schema)s::text[], %(data)s::jsonb[], %(data_base64)s::text[],
+        %(extensions)s::jsonb[], %(partition_key)s::text[]
+    ) WITH ORDINALITY AS i(namespace, source, event_id, type, subject, time,
+        data_content_type, data_schema, data, data_base64, extensions, partition_key, ord)
+), known AS (
+    SELECT e.* FROM event_processing_service.event_instances e
+    WHERE (e.namespace, e.source, e.event_id) IN (
+        SELECT namespace, source, event_id FROM input)
+), new AS (
+    SELECT DISTINCT ON (namespace, source, event_id) * FROM input i
+    WHERE NOT EXISTS (SELECT FROM known k WHERE k.namespace = i.namespace
+                      AND k.source = i.source AND k.event_id = i.event_id)
+    ORDER BY namespace, source, event_id, ord
+), sequences AS (
+    INSERT INTO event_processing_service.event_sequences AS s
+        (namespace, event_type, partition_key, last_position)
+    SELECT namespace, type, partition_key, count(*) FROM new
+    WHERE partition_key IS NOT NULL
+    GROUP BY namespace, type, partition_key ORDER BY namespace, type, partition_key
+    ON CONFLICT (namespace, event_type, partition_key) DO UPDATE SET
+        last_position = s.last_position + excluded.last_position, updated_at = now()
+    RETURNING id, namespace, event_type, partition_key, last_position
+), numbered AS (
+    SELECT n.*, s.id AS sequence_id,
+        s.last_position
+        - count(*) OVER (PARTITION BY n.namespace, n.type, n.partition_key)
+        + row_number() OVER (PARTITION BY n.namespace, n.type, n.partition_key ORDER BY n.ord)
+        AS sequence_position
+    FROM new n LEFT JOIN sequences s ON s.namespace = n.namespace
+        AND s.event_type = n.type AND s.partition_key = n.partition_key
+), created AS (
+    INSERT INTO event_processing_service.event_instances (namespace, source, event_id,
+        type, subject, time, data_content_type, data_schema, data, data_base64, extensions,
+        partition_key, sequence_id, sequence_position)
+    SELECT namespace, source, event_id, type, subject, time, data_content_type,
+        data_schema, data, data_base64, extensions, partition_key, sequence_id,
+        sequence_position
+    FROM numbered ORDER BY ord
+    ON CONFLICT (namespace, source, event_id) DO NOTHING
+    RETURNING *
+), queued AS (
+    INSERT INTO event_processing_service.event_queue_state
+        (event_instance_id, max_attempts, sequence_id, sequence_position)
+    SELECT id, %(max_attempts)s, sequence_id, sequence_position FROM created
+)
+SELECT true AS created, * FROM created
+UNION ALL
+SELECT false, * FROM known
+"""
 
 
 async def insert_events(
     conn: AsyncConnection[Any], events: Sequence[NewEvent], *, max_attempts: int = 5
 ) -> list[tuple[EventInstance, bool]]:
-    """Store and enqueue a batch (all events of one namespace), in the caller's
-    transaction; (stored event, created) per event, in order.
+    """Store and enqueue a batch in the caller's transaction, in one statement;
+    (stored event, created) per event, in order.
 
-    Duplicates (already stored, or repeated within the batch) are found by one query
-    first, so new events need no savepoint each. A duplicate stored concurrently after that
-    query raises :class:`ConcurrentDuplicateError`: roll back and call again.
+    An event already stored, or repeated within the batch after its first occurrence, is
+    a duplicate: it is answered with the stored row and takes no position. Events may
+    belong to different namespaces. A duplicate stored by a concurrent transaction after
+    this statement began raises :class:`ConcurrentDuplicateError`: roll back and call
+    again.
     """
     if not events:
         return []
-    namespace = events[0].namespace
-    if any(e.namespace != namespace for e in events):
-        raise ValueError("insert_events takes the events of one namespace")
-    async with conn.cursor(row_factory=class_row(EventInstance)) as cur:
-        await cur.execute(
-            "SELECT e.* FROM event_processing_service.event_instances e "
-            "JOIN unnest(%s::text[], %s::text[]) AS k(source, event_id) "
-            "ON e.source = k.source AND e.event_id = k.event_id WHERE e.namespace = %s",
-            ([e.source for e in events], [e.id for e in events], namespace),
-        )
-        known = {(row.source, row.event_id): row for row in await cur.fetchall()}
+    params: dict[str, Any] = {
+        "namespace": [e.namespace for e in events],
+        "source": [e.source for e in events],
+        "event_id": [e.id for e in events],
+        "type": [e.type for e in events],
+        "subject": [e.subject for e in events],
+        "time": [e.time for e in events],
+        "data_content_type": [e.data_content_type for e in events],
+        "data_schema": [e.data_schema for e in events],
+        "data": [Jsonb(e.data) if e.data is not None else None for e in events],
+        "data_base64": [e.data_base64 for e in events],
+        "extensions": [Jsonb(dict(e.extensions or {})) for e in events],
+        "partition_key": [e.partition_key for e in events],
+        "max_attempts": max_attempts,
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_INSERT_BATCH, params)
+        rows = await cur.fetchall()
+    stored: dict[tuple[str, str, str], tuple[EventInstance, bool]] = {}
+    for row in rows:
+        created = row.pop("created")
+        instance = EventInstance(**row)
+        stored[(instance.namespace, instance.source, instance.event_id)] = (instance, created)
     results: list[tuple[EventInstance, bool]] = []
     for event in events:
-        existing = known.get((event.source, event.id))
-        if existing is not None:
-            results.append((existing, False))
-            continue
-        created = await _store_new(conn, event, max_attempts)
-        if created is None:
-            raise ConcurrentDuplicateError(f"{event.source} {event.id}")
-        known[(event.source, event.id)] = created
-        results.append((created, True))
+        key = (event.namespace, event.source, event.id)
+        found = stored.get(key)
+        if found is None:
+            raise ConcurrentDuplicateError(f"{event.namespace} {event.source} {event.id}")
+        results.append(found)
+        if found[1]:  # its first occurrence was new; the repeats are duplicates of it
+            stored[key] = (found[0], False)
     return results
 
 
