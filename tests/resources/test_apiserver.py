@@ -32,6 +32,7 @@ def test_every_example_is_accepted_and_listed_by_category(kube_with_crds: Kube) 
         "taskdefinition.plait.dev",
         "workflowdefinition.plait.dev",
         "workflowinstance.plait.dev",
+        "workflowtest.plait.dev",
     }
 
 

@@ -161,6 +161,9 @@ def test_free_form_fields_preserve_unknown_fields_only_where_intended() -> None:
         "WorkflowDefinition.spec.parameters[].default",
         "WorkflowDefinition.spec.tasks[].forEach.items[]",
         "WorkflowInstance.spec.arguments",
+        "WorkflowTest.spec.cases[].arguments",
+        "WorkflowTest.spec.cases[].events[].data",
+        "WorkflowTest.spec.cases[].expect.outputs",
     ]
 
 

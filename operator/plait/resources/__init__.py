@@ -30,6 +30,7 @@ from plait.resources.task import (
     TaskDefinitionSpec,
     TaskDefinitionStatus,
 )
+from plait.resources.test import WORKFLOW_TEST, WorkflowTestSpec, WorkflowTestStatus
 from plait.resources.trigger import (
     EVENT_TRIGGER,
     EventTriggerSpec,
@@ -59,6 +60,7 @@ KINDS: tuple[KindInfo, ...] = (
     EVENT_TRIGGER,
     INTEGRATION,
     EVENT_DEFINITION,
+    WORKFLOW_TEST,
 )
 
 #: Kind name -> its descriptor.
@@ -73,6 +75,7 @@ __all__ = [
     "TASK_DEFINITION",
     "WORKFLOW_DEFINITION",
     "WORKFLOW_INSTANCE",
+    "WORKFLOW_TEST",
     "Backoff",
     "Condition",
     "ContainerTemplate",
@@ -109,4 +112,6 @@ __all__ = [
     "WorkflowInstanceSpec",
     "WorkflowInstanceStatus",
     "WorkflowReference",
+    "WorkflowTestSpec",
+    "WorkflowTestStatus",
 ]

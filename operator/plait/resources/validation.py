@@ -35,6 +35,7 @@ from plait.resources.schedules import schedule_problem
 from plait.resources.schemas import schema_problems
 from plait.resources.synchronization import RUN_LOCK_VARIABLES, TASK_LOCK_VARIABLES
 from plait.resources.task import TaskDefinitionSpec
+from plait.resources.test import WorkflowTestSpec
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import (
     MAX_WORKFLOW_DEPTH,
@@ -79,6 +80,7 @@ SPEC_MODELS: dict[str, type[PlaitModel]] = {
     "EventTrigger": EventTriggerSpec,
     "Integration": IntegrationSpec,
     "EventDefinition": EventDefinitionSpec,
+    "WorkflowTest": WorkflowTestSpec,
 }
 
 # Variables each kind of expression may read.
@@ -805,6 +807,13 @@ def check_event_definition(
     ]
 
 
+def _check_workflow_test(spec: WorkflowTestSpec, lookup: Lookup | None) -> list[Problem]:
+    """The testing framework's own checks (imported here: they import this module)."""
+    from plait.testing_framework.checks import check_workflow_test
+
+    return check_workflow_test(spec, lookup)
+
+
 _CHECKS: dict[type[PlaitModel], Callable[[Any, Lookup | None], list[Problem]]] = {
     WorkflowDefinitionSpec: check_workflow_definition,
     WorkflowInstanceSpec: check_workflow_instance,
@@ -812,6 +821,7 @@ _CHECKS: dict[type[PlaitModel], Callable[[Any, Lookup | None], list[Problem]]] =
     EventTriggerSpec: check_event_trigger,
     IntegrationSpec: check_integration,
     EventDefinitionSpec: check_event_definition,
+    WorkflowTestSpec: _check_workflow_test,
 }
 
 
@@ -931,6 +941,8 @@ def references(kind: str, spec: Mapping[str, Any] | PlaitModel) -> set[tuple[str
                 found |= {("Integration", i.name) for i in task.template.integrations or ()}
     elif isinstance(parsed, TaskDefinitionSpec):
         found |= {("Integration", i.name) for i in parsed.template.integrations or ()}
-    elif isinstance(parsed, WorkflowInstanceSpec | EventTriggerSpec):
+    elif isinstance(parsed, WorkflowInstanceSpec | EventTriggerSpec) or (
+        isinstance(parsed, WorkflowTestSpec) and parsed.workflow_ref.version is None
+    ):
         found.add(("WorkflowDefinition", parsed.workflow_ref.name))
     return found
