@@ -176,6 +176,7 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
             component_by_name("event_processing"),
             component_by_name("observability"),
             component_by_name("auth"),
+            component_by_name("integration"),  # webhooks: the Integration to verify with
         ],
     )
     telemetry = Telemetry()

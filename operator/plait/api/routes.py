@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from plait.api import accounts, deadletters, events, health
+from plait.api import accounts, deadletters, events, health, webhooks
 from plait.api.context import NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN
 from plait.api.models import (
     SCHEMA_REF,
@@ -234,6 +234,41 @@ ROUTES: tuple[Route, ...] = (
         },
         parameters=(_NAMESPACE, _LETTER_ID),
         access=_WRITE_LETTERS,
+    ),
+    Route(
+        "POST",
+        "/v1/namespaces/{namespace}/webhooks/{integration}",
+        webhooks.post_webhook,
+        "receiveWebhook",
+        "Receive a signed delivery (GitHub, Slack, HMAC) as a CloudEvent.",
+        {
+            202: Reply("Verified and stored as a new event.", (Acknowledgement,)),
+            200: Reply(
+                "A redelivery (same id): already stored, nothing changed; or Slack's URL "
+                "verification answered with its challenge.",
+                (Acknowledgement, webhooks.UrlVerification),
+            ),
+            400: problem("Verified, but the body is not what the sender sends (not JSON, ...)."),
+            401: problem("Unsigned, wrongly signed, too old, or no Integration to verify it with."),
+            404: problem("Not an Integration name."),
+            408: problem("The body did not arrive within --body-timeout; nothing was stored."),
+            413: problem("Over --max-event-bytes."),
+            503: _UNAVAILABLE,
+        },
+        description="The route needs no token: the signature is the credential, checked with "
+        "the signing secret of the Integration (its type's webhook key in its Secret) before "
+        "anything is stored. See docs/integrations.md for the event each delivery becomes.",
+        parameters=(
+            _NAMESPACE,
+            Parameter(
+                "integration",
+                "path",
+                {"type": "string", "maxLength": 253},
+                "Name of the Integration (type github, slack or webhook) in the namespace.",
+            ),
+        ),
+        body=Body({"*/*": {"description": "The delivery, exactly as signed."}}),
+        public=True,
     ),
     *accounts.ROUTES,
 )
