@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "users": "plait.auth.cli:users_command",
     "roles": "plait.auth.cli:roles_command",
     "tokens": "plait.auth.cli:tokens_command",
+    "test": "plait.testing_framework.cli:test_command",
     "integrations": "plait.integration.cli:integrations_command",
 }
 

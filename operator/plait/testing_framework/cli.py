@@ -1,0 +1,173 @@
+"""``plait test``: run WorkflowTests.
+
+``plait test run -f workflow.yaml -f test.yaml`` needs no cluster and no database: it reads
+the files (a directory: its ``*.yaml`` files), validates every object as the admission
+webhook does, and runs each WorkflowTest's cases on the engine with a simulated clock
+(:mod:`plait.testing_framework.local`). Exit code: 0 when every case passed, 1 when one
+failed or could not run, 2 when the files are invalid.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from plait.resources.task import TaskDefinitionSpec
+from plait.resources.test import WorkflowTestSpec
+from plait.resources.validation import check_resource
+from plait.resources.workflow import WorkflowDefinitionSpec
+from plait.testing_framework.results import (
+    Coverage,
+    TestResult,
+    junit_xml,
+    render_text,
+    run_case,
+)
+
+__all__ = ["InvalidFiles", "Suite", "load", "run_suite", "test_command"]
+
+#: Exit code when the files themselves are invalid (not a failing case).
+INVALID_EXIT = 2
+
+
+class InvalidFiles(click.ClickException):
+    """The files hold objects that do not validate, or a test whose workflow is missing."""
+
+    exit_code = INVALID_EXIT
+
+
+@dataclass
+class Suite:
+    """What the files hold: definitions by name and the tests, in file order."""
+
+    workflows: dict[str, WorkflowDefinitionSpec]
+    task_definitions: dict[str, TaskDefinitionSpec]
+    tests: list[tuple[str, WorkflowTestSpec]]
+
+
+def _documents(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    found: list[tuple[Path, dict[str, Any]]] = []
+    for path in paths:
+        files = (
+            sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
+        )
+        for file in files:
+            try:
+                docs = list(yaml.safe_load_all(file.read_text()))
+            except yaml.YAMLError as exc:
+                raise InvalidFiles(f"{file}: not YAML: {exc}") from None
+            for doc in docs:
+                if doc is None:
+                    continue
+                if not isinstance(doc, dict):
+                    raise InvalidFiles(f"{file}: a document is not an object")
+                found.append((file, doc))
+    return found
+
+
+def load(paths: Sequence[Path]) -> Suite:
+    """Read and validate the files; raises :class:`InvalidFiles` listing every problem.
+
+    A reference to an object the files do not hold is no problem, except a WorkflowTest's
+    workflow (a sub-workflow task or a TaskDefinition is only needed when a case runs it).
+    """
+    documents = _documents(paths)
+    specs: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for _, doc in documents:
+        name = str((doc.get("metadata") or {}).get("name", ""))
+        if isinstance(doc.get("spec"), Mapping):
+            specs[(str(doc.get("kind")), name)] = doc["spec"]
+    problems: list[str] = []
+    suite = Suite({}, {}, [])
+    for file, doc in documents:
+        kind = str(doc.get("kind"))
+        name = str((doc.get("metadata") or {}).get("name", ""))
+        found = check_resource(doc, lambda k, n: specs.get((k, n)))
+        for problem in found:
+            if problem.reason == "NotFound" and kind != "WorkflowTest":
+                continue
+            message = problem.message.replace("in this namespace", "in the files given")
+            problems.append(f"{file}: {kind} {name!r}: {problem.path}: {message}")
+        if found and any(p.reason != "NotFound" or kind == "WorkflowTest" for p in found):
+            continue
+        if kind == "WorkflowDefinition":
+            suite.workflows[name] = WorkflowDefinitionSpec.model_validate(doc["spec"])
+        elif kind == "TaskDefinition":
+            suite.task_definitions[name] = TaskDefinitionSpec.model_validate(doc["spec"])
+        elif kind == "WorkflowTest":
+            spec = WorkflowTestSpec.model_validate(doc["spec"])
+            if ("WorkflowDefinition", spec.workflow_ref.name) not in specs:
+                problems.append(
+                    f"{file}: WorkflowTest {name!r}: spec.workflowRef.name: WorkflowDefinition "
+                    f"{spec.workflow_ref.name!r} not in the files given"
+                )
+                continue
+            suite.tests.append((name, spec))
+    if problems:
+        raise InvalidFiles("invalid files:\n  " + "\n  ".join(problems))
+    if not suite.tests:
+        raise InvalidFiles("no WorkflowTest in the files given")
+    return suite
+
+
+def run_suite(suite: Suite, cases: Sequence[str] = ()) -> list[TestResult]:
+    """Run every test's cases (only those named in ``cases``, when given)."""
+    results: list[TestResult] = []
+    for name, test in suite.tests:
+        workflow = suite.workflows[test.workflow_ref.name]
+        coverage = Coverage(workflow, suite.task_definitions)
+        verdicts = []
+        for case in test.cases:
+            if cases and case.name not in cases:
+                continue
+            verdict = run_case(workflow, case, suite.task_definitions, name=f"{name}-{case.name}")
+            if verdict.run is not None:
+                coverage.add(verdict.run)
+            verdicts.append(verdict)
+        results.append(TestResult(name, test.workflow_ref.name, verdicts, coverage))
+    return results
+
+
+@click.group("test")
+def test_command() -> None:
+    """Test workflows: run WorkflowTests' cases against mocked tasks."""
+
+
+@test_command.command("run")
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A YAML file (or a directory of them) with WorkflowDefinitions, TaskDefinitions "
+    "and WorkflowTests; repeatable.",
+)
+@click.option("--case", "cases", multiple=True, help="Run only the case of this name; repeatable.")
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the results as JUnit XML to this file.",
+)
+@click.option("--no-coverage", is_flag=True, help="Do not print coverage.")
+def run_command(
+    files: tuple[Path, ...], cases: tuple[str, ...], junit: Path | None, no_coverage: bool
+) -> None:
+    """Run WorkflowTests locally, with no cluster and no database; exit code 1 when a
+    case fails, 2 when the files are invalid."""
+    began = time.perf_counter()
+    suite = load(files)
+    results = run_suite(suite, cases)
+    click.echo(render_text(results, coverage=not no_coverage), nl=False)
+    click.echo(f"ran in {time.perf_counter() - began:.2f}s")
+    if junit is not None:
+        junit.write_text(junit_xml(results))
+    if any(r.failed for r in results):
+        raise SystemExit(1)
