@@ -36,6 +36,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -130,6 +131,10 @@ DEADLINE_POLL_SECONDS = 10.0
 WAKE_LEASE_SECONDS = 30.0
 #: Runs claimed per query by the deadline loop.
 WAKE_BATCH = 100
+#: Attempts of one advance started at once: each start is a row and a Job create, mostly
+#: waiting on round trips, so a few in flight multiply the rate of a wide DAG or a fan-out
+#: without flooding the API server (its client pool and the database pool are larger).
+LAUNCH_CONCURRENCY = 8
 
 
 #: On a sub-workflow's WorkflowInstance: the id of the run whose task started it.
@@ -181,16 +186,20 @@ def summarize(
     spec: WorkflowDefinitionSpec,
     attempts: list[TaskInstance],
     waiting_for: str | None = None,
+    fan_outs: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The bounded status of a run (the same size whatever the number of tasks); each
-    item of a fan-out counts as a task once its list is known."""
+    item of a fan-out counts as a task once its list is known. ``fan_outs``: the sizes
+    the last plan found (planned again from the attempts when not given)."""
     latest: dict[str, TaskInstance] = {}
     for a in attempts:
         if a.superseded_at is not None:
             continue
         if a.task_name not in latest or a.attempt > latest[a.task_name].attempt:
             latest[a.task_name] = a
-    names = attempt_names(spec, fan_out_sizes(instance, spec, attempts))
+    if fan_outs is None:
+        fan_outs = fan_out_sizes(instance, spec, attempts)
+    names = attempt_names(spec, fan_outs)
     by_state = Counter(latest[n].state for n in names if n in latest)
     total = len(names)
     done = sum(by_state[s] for s in FINAL_STATES)
@@ -254,6 +263,9 @@ class Orchestrator:
         # for its span, and the completions observed that no plan has been made on yet.
         self._launch_seconds: dict[tuple[uuid.UUID, str, int], float] = {}
         self._observed: dict[uuid.UUID, list[tuple[TaskInstance, dt.datetime]]] = {}
+        #: Per run, the fan-out sizes its last plan found: a status write counts the items
+        #: from them instead of planning again.
+        self._fan_outs: dict[uuid.UUID, Mapping[str, int]] = {}
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -271,6 +283,7 @@ class Orchestrator:
             self._locks.pop(uid, None)
             self._controls.pop(uid, None)
             self._observed.pop(uid, None)  # a deleted run's (an ended one's are recorded)
+            self._fan_outs.pop(uid, None)
         return summary
 
     async def on_job_event(self, job: Mapping[str, Any]) -> None:
@@ -842,9 +855,7 @@ class Orchestrator:
         seen_wake = instance.wake_at  # read before the tasks: see repository.set_wake_at
         instance = await self._retry_if_asked(instance, control)
         if not await self._hold_run_lock(instance, spec, control):
-            return summarize(
-                instance, spec, await self._tasks.attempts(uid), self._waiting_for.get(uid)
-            )
+            return self._summarize(instance, spec, await self._tasks.attempts(uid))
         defaults = await self._task_defaults(instance.namespace, spec)
         retry_at: dt.datetime | None = None
         resuming = False  # set with ensure_jobs: sub-workflows lost in a crash are recreated
@@ -869,6 +880,7 @@ class Orchestrator:
                 continue
             planned = _now()
             decision = self._plan(instance, spec, control, attempts, base, defaults)
+            self._fan_outs[uid] = decision.fan_outs
             self._measure_advance(instance, attempts, planned)
             retry_at = decision.retry_at
             instance = await self._carry_out(instance, spec, decision, planned, control)
@@ -889,8 +901,21 @@ class Orchestrator:
         if instance.phase in FINAL_PHASES:
             self._forget_overhead(instance)
         await self._schedule_wake(instance, spec, retry_at, seen=seen_wake)
+        return self._summarize(instance, spec, await self._tasks.attempts(uid))
+
+    def _summarize(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        attempts: list[TaskInstance],
+    ) -> dict[str, Any]:
+        """The run's status summary, with what this process knows beside the records."""
         return summarize(
-            instance, spec, await self._tasks.attempts(uid), self._waiting_for.get(uid)
+            instance,
+            spec,
+            attempts,
+            self._waiting_for.get(instance.id),
+            fan_outs=self._fan_outs.get(instance.id),
         )
 
     async def _reload(self, uid: uuid.UUID) -> WorkflowInstance:
@@ -992,16 +1017,51 @@ class Orchestrator:
                 instance.id, WorkflowPhase.RUNNING, message="running", starting=True
             )
             instance = changed or await self._reload(instance.id)
-        for launch in decision.launches:
-            await self._launch(
-                instance,
-                spec,
-                launch,
-                planned,
-                bypass_cache=control.bypass_cache,
-                control_suspended=control.suspend,
-            )
+        await self._start_launches(instance, spec, decision.launches, planned, control)
         return instance
+
+    async def _start_launches(
+        self,
+        instance: WorkflowInstance,
+        spec: WorkflowDefinitionSpec,
+        launches: Sequence[Launch],
+        planned: dt.datetime,
+        control: Control,
+    ) -> None:
+        """Start the launches in plan order, LAUNCH_CONCURRENCY at a time. A burst of
+        thousands (a wide fan-out) takes minutes, so the status is published along the
+        way: it never trails the records by more than a status write's coalescing.
+
+        After a launch fails no new one begins; those in flight end, then the first
+        error is raised (what was not started is planned again by the next advance)."""
+        pending = iter(launches)
+        errors: list[BaseException] = []
+        last_publish = time.monotonic()
+
+        async def worker() -> None:
+            nonlocal last_publish
+            for launch in pending:
+                if errors:
+                    return
+                try:
+                    await self._launch(
+                        instance,
+                        spec,
+                        launch,
+                        planned,
+                        bypass_cache=control.bypass_cache,
+                        control_suspended=control.suspend,
+                    )
+                except Exception as exc:
+                    errors.append(exc)
+                    return
+                if time.monotonic() - last_publish >= STATUS_COALESCE_SECONDS:
+                    last_publish = time.monotonic()
+                    self._publish_soon(instance.id, instance.namespace, instance.name)
+
+        await asyncio.gather(*(worker() for _ in range(min(LAUNCH_CONCURRENCY, len(launches)))))
+        if errors:
+            raise errors[0]
 
     async def _record_skip(self, instance: WorkflowInstance, skip: Skip) -> None:
         await self._tasks.record_without_job(
@@ -1366,9 +1426,7 @@ class Orchestrator:
             loaded = await self._load(uid)
             if obj is None or loaded is None:
                 return
-            summary = summarize(
-                loaded[0], loaded[1], await self._tasks.attempts(uid), self._waiting_for.get(uid)
-            )
+            summary = self._summarize(loaded[0], loaded[1], await self._tasks.attempts(uid))
             current = obj.get("status") or {}
             observed = generation if generation is not None else current.get("observedGeneration")
             condition = succeeded_condition(summary, observed or 0)
