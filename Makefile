@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
         cluster-up cluster-down image image-import crds clean clean-cache
 .PHONY: manifests values-doc chart-check
 .PHONY: bench
+.PHONY: web
 
 BENCH_ARGS ?=
 
@@ -37,6 +38,16 @@ k8s-tools: ## Build (once, then reuse) etcd, the Kubernetes control plane, kubec
 artifact-tools: ## Build (once, then reuse) plait-artifacts and the S3-compatible server of the tests.
 	@hack/build-artifacts.sh >/dev/null
 
+web/node_modules/.package-lock.json: web/package-lock.json
+	@echo "==> npm ci (the dashboard's locked front-end dependencies)"
+	@cd web && npm ci --no-audit --no-fund --loglevel=error
+
+operator/plait/web_application/static/.vite/manifest.json: web/node_modules/.package-lock.json $(wildcard web/src/*) web/vite.config.ts web/tsconfig.json
+	@echo "==> building the dashboard's scripts and styles (web/ -> web_application/static/)"
+	@cd web && npm run --silent build >/dev/null
+
+web: operator/plait/web_application/static/.vite/manifest.json ## Build the dashboard's front end (Vite; hashed files).
+
 check: lint typecheck layers ## Lint, format check, type check and the import layers.
 
 lint: venv
@@ -56,14 +67,14 @@ layers: venv ## Check that imports point down the layers of DESIGN.md (import-li
 	@echo "==> import layers"
 	@$(BIN)/lint-imports --no-cache
 
-test: deps venv k8s-tools artifact-tools check ## Everything the tests need, then the whole suite.
+test: deps venv k8s-tools artifact-tools web check ## Everything the tests need, then the whole suite.
 	@echo "==> pytest"
 	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv ## Only the tests that need no Kubernetes (PostgreSQL is still real).
 	@$(BIN)/pytest -m 'not e2e' $(PYTEST_ARGS)
 
-demo: deps venv k8s-tools ## Bring up PostgreSQL and the control plane and show Plait at work.
+demo: deps venv k8s-tools web ## Bring up PostgreSQL and the control plane and show Plait at work.
 	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python hack/demo.py
 
 cluster-up: deps venv k8s-tools ## Start a local control plane with its real node in .local/cluster (stays up).

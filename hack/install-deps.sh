@@ -15,6 +15,8 @@ packages=()
 have_pg || packages+=(postgresql)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+# The dashboard's browser tests drive Debian's Chromium through Playwright (no browser download).
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 
 if [ ${#packages[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${packages[*]}"

@@ -25,6 +25,7 @@ from prometheus_client import Histogram
 from plait.api.access import AUTH, check_access
 from plait.api.auth import TOKEN_ENV, TOKEN_FILE_ENV, TokenStore
 from plait.api.context import CONFIG, DATABASE, ApiConfig
+from plait.api.dashboard import add_dashboard
 from plait.api.events import SCHEMA_VALIDATOR
 from plait.api.openapi import DOCUMENT
 from plait.api.problems import Problem, problem_response
@@ -161,6 +162,7 @@ def build_app(database: Database, config: ApiConfig | None = None) -> web.Applic
 
     app.on_cleanup.append(close_auth)
     add_routes(app, ROUTES)
+    add_dashboard(app, database)
     return app
 
 
@@ -177,6 +179,10 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
             component_by_name("observability"),
             component_by_name("auth"),
             component_by_name("integration"),  # webhooks: the Integration to verify with
+            # The dashboard reads runs, attempts and components (plait.web_application).
+            component_by_name("workflow_orchestrator"),
+            component_by_name("task_execution"),
+            component_by_name("web_application"),
         ],
     )
     telemetry = Telemetry()

@@ -1,0 +1,327 @@
+"""What the dashboard's pages read: the run list (keyset pages, filters) and one run's
+whole story (its definition's DAG, every attempt, logs and spans).
+
+The run list reads the workflow_orchestrator's instances through that component's
+connection, like its own ``list_workflow_instances`` does, but with the dashboard's
+filters; everything else comes from the components' public repository functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import class_row
+
+from plait.errors import ValidationError
+from plait.kernel.database import Database, decode_cursor, encode_cursor
+from plait.observability.repository import (
+    LogQuery,
+    LogRecord,
+    Span,
+    find_traces,
+    search_logs,
+    spans_of_trace,
+)
+from plait.resources.foreach import split_item_name
+from plait.resources.workflow import WorkflowDefinitionSpec
+from plait.task_execution.repository import TaskInstance, tasks_of_instance
+from plait.workflow_orchestrator import repository as orchestrator
+from plait.workflow_orchestrator.repository import WorkflowDefinition, WorkflowInstance
+from plait.workflow_orchestrator.runtime import fan_out_sizes
+from plait.workflow_orchestrator.states import WorkflowPhase
+
+__all__ = [
+    "PAGE_SIZE",
+    "RunDetail",
+    "RunFilter",
+    "RunPage",
+    "TaskNode",
+    "instance_namespaces",
+    "run_detail",
+    "runs_page",
+]
+
+#: Runs on one page of the list.
+PAGE_SIZE = 50
+#: Fan-outs with more items than this are one collapsed node in the graph.
+COLLAPSE_ABOVE = 20
+#: Log records shown on a run's page (the oldest first).
+LOG_LIMIT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """The run list's filters, as they stand in the page's URL."""
+
+    namespace: str | None = None
+    definition: str | None = None
+    phases: tuple[WorkflowPhase, ...] = ()
+    trigger: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    cursor: str | None = None
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str], phases: Sequence[str]) -> RunFilter:
+        """Parse the URL's query; a bad value is a :class:`ValidationError` naming it."""
+        known = {p.value: p for p in WorkflowPhase}
+        chosen: list[WorkflowPhase] = []
+        for p in phases:
+            if p not in known:
+                raise ValidationError(f"unknown phase {p[:40]!r}; one of {', '.join(known)}")
+            chosen.append(known[p])
+        cursor = query.get("after") or None
+        if cursor is not None:
+            try:
+                decode_cursor(cursor)
+            except Exception:
+                raise ValidationError("the page cursor 'after' is not one this list made") from None
+        return cls(
+            namespace=query.get("namespace") or None,
+            definition=query.get("definition") or None,
+            phases=tuple(chosen),
+            trigger=query.get("trigger") or None,
+            since=_time(query, "since"),
+            until=_time(query, "until"),
+            cursor=cursor,
+        )
+
+
+def _time(query: Mapping[str, str], key: str) -> dt.datetime | None:
+    raw = query.get(key)
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValidationError(
+            f"{key} must be a date and time (ISO 8601), got {raw[:40]!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    runs: list[WorkflowInstance]
+    next_cursor: str | None
+
+
+async def instance_namespaces(conn: AsyncConnection[Any]) -> list[str]:
+    """Every namespace that has a workflow definition (so every one that can have runs):
+    a skip scan over the definitions' unique index, one probe per namespace."""
+    cur = await conn.execute(
+        "WITH RECURSIVE ns(namespace) AS ("
+        " (SELECT namespace FROM workflow_orchestrator_service.workflow_definitions"
+        "  ORDER BY namespace LIMIT 1)"
+        " UNION ALL"
+        " SELECT (SELECT d.namespace FROM workflow_orchestrator_service.workflow_definitions d"
+        "  WHERE d.namespace > ns.namespace ORDER BY d.namespace LIMIT 1)"
+        " FROM ns WHERE ns.namespace IS NOT NULL)"
+        " SELECT namespace FROM ns WHERE namespace IS NOT NULL"
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def runs_page(
+    conn: AsyncConnection[Any], namespaces: Sequence[str], f: RunFilter, *, limit: int = PAGE_SIZE
+) -> RunPage:
+    """Newest runs first, one keyset page over the given namespaces.
+
+    Each namespace is read along its (namespace, created_at, id) index for at most
+    ``limit + 1`` rows past the cursor and the results are merged, so a page costs the
+    same on page 1 and page 1,000 and nothing is counted.
+    """
+    if not namespaces:
+        return RunPage([], None)
+    conditions = [sql.SQL("w.namespace = n.ns")]
+    params: dict[str, Any] = {"namespaces": list(namespaces), "limit": limit + 1}
+    if f.definition:
+        conditions.append(sql.SQL("w.workflow_name = %(definition)s"))
+        params["definition"] = f.definition
+    if f.phases:
+        conditions.append(sql.SQL("w.phase = ANY(%(phases)s)"))
+        params["phases"] = [p.value for p in f.phases]
+    if f.trigger:
+        conditions.append(
+            sql.SQL(
+                "w.trigger_id IN (SELECT t.id FROM "
+                "workflow_orchestrator_service.workflow_event_triggers t "
+                "WHERE t.namespace = n.ns AND t.name = %(trigger)s)"
+            )
+        )
+        params["trigger"] = f.trigger
+    if f.since:
+        conditions.append(sql.SQL("w.created_at >= %(since)s"))
+        params["since"] = f.since
+    if f.until:
+        conditions.append(sql.SQL("w.created_at < %(until)s"))
+        params["until"] = f.until
+    if f.cursor:
+        params["c_time"], params["c_id"] = decode_cursor(f.cursor)
+        conditions.append(sql.SQL("(w.created_at, w.id) < (%(c_time)s, %(c_id)s)"))
+    query = sql.SQL(
+        "SELECT r.* FROM unnest(%(namespaces)s::text[]) AS n(ns) CROSS JOIN LATERAL ("
+        " SELECT w.* FROM workflow_orchestrator_service.workflow_instances w WHERE {where}"
+        " ORDER BY w.created_at DESC, w.id DESC LIMIT %(limit)s) r"
+        " ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s"
+    ).format(where=sql.SQL(" AND ").join(conditions))
+    async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+    if len(rows) <= limit:
+        return RunPage(rows, None)
+    last = rows[limit - 1]
+    return RunPage(rows[:limit], encode_cursor(last.created_at, last.id))
+
+
+@dataclass(slots=True)
+class TaskNode:
+    """One node of the run's graph: a task, or a fan-out's items as one group."""
+
+    name: str
+    dependencies: list[str]
+    state: str
+    attempts: list[TaskInstance] = field(default_factory=list)
+    #: For a fan-out: its item count, and the items (their last attempts) by state.
+    items: int | None = None
+    item_states: dict[str, int] = field(default_factory=dict)
+    collapsed: bool = False
+    on_exit: bool = False
+    kind: str = "container"
+
+    @property
+    def last(self) -> TaskInstance | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    instance: WorkflowInstance
+    definition: WorkflowDefinition | None
+    nodes: list[TaskNode]
+    logs: list[LogRecord]
+    spans: list[Span]
+
+    def graph(self) -> dict[str, Any]:
+        """The graph as the page's script draws it (names, states, edges; no user data
+        beyond names, which the script writes as text)."""
+        return {
+            "nodes": [
+                {
+                    "id": n.name,
+                    "state": n.state,
+                    "items": n.items,
+                    "itemStates": n.item_states,
+                    "collapsed": n.collapsed,
+                    "onExit": n.on_exit,
+                }
+                for n in self.nodes
+            ],
+            "edges": [[d, n.name] for n in self.nodes for d in n.dependencies],
+        }
+
+
+def _kind(task: Any) -> str:
+    if task.wait_for_event is not None:
+        return "wait"
+    if task.workflow_ref is not None:
+        return "workflow"
+    return "container"
+
+
+def _nodes(
+    spec: WorkflowDefinitionSpec, attempts: list[TaskInstance], fan_outs: Mapping[str, int]
+) -> list[TaskNode]:
+    """Every task of the definition, run or not, with its attempts; fan-outs grouped."""
+    by_task: dict[str, list[TaskInstance]] = {}
+    items: dict[str, dict[int, list[TaskInstance]]] = {}
+    for a in attempts:
+        base, index = split_item_name(a.task_name)
+        if index is not None:
+            items.setdefault(base, {}).setdefault(index, []).append(a)
+        else:
+            by_task.setdefault(a.task_name, []).append(a)
+    tasks = [*spec.tasks, *([spec.on_exit] if spec.on_exit else [])]
+    exit_name = spec.on_exit.name if spec.on_exit else None
+    nodes: list[TaskNode] = []
+    for t in tasks:
+        mine = sorted(by_task.get(t.name, []), key=lambda a: a.attempt)
+        node = TaskNode(
+            t.name,
+            list(t.dependencies),
+            mine[-1].state.value if mine else "Planned",
+            mine,
+            on_exit=t.name == exit_name,
+            kind=_kind(t),
+        )
+        if t.for_each is not None and t.name not in by_task:
+            found = items.get(t.name, {})
+            n = fan_outs.get(t.name, max(found) + 1 if found else 0)
+            states: dict[str, int] = {}
+            for tries in found.values():
+                last = max(tries, key=lambda a: a.attempt).state.value
+                states[last] = states.get(last, 0) + 1
+            if n > len(found):
+                states["Planned"] = n - len(found)
+            node.items, node.item_states = n, states
+            node.collapsed = n > COLLAPSE_ABOVE
+            node.attempts = sorted(
+                (a for tries in found.values() for a in tries),
+                key=lambda a: (split_item_name(a.task_name)[1] or 0, a.attempt),
+            )
+            node.state = _group_state(states)
+        nodes.append(node)
+    return nodes
+
+
+def _group_state(states: Mapping[str, int]) -> str:
+    for state in ("Failed", "TimedOut", "Running", "Waiting", "Pending"):
+        if states.get(state):
+            return state
+    if states and set(states) <= {"Succeeded", "Skipped"}:
+        return "Succeeded"
+    return "Planned" if not states or states.get("Planned") else next(iter(states))
+
+
+async def run_detail(database: Database, namespace: str, name: str) -> RunDetail | None:
+    """A run by name, with everything its page shows; None when there is no such run."""
+    async with database.connection("workflow_orchestrator") as conn:
+        instance = await orchestrator.instance_by_name(conn, namespace, name)
+        if instance is None:
+            return None
+        definition = await orchestrator.get_workflow_definition(
+            conn, namespace, instance.workflow_name, instance.workflow_version
+        )
+    async with database.connection("task_execution") as conn:
+        attempts = [
+            a for a in await tasks_of_instance(conn, instance.id) if a.superseded_at is None
+        ]
+    nodes: list[TaskNode] = []
+    if definition is not None:
+        spec = WorkflowDefinitionSpec.model_validate(definition.spec)
+        nodes = _nodes(spec, attempts, fan_out_sizes(instance, spec, attempts))
+    async with database.connection("observability") as conn:
+        # Plait's own records name the run (namespace, object); its tasks' output carries
+        # the run's uid; a reused name is told apart by the run's creation time.
+        logs = await search_logs(
+            conn,
+            LogQuery(
+                since=instance.created_at - dt.timedelta(seconds=1),
+                namespace=namespace,
+                object_name=name,
+                workflow_instance_ids=[instance.id],
+                limit=LOG_LIMIT,
+            ),
+        )
+        traces = [
+            t
+            for t, uid in await find_traces(conn, namespace, name)
+            if uid is None or uid == instance.id
+        ]
+        spans = await spans_of_trace(conn, traces[0]) if traces else []
+    spans.sort(key=lambda s: s.start_time)
+    return RunDetail(instance, definition, nodes, logs, spans)

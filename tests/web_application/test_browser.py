@@ -1,0 +1,296 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright against a real
+``plait api`` process, the real operator, PostgreSQL and the local control plane.
+
+Screenshots of every page go to ``$PLAIT_TEST_ARTIFACTS`` (default
+``.local/test-artifacts/dashboard``), kept after the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plait.kernel.components import COMPONENTS
+from plait.testing._process import free_port, stop_process, wait_until
+from tests.fixtures.kube import Kube, KubeCluster
+from tests.fixtures.operator import StartOperator
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "a long enough password 42"
+ARTIFACTS = (
+    Path(
+        os.environ.get("PLAIT_TEST_ARTIFACTS", Path(__file__).parents[2] / ".local/test-artifacts")
+    )
+    / "dashboard"
+)
+#: A task output that must show as text, never run.
+HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
+
+
+@dataclass
+class Dashboard:
+    url: str
+    token: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def call(self, method: str, path: str, body: Any) -> Any:
+        request = urllib.request.Request(
+            self.url + path,
+            method=method,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+
+
+@pytest.fixture
+def dashboard(
+    plait_crds: KubeCluster, kube: Kube, component_dsns: dict[str, str], tmp_path: Path
+) -> Iterator[Dashboard]:
+    """A real ``plait api`` on a free port, with accounts and the dashboard."""
+    port = free_port()
+    token = "shared-" + secrets.token_hex(12)
+    env = {
+        **os.environ,
+        **{f"PLAIT_DATABASE_URL_{c.env_suffix}": component_dsns[c.name] for c in COMPONENTS},
+        "PLAIT_API_TOKEN": token,
+        "PLAIT_AUTH_TOKEN_KEY": secrets.token_hex(32),
+        "PLAIT_AUTH_COOKIE_SECURE": "false",
+        "PLAIT_DASHBOARD_KUBECONFIG": str(kube.kubeconfig),
+    }
+    env.pop("PLAIT_DATABASE_URL", None)
+    log = tmp_path / "api.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "plait", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, timeout=60, what="plait api to be ready")
+        yield Dashboard(url, token, process, log)
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture
+def browser_context(tmp_path: Path) -> Iterator[Any]:
+    """Chromium from Debian (never a downloaded browser), a fresh profile."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (hack/install-deps.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _task(name: str, deps: list[str], duration: str, outputs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "template": {
+            "image": "busybox",
+            "podMetadata": {
+                "annotations": {
+                    "sim.plait.dev/exit-code": "0",
+                    "sim.plait.dev/duration": duration,
+                    "sim.plait.dev/message": json.dumps(outputs),
+                }
+            },
+        },
+        **({"dependencies": deps} if deps else {}),
+    }
+
+
+def _submit(kube: Kube, definition: str, run: str, tasks: list[dict[str, Any]]) -> None:
+    kube.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "plait.dev/v1alpha1",
+                "kind": "WorkflowDefinition",
+                "metadata": {"name": definition},
+                "spec": {"tasks": tasks},
+            }
+        ),
+    )
+    kube.kubectl(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "plait.dev/v1alpha1",
+                "kind": "WorkflowInstance",
+                "metadata": {"name": run},
+                "spec": {"workflowRef": {"name": definition}},
+            }
+        ),
+    )
+
+
+def _phase(kube: Kube, run: str) -> str:
+    return kube.kubectl("get", "wfi", run, "-o", "jsonpath={.status.phase}")
+
+
+def _shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _sign_in(page: Any, url: str, username: str) -> None:
+    page.goto(url + "/ui/runs")
+    assert "/ui/login" in page.url  # not signed in: sent to the sign-in page
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/ui/runs**")
+    assert page.inner_text("[data-testid=whoami]") == username
+
+
+def test_sign_in_open_a_run_read_its_logs_cancel_it_and_a_viewer_is_refused(
+    dashboard: Dashboard,
+    kube: Kube,
+    start_operator: StartOperator,
+    browser_context: Any,
+) -> None:
+    ns = kube.namespace
+    dashboard.call(
+        "POST", "/v1/auth/users", {"username": "ada", "password": PASSWORD, "roles": ["editor"]}
+    )
+    dashboard.call(
+        "POST", "/v1/auth/users", {"username": "vic", "password": PASSWORD, "roles": ["viewer"]}
+    )
+    start_operator()
+    _submit(
+        kube,
+        "shop",
+        "shop-run",
+        [
+            _task("fetch", [], "0s", {"note": HOSTILE}),
+            _task("pack", ["fetch"], "600s", {}),
+            _task("ship", ["pack"], "0s", {}),
+        ],
+    )
+    wait_until(lambda: _phase(kube, "shop-run") == "Running", timeout=90, what="the run to start")
+
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: dialog.accept())
+
+    # A wrong password is refused on the page, with the reason.
+    page.goto(dashboard.url + "/ui/login")
+    _shot(page, "01-sign-in")
+    page.fill("#username", "ada")
+    page.fill("#password", "not the password at all")
+    page.click("button[type=submit]")
+    assert "wrong username or password" in page.inner_text("[data-testid=login-error]")
+
+    _sign_in(page, dashboard.url, "ada")
+    row = page.locator(f"tr[data-run='{ns}/shop-run']")
+    assert row.count() == 1
+    assert row.locator("[data-testid=phase]").inner_text() == "Running"
+    _shot(page, "02-runs")
+
+    # The run's page: the graph is drawn by the script, with every task (ship not run yet).
+    page.click(f"a[href='/ui/runs/{ns}/shop-run']")
+    try:
+        page.wait_for_selector("#dag svg a.node", state="attached")
+    finally:
+        _shot(page, "03-run")
+    assert not errors, errors
+    assert page.locator("#dag a.node").count() == 3
+    assert page.locator("#dag a[data-task=ship] g.state-Planned").count() == 1
+    # The hostile output is text: shown as written, never run.
+    page.locator("#task-fetch summary").click()
+    assert HOSTILE in page.inner_text("#task-fetch [data-testid=task-outputs]")
+    assert page.title() == "shop-run · Plait"
+
+    # Logs from the observability tables (the operator ships its records as they happen).
+    def logs_shown() -> bool:
+        page.reload()
+        return page.locator("[data-testid=logs] .log").count() > 0
+
+    wait_until(logs_shown, timeout=60, what="the run's logs on its page")
+    _shot(page, "03-run")
+
+    # A viewer sees no actions, and the server refuses the action anyway.
+    page.context.clear_cookies()
+    _sign_in(page, dashboard.url, "vic")
+    page.goto(f"{dashboard.url}/ui/runs/{ns}/shop-run")
+    assert page.locator("[data-testid=actions]").count() == 0
+    csrf = page.get_attribute("form.who input[name=csrf]", "value")
+    refused = page.request.post(
+        f"{dashboard.url}/ui/runs/{ns}/shop-run/cancel", form={"csrf": csrf or ""}
+    )
+    assert refused.status == 403
+    assert "vic lacks the permission instances:write" in refused.text()
+    _shot(page, "04-viewer-run")
+
+    page.context.clear_cookies()
+    _sign_in(page, dashboard.url, "ada")
+    page.goto(f"{dashboard.url}/ui/runs/{ns}/shop-run")
+    # A write without the session's CSRF token is refused.
+    forged = page.request.post(f"{dashboard.url}/ui/runs/{ns}/shop-run/cancel", form={})
+    assert forged.status == 403
+    assert _phase(kube, "shop-run") == "Running"
+    page.click("button.action-cancel")
+    page.wait_for_selector("[data-testid=notice]")
+    assert page.inner_text("[data-testid=notice]") == "cancel requested"
+    wait_until(lambda: _phase(kube, "shop-run") == "Cancelled", timeout=60, what="the cancel")
+    page.reload()
+    assert page.inner_text("[data-testid=run-phase]") == "Cancelled"
+    _shot(page, "05-cancelled")
+
+    # A narrow window: the list still reads (no horizontal page scroll).
+    page.set_viewport_size({"width": 380, "height": 800})
+    page.goto(dashboard.url + "/ui/runs")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    _shot(page, "06-runs-narrow")
+    assert not errors, errors

@@ -1,0 +1,243 @@
+"""The dashboard's pages in-process (aiohttp's test server, real PostgreSQL, no cluster):
+who may see what, escaping, the security headers, CSRF, and the run list's keyset pages
+and filters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from plait.api import build_app
+from plait.api.auth import TokenStore
+from plait.api.context import ApiConfig
+from plait.api.dashboard import CONTENT_SECURITY_POLICY
+from plait.auth.secrets import SecretKey
+from plait.auth.settings import AuthSettings
+from plait.kernel.components import COMPONENTS, component_by_name
+from plait.kernel.config import Settings
+from plait.kernel.database import Database
+from plait.web_application import queries
+from plait.workflow_orchestrator import repository as orchestrator
+from plait.workflow_orchestrator.states import WorkflowPhase
+
+ADMIN = {"Authorization": "Bearer admin-" + "x" * 20}
+PASSWORD = "a long enough password 42"
+HOSTILE = "<script>alert(1)</script>"
+SPEC = {"tasks": [{"name": "a", "template": {"image": "busybox"}}]}
+
+
+@pytest.fixture
+async def database(component_dsns: dict[str, str]) -> AsyncIterator[Database]:
+    db = await Database.open(
+        Settings(database_url=SecretStr(component_dsns["auth"]), database_pool_min=0),
+        COMPONENTS,
+        environ={f"PLAIT_DATABASE_URL_{c.env_suffix}": component_dsns[c.name] for c in COMPONENTS},
+    )
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+async def client(database: Database) -> AsyncIterator[TestClient[Any, Any]]:
+    settings = AuthSettings(key=SecretKey(secrets.token_bytes(32)), cookie_secure=False)
+    config = ApiConfig(tokens=TokenStore([ADMIN["Authorization"][7:]]), auth=settings)
+    async with TestClient(TestServer(build_app(database, config))) as c:
+        for name, role in (("ada", "editor"), ("vic", "viewer")):
+            body = {"username": name, "password": PASSWORD, "roles": [role]}
+            resp = await c.post("/v1/auth/users", json=body, headers=ADMIN)
+            assert resp.status == 201, await resp.text()
+        yield c
+
+
+async def _runs(dsn: str, namespace: str, n: int, **extra: Any) -> list[uuid.UUID]:
+    """``n`` runs of definition ``shop`` in ``namespace``, one second apart (newest last)."""
+    ids = []
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await orchestrator.upsert_workflow_definition(conn, namespace, "shop", SPEC)
+        start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        for i in range(n):
+            instance, _ = await orchestrator.create_workflow_instance(
+                conn,
+                id=uuid.uuid4(),
+                namespace=namespace,
+                name=f"run-{i}",
+                workflow_name="shop",
+                workflow_version=1,
+                inputs={"note": HOSTILE},
+            )
+            await conn.execute(
+                "UPDATE workflow_orchestrator_service.workflow_instances SET created_at = %s "
+                "WHERE id = %s",
+                (start + dt.timedelta(seconds=i), instance.id),
+            )
+            ids.append(instance.id)
+    return ids
+
+
+async def _sign_in(client: TestClient[Any, Any], username: str) -> None:
+    client.session.cookie_jar.clear()
+    resp = await client.post(
+        "/ui/login",
+        data={"username": username, "password": PASSWORD, "next": "/ui/runs"},
+        allow_redirects=False,
+    )
+    assert resp.status == 303, await resp.text()
+    assert resp.headers["Location"] == "/ui/runs"
+
+
+async def test_a_stranger_is_sent_to_sign_in_and_pages_carry_a_strict_policy(
+    client: TestClient[Any, Any],
+) -> None:
+    resp = await client.get("/ui/runs?namespace=shop", allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/ui/login?next=%2Fui%2Fruns%3Fnamespace%3Dshop"
+    page = await client.get("/ui/login")
+    assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    html = await page.text()
+    assert "<script>" not in html and "style=" not in html  # nothing inline
+    # A sign-in never sends the browser to another site.
+    await client.post("/ui/login", data={"username": "ada", "password": PASSWORD})
+    resp = await client.post(
+        "/ui/login",
+        data={"username": "ada", "password": PASSWORD, "next": "//evil.example/x"},
+        allow_redirects=False,
+    )
+    assert resp.headers["Location"] == "/ui/runs"
+
+
+async def test_a_wrong_password_is_refused_on_the_page(client: TestClient[Any, Any]) -> None:
+    resp = await client.post("/ui/login", data={"username": "ada", "password": "nope" * 4})
+    assert resp.status == 401
+    assert "wrong username or password" in await resp.text()
+    assert "plait_session" not in resp.cookies
+
+
+async def test_user_data_is_escaped_and_a_viewer_sees_no_actions_and_is_refused(
+    client: TestClient[Any, Any], migrated_database: str
+) -> None:
+    await _runs(migrated_database, "shop", 1)
+    await _sign_in(client, "vic")
+    html = await (await client.get("/ui/runs/shop/run-0")).text()
+    assert HOSTILE not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'data-testid="actions"' not in html
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert csrf is not None
+    refused = await client.post("/ui/runs/shop/run-0/cancel", data={"csrf": csrf.group(1)})
+    assert refused.status == 403
+    assert "vic lacks the permission instances:write in namespace &#39;shop&#39;" in (
+        await refused.text()
+    )
+
+
+async def test_an_editor_sees_the_actions_and_a_write_needs_the_csrf_token(
+    client: TestClient[Any, Any], migrated_database: str
+) -> None:
+    await _runs(migrated_database, "shop", 1)
+    await _sign_in(client, "ada")
+    html = await (await client.get("/ui/runs/shop/run-0")).text()
+    assert 'data-testid="actions"' in html and "action-cancel" in html
+    forged = await client.post("/ui/runs/shop/run-0/cancel", data={"csrf": "forged"})
+    assert forged.status == 403
+    assert "CSRF" in await forged.text()
+    # A bearer token (no cookie) needs no CSRF token: no browser sends it by itself.
+    assert (await client.get("/ui/runs/shop/run-0", headers=ADMIN)).status == 200
+
+
+async def test_an_unknown_run_and_a_bad_filter_are_pages_that_say_so(
+    client: TestClient[Any, Any],
+) -> None:
+    await _sign_in(client, "ada")
+    missing = await client.get("/ui/runs/shop/nothing-here")
+    assert missing.status == 404
+    assert "no run &#39;nothing-here&#39; in namespace &#39;shop&#39;" in await missing.text()
+    bad = await client.get("/ui/runs?phase=Sleeping")
+    assert bad.status == 400
+    assert "unknown phase" in await bad.text()
+
+
+async def test_the_run_list_pages_by_keyset_across_namespaces_with_filters(
+    database: Database, migrated_database: str
+) -> None:
+    shop = await _runs(migrated_database, "shop", 7)
+    books = await _runs(migrated_database, "books", 4)
+    async with database.connection("workflow_orchestrator") as conn:
+        assert await queries.instance_namespaces(conn) == ["books", "shop"]
+        seen: list[uuid.UUID] = []
+        f = queries.RunFilter()
+        while True:
+            page = await queries.runs_page(conn, ["books", "shop"], f, limit=3)
+            seen += [r.id for r in page.runs]
+            if page.next_cursor is None:
+                break
+            f = queries.RunFilter(cursor=page.next_cursor)
+        # Newest first, every run once, the namespaces merged by creation time.
+        assert len(seen) == 11 and len(set(seen)) == 11
+        assert seen[:2] == [shop[6], shop[5]]
+        only = await queries.runs_page(conn, ["books"], queries.RunFilter(), limit=10)
+        assert [r.id for r in only.runs] == books[::-1]
+        window = queries.RunFilter(
+            since=dt.datetime(2026, 1, 1, 0, 0, 2, tzinfo=dt.UTC),
+            until=dt.datetime(2026, 1, 1, 0, 0, 4, tzinfo=dt.UTC),
+        )
+        page = await queries.runs_page(conn, ["shop"], window)
+        assert [r.id for r in page.runs] == [shop[3], shop[2]]
+        done = queries.RunFilter(phases=(WorkflowPhase.SUCCEEDED,))
+        assert (await queries.runs_page(conn, ["shop"], done)).runs == []
+        pending = queries.RunFilter(phases=(WorkflowPhase.PENDING,), definition="shop")
+        assert len((await queries.runs_page(conn, ["shop"], pending)).runs) == 7
+
+
+async def test_a_grant_shows_only_its_namespace(
+    client: TestClient[Any, Any], migrated_database: str
+) -> None:
+    await _runs(migrated_database, "shop", 2)
+    await _runs(migrated_database, "books", 2)
+    body = {
+        "username": "bo",
+        "password": PASSWORD,
+        "grants": [{"role": "viewer", "namespace": "books"}],
+    }
+    assert (await client.post("/v1/auth/users", json=body, headers=ADMIN)).status == 201
+    await _sign_in(client, "bo")
+    html = await (await client.get("/ui/runs")).text()
+    assert 'data-run="books/run-1"' in html and 'data-run="shop/run-1"' not in html
+    refused = await client.get("/ui/runs?namespace=shop")
+    assert refused.status == 403
+    assert (await client.get("/ui/runs/shop/run-1")).status == 403
+
+
+async def test_static_files_are_cached_for_a_year(client: TestClient[Any, Any]) -> None:
+    from plait.web_application.pages import STATIC_DIR
+
+    assets = sorted((STATIC_DIR / "assets").glob("main-*.js"))
+    if not assets:
+        pytest.skip("the front end is not built (make web)")
+    resp = await client.get(f"/ui/static/assets/{assets[0].name}")
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert (await client.get("/ui/static/../pages.py")).status == 404
+    assert (await client.get("/ui/static/.vite/manifest.json")).status == 404
+
+
+def test_every_page_declares_who_may_use_it() -> None:
+    from plait.api.dashboard import DASHBOARD_ROUTES
+
+    assert component_by_name("web_application")
+    for route in DASHBOARD_ROUTES:
+        assert route.public or route.access is not None, route.operation_id
+    writes = [r for r in DASHBOARD_ROUTES if r.method == "POST" and not r.public]
+    assert {r.operation_id: r.access.permission for r in writes if r.access} == {
+        "dashboard.logout": None,
+        "dashboard.run-action": "instances:write",
+    }
