@@ -104,7 +104,8 @@ async def test_a_stranger_is_sent_to_sign_in_and_pages_carry_a_strict_policy(
     assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
     assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
     html = await page.text()
-    assert "<script>" not in html and "style=" not in html  # nothing inline
+    assert "<script>" not in html  # nothing inline
+    assert "style=" not in html
     # A sign-in never sends the browser to another site.
     await client.post("/ui/login", data={"username": "ada", "password": PASSWORD})
     resp = await client.post(
@@ -146,7 +147,8 @@ async def test_an_editor_sees_the_actions_and_a_write_needs_the_csrf_token(
     await _runs(migrated_database, "shop", 1)
     await _sign_in(client, "ada")
     html = await (await client.get("/ui/runs/shop/run-0")).text()
-    assert 'data-testid="actions"' in html and "action-cancel" in html
+    assert 'data-testid="actions"' in html
+    assert "action-cancel" in html
     forged = await client.post("/ui/runs/shop/run-0/cancel", data={"csrf": "forged"})
     assert forged.status == 403
     assert "CSRF" in await forged.text()
@@ -182,7 +184,8 @@ async def test_the_run_list_pages_by_keyset_across_namespaces_with_filters(
                 break
             f = queries.RunFilter(cursor=page.next_cursor)
         # Newest first, every run once, the namespaces merged by creation time.
-        assert len(seen) == 11 and len(set(seen)) == 11
+        assert len(seen) == 11
+        assert len(set(seen)) == 11
         assert seen[:2] == [shop[6], shop[5]]
         only = await queries.runs_page(conn, ["books"], queries.RunFilter(), limit=10)
         assert [r.id for r in only.runs] == books[::-1]
@@ -211,7 +214,8 @@ async def test_a_grant_shows_only_its_namespace(
     assert (await client.post("/v1/auth/users", json=body, headers=ADMIN)).status == 201
     await _sign_in(client, "bo")
     html = await (await client.get("/ui/runs")).text()
-    assert 'data-run="books/run-1"' in html and 'data-run="shop/run-1"' not in html
+    assert 'data-run="books/run-1"' in html
+    assert 'data-run="shop/run-1"' not in html
     refused = await client.get("/ui/runs?namespace=shop")
     assert refused.status == 403
     assert (await client.get("/ui/runs/shop/run-1")).status == 403
