@@ -6,6 +6,7 @@ role's grants are enough. Every refused request is checked to have changed nothi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -143,6 +144,37 @@ async def test_schema_violation_is_422_with_the_failing_path(api: Api) -> None:
         "/v1/namespaces/other/events", data=json.dumps(ce("v-5", data="x")), headers=STRUCTURED
     )
     assert other_ns.status == 202  # definitions are per namespace
+
+
+async def test_concurrent_requests_are_answered_each_for_its_own_events(api: Api) -> None:
+    """Requests sent together share transactions (group commit), yet each gets its own
+    answer: the one violating its schema is refused alone, a duplicate sent twice at once
+    is stored once, and every acknowledged event is committed with its own position."""
+    async with await psycopg.AsyncConnection.connect(api.dsn, autocommit=True) as conn:
+        schema = {"type": "object", "properties": {"amount": {"type": "number"}}}
+        await repository.upsert_event_definition(
+            conn, "shop", "order-created", "order.created", {"type": "order.created",
+                                                             "schema": schema}
+        )  # fmt: skip
+    bodies = [ce(f"g-{n}", partitionkey="k", data={"amount": n}) for n in range(12)]
+    bodies.append(ce("g-bad", partitionkey="k", data={"amount": "ten"}))
+    bodies += [ce("g-twice", partitionkey="k", data={"amount": 1})] * 2
+
+    async def post(body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        resp = await api.client.post(URL, data=json.dumps(body), headers=STRUCTURED)
+        return resp.status, await resp.json()
+
+    answers = await asyncio.gather(*(post(body) for body in bodies))
+    assert [status for status, _ in answers[:12]] == [202] * 12
+    assert answers[12][0] == 422
+    assert answers[12][1]["errors"] == [
+        {"path": "/data/amount", "reason": "'ten' is not of type 'number'"}
+    ]
+    assert sorted(status for status, _ in answers[13:]) == [200, 202]
+    assert answers[13][1]["position"] == answers[14][1]["position"]
+    positions = sorted(int(str(body["position"])) for _, body in answers[:12] + answers[13:14])
+    assert positions == list(range(1, 14))
+    assert await api.snapshot() == (13, 13, 13)
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,12 @@
 
 The Content-Type picks the mode: ``application/cloudevents-batch+json`` is a batch,
 ``application/cloudevents+json`` one structured event, anything else binary mode (``ce-*``
-headers). A request is all-or-nothing: every event is parsed and checked against its type's
-JSON Schema first, then all are stored in one transaction, and the answer is sent only
-after that transaction committed. A redelivered event (same source and id) is acknowledged
-again (200) and stored once.
+headers). A request is all-or-nothing: every event is parsed first, then checked against its
+type's JSON Schema and stored in one transaction, and the answer is sent only after that
+transaction committed. Requests that arrive together share that transaction
+(:mod:`plait.event_processing.group_commit`), so concurrent single events do not each pay
+a commit. A redelivered event (same source and id) is acknowledged again (200) and stored
+once.
 
 Bodies are read with a cap: a Content-Length over the limit is refused before anything is
 read, and a body streamed without one is cut off at the limit.
@@ -16,18 +18,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import weakref
 from collections.abc import Sequence
-from typing import Any
 
-import psycopg
 from aiohttp import web
 from jsonschema.exceptions import SchemaError
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Status, StatusCode
 
 from plait.api.context import CONFIG, DATABASE, namespace_of, read_capped
 from plait.api.models import Acknowledgement, BatchAcknowledgement
 from plait.api.problems import Problem
-from plait.event_processing import repository
 from plait.event_processing.cloudevents import (
     BATCH_CONTENT_TYPE,
     STRUCTURED_CONTENT_TYPE,
@@ -39,6 +39,7 @@ from plait.event_processing.cloudevents import (
     parse_binary,
     parse_structured,
 )
+from plait.event_processing.group_commit import Definitions, GroupCommit
 from plait.event_processing.repository import EventInstance, NewEvent
 from plait.observability.metrics import event_ingested
 from plait.observability.tracing import start_event_span, traceparent
@@ -47,7 +48,8 @@ __all__ = ["SCHEMA_VALIDATOR", "post_events"]
 
 logger = logging.getLogger(__name__)
 
-_RETRIES = 3
+#: Events committed together at most (concurrent requests, a batch counts its events).
+GROUP_EVENTS = 1000
 SCHEMA_VALIDATOR = web.AppKey("schema_validator", SchemaValidator)
 
 
@@ -103,21 +105,17 @@ async def _parse(request: web.Request) -> tuple[list[CloudEvent], bool]:
     return [parse_binary(request.headers, body)], False
 
 
-async def _check_schemas(
-    request: web.Request,
-    conn: psycopg.AsyncConnection[Any],
+def _check_schemas(
+    validator: SchemaValidator,
     namespace: str,
     events: Sequence[CloudEvent],
     is_batch: bool,
+    definitions: Definitions,
 ) -> None:
-    validator = request.app[SCHEMA_VALIDATOR]
-    definitions = {
-        t: await repository.latest_event_definition_for_type(conn, namespace, t)
-        for t in {e.type for e in events}
-    }
+    """Refuse the request unless every event's data satisfies its type's JSON Schema."""
     problems: list[Violation] = []
     for index, event in enumerate(events):
-        definition = definitions[event.type]
+        definition = definitions.get((namespace, event.type))
         schema = definition.spec.get("schema") if definition is not None else None
         if not isinstance(schema, dict):
             continue
@@ -138,6 +136,25 @@ async def _check_schemas(
         raise InvalidEventError(
             "Event data does not match its EventDefinition's schema", problems, status=422
         )
+
+
+_GROUP_COMMITS: weakref.WeakKeyDictionary[web.Application, GroupCommit] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _group_commit(app: web.Application) -> GroupCommit:
+    """The application's group commit, made on first use (one per application)."""
+    group = _GROUP_COMMITS.get(app)
+    if group is None:
+        database = app[DATABASE]
+        group = GroupCommit(
+            lambda: database.connection("event_processing"),
+            max_attempts=app[CONFIG].max_attempts,
+            max_group_events=max(app[CONFIG].max_batch_events, GROUP_EVENTS),
+        )
+        _GROUP_COMMITS[app] = group
+    return group
 
 
 def _traced(events: list[NewEvent]) -> tuple[list[NewEvent], list[Span]]:
@@ -168,42 +185,29 @@ def _str_or_none(value: object) -> str | None:
 
 async def post_events(request: web.Request) -> web.Response:
     namespace = namespace_of(request)
-    config = request.app[CONFIG]
     try:
         events, is_batch = await _parse(request)
     except (InvalidEventError, Problem):
         event_ingested("rejected")
         raise
-    results: list[tuple[EventInstance, bool]] = []
-    async with request.app[DATABASE].connection("event_processing") as conn:
-        try:
-            await _check_schemas(request, conn, namespace, events, is_batch)
-        except (InvalidEventError, Problem):
-            event_ingested("rejected", len(events))
-            raise
-        traced, spans = _traced([e.to_new_event(namespace) for e in events])
-        try:
-            for attempt in range(_RETRIES):
-                try:
-                    async with conn.transaction():
-                        results = await repository.insert_events(
-                            conn, traced, max_attempts=config.max_attempts
-                        )
-                        if any(created for _, created in results):
-                            await repository.notify_new_events(conn)
-                    break
-                except (
-                    psycopg.errors.DeadlockDetected,
-                    psycopg.errors.SerializationFailure,
-                    repository.ConcurrentDuplicateError,
-                ):
-                    # Two batches took the same sequences in opposite orders, or stored the
-                    # same event at once; this one was rolled back whole: try again.
-                    if attempt == _RETRIES - 1:
-                        raise
-        finally:
-            for span in spans:
-                span.end()
+    validator = request.app[SCHEMA_VALIDATOR]
+
+    def check(definitions: Definitions) -> None:
+        _check_schemas(validator, namespace, events, is_batch, definitions)
+
+    # The check runs in the transaction that stores the events, together with the other
+    # requests of its group: one query finds the definitions of all their types.
+    traced, spans = _traced([e.to_new_event(namespace) for e in events])
+    try:
+        results = await _group_commit(request.app).store(traced, check)
+    except (InvalidEventError, Problem) as exc:
+        event_ingested("rejected", len(events))
+        for span in spans:
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+        raise
+    finally:
+        for span in spans:
+            span.end()
     stored = sum(1 for _, created in results if created)
     if stored:
         event_ingested("stored", stored)

@@ -8,7 +8,7 @@ source and id) changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "insert_events",
     "latest_event_definition",
     "latest_event_definition_for_type",
+    "latest_event_definitions_for_types",
     "lease",
     "list_dead_letters",
     "list_events",
@@ -191,6 +192,29 @@ async def latest_event_definition_for_type(
         )
         rows = await cur.fetchall()
     return max(rows, key=lambda d: d.created_at, default=None)
+
+
+async def latest_event_definitions_for_types(
+    conn: AsyncConnection[Any], keys: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], EventDefinition | None]:
+    """:func:`latest_event_definition_for_type` of each (namespace, type) in ``keys``, in
+    one query."""
+    found: dict[tuple[str, str], EventDefinition | None] = dict.fromkeys(keys)
+    async with conn.cursor(row_factory=class_row(EventDefinition)) as cur:
+        await cur.execute(
+            "SELECT DISTINCT ON (d.namespace, d.name) d.* "
+            "FROM event_processing_service.event_definitions d "
+            "JOIN unnest(%s::text[], %s::text[]) AS k(namespace, event_type) "
+            "ON d.namespace = k.namespace AND d.event_type = k.event_type "
+            "WHERE d.deleted_at IS NULL ORDER BY d.namespace, d.name, d.version DESC",
+            ([k[0] for k in found], [k[1] for k in found]),
+        )
+        for definition in await cur.fetchall():
+            key = (definition.namespace, definition.event_type)
+            current = found[key]
+            if current is None or definition.created_at > current.created_at:
+                found[key] = definition
+    return found
 
 
 # -- events --------------------------------------------------------------------------------
