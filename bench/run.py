@@ -1,7 +1,8 @@
-"""``python -m bench [--only throughput|wide|deep|fanout|cache|events|latency|realnode]
+"""``python -m bench [--only throughput|wide|deep|fanout|cache|events|latency|realnode|tests]
 [--tasks N] [--items N]``: run, print, write JSON. ``realnode`` (one-task workflows on the
 real node), ``fanout`` (a forEach of ``--items`` items, compared with the wide DAG of the
-same run, which it runs too) and ``cache`` (cached runs against launched ones) run only when
+same run, which it runs too), ``cache`` (cached runs against launched ones) and ``tests``
+(local WorkflowTest cases of a 20-task workflow per second, no cluster) run only when
 asked."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import cache, dag, event_latency, events, fanout, realnode, throughput
+from bench import cache, dag, event_latency, events, fanout, realnode, throughput, workflow_tests
 from bench.harness import RESULTS, Environment, say
 
 DEFAULT_SIZES = {
@@ -26,6 +27,7 @@ DEFAULT_SIZES = {
     "realnode": 20,
     "fanout": 2000,
     "cache": 200,
+    "tests": 1000,
 }
 
 
@@ -40,7 +42,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--tasks",
         type=int,
         help="size: workflows for throughput, fan-out width for wide, chain length for deep, "
-        "batched events for events (singles: a fifth) "
+        "batched events for events (singles: a fifth), cases for tests "
         f"(defaults {DEFAULT_SIZES})",
     )
     parser.add_argument(
@@ -139,6 +141,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                      ca["ratio"]))  # fmt: skip
         rows.append(("", "CPU ms/run: cached | launched", c["operator_cpu_ms_per_run"],
                      la["operator_cpu_ms_per_run"], ca["cpu_ratio"]))  # fmt: skip
+    wt = results.get("tests")
+    if wt and "cases_per_s" in wt:
+        label = f"tests cases={wt['cases']} tasks={wt['tasks']}"
+        rows.append((label, "cases/s (load + run)", wt["cases_per_s"], "", ""))
+        rows.append(("", "cases/s (run only)", wt["cases_per_s_run_only"], "", ""))
+        rows.append(("", "cases per CPU second", wt["cases_per_cpu_s"], "", ""))
     rn = results.get("realnode")
     if rn and "plait" in rn:
         label = f"realnode n={rn['n']}"
@@ -183,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         results["events"] = res
         (RESULTS / "events.json").write_text(json.dumps(res, indent=2) + "\n")
         say(f"events: wrote {RESULTS / 'events.json'}")
+    if "tests" in chosen:
+        # No cluster, no database: the engine alone, with mocks and a simulated clock.
+        started = time.monotonic()
+        res = workflow_tests.run(args.tasks or DEFAULT_SIZES["tests"])
+        res["benchmark_s"] = round(time.monotonic() - started, 1)
+        res["machine"] = machine
+        res["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        results["tests"] = res
+        (RESULTS / "tests.json").write_text(json.dumps(res, indent=2) + "\n")
+        say(f"tests: wrote {RESULTS / 'tests.json'}")
     if "fanout" in chosen and "wide" not in chosen:
         chosen.append("wide")  # fanout's Plait-added ms per item is compared with wide's
     if not {"throughput", "wide", "deep", "fanout", "cache", "latency", "realnode"} & set(chosen):

@@ -32,6 +32,8 @@ from plait.testing_framework.results import (
 
 __all__ = ["InvalidFiles", "Suite", "load", "run_suite", "test_command"]
 
+#: libyaml's safe loader when PyYAML was built with it (ten times faster on large suites).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: Exit code when the files themselves are invalid (not a failing case).
 INVALID_EXIT = 2
 
@@ -59,7 +61,7 @@ def _documents(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
         )
         for file in files:
             try:
-                docs = list(yaml.safe_load_all(file.read_text()))
+                docs = list(yaml.load_all(file.read_text(), Loader=_LOADER))
             except yaml.YAMLError as exc:
                 raise InvalidFiles(f"{file}: not YAML: {exc}") from None
             for doc in docs:

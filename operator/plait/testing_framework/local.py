@@ -21,6 +21,7 @@ without a mock waits for the case's events.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,12 @@ class RunResult:
         return list(seen)
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled(expression: str) -> expressions.Program:
+    """A mock's output expression, compiled once for all the cases that share it."""
+    return expressions.compile(expression)
+
+
 def _at(seconds: float) -> dt.datetime:
     return EPOCH + dt.timedelta(seconds=seconds)
 
@@ -239,7 +246,7 @@ class _Run:
         activation = {"inputs": dict(record.inputs), "attempt": record.attempt}
         try:
             for key, expression in mock.output_expressions.items():
-                outputs[key] = expressions.evaluate(expressions.compile(expression), activation)
+                outputs[key] = expressions.evaluate(_compiled(expression), activation)
         except ValidationError as exc:
             raise CaseError(f"task {record.task}: mock outputExpressions: {exc}") from None
         record.outcome = {
