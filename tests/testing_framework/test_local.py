@@ -175,3 +175,12 @@ def test_coverage_names_the_paths_no_case_took(tmp_path: Path) -> None:
     assert "coverage: exit task notify: ran after Failed; never after Succeeded" in result.output
     result = _run("-f", SHAPES / "retry.yaml")
     assert "coverage: retries: flaky\n" in result.output
+
+
+def test_objects_of_other_api_groups_beside_the_workflows_are_skipped(tmp_path: Path) -> None:
+    text = (SHAPES / "outputs.yaml").read_text()
+    config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n"
+    (tmp_path / "all.yaml").write_text(config_map + "---\n" + text)
+    result = _run("-f", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "1 case: 1 passed, 0 failed" in result.output

@@ -72,8 +72,7 @@ class Mock(PlaitModel):
         Field(default_factory=dict)
     )
     """Outputs computed per attempt: output name -> CEL over inputs (the attempt's
-    evaluated inputs, with item and index for a fan-out's item) and attempt (its number);
-    they override outputs of the same name."""
+    evaluated inputs) and attempt (its number); they override outputs of the same name."""
     exit_code: Annotated[int, Field(ge=0, le=255)] = 0
     """Exit code of a failing attempt; non-zero with failAttempts unset: every attempt fails."""
     message: Text | None = None

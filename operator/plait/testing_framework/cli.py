@@ -1,7 +1,8 @@
 """``plait test``: run WorkflowTests.
 
 ``plait test run -f workflow.yaml -f test.yaml`` needs no cluster and no database: it reads
-the files (a directory: its ``*.yaml`` files), validates every object as the admission
+the files (a directory: its ``*.yaml`` and ``*.yml`` files; objects of other API groups
+are skipped), validates every object as the admission
 webhook does, and runs each WorkflowTest's cases on the engine with a simulated clock
 (:mod:`plait.testing_framework.local`). Exit code: 0 when every case passed, 1 when one
 failed or could not run, 2 when the files are invalid.
@@ -18,6 +19,7 @@ from typing import Any
 import click
 import yaml
 
+from plait import API_GROUP
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.test import WorkflowTestSpec
 from plait.resources.validation import check_resource
@@ -69,6 +71,8 @@ def _documents(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
                     continue
                 if not isinstance(doc, dict):
                     raise InvalidFiles(f"{file}: a document is not an object")
+                if str(doc.get("apiVersion", "")).split("/")[0] != API_GROUP:
+                    continue  # a manifest of something else that lives beside the workflows
                 found.append((file, doc))
     return found
 
