@@ -33,6 +33,7 @@ PLAIT_KINDS = [
     "integrations",
     "eventdefinitions",
     "taskdefinitions",
+    "workflowtests",
 ]
 COMPONENTS = [
     "workflow_orchestrator",
