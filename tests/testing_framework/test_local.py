@@ -23,7 +23,7 @@ def _run(*args: str | Path) -> Result:
 def test_the_examples_tests_pass() -> None:
     result = _run("-f", EXAMPLES)
     assert result.exit_code == 0, result.output
-    assert "6 cases: 6 passed, 0 failed" in result.output
+    assert "7 cases: 7 passed, 0 failed" in result.output
     assert "PASS join-keeps-failing (Failed, 74s simulated)" in result.output
 
 
@@ -120,7 +120,7 @@ def test_the_junit_report_lists_every_case(tmp_path: Path) -> None:
     suites = {s.get("name"): s for s in root.iter("testsuite")}
     assert sorted(str(name) for name in suites) == ["diamond", "fanout", "report"]
     names = [c.get("name") for c in suites["diamond"].iter("testcase")]
-    assert names == ["both-halves", "empty-tail", "join-keeps-failing"]
+    assert names == ["both-halves", "empty-tail", "join-keeps-failing", "started-by-a-large-order"]
     assert all(s.get("failures") == "0" and s.get("errors") == "0" for s in suites.values())
 
 
@@ -184,3 +184,25 @@ def test_objects_of_other_api_groups_beside_the_workflows_are_skipped(tmp_path: 
     result = _run("-f", tmp_path)
     assert result.exit_code == 0, result.output
     assert "1 case: 1 passed, 0 failed" in result.output
+
+
+def test_a_case_started_by_a_trigger_gets_the_triggers_arguments(tmp_path: Path) -> None:
+    for path in EXAMPLES.glob("*.yaml"):
+        (tmp_path / path.name).write_text(path.read_text())
+    result = _run("-f", tmp_path, "--case", "started-by-a-large-order")
+    assert result.exit_code == 0, result.output
+    assert "PASS started-by-a-large-order" in result.output  # params.message == 'order A-17'
+    test = tmp_path / "workflowtest.yaml"
+    test.write_text(test.read_text().replace("amount: 250", "amount: 50"))
+    result = _run("-f", tmp_path, "--case", "started-by-a-large-order")
+    assert result.exit_code == 1
+    assert (
+        "ERROR started-by-a-large-order: the event does not pass the filter of EventTrigger "
+        "on-large-order ('event.data.amount > 100'): it would start no run"
+    ) in result.output
+    test.write_text(test.read_text().replace("eventTrigger: on-large-order", "eventTrigger: nope"))
+    result = _run("-f", tmp_path)
+    assert result.exit_code == 2
+    assert (
+        "spec.cases[3].trigger.eventTrigger: EventTrigger 'nope' not found in the files given"
+    ) in result.output

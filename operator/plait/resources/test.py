@@ -34,12 +34,14 @@ __all__ = [
     "MOCK_VARIABLES",
     "WORKFLOW_TEST",
     "CaseEvent",
+    "CaseTrigger",
     "Expectations",
     "FailureExpectation",
     "Mock",
     "TaskExpectation",
     "TestCase",
     "TestRunSummary",
+    "TriggeringEvent",
     "WorkflowTestSpec",
     "WorkflowTestStatus",
 ]
@@ -101,6 +103,27 @@ class CaseEvent(PlaitModel):
     """CloudEvents source (event.source)."""
     subject: Annotated[str, StringConstraints(max_length=1024)] | None = None
     """CloudEvents subject (event.subject)."""
+
+
+class TriggeringEvent(PlaitModel):
+    """The event an EventTrigger receives (its type is the trigger's eventType)."""
+
+    data: Annotated[Any, _ANY] = None
+    """The event's data (event.data in the trigger's CEL)."""
+    source: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = "plait-test"
+    """CloudEvents source (event.source)."""
+    subject: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """CloudEvents subject (event.subject)."""
+
+
+class CaseTrigger(PlaitModel):
+    """Start the case's run as an EventTrigger would on an event: the trigger's filter
+    must hold, and its arguments become the run's."""
+
+    event_trigger: DnsLabel
+    """Name of an EventTrigger (of an eventType) that starts the workflow under test."""
+    event: TriggeringEvent = Field(default_factory=TriggeringEvent)
+    """The event it receives."""
 
 
 class TaskExpectation(PlaitModel):
@@ -165,6 +188,9 @@ class TestCase(PlaitModel):
     """What the case proves."""
     arguments: AnyMap = Field(default_factory=dict)
     """Parameter name -> value, as a WorkflowInstance's arguments."""
+    trigger: CaseTrigger | None = None
+    """Start the run from an event through an EventTrigger instead (arguments must then be
+    empty)."""
     mocks: Annotated[dict[str, Mock], Field(max_length=2000)] = Field(default_factory=dict)
     """Task name -> its mock (a fan-out's mock is every item's); the admission webhook
     refuses a name that is not a task of the workflow."""

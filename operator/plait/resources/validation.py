@@ -945,4 +945,6 @@ def references(kind: str, spec: Mapping[str, Any] | PlaitModel) -> set[tuple[str
         isinstance(parsed, WorkflowTestSpec) and parsed.workflow_ref.version is None
     ):
         found.add(("WorkflowDefinition", parsed.workflow_ref.name))
+    if isinstance(parsed, WorkflowTestSpec):
+        found |= {("EventTrigger", c.trigger.event_trigger) for c in parsed.cases if c.trigger}
     return found

@@ -11,6 +11,7 @@ checks wait for the run.
 from __future__ import annotations
 
 from plait.resources.test import ASSERTION_VARIABLES, MOCK_VARIABLES, WorkflowTestSpec
+from plait.resources.trigger import EventTriggerSpec
 from plait.resources.validation import (
     Lookup,
     Problem,
@@ -36,13 +37,14 @@ def check_workflow_test(spec: WorkflowTestSpec, lookup: Lookup | None = None) ->
             problems,
         )
         workflow = found if isinstance(found, WorkflowDefinitionSpec) else None
-    return problems + problems_against(spec, workflow)
+    return problems + problems_against(spec, workflow, lookup)
 
 
 def problems_against(
-    spec: WorkflowTestSpec, workflow: WorkflowDefinitionSpec | None
+    spec: WorkflowTestSpec, workflow: WorkflowDefinitionSpec | None, lookup: Lookup | None = None
 ) -> list[Problem]:
-    """The problems of a test's cases, checked against ``workflow`` when it is known."""
+    """The problems of a test's cases, checked against ``workflow`` when it is known (and
+    the EventTriggers of their triggers through ``lookup``)."""
     problems: list[Problem] = []
     every = [*workflow.tasks, *([workflow.on_exit] if workflow.on_exit else [])] if workflow else []
     tasks = [t.name for t in every]
@@ -93,9 +95,28 @@ def problems_against(
                 parameters={p.name: p for p in workflow.parameters} if workflow else None,
                 tasks=set(tasks) if workflow is not None else None,
             )
+        if case.trigger is not None:
+            if case.arguments:
+                problems.append(
+                    Problem(
+                        f"{base}.arguments",
+                        "a case with a trigger takes its arguments "
+                        "from the trigger: leave arguments empty",
+                    )
+                )
+            trigger = _lookup_spec(
+                lookup,
+                "EventTrigger",
+                case.trigger.event_trigger,
+                f"{base}.trigger.eventTrigger",
+                problems,
+            )
+            if isinstance(trigger, EventTriggerSpec):
+                problems += _trigger_problems(spec, trigger, case.trigger.event_trigger, base)
         if workflow is None:
             continue
-        problems += check_arguments(workflow.parameters, case.arguments, f"{base}.arguments")
+        if case.trigger is None:
+            problems += check_arguments(workflow.parameters, case.arguments, f"{base}.arguments")
         for j, event in enumerate(case.events):
             if event.type not in waited:
                 known = ", ".join(sorted(waited)) or "none"
@@ -107,3 +128,21 @@ def problems_against(
                     )
                 )
     return problems
+
+
+def _trigger_problems(
+    spec: WorkflowTestSpec, trigger: EventTriggerSpec, name: str, base: str
+) -> list[Problem]:
+    """A case's trigger must start the workflow under test, on an event."""
+    path = f"{base}.trigger.eventTrigger"
+    if trigger.workflow_ref.name != spec.workflow_ref.name:
+        return [
+            Problem(
+                path,
+                f"EventTrigger {name!r} starts WorkflowDefinition "
+                f"{trigger.workflow_ref.name!r}, not {spec.workflow_ref.name!r}",
+            )
+        ]
+    if trigger.event_type is None:
+        return [Problem(path, f"EventTrigger {name!r} runs on a schedule, not on events")]
+    return []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import yaml
 from plait import API_GROUP
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.test import WorkflowTestSpec
+from plait.resources.trigger import EventTriggerSpec
 from plait.resources.validation import check_resource
 from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.testing_framework.results import (
@@ -53,6 +54,7 @@ class Suite:
     workflows: dict[str, WorkflowDefinitionSpec]
     task_definitions: dict[str, TaskDefinitionSpec]
     tests: list[tuple[str, WorkflowTestSpec]]
+    triggers: dict[str, EventTriggerSpec] = field(default_factory=dict)
 
 
 def _documents(paths: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
@@ -106,6 +108,8 @@ def load(paths: Sequence[Path]) -> Suite:
             suite.workflows[name] = WorkflowDefinitionSpec.model_validate(doc["spec"])
         elif kind == "TaskDefinition":
             suite.task_definitions[name] = TaskDefinitionSpec.model_validate(doc["spec"])
+        elif kind == "EventTrigger":
+            suite.triggers[name] = EventTriggerSpec.model_validate(doc["spec"])
         elif kind == "WorkflowTest":
             spec = WorkflowTestSpec.model_validate(doc["spec"])
             if ("WorkflowDefinition", spec.workflow_ref.name) not in specs:
@@ -132,7 +136,13 @@ def run_suite(suite: Suite, cases: Sequence[str] = ()) -> list[TestResult]:
         for case in test.cases:
             if cases and case.name not in cases:
                 continue
-            verdict = run_case(workflow, case, suite.task_definitions, name=f"{name}-{case.name}")
+            verdict = run_case(
+                workflow,
+                case,
+                suite.task_definitions,
+                name=f"{name}-{case.name}",
+                triggers=suite.triggers,
+            )
             if verdict.run is not None:
                 coverage.add(verdict.run)
             verdicts.append(verdict)

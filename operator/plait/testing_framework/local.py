@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import types
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from plait.errors import ValidationError
+from plait.errors import PermanentDispatchError, ValidationError
 from plait.event_processing.repository import EventInstance
 from plait.kernel import expressions
 from plait.resources.foreach import split_item_name
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.test import CaseEvent, Mock, TestCase
+from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
 from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
 from plait.workflow_orchestrator.engine import (
@@ -50,6 +51,11 @@ from plait.workflow_orchestrator.subscriptions import (
     filter_document,
     outputs_of,
     timeout_message,
+)
+from plait.workflow_orchestrator.triggers import (
+    event_variable,
+    filter_holds,
+    trigger_arguments,
 )
 
 __all__ = [
@@ -155,6 +161,7 @@ class _Run:
         case: TestCase,
         task_definitions: Mapping[str, TaskDefinitionSpec],
         name: str,
+        triggers: Mapping[str, EventTriggerSpec],
     ) -> None:
         self.spec = spec
         self.case = case
@@ -175,7 +182,8 @@ class _Run:
                 self.defaults[task.name] = TaskDefaults.of(task.task_ref.name, found)
                 timeout = timeout or found.timeout_seconds
             self.timeouts[task.name] = timeout
-        self.params = parameters_with_defaults(spec, case.arguments)
+        self.arguments = _arguments(case, triggers)
+        self.params = parameters_with_defaults(spec, self.arguments)
         self.records: dict[tuple[str, int], Record] = {}
         self.now = 0.0
         self.started: float | None = None
@@ -321,7 +329,7 @@ class _Run:
             "data": event.data,
             "extensions": {},
         }
-        received = cast(EventInstance, types.SimpleNamespace(data=event.data, data_base64=None))
+        received = _event(event.type, event.source, event.subject, event.data)
         for r in self.records.values():
             if (
                 r.state is TaskState.WAITING
@@ -358,10 +366,12 @@ def simulate(
     task_definitions: Mapping[str, TaskDefinitionSpec] | None = None,
     *,
     name: str = "test",
+    triggers: Mapping[str, EventTriggerSpec] | None = None,
 ) -> RunResult:
     """Run one case to its end (or until nothing more can happen); raises
-    :class:`CaseError` when it cannot run here."""
-    run = _Run(spec, case, task_definitions or {}, name)
+    :class:`CaseError` when it cannot run here. ``triggers``: the EventTriggers a case's
+    ``trigger`` may name."""
+    run = _Run(spec, case, task_definitions or {}, name, triggers or {})
     for _ in range(MAX_STEPS):
         deadline = (
             None
@@ -370,7 +380,7 @@ def simulate(
         )
         decision = plan(
             spec,
-            case.arguments,
+            run.arguments,
             run.attempts(),
             now=_at(run.now),
             deadline=None if deadline is None else _at(deadline),
@@ -378,7 +388,7 @@ def simulate(
         )
         if decision.phase is not None:
             why = decision.failure.message if decision.failure else "succeeded"
-            sizes = plan(spec, case.arguments, run.attempts(), now=_at(run.now), suspended=True)
+            sizes = plan(spec, run.arguments, run.attempts(), now=_at(run.now), suspended=True)
             run.end(why, sizes.fan_outs)
             return _result(run, decision.phase.value, decision.outputs, decision.failure)
         for skip in decision.skips:
@@ -393,6 +403,53 @@ def simulate(
         run.now = moment
         run.happen()
     raise CaseError(f"the run took more than {MAX_STEPS} steps")
+
+
+def _event(type: str, source: str, subject: str | None, data: Any) -> EventInstance:
+    """A CloudEvent as the event API stores it, for the functions that read one."""
+    return EventInstance(
+        id=uuid.uuid4(),
+        namespace="default",
+        source=source,
+        event_id=str(uuid.uuid4()),
+        type=type,
+        spec_version="1.0",
+        subject=subject,
+        time=None,
+        data_content_type="application/json",
+        data_schema=None,
+        data=data,
+        data_base64=None,
+        extensions={},
+        partition_key=None,
+        sequence_id=None,
+        sequence_position=None,
+        received_at=EPOCH,
+    )
+
+
+def _arguments(case: TestCase, triggers: Mapping[str, EventTriggerSpec]) -> Mapping[str, Any]:
+    """The run's arguments: the case's, or those its trigger gives for its event (as the
+    trigger's filter and arguments decide when the event API receives the event)."""
+    if case.trigger is None:
+        return case.arguments
+    name = case.trigger.event_trigger
+    trigger = triggers.get(name)
+    if trigger is None or trigger.event_type is None:
+        raise CaseError(f"EventTrigger {name!r} (on events) is not in the files given")
+    given = case.trigger.event
+    variables = {
+        "event": event_variable(_event(trigger.event_type, given.source, given.subject, given.data))
+    }
+    try:
+        if trigger.filter is not None and not filter_holds(name, trigger.filter, variables):
+            raise CaseError(
+                f"the event does not pass the filter of EventTrigger {name} "
+                f"({trigger.filter!r}): it would start no run"
+            )
+        return trigger_arguments(name, trigger.arguments, variables)
+    except PermanentDispatchError as exc:
+        raise CaseError(str(exc)) from None
 
 
 def _stuck(records: Iterable[Record]) -> str:

@@ -21,6 +21,7 @@ from plait.kernel import expressions
 from plait.resources.foreach import split_item_name
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.test import TestCase
+from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.task_execution.states import TaskState
 from plait.testing_framework.local import (
@@ -117,11 +118,12 @@ def run_case(
     task_definitions: Mapping[str, TaskDefinitionSpec] | None = None,
     *,
     name: str = "test",
+    triggers: Mapping[str, EventTriggerSpec] | None = None,
 ) -> CaseResult:
     """Simulate ``case`` and judge its run."""
     began = time.perf_counter()
     try:
-        run = simulate(spec, case, task_definitions, name=name)
+        run = simulate(spec, case, task_definitions, name=name, triggers=triggers)
     except CaseError as exc:
         return CaseResult(
             case.name, CaseOutcome.ERROR, error=str(exc), seconds=time.perf_counter() - began

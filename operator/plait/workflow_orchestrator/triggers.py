@@ -50,8 +50,10 @@ __all__ = [
     "TriggerStarter",
     "due_ticks",
     "event_variable",
+    "filter_holds",
     "instance_name",
     "take_token",
+    "trigger_arguments",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,38 @@ def event_variable(event: EventInstance) -> dict[str, Any]:
     }
     document.update({k: v for k, v in event.extensions.items() if k not in document})
     return {k: v for k, v in document.items() if v is not None}
+
+
+def filter_holds(trigger: str, filter: str, variables: Mapping[str, Any]) -> bool:
+    """Whether EventTrigger ``trigger``'s filter is true for an event (``variables``);
+    :class:`PermanentDispatchError` when it fails or gives no bool."""
+    try:
+        result = expressions.evaluate(expressions.compile(filter), variables)
+    except expressions.ExpressionError as exc:
+        raise PermanentDispatchError(
+            f"EventTrigger {trigger}: filter {filter!r} failed: {exc.detail}"
+        ) from None
+    if not isinstance(result, bool):
+        raise PermanentDispatchError(
+            f"EventTrigger {trigger}: filter {filter!r} gave {type(result).__name__}, not a bool"
+        )
+    return result
+
+
+def trigger_arguments(
+    trigger: str, arguments: Mapping[str, str], variables: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The arguments EventTrigger ``trigger`` starts its workflow with (each a CEL over
+    ``variables``); :class:`PermanentDispatchError` when one fails."""
+    values: dict[str, Any] = {}
+    for name, source in arguments.items():
+        try:
+            values[name] = expressions.evaluate(expressions.compile(source), variables)
+        except expressions.ExpressionError as exc:
+            raise PermanentDispatchError(
+                f"EventTrigger {trigger}: argument {name!r} ({source!r}) failed: {exc.detail}"
+            ) from None
+    return values
 
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
@@ -267,30 +301,10 @@ class TriggerStarter:
 
     def _holds(self, trigger: EventTrigger, variables: Mapping[str, Any]) -> bool:
         assert trigger.filter is not None
-        try:
-            result = expressions.evaluate(expressions.compile(trigger.filter), variables)
-        except expressions.ExpressionError as exc:
-            raise PermanentDispatchError(
-                f"EventTrigger {trigger.name}: filter {trigger.filter!r} failed: {exc.detail}"
-            ) from None
-        if not isinstance(result, bool):
-            raise PermanentDispatchError(
-                f"EventTrigger {trigger.name}: filter {trigger.filter!r} gave "
-                f"{type(result).__name__}, not a bool"
-            )
-        return result
+        return filter_holds(trigger.name, trigger.filter, variables)
 
     def _arguments(self, trigger: EventTrigger, variables: Mapping[str, Any]) -> dict[str, Any]:
-        arguments: dict[str, Any] = {}
-        for name, source in trigger.arguments.items():
-            try:
-                arguments[name] = expressions.evaluate(expressions.compile(source), variables)
-            except expressions.ExpressionError as exc:
-                raise PermanentDispatchError(
-                    f"EventTrigger {trigger.name}: argument {name!r} ({source!r}) failed: "
-                    f"{exc.detail}"
-                ) from None
-        return arguments
+        return trigger_arguments(trigger.name, trigger.arguments, variables)
 
     # schedules
     async def run_schedules(self, now: dt.datetime | None = None) -> list[tuple[str, Outcome]]:
