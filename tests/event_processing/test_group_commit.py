@@ -133,3 +133,16 @@ async def test_an_unreachable_database_fails_every_request_of_the_group(
         group.store([event("a")]), group.store([event("b")]), return_exceptions=True
     )
     assert [type(a) for a in answers] == [psycopg.OperationalError] * 2
+
+
+async def test_dispatchers_are_woken_when_a_group_enqueued_something(
+    counted: Counted, migrated_database: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(migrated_database, autocommit=True) as conn:
+        await conn.execute(f"LISTEN {repo.QUEUE_CHANNEL}")
+        group = GroupCommit(counted.connection)
+        await group.store([event("new")])
+        notifies = conn.notifies(timeout=5, stop_after=1)
+        assert [n.channel async for n in notifies] == [repo.QUEUE_CHANNEL]
+        await group.store([event("new")])  # a duplicate only: nothing enqueued, no wake-up
+        assert [n async for n in conn.notifies(timeout=0.5)] == []

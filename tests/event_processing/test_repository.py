@@ -315,7 +315,7 @@ async def test_a_duplicate_committed_concurrently_is_retried_without_a_gap(
     await asyncio.sleep(0.3)
     assert not pending.done()
     await first.execute("COMMIT")  # ... which now exists: second must roll back, not go on
-    with pytest.raises(repo.ConcurrentDuplicateError, match="ci /github/acme x"):
+    with pytest.raises(repo.ConcurrentDuplicateError, match=r"\(ci, /github/acme, x\) already"):
         await pending
     await second.execute("ROLLBACK")
     async with second.transaction():

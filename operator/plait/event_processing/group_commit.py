@@ -147,7 +147,8 @@ class GroupCommit:
         """One transaction for ``group``: each request's stored events, or why it was
         refused. Returns once committed."""
         outcomes: list[Stored | Exception] = []
-        async with self._connection() as conn:
+        # Two round trips: BEGIN and the definitions, then the insert, NOTIFY and COMMIT.
+        async with self._connection() as conn, conn.pipeline():
             checked = [r for r in group if r.check is not None]
             definitions: Definitions = {}
             if checked:
@@ -164,9 +165,9 @@ class GroupCommit:
                 else:
                     outcomes.append([])
                     accepted.extend(request.events)
-            stored = await repository.insert_events(conn, accepted, max_attempts=self._max_attempts)
-            if any(created for _, created in stored):
-                await repository.notify_new_events(conn)
+            stored = await repository.insert_events(
+                conn, accepted, max_attempts=self._max_attempts, notify=True, commit=True
+            )
         position = 0
         for index, request in enumerate(group):
             if not isinstance(outcomes[index], Exception):

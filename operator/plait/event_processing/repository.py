@@ -7,12 +7,14 @@ source and id) changes nothing.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
@@ -311,24 +313,24 @@ async def insert_event(
 
 class ConcurrentDuplicateError(Exception):
     """Another transaction stored one of these events after this statement's snapshot was
-    taken; this transaction must be rolled back and tried again (it will then see it
-    stored). Its sequence positions were taken, so committing would leave a gap."""
+    taken; this transaction was aborted and must be rolled back and tried again (it will
+    then see the event stored)."""
 
 
-# One statement stores a whole batch: what is already stored is read from the statement's
+# One statement stores a whole batch, sent as one JSON array (one parameter: cheaper to
+# send than an array per column). What is already stored is read from the statement's
 # snapshot (``known``), the first occurrence of each other (namespace, source, id) is new,
 # each sequence is advanced once by its number of new events (rows locked in key order, so
 # two batches never wait on each other in a cycle), new events take consecutive positions
-# in batch order, and their queue rows are inserted from what the insert returned.
+# in batch order, and their queue rows are inserted from what the insert returned. An
+# event committed by another transaction after the snapshot was taken violates the unique
+# key: the statement fails and nothing of it can be committed, so no position is lost.
 _INSERT_BATCH = """
 WITH input AS (
-    SELECT * FROM unnest(
-        %(namespace)s::text[], %(source)s::text[], %(event_id)s::text[], %(type)s::text[],
-        %(subject)s::text[], %(time)s::timestamptz[], %(data_content_type)s::text[],
-        %(data_schema)s::text[], %(data)s::jsonb[], %(data_base64)s::text[],
-        %(extensions)s::jsonb[], %(partition_key)s::text[]
-    ) WITH ORDINALITY AS i(namespace, source, event_id, type, subject, time,
-        data_content_type, data_schema, data, data_base64, extensions, partition_key, ord)
+    SELECT * FROM jsonb_to_recordset(%(events)s::jsonb) AS i(ord int, namespace text,
+        source text, event_id text, type text, subject text, time timestamptz,
+        data_content_type text, data_schema text, data jsonb, data_base64 text,
+        extensions jsonb, partition_key text)
 ), known AS (
     SELECT e.* FROM event_processing_service.event_instances e
     WHERE (e.namespace, e.source, e.event_id) IN (
@@ -360,54 +362,86 @@ WITH input AS (
         type, subject, time, data_content_type, data_schema, data, data_base64, extensions,
         partition_key, sequence_id, sequence_position)
     SELECT namespace, source, event_id, type, subject, time, data_content_type,
-        data_schema, data, data_base64, extensions, partition_key, sequence_id,
-        sequence_position
+        data_schema, data, data_base64, coalesce(extensions, '{}'), partition_key,
+        sequence_id, sequence_position
     FROM numbered ORDER BY ord
-    ON CONFLICT (namespace, source, event_id) DO NOTHING
     RETURNING *
 ), queued AS (
     INSERT INTO event_processing_service.event_queue_state
         (event_instance_id, max_attempts, sequence_id, sequence_position)
     SELECT id, %(max_attempts)s, sequence_id, sequence_position FROM created
-)
-SELECT true AS created, * FROM created
+){woken}
+SELECT true AS created, c.* FROM created c{join_woken}
 UNION ALL
 SELECT false, * FROM known
 """
+_INSERT_BATCH_ONLY = _INSERT_BATCH.replace("{woken}", "").replace("{join_woken}", "")
+# ... and wake the dispatchers on commit when something was enqueued, in the same statement.
+_INSERT_BATCH_NOTIFY = _INSERT_BATCH.replace(
+    "{woken}", f", woken AS (SELECT pg_notify('{QUEUE_CHANNEL}', '') FROM created LIMIT 1)"
+).replace("{join_woken}", " LEFT JOIN woken ON true")
+
+
+def _batch_json(events: Sequence[NewEvent]) -> str:
+    return json.dumps(
+        [
+            {
+                "ord": ord,
+                "namespace": e.namespace,
+                "source": e.source,
+                "event_id": e.id,
+                "type": e.type,
+                "subject": e.subject,
+                "time": e.time.isoformat() if e.time is not None else None,
+                "data_content_type": e.data_content_type,
+                "data_schema": e.data_schema,
+                "data": e.data,
+                "data_base64": e.data_base64,
+                "extensions": dict(e.extensions or {}),
+                "partition_key": e.partition_key,
+            }
+            for ord, e in enumerate(events)
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 async def insert_events(
-    conn: AsyncConnection[Any], events: Sequence[NewEvent], *, max_attempts: int = 5
+    conn: AsyncConnection[Any],
+    events: Sequence[NewEvent],
+    *,
+    max_attempts: int = 5,
+    notify: bool = False,
+    commit: bool = False,
 ) -> list[tuple[EventInstance, bool]]:
     """Store and enqueue a batch in the caller's transaction, in one statement;
     (stored event, created) per event, in order.
 
     An event already stored, or repeated within the batch after its first occurrence, is
     a duplicate: it is answered with the stored row and takes no position. Events may
-    belong to different namespaces. A duplicate stored by a concurrent transaction after
-    this statement began raises :class:`ConcurrentDuplicateError`: roll back and call
-    again.
+    belong to different namespaces. ``notify`` wakes the dispatchers
+    (:func:`notify_new_events`) if an event was enqueued; ``commit`` commits the
+    transaction in the same round trip (pipeline mode). A duplicate stored by a
+    concurrent transaction after this statement began raises
+    :class:`ConcurrentDuplicateError`: roll back and call again.
     """
     if not events:
+        if commit:
+            await conn.commit()
         return []
-    params: dict[str, Any] = {
-        "namespace": [e.namespace for e in events],
-        "source": [e.source for e in events],
-        "event_id": [e.id for e in events],
-        "type": [e.type for e in events],
-        "subject": [e.subject for e in events],
-        "time": [e.time for e in events],
-        "data_content_type": [e.data_content_type for e in events],
-        "data_schema": [e.data_schema for e in events],
-        "data": [Jsonb(e.data) if e.data is not None else None for e in events],
-        "data_base64": [e.data_base64 for e in events],
-        "extensions": [Jsonb(dict(e.extensions or {})) for e in events],
-        "partition_key": [e.partition_key for e in events],
-        "max_attempts": max_attempts,
-    }
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_INSERT_BATCH, params)
-        rows = await cur.fetchall()
+    query = _INSERT_BATCH_NOTIFY if notify else _INSERT_BATCH_ONLY
+    params = {"events": _batch_json(events), "max_attempts": max_attempts}
+    try:
+        async with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            if commit:
+                await conn.commit()
+            rows = await cur.fetchall()
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != "event_instances_one_per_source_id":
+            raise
+        raise ConcurrentDuplicateError(exc.diag.message_detail or str(exc)) from exc
     stored: dict[tuple[str, str, str], tuple[EventInstance, bool]] = {}
     for row in rows:
         created = row.pop("created")
@@ -416,9 +450,7 @@ async def insert_events(
     results: list[tuple[EventInstance, bool]] = []
     for event in events:
         key = (event.namespace, event.source, event.id)
-        found = stored.get(key)
-        if found is None:
-            raise ConcurrentDuplicateError(f"{event.namespace} {event.source} {event.id}")
+        found = stored[key]
         results.append(found)
         if found[1]:  # its first occurrence was new; the repeats are duplicates of it
             stored[key] = (found[0], False)
