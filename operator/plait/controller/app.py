@@ -23,6 +23,7 @@ from plait.controller.diffbase import SpecDigestDiffBaseStorage
 from plait.controller.options import FINALIZER, OperatorOptions
 from plait.controller.reconcile import register_kind
 from plait.event_processing.gauges import queue_gauges
+from plait.integration.health import register_health_checks
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube, current_namespace
@@ -98,6 +99,7 @@ def build_registry(
             resync_seconds=options.resync_seconds,
         )
     register_runtime(registry, orchestrator)
+    register_health_checks(registry, ctx)
     return registry
 
 

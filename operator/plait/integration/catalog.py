@@ -53,7 +53,14 @@ BUILTIN_TYPES: dict[str, IntegrationType] = {
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {"defaultChannel": {"type": "string"}},
+                "properties": {
+                    "apiUrl": {
+                        "type": "string",
+                        "format": "uri",
+                        "default": "https://slack.com/api",
+                    },
+                    "defaultChannel": {"type": "string"},
+                },
             },
             ("token",),
             "signingSecret",

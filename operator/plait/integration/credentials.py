@@ -2,8 +2,9 @@
 
 A task gets an Integration's settings (non-secret, stored in PostgreSQL) and the names of
 its Secret and keys. The values stay in the Secret: the Job names the Secret and its keys
-in a projected volume and the kubelet mounts them, so the operator never reads a task's
-Integration's Secret (it reads an artifact repository's: see task_execution.artifacts).
+in a projected volume and the kubelet mounts them, so building a Job never reads an
+Integration's Secret (the operator reads an artifact repository's, see
+task_execution.artifacts, and an Integration's own for its health check, see :mod:`.health`).
 Which keys are mounted is the catalog type's ``secret_keys``: an Integration that maps a
 key the type does not declare is refused before it is stored (:func:`secret_ref_problems`).
 """

@@ -20,6 +20,7 @@ __all__ = [
     "get_integration_type",
     "latest_integration",
     "list_integration_types",
+    "record_health",
     "upsert_integration",
 ]
 
@@ -54,6 +55,10 @@ class IntegrationInstance:
     k8s_uid: uuid.UUID | None
     created_at: datetime
     deleted_at: datetime | None
+    health_checked_at: datetime | None = None
+    healthy: bool | None = None
+    health_latency_seconds: float | None = None
+    health_error: str | None = None
 
 
 async def list_integration_types(conn: AsyncConnection[Any]) -> list[IntegrationDefinition]:
@@ -116,3 +121,30 @@ async def delete_integration(conn: AsyncConnection[Any], namespace: str, name: s
     return await versions.mark_deleted(
         conn, SCHEMA, "integration_instances", {"namespace": namespace, "name": name}
     )
+
+
+async def record_health(
+    conn: AsyncConnection[Any],
+    namespace: str,
+    name: str,
+    *,
+    checked_at: datetime,
+    healthy: bool,
+    latency_seconds: float,
+    error: str | None,
+) -> bool:
+    """Record a health check on the Integration's current version; False when it has none."""
+    cursor = await conn.execute(
+        """
+        UPDATE integration_service.integration_instances
+        SET health_checked_at = %s, healthy = %s, health_latency_seconds = %s,
+            health_error = %s
+        WHERE id = (
+            SELECT id FROM integration_service.integration_instances
+            WHERE namespace = %s AND name = %s AND deleted_at IS NULL
+            ORDER BY version DESC LIMIT 1
+        )
+        """,
+        (checked_at, healthy, latency_seconds, error, namespace, name),
+    )
+    return cursor.rowcount == 1

@@ -40,6 +40,8 @@ __all__ = [
     "EVENTS_INGESTED",
     "EVENT_QUEUE_DEPTH",
     "EVENT_QUEUE_LAG",
+    "INTEGRATION_CHECKS",
+    "INTEGRATION_CHECK_DURATION",
     "KUBERNETES_API_DURATION",
     "KUBERNETES_API_REQUESTS",
     "LOG_RECORDS_DROPPED",
@@ -65,6 +67,7 @@ __all__ = [
     "GaugeSource",
     "PoolCollector",
     "event_ingested",
+    "integration_checked",
     "kubernetes_api_call",
     "log_records_dropped",
     "spans_dropped",
@@ -147,6 +150,18 @@ TASK_CACHE_LOOKUPS = Counter(
 )
 
 # --- events ---------------------------------------------------------------------------------
+INTEGRATION_CHECKS = Counter(
+    "plait_integration_checks_total",
+    "Health checks of Integrations (spec.healthCheck), by catalog type and result "
+    "(healthy, unhealthy). No Integration label: series stay bounded.",
+    ["type", "result"],
+)
+INTEGRATION_CHECK_DURATION = Histogram(
+    "plait_integration_check_duration_seconds",
+    "How long each Integration health check took, by catalog type.",
+    ["type"],
+    buckets=_FAST,
+)
 EVENTS_INGESTED = Counter(
     "plait_events_ingested_total",
     "CloudEvents received by the API, by outcome: stored (new), duplicate (seen before, "
@@ -306,6 +321,12 @@ def task_overhead(stage: Literal["launch", "advance"], seconds: float) -> None:
     """Plait's own time around an attempt (see ``plait_task_overhead_seconds``)."""
     if seconds >= 0:
         TASK_OVERHEAD.labels(stage).observe(seconds)
+
+
+def integration_checked(type_: str, healthy: bool, seconds: float) -> None:
+    """One Integration health check (see ``plait_integration_checks_total``)."""
+    INTEGRATION_CHECKS.labels(type_, "healthy" if healthy else "unhealthy").inc()
+    INTEGRATION_CHECK_DURATION.labels(type_).observe(max(seconds, 0.0))
 
 
 def event_ingested(outcome: str, count: int = 1) -> None:

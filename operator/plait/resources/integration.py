@@ -18,7 +18,22 @@ from plait.resources.common import (
     Status,
 )
 
-__all__ = ["INTEGRATION", "IntegrationSpec", "IntegrationStatus"]
+__all__ = [
+    "INTEGRATION",
+    "HealthCheck",
+    "IntegrationHealth",
+    "IntegrationSpec",
+    "IntegrationStatus",
+]
+
+
+class HealthCheck(PlaitModel):
+    """Opt-in connection checks: how often and how long each may take."""
+
+    interval_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
+    """Seconds between the end of one check and the start of the next."""
+    timeout_seconds: Annotated[int, Field(ge=1, le=60)] = 10
+    """Longest a check may take; past it the check fails (reason Timeout)."""
 
 
 class IntegrationSpec(PlaitModel):
@@ -35,13 +50,26 @@ class IntegrationSpec(PlaitModel):
     """Non-secret settings of the type (URLs, names, options); never credentials."""
     secret_ref: SecretReference | None = None
     """Secret holding the credentials; Plait stores and shows only this reference."""
+    health_check: HealthCheck | None = None
+    """Check the connection periodically (the Healthy condition); unset: never checked."""
+
+
+class IntegrationHealth(PlaitModel):
+    """What the last health check measured."""
+
+    latency_seconds: Annotated[float, Field(ge=0)] | None = None
+    """How long the check took."""
+    error: Annotated[str, StringConstraints(max_length=512)] | None = None
+    """Why it failed; absent when it succeeded."""
 
 
 class IntegrationStatus(Status):
     """Observed state of an Integration."""
 
     last_checked_time: dt.datetime | None = None
-    """Reserved for connection checks; not set by this version."""
+    """When the last health check ran (spec.healthCheck)."""
+    health: IntegrationHealth | None = None
+    """The last health check's latency and error (never a secret value)."""
 
 
 INTEGRATION = KindInfo(
