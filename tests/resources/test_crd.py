@@ -164,6 +164,7 @@ def test_free_form_fields_preserve_unknown_fields_only_where_intended() -> None:
         "WorkflowTest.spec.cases[].arguments",
         "WorkflowTest.spec.cases[].events[].data",
         "WorkflowTest.spec.cases[].expect.outputs",
+        "WorkflowTest.spec.cases[].trigger.event.data",
     ]
 
 

@@ -74,4 +74,9 @@ def test_malformed_tests_are_refused_and_the_example_admitted(
     assert "WorkflowDefinition 'ghost' not found in this namespace" in proc.stderr
     cluster.kubectl("apply", "-f", str(EXAMPLES / "workflowtest.yaml"))
     listed = cluster.kubectl("get", "workflowtests", "-o", "name").split()
-    assert sorted(listed) == ["workflowtest.plait.dev/bad", "workflowtest.plait.dev/diamond"]
+    assert sorted(listed) == [
+        "workflowtest.plait.dev/bad",
+        "workflowtest.plait.dev/diamond",
+        "workflowtest.plait.dev/fanout",
+        "workflowtest.plait.dev/report",
+    ]
