@@ -100,6 +100,18 @@ def _template_needs(template: ContainerTemplate, path: str) -> Iterator[Need]:
         )
 
 
+def _http_need(name: str, path: str) -> Need:
+    """An http task sends its Integration's token: the same ``use`` as listing it."""
+    return Need(
+        f"{path}.integration",
+        "use",
+        "integrations",
+        name,
+        API_GROUP,
+        what=f"Integration {name!r} (its settings and credentials)",
+    )
+
+
 def needs(spec: PlaitModel) -> list[Need]:
     """Every permission the author of ``spec`` must hold; empty for kinds that run nothing."""
     found: list[Need] = []
@@ -128,8 +140,12 @@ def needs(spec: PlaitModel) -> list[Need]:
         for i, task in enumerate(spec.tasks):
             if task.template is not None:
                 found += _template_needs(task.template, f"spec.tasks[{i}].template")
+            if task.http is not None:
+                found.append(_http_need(task.http.integration, f"spec.tasks[{i}].http"))
         if spec.on_exit is not None and spec.on_exit.template is not None:
             found += _template_needs(spec.on_exit.template, "spec.onExit.template")
+        if spec.on_exit is not None and spec.on_exit.http is not None:
+            found.append(_http_need(spec.on_exit.http.integration, "spec.onExit.http"))
     elif isinstance(spec, TaskDefinitionSpec):
         found += _template_needs(spec.template, "spec.template")
     elif isinstance(spec, IntegrationSpec) and spec.secret_ref is not None:

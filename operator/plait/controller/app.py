@@ -36,6 +36,7 @@ from plait.resources.stores import KindBinding, OperatorContext
 from plait.task_execution.logs import TaskLogCollector, register_task_logs
 from plait.task_execution.service import TaskExecution
 from plait.workflow_orchestrator.gauges import instance_gauges
+from plait.workflow_orchestrator.http_tasks import register_http_tasks
 from plait.workflow_orchestrator.runtime import Orchestrator, register_runtime
 
 __all__ = ["build_registry", "configure_settings", "operator_command", "run_operator"]
@@ -99,6 +100,7 @@ def build_registry(
             resync_seconds=options.resync_seconds,
         )
     register_runtime(registry, orchestrator)
+    register_http_tasks(registry, orchestrator, logged_in)
     register_health_checks(registry, ctx)
     return registry
 

@@ -34,6 +34,7 @@ from plait.resources.common import (
     cel_rule,
 )
 from plait.resources.foreach import ForEach
+from plait.resources.http_task import HttpTask
 from plait.resources.synchronization import Synchronization
 
 __all__ = [
@@ -123,16 +124,17 @@ class WorkflowReference(PlaitModel):
 
 _ONE_KIND = cel_rule(
     "(has(self.taskRef) ? 1 : 0) + (has(self.template) ? 1 : 0)"
-    " + (has(self.waitForEvent) ? 1 : 0) + (has(self.workflowRef) ? 1 : 0) == 1",
-    "exactly one of taskRef, template, waitForEvent or workflowRef must be set",
+    " + (has(self.waitForEvent) ? 1 : 0) + (has(self.workflowRef) ? 1 : 0)"
+    " + (has(self.http) ? 1 : 0) == 1",
+    "exactly one of taskRef, template, waitForEvent, workflowRef or http must be set",
 )
 #: Most levels of sub-workflows: a run, its children, theirs, and so on.
 MAX_WORKFLOW_DEPTH = 5
 
 
 class Task(PlaitModel):
-    """One node of the DAG: what runs (taskRef, template, waitForEvent or workflowRef)
-    and when."""
+    """One node of the DAG: what runs (taskRef, template, waitForEvent, workflowRef or
+    http) and when."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_ONE_KIND]})
 
@@ -162,6 +164,9 @@ class Task(PlaitModel):
     workflow_ref: WorkflowReference | None = None
     """Run another WorkflowDefinition of the namespace as a child WorkflowInstance (a
     sub-workflow), its inputs as the child's arguments; its outputs become this task's."""
+    http: HttpTask | None = None
+    """Make one HTTP request with an Integration's base URL and credentials, from the
+    operator (no Pod); see docs/integrations.md."""
     for_each: ForEach | None = None
     """Run the task once per item of a list (a fan-out); see forEach."""
     cache: TaskCache | None = None
@@ -193,7 +198,7 @@ class Task(PlaitModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        chosen = [self.task_ref, self.template, self.wait_for_event, self.workflow_ref]
+        chosen = [self.task_ref, self.template, self.wait_for_event, self.workflow_ref, self.http]
         if sum(x is not None for x in chosen) != 1:
             raise ValueError(str(_ONE_KIND["message"]))
         return self

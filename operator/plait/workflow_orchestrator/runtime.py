@@ -87,6 +87,7 @@ from plait.workflow_orchestrator.engine import (
     parameters_with_defaults,
     plan,
 )
+from plait.workflow_orchestrator.http_tasks import http_tasks
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
 from plait.workflow_orchestrator.states import (
     FINAL_PHASES,
@@ -1094,6 +1095,9 @@ class Orchestrator:
             return
         if task.workflow_ref is not None:
             await self._start_child(instance, task, launch, suspended=control_suspended)
+            return
+        if task.http is not None:  # the operator sends the request: no Job
+            await http_tasks(self).start(instance, task, launch)
             return
         if task.synchronization is not None and not await self._hold_task_lock(
             instance, spec, task, launch
