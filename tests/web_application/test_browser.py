@@ -146,6 +146,10 @@ def _task(name: str, deps: list[str], duration: str, outputs: dict[str, Any]) ->
 
 
 def _submit(kube: Kube, definition: str, run: str, tasks: list[dict[str, Any]]) -> None:
+    """Apply the definition (unless ``tasks`` is empty: it exists), then start a run."""
+    if not tasks:
+        _create_run(kube, definition, run)
+        return
     kube.kubectl(
         "apply",
         "-f",
@@ -159,6 +163,12 @@ def _submit(kube: Kube, definition: str, run: str, tasks: list[dict[str, Any]]) 
             }
         ),
     )
+    _create_run(kube, definition, run)
+
+
+def _create_run(
+    kube: Kube, definition: str, run: str, arguments: dict[str, Any] | None = None
+) -> None:
     kube.kubectl(
         "create",
         "-f",
@@ -168,7 +178,7 @@ def _submit(kube: Kube, definition: str, run: str, tasks: list[dict[str, Any]]) 
                 "apiVersion": "plait.dev/v1alpha1",
                 "kind": "WorkflowInstance",
                 "metadata": {"name": run},
-                "spec": {"workflowRef": {"name": definition}},
+                "spec": {"workflowRef": {"name": definition}, "arguments": arguments or {}},
             }
         ),
     )
@@ -293,4 +303,76 @@ def test_sign_in_open_a_run_read_its_logs_cancel_it_and_a_viewer_is_refused(
     page.goto(dashboard.url + "/ui/runs")
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
     _shot(page, "06-runs-narrow")
+    assert not errors, errors
+
+
+def test_submit_from_the_form_and_watch_it_succeed_live(
+    dashboard: Dashboard,
+    kube: Kube,
+    start_operator: StartOperator,
+    browser_context: Any,
+) -> None:
+    ns = kube.namespace
+    dashboard.call(
+        "POST", "/v1/auth/users", {"username": "ada", "password": PASSWORD, "roles": ["editor"]}
+    )
+    start_operator()
+    kube.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "plait.dev/v1alpha1",
+                "kind": "WorkflowDefinition",
+                "metadata": {"name": "greet"},
+                "spec": {
+                    "parameters": [
+                        {"name": "who", "description": "Whom to greet."},
+                        {"name": "times", "type": "integer", "default": 2},
+                    ],
+                    "tasks": [
+                        _task("hello", [], "2s", {"said": "hi"}),
+                        _task("bye", ["hello"], "2s", {}),
+                    ],
+                },
+            }
+        ),
+    )
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _sign_in(page, dashboard.url, "ada")
+
+    # The list shows a run started elsewhere, without a reload.
+    page.goto(f"{dashboard.url}/ui/runs?namespace={ns}&definition=greet")
+    page.wait_for_selector("body[data-live_state='open']", state="attached")
+    page.evaluate("window.__same_page = true")
+    _create_run(kube, "greet", "greet-by-kubectl", {"who": "kubectl"})
+    page.wait_for_selector(f"tr[data-run='{ns}/greet-by-kubectl']", timeout=30_000)
+    assert page.evaluate("window.__same_page") is True
+    _shot(page, "07-runs-live")
+
+    # The form is made from the parameters; a wrong value is refused with the reason.
+    page.click("[data-testid=submit-link]")
+    assert page.input_value("#p-times") == "2"
+    page.fill("#p-who", "<b>world</b>")
+    # A number field takes no letters; a hand-made request can send them all the same.
+    page.evaluate("const i = document.querySelector('#p-times'); i.type = 'text'; i.value = 'two'")
+    page.click("[data-testid=submit]")
+    assert "times must be an integer, got 'two'" in page.inner_text("[data-testid=submit-error]")
+    _shot(page, "08-submit-refused")
+    page.fill("#p-times", "3")
+    page.click("[data-testid=submit]")
+    page.wait_for_url(f"**/ui/runs/{ns}/greet-*")
+    name = page.url.rsplit("/", 1)[1]
+    page.evaluate("window.__same_page = true")
+    page.wait_for_selector("[data-testid=run-phase]:text('Succeeded')", timeout=90_000)
+    assert page.evaluate("window.__same_page") is True  # updated in place, never reloaded
+    assert int(page.evaluate("document.body.dataset.updates")) >= 1
+    assert page.locator("#dag a[data-task=bye] g.state-Succeeded").count() == 1
+    inputs = json.loads(page.inner_text("[data-testid=run-inputs]"))
+    assert inputs == {"who": "<b>world</b>", "times": 3}
+    assert _phase(kube, name) == "Succeeded"
+    _shot(page, "09-succeeded-live")
     assert not errors, errors

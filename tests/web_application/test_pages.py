@@ -4,6 +4,7 @@ and filters."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import secrets
@@ -162,7 +163,7 @@ async def test_an_unknown_run_and_a_bad_filter_are_pages_that_say_so(
     await _sign_in(client, "ada")
     missing = await client.get("/ui/runs/shop/nothing-here")
     assert missing.status == 404
-    assert "no run &#39;nothing-here&#39; in namespace &#39;shop&#39;" in await missing.text()
+    assert "No run nothing-here in namespace shop is recorded (yet)" in await missing.text()
     bad = await client.get("/ui/runs?phase=Sleeping")
     assert bad.status == 400
     assert "unknown phase" in await bad.text()
@@ -244,4 +245,156 @@ def test_every_page_declares_who_may_use_it() -> None:
     assert {r.operation_id: r.access.permission for r in writes if r.access} == {
         "dashboard.logout": None,
         "dashboard.run-action": "instances:write",
+        "dashboard.submit": "instances:write",
+        "dashboard.deadletter-replay": "deadletters:write",
+        "dashboard.deadletter-purge": "deadletters:write",
     }
+
+
+async def test_a_definition_shows_its_versions_a_diff_its_parameters_and_triggers(
+    client: TestClient[Any, Any], migrated_database: str
+) -> None:
+    v2 = {
+        "parameters": [{"name": "region", "enum": ["eu", "us"], "default": "eu"}],
+        "tasks": [
+            {"name": "a", "template": {"image": "busybox"}},
+            {"name": "b", "template": {"image": "alpine"}, "dependencies": ["a"]},
+        ],
+    }
+    async with await psycopg.AsyncConnection.connect(migrated_database, autocommit=True) as conn:
+        await orchestrator.upsert_workflow_definition(conn, "shop", "shop", SPEC)
+        await orchestrator.upsert_workflow_definition(conn, "shop", "shop", v2)
+        await orchestrator.upsert_event_trigger(
+            conn,
+            namespace="shop",
+            name="nightly",
+            spec={"schedule": {"cron": "0 3 * * *"}, "workflowRef": {"name": "shop"}},
+        )
+    await _sign_in(client, "vic")
+    listing = await (await client.get("/ui/definitions")).text()
+    assert 'data-definition="shop/shop"' in listing
+    assert "<td>v2</td>" in listing
+    page = await client.get("/ui/definitions/shop/shop?version=2&diff=1")
+    html = await page.text()
+    assert page.status == 200
+    assert re.search(r"<span class=\"d-add\">\+ +&#34;image&#34;: &#34;alpine&#34;</span>", html)
+    assert "<code>region</code>" in html
+    assert "string (eu, us)" in html
+    # The cron trigger, with its next firing (03:00 UTC of some day).
+    triggers = html[html.index('data-testid="triggers"') :]
+    assert "nightly" in triggers
+    assert re.search(r"<td>\d{4}-\d\d-\d\d 03:00:00</td>", triggers)
+    assert 'data-testid="submit-link"' not in html  # a viewer starts no run
+    missing = await client.get("/ui/definitions/shop/shop?version=9")
+    assert missing.status == 404
+
+
+async def test_the_live_feed_passes_on_each_change_of_a_run_and_its_tasks(
+    database: Database, migrated_database: str
+) -> None:
+    from plait.web_application.live import LiveFeed
+
+    feed = LiveFeed(database)
+    try:
+        async with feed.subscribe() as queue:
+            await asyncio.wait_for(feed.listening.wait(), 10)
+            [run] = await _runs(migrated_database, "shop", 1)
+            change = await asyncio.wait_for(queue.get(), 10)
+            assert change.kind == "run"
+            assert change.data == {
+                "id": str(run),
+                "namespace": "shop",
+                "name": "run-0",
+                "phase": "Pending",
+            }
+            async with await psycopg.AsyncConnection.connect(
+                migrated_database, autocommit=True
+            ) as conn:
+                # A change nobody sees (created_at) sends nothing; a phase change does.
+                await conn.execute(
+                    "UPDATE workflow_orchestrator_service.workflow_instances "
+                    "SET phase = 'Running', started_at = now() WHERE id = %s",
+                    (run,),
+                )
+            change = await asyncio.wait_for(queue.get(), 10)
+            assert (change.kind, change.data["phase"]) == ("run", "Running")
+            assert queue.empty()
+    finally:
+        await feed.stop()
+
+
+async def _dead_letter(dsn: str, namespace: str, event_id: str) -> uuid.UUID:
+    """A dead letter whose event is still stored (so a replay queues it again)."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        event = {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "shop/orders",
+            "type": "order.created",
+            "data": {"note": HOSTILE},
+        }
+        cur = await conn.execute(
+            "INSERT INTO event_processing_service.event_instances (namespace, source, "
+            "event_id, type, data) VALUES (%s, 'shop/orders', %s, 'order.created', %s) "
+            "RETURNING id",
+            (namespace, event_id, psycopg.types.json.Jsonb(event["data"])),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        await conn.execute(
+            "INSERT INTO event_processing_service.event_queue_state (event_instance_id, state, "
+            "attempts, max_attempts) VALUES (%s, 'DeadLettered', 5, 5)",
+            (row[0],),
+        )
+        cur = await conn.execute(
+            "INSERT INTO event_processing_service.dead_letter_queue (namespace, "
+            "event_instance_id, source, event_id, type, payload, reason, attempts) "
+            "VALUES (%s, %s, 'shop/orders', %s, 'order.created', %s, 'no trigger took it', 5) "
+            "RETURNING id",
+            (namespace, row[0], event_id, psycopg.types.json.Jsonb(event)),
+        )
+        letter = await cur.fetchone()
+        assert letter is not None
+        return uuid.UUID(str(letter[0]))
+
+
+async def test_events_are_searchable_and_dead_letters_are_replayed_and_purged(
+    client: TestClient[Any, Any], migrated_database: str
+) -> None:
+    first = await _dead_letter(migrated_database, "shop", "e-1")
+    second = await _dead_letter(migrated_database, "shop", "e-2")
+    await _runs(migrated_database, "shop", 1)  # a definition: the namespace is known
+    await _sign_in(client, "vic")
+    events = await (await client.get("/ui/events?namespace=shop&type=order.created")).text()
+    assert 'data-event="e-1"' in events
+    assert 'data-event="e-2"' in events
+    assert HOSTILE not in events
+    none = await (await client.get("/ui/events?namespace=shop&source=elsewhere")).text()
+    assert 'data-event="e-1"' not in none
+    letters = await (await client.get("/ui/deadletters?namespace=shop")).text()
+    assert f'data-letter="{first}"' in letters
+    assert 'data-testid="replay"' not in letters  # a viewer may not
+    assert 'data-testid="purge"' not in letters
+    csrf = re.search(r'name="csrf" value="([^"]+)"', letters)
+    assert csrf is not None
+    refused = await client.post(
+        f"/ui/deadletters/shop/{first}/replay", data={"csrf": csrf.group(1)}
+    )
+    assert refused.status == 403
+
+    await _sign_in(client, "ada")
+    letters = await (await client.get("/ui/deadletters?namespace=shop")).text()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', letters)
+    assert csrf is not None
+    token = csrf.group(1)
+    done = await client.post(f"/ui/deadletters/shop/{first}/replay", data={"csrf": token})
+    assert "replayed order.created e-1" in await done.text()
+    again = await client.post(f"/ui/deadletters/shop/{first}/replay", data={"csrf": token})
+    assert "is not open (or gone): nothing replayed" in await again.text()
+    purged = await client.post(
+        "/ui/deadletters/shop/purge", data={"csrf": token, "id": str(second)}
+    )
+    html = await purged.text()
+    assert "purged 1 dead letter" in html
+    assert f'data-letter="{second}"' not in html
+    assert f'data-letter="{first}"' in html  # replayed, kept

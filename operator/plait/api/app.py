@@ -25,7 +25,7 @@ from prometheus_client import Histogram
 from plait.api.access import AUTH, check_access
 from plait.api.auth import TOKEN_ENV, TOKEN_FILE_ENV, TokenStore
 from plait.api.context import CONFIG, DATABASE, ApiConfig
-from plait.api.dashboard import add_dashboard
+from plait.api.dashboard import add_dashboard, dashboard_components
 from plait.api.events import SCHEMA_VALIDATOR
 from plait.api.openapi import DOCUMENT
 from plait.api.problems import Problem, problem_response
@@ -179,10 +179,8 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
             component_by_name("observability"),
             component_by_name("auth"),
             component_by_name("integration"),  # webhooks: the Integration to verify with
-            # The dashboard reads runs, attempts and components (plait.web_application).
-            component_by_name("workflow_orchestrator"),
-            component_by_name("task_execution"),
-            component_by_name("web_application"),
+            # The dashboard's (runs, attempts, ui components), where their DSNs are set.
+            *dashboard_components(settings),
         ],
     )
     telemetry = Telemetry()

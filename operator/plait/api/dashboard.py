@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import mimetypes
 import urllib.parse
 
@@ -24,11 +25,22 @@ from plait.api.problems import Problem
 from plait.api.routing import Access, Reply, Route
 from plait.auth.permissions import Principal
 from plait.errors import ConfigurationError, NotFoundError, ValidationError
+from plait.kernel.components import Component, component_by_name
+from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.web_application import pages
 from plait.web_application.control import RunControl
+from plait.web_application.live import LiveFeed
 
-__all__ = ["CONTENT_SECURITY_POLICY", "DASHBOARD_ROUTES", "add_dashboard", "csrf_token"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "DASHBOARD_ROUTES",
+    "add_dashboard",
+    "csrf_token",
+    "dashboard_components",
+]
+
+logger = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -42,6 +54,30 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 _PAGE = {200: Reply("An HTML page.", content_type="text/html")}
+
+
+#: What the dashboard reads besides the API's own components.
+DASHBOARD_COMPONENTS = ("workflow_orchestrator", "task_execution", "web_application")
+
+
+def dashboard_components(settings: Settings) -> list[Component]:
+    """The dashboard's components that have a database configured (the shared DSN, or
+    their own): without them the pages say so (503) and the rest of the API runs."""
+    found = []
+    for name in DASHBOARD_COMPONENTS:
+        component = component_by_name(name)
+        try:
+            settings.database_url_for(component)
+        except ConfigurationError:
+            logger.warning(
+                "the dashboard has no database for %s (PLAIT_DATABASE_URL_%s): its pages "
+                "answer 503",
+                name,
+                component.env_suffix,
+            )
+            continue
+        found.append(component)
+    return found
 
 
 def _route(page: pages.PageRoute) -> Route:
@@ -125,8 +161,9 @@ def _guard(route: Route) -> pages.Handler:
             response = _error_page(request, 400, "Invalid request", str(exc))
         except ConfigurationError as exc:
             response = _error_page(request, 503, "Not configured", str(exc))
-        response.headers.update(_SECURITY_HEADERS)
-        response.headers.setdefault("Cache-Control", "no-store")
+        if not response.prepared:  # a stream sent its own headers already
+            response.headers.update(_SECURITY_HEADERS)
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     return guarded
@@ -156,10 +193,17 @@ def add_dashboard(app: web.Application, database: Database) -> None:
     app[pages.AUTH_SERVICE] = app[AUTH]
     control = RunControl()
     app[pages.CONTROL] = control
+    live = LiveFeed(database)
+    app[pages.LIVE] = live
+
+    async def end_streams(_: web.Application) -> None:
+        live.close_streams()
 
     async def close(_: web.Application) -> None:
+        await live.stop()
         control.close()
 
+    app.on_shutdown.append(end_streams)
     app.on_cleanup.append(close)
     for route in DASHBOARD_ROUTES:
         app.router.add_route(route.method, route.path, _guard(route), name=route.operation_id)

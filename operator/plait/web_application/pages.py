@@ -10,11 +10,13 @@ they load are static files (no inline script), so a strict Content-Security-Poli
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -26,16 +28,24 @@ from aiohttp import web
 
 from plait.auth.permissions import ANY_NAMESPACE, Principal
 from plait.auth.service import AuthenticationFailed, AuthService, LoginThrottled
-from plait.errors import NotFoundError
+from plait.errors import NotFoundError, ValidationError
+from plait.event_processing import repository as events_repository
+from plait.event_processing.repository import DeadLetter
+from plait.event_processing.states import DeadLetterStatus
 from plait.kernel.database import Database
+from plait.resources.common import Parameter
+from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.web_application import queries
 from plait.web_application.control import ACTIONS, ActionRefused, RunControl
+from plait.web_application.live import Change, LiveFeed
+from plait.workflow_orchestrator import repository as orchestrator
 from plait.workflow_orchestrator.states import WorkflowPhase
 
 __all__ = [
     "AUTH_SERVICE",
     "CONTROL",
     "DASHBOARD_DATABASE",
+    "LIVE",
     "PAGES",
     "STATIC_DIR",
     "VIEWER",
@@ -73,6 +83,12 @@ VIEWER = web.RequestKey("plait_dashboard_viewer", Viewer)
 DASHBOARD_DATABASE = web.AppKey("plait_dashboard_database", Database)
 AUTH_SERVICE = web.AppKey("plait_dashboard_auth", AuthService)
 CONTROL = web.AppKey("plait_dashboard_control", RunControl)
+LIVE = web.AppKey("plait_dashboard_live", LiveFeed)
+#: A stream ends after this long (the browser reconnects at once, signed in again: a
+#: disabled user's stream does not outlive it by more than this).
+STREAM_SECONDS = 300.0
+#: A comment line this often keeps proxies from closing a quiet stream.
+HEARTBEAT_SECONDS = 15.0
 SESSION_COOKIE = "plait_session"
 
 
@@ -264,6 +280,8 @@ async def runs_list(request: web.Request) -> web.Response:
         request,
         "runs.html",
         runs=page.runs,
+        live=f"{PREFIX}/live/runs"
+        + (f"?{urllib.parse.urlencode({'namespace': f.namespace})}" if f.namespace else ""),
         filter=f,
         query=query,
         namespaces=readable,
@@ -288,7 +306,15 @@ async def run_page(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     detail = await queries.run_detail(request.app[DASHBOARD_DATABASE], namespace, name)
     if detail is None:
-        raise NotFoundError(f"no run {name[:253]!r} in namespace {namespace[:63]!r}")
+        # Just submitted: the operator has not recorded it yet. The page waits, live.
+        return render(
+            request,
+            "run_waiting.html",
+            status=404,
+            namespace=namespace,
+            name=name,
+            live=f"{PREFIX}/live/runs/{namespace}/{name}",
+        )
     viewer = _viewer(request)
     phase = detail.instance.phase.value
     actions = [a for a, phases in ACTIONS.items() if phase in phases]
@@ -297,6 +323,7 @@ async def run_page(request: web.Request) -> web.Response:
         "run.html",
         run=detail.instance,
         detail=detail,
+        live=f"{PREFIX}/live/runs/{namespace}/{name}",
         graph=detail.graph(),
         actions=actions if viewer.may("instances:write", namespace) else [],
         notice=request.query.get("notice"),
@@ -334,6 +361,365 @@ async def run_action(request: web.Request) -> web.StreamResponse:
     return redirect(target)
 
 
+# --- workflow definitions ---------------------------------------------------------------
+
+
+async def _readable(request: web.Request, permission: str) -> list[str]:
+    viewer = _viewer(request)
+    if viewer.principal.allows(permission, None):
+        async with request.app[DASHBOARD_DATABASE].connection("workflow_orchestrator") as conn:
+            known = await queries.instance_namespaces(conn)
+    else:
+        known = sorted(viewer.principal.by_namespace)
+    return viewer.namespaces(permission, known)
+
+
+async def definitions_list(request: web.Request) -> web.Response:
+    namespaces = await _readable(request, "workflows:read")
+    only = request.query.get("namespace") or None
+    if only is not None and only not in namespaces:
+        raise _forbidden(_viewer(request), "workflows:read", only)
+    async with request.app[DASHBOARD_DATABASE].connection("workflow_orchestrator") as conn:
+        found = await queries.latest_definitions(conn, [only] if only else namespaces)
+    rows = []
+    for d in found:
+        spec = d.spec
+        rows.append(
+            {
+                "definition": d,
+                "tasks": len(spec.get("tasks", [])),
+                "parameters": len(spec.get("parameters", [])),
+                "description": spec.get("description") or "",
+            }
+        )
+    return render(request, "definitions.html", rows=rows, namespaces=namespaces, namespace=only)
+
+
+async def definition_page(request: web.Request) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    async with request.app[DASHBOARD_DATABASE].connection("workflow_orchestrator") as conn:
+        versions = await queries.definition_versions(conn, namespace, name)
+        triggers = await queries.triggers_of(conn, namespace, name)
+    if not versions:
+        raise NotFoundError(
+            f"no workflow definition {name[:253]!r} in namespace {namespace[:63]!r}"
+        )
+    try:
+        shown = int(request.query.get("version") or versions[0].version)
+    except ValueError:
+        raise ValidationError("version must be a number") from None
+    current = next((v for v in versions if v.version == shown), None)
+    if current is None:
+        raise NotFoundError(f"{name[:253]} has no version {shown}")
+    against = request.query.get("diff")
+    diff: list[tuple[str, str]] | None = None
+    base = None
+    if against:
+        base = next((v for v in versions if str(v.version) == against), None)
+        if base is None:
+            raise NotFoundError(f"{name[:253]} has no version {against[:20]}")
+        diff = queries.spec_diff(base.spec, current.spec)
+    spec = WorkflowDefinitionSpec.model_validate(current.spec)
+    now = dt.datetime.now(dt.UTC)
+    return render(
+        request,
+        "definition.html",
+        namespace=namespace,
+        name=name,
+        versions=versions,
+        current=current,
+        spec=spec,
+        base=base,
+        diff=diff,
+        triggers=[(t, queries.next_firing(t, now)) for t in triggers],
+        may_submit=_viewer(request).may("instances:write", namespace)
+        and current.deleted_at is None
+        and current.version == versions[0].version,
+    )
+
+
+# --- events and dead letters ------------------------------------------------------------
+
+
+async def _namespace_choice(request: web.Request, permission: str) -> tuple[list[str], str | None]:
+    """The namespaces the caller may read, and the one asked for (else the first)."""
+    namespaces = await _readable(request, permission)
+    chosen = request.query.get("namespace") or (namespaces[0] if namespaces else None)
+    if chosen is not None and chosen not in namespaces:
+        raise _forbidden(_viewer(request), permission, chosen)
+    return namespaces, chosen
+
+
+def _next_url(path: str, query: Mapping[str, str], cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    pairs = [(k, v) for k, v in query.items() if k != "after"]
+    return f"{path}?" + urllib.parse.urlencode([*pairs, ("after", cursor)])
+
+
+async def events_page(request: web.Request) -> web.Response:
+    namespaces, namespace = await _namespace_choice(request, "events:read")
+    f = queries.EventFilter.from_query(request.query)
+    page = queries.EventPage([], None)
+    series: list[queries.EventSeries] = []
+    if namespace is not None:
+        async with request.app[DASHBOARD_DATABASE].connection("event_processing") as conn:
+            page = await queries.search_events(conn, namespace, f)
+            series = await queries.sequences(conn, namespace)
+    return render(
+        request,
+        "events.html",
+        namespaces=namespaces,
+        namespace=namespace,
+        filter=f,
+        query=request.query,
+        events=page.events,
+        series=series,
+        next_url=_next_url(f"{PREFIX}/events", request.query, page.next_cursor),
+    )
+
+
+async def dead_letters_page(request: web.Request) -> web.Response:
+    namespaces, namespace = await _namespace_choice(request, "events:read")
+    status_name = request.query.get("status") or None
+    status = None
+    if status_name is not None:
+        try:
+            status = DeadLetterStatus(status_name)
+        except ValueError:
+            raise ValidationError(f"unknown status {status_name[:40]!r}") from None
+    letters: list[DeadLetter] = []
+    cursor = None
+    if namespace is not None:
+        async with request.app[DASHBOARD_DATABASE].connection("event_processing") as conn:
+            found = await events_repository.list_dead_letters(
+                conn,
+                namespace,
+                limit=queries.PAGE_SIZE,
+                cursor=request.query.get("after") or None,
+                status=status,
+            )
+        letters, cursor = found.items, found.next_cursor
+    return render(
+        request,
+        "deadletters.html",
+        namespaces=namespaces,
+        namespace=namespace,
+        chosen_status=status_name,
+        statuses=[s.value for s in DeadLetterStatus],
+        letters=letters,
+        may_write=namespace is not None and _viewer(request).may("deadletters:write", namespace),
+        notice=request.query.get("notice"),
+        next_url=_next_url(f"{PREFIX}/deadletters", request.query, cursor),
+    )
+
+
+async def replay_letter(request: web.Request) -> web.StreamResponse:
+    namespace = request.match_info["namespace"]
+    try:
+        letter_id = uuid.UUID(request.match_info["id"])
+    except ValueError:
+        raise NotFoundError("no such dead letter") from None
+    async with (
+        request.app[DASHBOARD_DATABASE].connection("event_processing") as conn,
+        conn.transaction(),
+    ):
+        replayed = await events_repository.replay_dead_letter(conn, namespace, letter_id)
+    said = (
+        f"replayed {replayed.type} {replayed.event_id}"
+        if replayed is not None
+        else f"dead letter {letter_id} is not open (or gone): nothing replayed"
+    )
+    query = urllib.parse.urlencode({"namespace": namespace, "notice": said})
+    return redirect(f"{PREFIX}/deadletters?{query}")
+
+
+async def purge_letters(request: web.Request) -> web.StreamResponse:
+    """Delete the checked letters, or all created before a time."""
+    namespace = request.match_info["namespace"]
+    form = await request.post()
+    ids = []
+    for raw in form.getall("id", []):
+        try:
+            ids.append(uuid.UUID(str(raw)))
+        except ValueError:
+            raise ValidationError(f"{str(raw)[:40]!r} is not a dead letter id") from None
+    older = _form_time(str(form.get("older_than", "")))
+    if not ids and older is None:
+        said = "nothing purged: check letters, or give a time"
+    else:
+        async with request.app[DASHBOARD_DATABASE].connection("event_processing") as conn:
+            purged = await events_repository.purge_dead_letters(
+                conn, namespace, ids=ids or None, older_than=older
+            )
+        said = f"purged {purged} dead letter{'s' if purged != 1 else ''}"
+    query = urllib.parse.urlencode({"namespace": namespace, "notice": said})
+    return redirect(f"{PREFIX}/deadletters?{query}")
+
+
+def _form_time(raw: str) -> dt.datetime | None:
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValidationError(f"older_than must be a date and time, got {raw[:40]!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+# --- submitting a run -----------------------------------------------------------------
+
+
+def _argument(parameter: Parameter, raw: str | None) -> Any:
+    """A form field as the parameter's JSON type; a :class:`ValidationError` naming it."""
+    name = parameter.name
+    if parameter.type == "boolean":
+        return raw == "true"
+    if raw is None or raw == "":
+        if parameter.default is None:
+            raise ValidationError(f"{name} is required")
+        return parameter.default
+    try:
+        if parameter.type == "integer":
+            return int(raw)
+        if parameter.type == "number":
+            return float(raw)
+        if parameter.type in ("object", "array"):
+            value = json.loads(raw)
+            expected = dict if parameter.type == "object" else list
+            if not isinstance(value, expected):
+                raise ValidationError(f"{name} must be a JSON {parameter.type}")
+            return value
+    except ValueError:
+        raise ValidationError(
+            f"{name} must be {'an' if parameter.type == 'integer' else 'a'} "
+            f"{parameter.type}, got {raw[:60]!r}"
+        ) from None
+    if parameter.enum and raw not in parameter.enum:
+        raise ValidationError(f"{name} must be one of {', '.join(parameter.enum)}")
+    return raw
+
+
+async def _definition_spec(
+    request: web.Request, namespace: str, name: str
+) -> tuple[Any, WorkflowDefinitionSpec]:
+    async with request.app[DASHBOARD_DATABASE].connection("workflow_orchestrator") as conn:
+        definition = await orchestrator.latest_workflow_definition(conn, namespace, name)
+    if definition is None or definition.deleted_at is not None:
+        raise NotFoundError(
+            f"no workflow definition {name[:253]!r} in namespace {namespace[:63]!r}"
+        )
+    return definition, WorkflowDefinitionSpec.model_validate(definition.spec)
+
+
+async def submit_page(request: web.Request) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["definition"]
+    definition, spec = await _definition_spec(request, namespace, name)
+    return render(
+        request,
+        "submit.html",
+        namespace=namespace,
+        definition=definition,
+        parameters=spec.parameters,
+        values={},
+        error=None,
+    )
+
+
+async def submit(request: web.Request) -> web.StreamResponse:
+    """Start a run from the form: each field read as its parameter's type."""
+    namespace, name = request.match_info["namespace"], request.match_info["definition"]
+    definition, spec = await _definition_spec(request, namespace, name)
+    form = await request.post()
+    values = {k: str(v) for k, v in form.items() if k != "csrf"}
+    try:
+        arguments = {p.name: _argument(p, values.get(p.name)) for p in spec.parameters}
+        created = await request.app[CONTROL].create(
+            namespace, name, arguments, _viewer(request).principal.name
+        )
+    except (ValidationError, ActionRefused) as exc:
+        return render(
+            request,
+            "submit.html",
+            status=400,
+            namespace=namespace,
+            definition=definition,
+            parameters=spec.parameters,
+            values=values,
+            error=str(exc),
+        )
+    return redirect(f"{PREFIX}/runs/{namespace}/{created}")
+
+
+# --- live updates ---------------------------------------------------------------------
+
+
+async def _stream(request: web.Request, accept: Callable[[Change], bool]) -> web.StreamResponse:
+    """Server-Sent Events: each accepted change as an event, until the stream's time is up
+    or the browser goes away."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # nginx: pass events on at once
+            "X-Content-Type-Options": "nosniff",
+        }
+    )
+    request.app[LIVE].start()  # before the answer starts: a missing database is a 503 page
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAM_SECONDS
+    try:
+        await response.write(b"retry: 2000\n\n")
+        async with request.app[LIVE].subscribe() as queue:
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    change = await asyncio.wait_for(queue.get(), min(HEARTBEAT_SECONDS, left))
+                except TimeoutError:
+                    await response.write(b": ping\n\n")
+                    continue
+                if change.kind == "bye":
+                    break
+                if change.kind == "resync" or accept(change):
+                    data = json.dumps(change.data)
+                    await response.write(f"event: {change.kind}\ndata: {data}\n\n".encode())
+    except ConnectionError:
+        pass  # the page was closed
+    return response
+
+
+async def runs_stream(request: web.Request) -> web.StreamResponse:
+    """Changes of the runs the caller may read (of one namespace, with ``?namespace=``)."""
+    viewer = _viewer(request)
+    only = request.query.get("namespace") or None
+
+    def accept(change: Change) -> bool:
+        namespace = str(change.data.get("namespace", ""))
+        if change.kind != "run" or (only is not None and namespace != only):
+            return False
+        return viewer.may("instances:read", namespace)
+
+    return await _stream(request, accept)
+
+
+async def run_stream(request: web.Request) -> web.StreamResponse:
+    """Changes of one run and of its tasks."""
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    async with request.app[DASHBOARD_DATABASE].connection("workflow_orchestrator") as conn:
+        instance = await orchestrator.instance_by_name(conn, namespace, name)
+    ids = {str(instance.id)} if instance is not None else set()
+
+    def accept(change: Change) -> bool:
+        if change.kind == "run":
+            if change.data.get("namespace") == namespace and change.data.get("name") == name:
+                ids.add(str(change.data.get("id")))  # a new run of the name
+                return True
+            return False
+        return str(change.data.get("run")) in ids
+
+    return await _stream(request, accept)
+
+
 PAGES: tuple[PageRoute, ...] = (
     PageRoute("GET", f"{PREFIX}/login", login_page, "login-page", "The sign-in form.", public=True),
     PageRoute(
@@ -367,6 +753,96 @@ PAGES: tuple[PageRoute, ...] = (
         "run-action",
         "Cancel, suspend, resume or retry a run.",
         "instances:write",
+        "namespace",
+    ),
+    PageRoute(
+        "GET",
+        f"{PREFIX}/definitions",
+        definitions_list,
+        "definitions",
+        "Workflow definitions, their latest versions.",
+        "workflows:read",
+        ANY_NAMESPACE,
+    ),
+    PageRoute(
+        "GET",
+        f"{PREFIX}/definitions/{{namespace}}/{{name}}",
+        definition_page,
+        "definition",
+        "One definition: versions, a diff, parameters, tasks, triggers.",
+        "workflows:read",
+        "namespace",
+    ),
+    PageRoute(
+        "GET",
+        f"{PREFIX}/events",
+        events_page,
+        "events",
+        "A namespace's events, searchable, and its ordered series.",
+        "events:read",
+        ANY_NAMESPACE,
+    ),
+    PageRoute(
+        "GET",
+        f"{PREFIX}/deadletters",
+        dead_letters_page,
+        "deadletters",
+        "A namespace's dead letters.",
+        "events:read",
+        ANY_NAMESPACE,
+    ),
+    PageRoute(
+        "POST",
+        f"{PREFIX}/deadletters/{{namespace}}/{{id}}/replay",
+        replay_letter,
+        "deadletter-replay",
+        "Send a dead letter's event through dispatch again.",
+        "deadletters:write",
+        "namespace",
+    ),
+    PageRoute(
+        "POST",
+        f"{PREFIX}/deadletters/{{namespace}}/purge",
+        purge_letters,
+        "deadletter-purge",
+        "Delete dead letters (checked ones, or older than a time).",
+        "deadletters:write",
+        "namespace",
+    ),
+    PageRoute(
+        "GET",
+        f"{PREFIX}/submit/{{namespace}}/{{definition}}",
+        submit_page,
+        "submit-page",
+        "The form that starts a run, from the definition's parameters.",
+        "instances:write",
+        "namespace",
+    ),
+    PageRoute(
+        "POST",
+        f"{PREFIX}/submit/{{namespace}}/{{definition}}",
+        submit,
+        "submit",
+        "Start a run (a WorkflowInstance).",
+        "instances:write",
+        "namespace",
+    ),
+    PageRoute(
+        "GET",
+        f"{PREFIX}/live/runs",
+        runs_stream,
+        "live-runs",
+        "Server-Sent Events: changes of the runs the caller may read.",
+        "instances:read",
+        ANY_NAMESPACE,
+    ),
+    PageRoute(
+        "GET",
+        f"{PREFIX}/live/runs/{{namespace}}/{{name}}",
+        run_stream,
+        "live-run",
+        "Server-Sent Events: changes of one run and its tasks.",
+        "instances:read",
         "namespace",
     ),
 )

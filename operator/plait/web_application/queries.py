@@ -9,6 +9,9 @@ filters; everything else comes from the components' public repository functions.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import json
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +20,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 
 from plait.errors import ValidationError
+from plait.event_processing.repository import EventInstance
 from plait.kernel.database import Database, decode_cursor, encode_cursor
 from plait.observability.repository import (
     LogQuery,
@@ -27,10 +31,15 @@ from plait.observability.repository import (
     spans_of_trace,
 )
 from plait.resources.foreach import split_item_name
+from plait.resources.schedules import cron_ticks
 from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.task_execution.repository import TaskInstance, tasks_of_instance
 from plait.workflow_orchestrator import repository as orchestrator
-from plait.workflow_orchestrator.repository import WorkflowDefinition, WorkflowInstance
+from plait.workflow_orchestrator.repository import (
+    EventTrigger,
+    WorkflowDefinition,
+    WorkflowInstance,
+)
 from plait.workflow_orchestrator.runtime import fan_out_sizes
 from plait.workflow_orchestrator.states import WorkflowPhase
 
@@ -325,3 +334,171 @@ async def run_detail(database: Database, namespace: str, name: str) -> RunDetail
         spans = await spans_of_trace(conn, traces[0]) if traces else []
     spans.sort(key=lambda s: s.start_time)
     return RunDetail(instance, definition, nodes, logs, spans)
+
+
+# --- workflow definitions ----------------------------------------------------------------
+
+
+async def latest_definitions(
+    conn: AsyncConnection[Any], namespaces: Sequence[str]
+) -> list[WorkflowDefinition]:
+    """The latest live version of every definition in ``namespaces``, by namespace and name
+    (one backward probe of the unique key per definition)."""
+    async with conn.cursor(row_factory=class_row(WorkflowDefinition)) as cur:
+        await cur.execute(
+            "SELECT DISTINCT ON (namespace, name) * "
+            "FROM workflow_orchestrator_service.workflow_definitions "
+            "WHERE namespace = ANY(%s) AND deleted_at IS NULL "
+            "ORDER BY namespace, name, version DESC",
+            (list(namespaces),),
+        )
+        return await cur.fetchall()
+
+
+async def definition_versions(
+    conn: AsyncConnection[Any], namespace: str, name: str
+) -> list[WorkflowDefinition]:
+    """Every stored version of one definition, newest first."""
+    async with conn.cursor(row_factory=class_row(WorkflowDefinition)) as cur:
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_definitions "
+            "WHERE namespace = %s AND name = %s ORDER BY version DESC",
+            (namespace, name),
+        )
+        return await cur.fetchall()
+
+
+async def triggers_of(
+    conn: AsyncConnection[Any], namespace: str, workflow: str
+) -> list[EventTrigger]:
+    """The live EventTriggers that start ``workflow``."""
+    async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_event_triggers "
+            "WHERE namespace = %s AND workflow_name = %s AND deleted_at IS NULL ORDER BY name",
+            (namespace, workflow),
+        )
+        return await cur.fetchall()
+
+
+def next_firing(trigger: EventTrigger, now: dt.datetime) -> dt.datetime | None:
+    """When a cron trigger fires next (None: not a cron trigger, suspended, or never)."""
+    if trigger.schedule is None or not trigger.enabled:
+        return None
+    try:
+        zone = zoneinfo.ZoneInfo(str(trigger.spec.get("timeZone") or "UTC"))
+        return next(cron_ticks(trigger.schedule, now.astimezone(zone)))
+    except Exception:
+        return None
+
+
+def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A unified diff of two specs as indented JSON: (kind, line), kind one of ``add``,
+    ``del``, ``hunk``, ``same``."""
+    a = json.dumps(old, indent=2, sort_keys=True).splitlines()
+    b = json.dumps(new, indent=2, sort_keys=True).splitlines()
+    lines: list[tuple[str, str]] = []
+    for line in difflib.unified_diff(a, b, lineterm="", n=3):
+        if line.startswith(("---", "+++")):
+            continue
+        kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
+        lines.append((kind, line))
+    return lines
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """The events page's search, as it stands in the URL."""
+
+    type: str | None = None
+    source: str | None = None
+    subject: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    cursor: str | None = None
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> EventFilter:
+        cursor = query.get("after") or None
+        if cursor is not None:
+            try:
+                decode_cursor(cursor)
+            except Exception:
+                raise ValidationError("the page cursor 'after' is not one this list made") from None
+        return cls(
+            type=query.get("type") or None,
+            source=query.get("source") or None,
+            subject=query.get("subject") or None,
+            since=_time(query, "since"),
+            until=_time(query, "until"),
+            cursor=cursor,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[EventInstance]
+    next_cursor: str | None
+
+
+async def search_events(
+    conn: AsyncConnection[Any], namespace: str, f: EventFilter, *, limit: int = PAGE_SIZE
+) -> EventPage:
+    """Newest events of a namespace first, along its (namespace, received_at, id) index:
+    type and source match exactly, subject by prefix."""
+    conditions = [sql.SQL("namespace = %(namespace)s")]
+    params: dict[str, Any] = {"namespace": namespace, "limit": limit + 1}
+    if f.type:
+        conditions.append(sql.SQL("type = %(type)s"))
+        params["type"] = f.type
+    if f.source:
+        conditions.append(sql.SQL("source = %(source)s"))
+        params["source"] = f.source
+    if f.subject:
+        conditions.append(sql.SQL("starts_with(subject, %(subject)s)"))
+        params["subject"] = f.subject
+    if f.since:
+        conditions.append(sql.SQL("received_at >= %(since)s"))
+        params["since"] = f.since
+    if f.until:
+        conditions.append(sql.SQL("received_at < %(until)s"))
+        params["until"] = f.until
+    if f.cursor:
+        params["c_time"], params["c_id"] = decode_cursor(f.cursor)
+        conditions.append(sql.SQL("(received_at, id) < (%(c_time)s, %(c_id)s)"))
+    query = sql.SQL(
+        "SELECT * FROM event_processing_service.event_instances WHERE {where} "
+        "ORDER BY received_at DESC, id DESC LIMIT %(limit)s"
+    ).format(where=sql.SQL(" AND ").join(conditions))
+    async with conn.cursor(row_factory=class_row(EventInstance)) as cur:
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+    if len(rows) <= limit:
+        return EventPage(rows, None)
+    last = rows[limit - 1]
+    return EventPage(rows[:limit], encode_cursor(last.received_at, last.id))
+
+
+@dataclass(frozen=True, slots=True)
+class EventSeries:
+    event_type: str
+    partition_key: str
+    last_position: int
+    updated_at: dt.datetime
+
+
+async def sequences(
+    conn: AsyncConnection[Any], namespace: str, limit: int = 100
+) -> list[EventSeries]:
+    """The namespace's ordered series (one per type and key), most recently moved first."""
+    async with conn.cursor(row_factory=class_row(EventSeries)) as cur:
+        await cur.execute(
+            "SELECT event_type, partition_key, last_position, updated_at "
+            "FROM event_processing_service.event_sequences WHERE namespace = %s "
+            "ORDER BY updated_at DESC LIMIT %s",
+            (namespace, limit),
+        )
+        return await cur.fetchall()
