@@ -398,3 +398,59 @@ async def test_events_are_searchable_and_dead_letters_are_replayed_and_purged(
     assert "purged 1 dead letter" in html
     assert f'data-letter="{second}"' not in html
     assert f'data-letter="{first}"' in html  # replayed, kept
+
+
+async def test_the_built_in_components_are_seeded_as_version_1(migrated_database: str) -> None:
+    from plait.kernel.versions import spec_hash
+    from plait.web_application.builtin import BUILTIN
+    from plait.web_application.panels import validate_spec
+
+    async with await psycopg.AsyncConnection.connect(migrated_database) as conn:
+        cur = await conn.execute(
+            "SELECT name, version, kind, spec, spec_hash "
+            "FROM web_application_service.ui_components ORDER BY name"
+        )
+        rows = await cur.fetchall()
+    assert rows == sorted((name, 1, kind, spec, spec_hash(spec)) for name, kind, spec in BUILTIN)
+    for _, kind, spec in BUILTIN:
+        assert validate_spec(kind, spec) == spec
+
+
+async def test_the_overview_draws_every_panel_and_a_broken_one_only_fails_itself(
+    client: TestClient[Any, Any], migrated_database: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(migrated_database, autocommit=True) as conn:
+        # A finished run in the traces, so the runs-per-minute chart has a point.
+        await conn.execute(
+            "INSERT INTO observability_service.observability_traces (start_time, end_time, "
+            "trace_id, span_id, name, component, attributes) VALUES (now() - interval '2 s', "
+            "now(), %s, %s, 'plait.workflow', 'operator', %s)",
+            (
+                "a" * 32,
+                "b" * 16,
+                psycopg.types.json.Jsonb(
+                    {"plait.namespace": "shop", "plait.instance": "r", "plait.outcome": "failed"}
+                ),
+            ),
+        )
+        await conn.execute(
+            "INSERT INTO web_application_service.ui_components (name, version, kind, spec, "
+            "spec_hash) VALUES ('broken', 1, 'table', %s, %s)",
+            (
+                psycopg.types.json.Jsonb(
+                    {"title": "Broken", "view": "workflow_runs", "columns": ["no_such_column"]}
+                ),
+                "0" * 64,
+            ),
+        )
+    await _sign_in(client, "vic")
+    page = await client.get("/ui/overview")
+    html = await page.text()
+    assert page.status == 200
+    for name in ("runs-per-minute", "workflow-failure-rates", "slowest-tasks", "event-queue-lag"):
+        assert f'data-panel="{name}"' in html
+    runs = html[html.index('data-panel="runs-per-minute"') :]
+    assert '<polyline class="series s0"' in runs.split("</section>")[0]
+    assert '<span class="key s0">failed</span>' in runs.split("</section>")[0]
+    broken = html[html.index('data-panel="broken"') :].split("</section>")[0]
+    assert "workflow_runs has no column no_such_column" in broken

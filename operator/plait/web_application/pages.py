@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import psycopg
 from aiohttp import web
 
 from plait.auth.permissions import ANY_NAMESPACE, Principal
@@ -36,8 +37,10 @@ from plait.kernel.database import Database
 from plait.resources.common import Parameter
 from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.web_application import queries
+from plait.web_application import repository as ui_repository
 from plait.web_application.control import ACTIONS, ActionRefused, RunControl
 from plait.web_application.live import Change, LiveFeed
+from plait.web_application.panels import PanelData, PanelSpec, panel_data
 from plait.workflow_orchestrator import repository as orchestrator
 from plait.workflow_orchestrator.states import WorkflowPhase
 
@@ -359,6 +362,102 @@ async def run_action(request: web.Request) -> web.StreamResponse:
         said = str(exc)
     target = f"{PREFIX}/runs/{namespace}/{name}?" + urllib.parse.urlencode({"notice": said})
     return redirect(target)
+
+
+# --- the overview: panels from ui_components -------------------------------------------
+
+CHART_WIDTH, CHART_HEIGHT = 600.0, 160.0
+
+
+def _geometry(kind: str, spec: PanelSpec, data: PanelData) -> dict[str, Any]:
+    """What a chart draws, in a 600 x 160 viewBox: polylines of time series (with their
+    last value), or bars with their labels."""
+    if data.series:
+        times = [t for points in data.series.values() for t, _ in points]
+        values = [v for points in data.series.values() for _, v in points]
+        start, end = min(times), max(times)
+        span = max((end - start).total_seconds(), 1.0)
+        top = max(max(values), 1e-9)
+        lines = []
+        for i, (name, points) in enumerate(sorted(data.series.items())):
+            coords = " ".join(
+                f"{(t - start).total_seconds() / span * CHART_WIDTH:.1f},"
+                f"{CHART_HEIGHT - v / top * (CHART_HEIGHT - 8):.1f}"
+                for t, v in points
+            )
+            lines.append({"name": name, "points": coords, "last": points[-1][1], "n": i % 6})
+        return {"lines": lines, "top": top, "start": start, "end": end}
+    if kind == "chart" and spec.x and spec.y:
+        rows = [(str(r[0]), float(r[1] or 0)) for r in data.rows]
+        top = max([v for _, v in rows] + [1e-9])
+        step = CHART_WIDTH / max(len(rows), 1)
+        return {
+            "bars": [
+                {
+                    "label": label,
+                    "value": value,
+                    "x": round(i * step + 2, 1),
+                    "width": round(step - 4, 1),
+                    "height": round(value / top * (CHART_HEIGHT - 8), 1),
+                    "y": round(CHART_HEIGHT - value / top * (CHART_HEIGHT - 8), 1),
+                }
+                for i, (label, value) in enumerate(rows)
+            ]
+        }
+    return {}
+
+
+async def overview(request: web.Request) -> web.Response:
+    viewer = _viewer(request)
+    principal = viewer.principal
+    namespaces = (
+        None
+        if principal.allows("instances:read", None)
+        else [ns for ns in sorted(principal.by_namespace) if viewer.may("instances:read", ns)]
+    )
+    database = request.app[DASHBOARD_DATABASE]
+    async with database.connection("web_application") as conn:
+        components = await ui_repository.list_ui_components(conn)
+    page = next((c for c in components if c.name == "overview" and c.kind.value == "page"), None)
+    first = list(page.spec.get("panels", [])) if page else []
+    shown = [c for c in components if c.kind.value in ("chart", "table")]
+    shown.sort(
+        key=lambda c: (
+            first.index(c.name) if c.name in first else len(first),
+            int((c.spec.get("layout") or {}).get("order", 100)),
+            c.name,
+        )
+    )
+    panels = []
+    async with database.connection("observability") as conn:
+        for component in shown:
+            entry: dict[str, Any] = {
+                "component": component,
+                "error": None,
+                "spec": None,
+                "data": None,
+                "chart": {},
+            }
+            try:
+                spec = PanelSpec.model_validate(component.spec)
+                data = await panel_data(conn, spec, namespaces)
+                entry.update(
+                    spec=spec, data=data, chart=_geometry(component.kind.value, spec, data)
+                )
+            except (ValueError, ValidationError) as exc:
+                entry["error"] = str(exc)
+            except psycopg.Error as exc:
+                await conn.rollback()
+                entry["error"] = f"the query failed: {type(exc).__name__}"
+            panels.append(entry)
+    return render(
+        request,
+        "overview.html",
+        title=page.spec.get("title", "Overview") if page else "Overview",
+        panels=panels,
+        width=CHART_WIDTH,
+        height=CHART_HEIGHT,
+    )
 
 
 # --- workflow definitions ---------------------------------------------------------------
@@ -754,6 +853,15 @@ PAGES: tuple[PageRoute, ...] = (
         "Cancel, suspend, resume or retry a run.",
         "instances:write",
         "namespace",
+    ),
+    PageRoute(
+        "GET",
+        f"{PREFIX}/overview",
+        overview,
+        "overview",
+        "Charts and tables over the observability views (ui_components).",
+        "instances:read",
+        ANY_NAMESPACE,
     ),
     PageRoute(
         "GET",
