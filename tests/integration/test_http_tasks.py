@@ -22,7 +22,7 @@ from plait.workflow_orchestrator.http_tasks import LOST_MESSAGE, internal_reason
 from tests.controller.test_operator import wait_condition
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.fixtures.operator import StartOperator
-from tests.workflow_orchestrator.test_execution import attempts, jobs, wait_phase
+from tests.workflow_orchestrator.test_execution import attempts, jobs, task, wait_phase
 
 TOKEN = "tok-" + uuid.uuid4().hex
 
@@ -225,3 +225,64 @@ def test_its_author_needs_use_on_the_integration_and_bad_cel_is_refused() -> Non
     both = {"tasks": [{"name": "a", "http": {"integration": "api"}, "template": {"image": "x"}}]}
     with pytest.raises(ValidationError, match="exactly one of taskRef, template, waitForEvent"):
         parse_spec("WorkflowDefinition", both)
+
+
+def test_a_workflow_notifies_slack_of_its_outcome_from_its_exit_task(
+    plait_crds: KubeCluster,
+    kube: Kube,
+    start_operator: StartOperator,
+    migrated_database: str,
+    recorder: Recorder,
+) -> None:
+    start_operator()
+    _integrations(kube, recorder.url)
+    chat = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "Integration",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "type": "slack",
+            "settings": {"apiUrl": recorder.url + "/api", "defaultChannel": "#ci",
+                         "allowInternal": True},
+            "secretRef": {"name": "api"},
+        },
+    }  # fmt: skip
+    kube.kubectl("apply", "-f", "-", input=json.dumps(chat))
+    wait_condition(kube, "integrations", "chat", "Ready", "True")
+    notify = {
+        "name": "notify",
+        "inputs": {"phase": "workflow.phase", "who": "params.who"},
+        "http": {
+            "integration": "chat",
+            "method": "POST",
+            "path": "'/chat.postMessage'",
+            "body": "{'channel': '#ci', 'text': 'build for ' + inputs.who + ': ' + inputs.phase}",
+            "successCondition": "response.body.ok",
+        },
+    }
+    for name, code in (("good", 0), ("bad", 1)):
+        build = task("build", exit_code=code)
+        definition = {
+            "apiVersion": "plait.dev/v1alpha1",
+            "kind": "WorkflowDefinition",
+            "metadata": {"name": name},
+            "spec": {"parameters": [{"name": "who", "type": "string", "default": "ada"}],
+                     "tasks": [build], "onExit": notify},
+        }  # fmt: skip
+        run = {
+            "apiVersion": "plait.dev/v1alpha1",
+            "kind": "WorkflowInstance",
+            "metadata": {"name": f"{name}-run"},
+            "spec": {"workflowRef": {"name": name}},
+        }
+        kube.kubectl("apply", "-f", "-", input=json.dumps(definition))
+        kube.kubectl("create", "-f", "-", input=json.dumps(run))
+    assert wait_phase(kube, "good-run")["phase"] == "Succeeded"
+    assert wait_phase(kube, "bad-run")["phase"] == "Failed"
+    posted = sorted(json.loads(r["body"])["text"] for r in recorder.requests)
+    assert posted == ["build for ada: Failed", "build for ada: Succeeded"]
+    assert {r["path"] for r in recorder.requests} == {"/api/chat.postMessage"}
+    assert all(r["headers"]["authorization"] == f"Bearer {TOKEN}" for r in recorder.requests)
+    for run in ("good-run", "bad-run"):
+        rows = {r[0]: r for r in attempts(migrated_database, run)}
+        assert rows["notify"][2] == "Succeeded"
