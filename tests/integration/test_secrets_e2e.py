@@ -36,7 +36,7 @@ from plait.testing._process import wait_until
 from tests.controller.test_operator import wait_condition
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.fixtures.operator import StartOperator
-from tests.workflow_orchestrator.test_execution import jobs, task, wait_phase
+from tests.workflow_orchestrator.test_execution import attempts, jobs, task, wait_phase
 
 PUSH = (Path(__file__).parent / "data" / "github_push.json").read_bytes()
 TOKEN = "ghp-" + uuid.uuid4().hex
@@ -118,7 +118,7 @@ async def test_a_signed_push_starts_a_run_and_no_secret_value_is_written_anywher
             "metadata": {"name": "repo"},
             "spec": {
                 "type": "github",
-                "settings": {"apiUrl": github, "owner": "Codertocat"},
+                "settings": {"apiUrl": github, "owner": "Codertocat", "allowInternal": True},
                 "secretRef": {"name": "gh"},
                 "healthCheck": {"intervalSeconds": 10, "timeoutSeconds": 5},
             },
@@ -126,7 +126,18 @@ async def test_a_signed_push_starts_a_run_and_no_secret_value_is_written_anywher
         {
             "kind": "WorkflowDefinition",
             "metadata": {"name": "build"},
-            "spec": {"parameters": [{"name": "commit", "type": "string"}], "tasks": [build]},
+            "spec": {
+                "parameters": [{"name": "commit", "type": "string"}],
+                "tasks": [build],
+                "onExit": {  # the operator itself sends the token
+                    "name": "check",
+                    "http": {
+                        "integration": "repo",
+                        "path": "'/rate_limit'",
+                        "successCondition": "response.status == 200",
+                    },
+                },
+            },
         },
         {
             "kind": "EventTrigger",
@@ -181,6 +192,8 @@ async def test_a_signed_push_starts_a_run_and_no_secret_value_is_written_anywher
     run = started()
     status = await asyncio.to_thread(wait_phase, kube, run)
     assert status["phase"] == "Succeeded", status
+    states = {r[0]: r[2] for r in attempts(migrated_database, run)}
+    assert states == {"build": "Succeeded", "check": "Succeeded"}
     [job] = jobs(kube).values()
     env = {
         e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -196,6 +209,12 @@ async def test_a_signed_push_starts_a_run_and_no_secret_value_is_written_anywher
         "Kubernetes objects": _objects_plait_wrote(kube),
     }
     assert "com.github.push" in written["tables"]  # the dump holds what happened
+    with psycopg.connect(migrated_database) as conn:
+        spans = conn.execute(
+            "SELECT count(*) FROM observability_service.observability_traces"
+        ).fetchone()
+    assert spans is not None
+    assert spans[0] > 0  # spans are rows of the dump
     assert "refused" in written["API log records"]  # the forged delivery was logged
     for where, text in written.items():
         for value in (TOKEN, HOOK_SECRET):
