@@ -12,6 +12,10 @@ migrated database:
 - Plait single: N concurrent HTTP clients POSTing one structured event each request;
 - Plait batch: M concurrent clients POSTing ``application/cloudevents-batch+json`` batches.
 
+Each Plait run is made twice: as deployed (a tracing span per event, recorded in
+PostgreSQL) and with ``PLAIT_OBSERVABILITY_ENABLED=false``, to show what tracing costs; the
+API process's CPU per event is reported for both.
+
 The API is a real ``plait api`` process; a response is counted only when it is 202 (the
 transaction committed), and the stored rows are counted afterwards to prove it.
 """
@@ -27,6 +31,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -178,7 +183,7 @@ def raw_insert(dsn: str, events: list[dict[str, Any]], per_transaction: int, met
 class Api:
     """A ``plait api`` child process on a database."""
 
-    def __init__(self, dsn: str, log: Any) -> None:
+    def __init__(self, dsn: str, log: Any, *, traced: bool = True) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLAIT_API_")}
         env.update(
@@ -186,6 +191,7 @@ class Api:
             PLAIT_API_TOKEN=TOKEN,
             PLAIT_DATABASE_POOL_MAX="20",
             PLAIT_LOG_LEVEL="WARNING",
+            PLAIT_OBSERVABILITY_ENABLED="true" if traced else "false",
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "plait", "api", "--host", "127.0.0.1", "--port",
@@ -201,6 +207,12 @@ class Api:
                 return bool(r.status == 200)
 
         wait_until(ready, timeout=60, what="plait api")
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU the API process used so far."""
+        fields = (Path("/proc") / str(self.proc.pid) / "stat").read_text().rsplit(")", 1)[1]
+        user, system = fields.split()[11:13]
+        return (int(user) + int(system)) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -288,16 +300,25 @@ def run(events: int = 20000, *, single_clients: int = 16, batch_clients: int = 4
                 raw_rates[method] = len(flat) / seconds
             raw_method = max(raw_rates, key=lambda m: raw_rates[m])
             raw_rate = raw_rates[raw_method]
-            say(f"events/{mode}: through plait api, {clients} clients, {size} per request")
-            api_dsn = database()
-            with (logs / f"events-{mode}-api.log").open("w") as log:
-                api = Api(api_dsn, log)
-                try:
-                    wall, latencies = asyncio.run(_drive(api.url, per_client, size))
-                finally:
-                    api.stop()
-            stored = _count(api_dsn)
-            assert stored == len(flat), f"acknowledged {len(flat)} but {stored} stored"
+            measured = {}
+            for traced in (True, False):
+                say(f"events/{mode}: through plait api, {clients} clients, {size} per request"
+                    f"{'' if traced else ', observability off'}")  # fmt: skip
+                api_dsn = database()
+                name = f"events-{mode}-api{'' if traced else '-untraced'}.log"
+                with (logs / name).open("w") as log:
+                    api = Api(api_dsn, log, traced=traced)
+                    try:
+                        before = api.cpu_seconds()
+                        wall, latencies = asyncio.run(_drive(api.url, per_client, size))
+                        cpu = api.cpu_seconds() - before
+                    finally:
+                        api.stop()
+                stored = _count(api_dsn)
+                assert stored == len(flat), f"acknowledged {len(flat)} but {stored} stored"
+                measured[traced] = (wall, latencies, cpu)
+            wall, latencies, cpu = measured[True]
+            untraced_wall, _, untraced_cpu = measured[False]
             api_rate = len(flat) / wall
             results[mode] = {
                 "events": len(flat),
@@ -313,6 +334,11 @@ def run(events: int = 20000, *, single_clients: int = 16, batch_clients: int = 4
                 "request_p50_ms": _ms(latencies, 0.5),
                 "request_p99_ms": _ms(latencies, 0.99),
                 "request_mean_ms": round(statistics.fmean(latencies) * 1000, 2),
+                "api_cpu_us_per_event": round(cpu / len(flat) * 1e6),
+                # The same run with PLAIT_OBSERVABILITY_ENABLED=false: no span per event.
+                "untraced_plait_events_per_s": round(len(flat) / untraced_wall),
+                "untraced_ratio": round(len(flat) / untraced_wall / raw_rate, 2),
+                "untraced_api_cpu_us_per_event": round(untraced_cpu / len(flat) * 1e6),
             }
             say(f"events/{mode}: {results[mode]}")
     return results

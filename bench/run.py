@@ -126,6 +126,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             label = f"events {mode} x{m['clients']} clients, {m['events_per_request']}/request"
             rows.append((label, "events/s acked", m["plait_events_per_s"],
                          m["raw_events_per_s"], m["ratio"]))  # fmt: skip
+            if "untraced_plait_events_per_s" in m:
+                rows.append(("", "events/s acked, observability off",
+                             m["untraced_plait_events_per_s"], m["raw_events_per_s"],
+                             m["untraced_ratio"]))  # fmt: skip
+                rows.append(("", "API CPU us/event (on | off)", m["api_cpu_us_per_event"],
+                             m["untraced_api_cpu_us_per_event"], ""))  # fmt: skip
     lat = results.get("latency")
     if lat and "ack_to_instance_ms" in lat:
         ms = lat["ack_to_instance_ms"]
