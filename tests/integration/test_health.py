@@ -30,6 +30,7 @@ from tests.fixtures.kube import Kube
 from tests.fixtures.s3 import BUCKET
 
 TOKEN = "tok-" + uuid.uuid4().hex
+INTERNAL = {"allowInternal": True}  # the servers here listen on loopback
 
 
 class Recorder:
@@ -78,7 +79,7 @@ async def recorder() -> AsyncIterator[Recorder]:
 
 
 async def test_http_check_sends_the_settings_headers_and_the_token(recorder: Recorder) -> None:
-    settings = {"baseUrl": recorder.url("/ok"), "headers": {"X-Team": "ops"}}
+    settings = {"baseUrl": recorder.url("/ok"), "headers": {"X-Team": "ops"}, "allowInternal": True}
     result = await check("http", settings, {"token": TOKEN}, 5)
     assert (result.healthy, result.error, result.reason) == (True, None, "CheckSucceeded")
     assert 0 < result.latency_seconds < 5
@@ -86,14 +87,26 @@ async def test_http_check_sends_the_settings_headers_and_the_token(recorder: Rec
     assert (method, path, headers["Authorization"], headers["X-Team"]) == (
         "GET", "/ok", f"Bearer {TOKEN}", "ops",
     )  # fmt: skip
-    broken = await check("http", {"baseUrl": recorder.url("/broken")}, {}, 5)
+    broken = await check("http", {"baseUrl": recorder.url("/broken"), **INTERNAL}, {}, 5)
     assert (broken.healthy, broken.error) == (
         False, f"GET {recorder.url('/broken')} answered HTTP 503",
     )  # fmt: skip
 
 
+async def test_internal_addresses_are_refused_unless_allowed(recorder: Recorder) -> None:
+    for url in (recorder.url("/ok"), "http://169.254.169.254/latest/meta-data/"):
+        result = await check("http", {"baseUrl": url}, {"token": TOKEN}, 5)
+        assert (result.healthy, result.reason) == (False, "InternalAddress")
+        assert result.error is not None
+        assert "the Integration does not allow internal addresses (allowInternal)" in result.error
+    named = await check("github", {"apiUrl": "http://localhost:9/"}, {}, 5)
+    assert named.error is not None
+    assert named.error.startswith("refused: localhost resolves to ")
+    assert recorder.requests == []
+
+
 async def test_a_check_past_its_timeout_fails_with_reason_timeout(recorder: Recorder) -> None:
-    result = await check("http", {"baseUrl": recorder.url("/slow")}, {}, 0.3)
+    result = await check("http", {"baseUrl": recorder.url("/slow"), **INTERNAL}, {}, 0.3)
     assert (result.healthy, result.reason, result.error) == (
         False, "Timeout", "no answer within 0.3 s",
     )  # fmt: skip
@@ -101,11 +114,11 @@ async def test_a_check_past_its_timeout_fails_with_reason_timeout(recorder: Reco
 
 
 async def test_github_and_slack_make_their_auth_call(recorder: Recorder) -> None:
-    github = {"apiUrl": recorder.url("/github")}
+    github = {"apiUrl": recorder.url("/github"), **INTERNAL}
     assert (await check("github", github, {"token": TOKEN}, 5)).healthy
     refused = await check("github", github, {"token": "wrong"}, 5)
     assert refused.error == f"GET {recorder.url('/github/rate_limit')} answered HTTP 401"
-    slack = {"apiUrl": recorder.url("/slack")}
+    slack = {"apiUrl": recorder.url("/slack"), **INTERNAL}
     assert (await check("slack", slack, {"token": TOKEN}, 5)).healthy
     invalid = await check("slack", slack, {"token": "wrong"}, 5)
     assert invalid.error == "Slack auth.test: ok is false (invalid_auth)"
@@ -118,7 +131,9 @@ async def test_github_and_slack_make_their_auth_call(recorder: Recorder) -> None
 
 
 async def test_a_secret_echoed_in_an_error_is_masked(recorder: Recorder) -> None:
-    result = await check("slack", {"apiUrl": recorder.url("/leaky")}, {"token": TOKEN}, 5)
+    result = await check(
+        "slack", {"apiUrl": recorder.url("/leaky"), **INTERNAL}, {"token": TOKEN}, 5
+    )
     assert result.error == "Slack auth.test: ok is false (bad Bearer ***)"
 
 
@@ -182,7 +197,7 @@ async def test_the_operator_reads_the_secret_and_records_the_result(
         ns,
         client.V1Secret(metadata=client.V1ObjectMeta(name="api"), string_data={"api-token": TOKEN}),
     )
-    base = {"type": "github", "settings": {"apiUrl": recorder.url("/github")}}
+    base = {"type": "github", "settings": {"apiUrl": recorder.url("/github"), **INTERNAL}}
     check_spec = {"healthCheck": {"intervalSeconds": 60, "timeoutSeconds": 5}}
     specs = {
         "good": {

@@ -64,7 +64,7 @@ def test_the_operator_checks_an_integration_and_reports_it(
         "metadata": {"name": "repo"},
         "spec": {
             "type": "github",
-            "settings": {"apiUrl": github},
+            "settings": {"apiUrl": github, "allowInternal": True},
             "secretRef": {"name": "gh"},
             "healthCheck": {"intervalSeconds": 10, "timeoutSeconds": 5},
         },

@@ -16,9 +16,10 @@ import pytest
 
 from plait.admission.access import needs
 from plait.errors import ValidationError
+from plait.integration.guard import internal_reason
 from plait.resources.validation import parse_spec
 from plait.testing._process import wait_until
-from plait.workflow_orchestrator.http_tasks import LOST_MESSAGE, internal_reason
+from plait.workflow_orchestrator.http_tasks import LOST_MESSAGE
 from tests.controller.test_operator import wait_condition
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.fixtures.operator import StartOperator

@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from plait import API_GROUP, API_VERSION
 from plait.integration import repository
+from plait.integration.guard import InternalAddress, check_url, connector
 from plait.kernel.conditions import Condition, merge_conditions
 from plait.observability.metrics import integration_checked
 from plait.resources.integration import IntegrationSpec
@@ -82,9 +83,15 @@ def _mask(text: str, secrets: Mapping[str, str]) -> str:
 
 
 async def _http_get(
-    session: aiohttp.ClientSession, method: str, url: str, headers: Mapping[str, str]
+    settings: Mapping[str, Any], method: str, url: str, headers: Mapping[str, str]
 ) -> tuple[int, bytes]:
-    async with session.request(method, url, headers=dict(headers), allow_redirects=False) as r:
+    """One request through the guard (internal addresses refused unless allowInternal)."""
+    allow = bool(settings.get("allowInternal"))
+    check_url(url, allow)
+    async with (
+        aiohttp.ClientSession(connector=connector(allow)) as session,
+        session.request(method, url, headers=dict(headers), allow_redirects=False) as r,
+    ):
         return r.status, await r.content.read(64 * 1024)
 
 
@@ -95,8 +102,7 @@ def _bearer(secrets: Mapping[str, str]) -> dict[str, str]:
 
 async def _check_http(settings: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
     headers = {**settings.get("headers", {}), **_bearer(secrets)}
-    async with aiohttp.ClientSession() as session:
-        status, _ = await _http_get(session, "GET", settings["baseUrl"], headers)
+    status, _ = await _http_get(settings, "GET", settings["baseUrl"], headers)
     if status >= 400:
         raise _Unhealthy(f"GET {settings['baseUrl']} answered HTTP {status}")
 
@@ -104,16 +110,14 @@ async def _check_http(settings: Mapping[str, Any], secrets: Mapping[str, str]) -
 async def _check_github(settings: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
     url = settings.get("apiUrl", "https://api.github.com").rstrip("/") + "/rate_limit"
     headers = {"Accept": "application/vnd.github+json", **_bearer(secrets)}
-    async with aiohttp.ClientSession() as session:
-        status, _ = await _http_get(session, "GET", url, headers)
+    status, _ = await _http_get(settings, "GET", url, headers)
     if status != 200:
         raise _Unhealthy(f"GET {url} answered HTTP {status}")
 
 
 async def _check_slack(settings: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
     url = settings.get("apiUrl", "https://slack.com/api").rstrip("/") + "/auth.test"
-    async with aiohttp.ClientSession() as session:
-        status, body = await _http_get(session, "POST", url, _bearer(secrets))
+    status, body = await _http_get(settings, "POST", url, _bearer(secrets))
     if status != 200:
         raise _Unhealthy(f"POST {url} answered HTTP {status}")
     try:
@@ -193,6 +197,8 @@ async def check(
                 raise _Unhealthy(f"type {type_!r} has no health check", "NoCheck")
     except _Unhealthy as exc:
         error, reason = str(exc), exc.reason
+    except InternalAddress as exc:
+        error, reason = f"refused: {exc}", "InternalAddress"
     except TimeoutError:
         error, reason = f"no answer within {limit_seconds:g} s", "Timeout"
     except (aiohttp.ClientError, OSError) as exc:

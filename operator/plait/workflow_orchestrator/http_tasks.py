@@ -12,32 +12,26 @@ process serves was in flight when an operator stopped. At start-up
 not send it again either) with :data:`LOST_MESSAGE`: the request may or may not have
 reached the server, and only an idempotent request may be sent twice.
 
-Guard: the host's addresses are resolved and checked before connecting, through the
-connector's own resolver (so the address checked is the address used): loopback,
-link-local (cloud metadata at 169.254.169.254 included), unspecified, multicast and
-reserved addresses are refused unless the Integration sets ``allowInternal: true``.
-Redirects are not followed.
+Guard: :mod:`plait.integration.guard` refuses internal addresses unless the Integration
+sets ``allowInternal: true``. Redirects are not followed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
-import socket
 import uuid
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from kubernetes.client.exceptions import ApiException
 
 from plait.integration.credentials import IntegrationUnavailable, for_task
+from plait.integration.guard import InternalAddress, check_url, connector
 from plait.kernel import expressions
 from plait.resources.http_task import HttpTask
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
@@ -72,49 +66,6 @@ class _Refused(Exception):
 
 class _Unavailable(Exception):
     """The Integration or its Secret cannot be used (cause Error, like an unbuildable Job)."""
-
-
-def internal_reason(address: str) -> str | None:
-    """Why ``address`` may not be called without ``allowInternal``; None when it may."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    for test, words in (
-        (ip.is_loopback, "a loopback address"),
-        (ip.is_link_local, "a link-local address (cloud metadata lives there)"),
-        (ip.is_unspecified, "the unspecified address"),
-        (ip.is_multicast, "a multicast address"),
-        (ip.is_reserved, "a reserved address"),
-    ):
-        if test:
-            return words
-    if ip == ipaddress.ip_address("fd00:ec2::254"):
-        return "a cloud metadata address"
-    return None
-
-
-class _GuardedResolver(AbstractResolver):
-    """The default resolver, refusing internal addresses: the connector connects only to
-    addresses this returned, so what is checked is what is used."""
-
-    def __init__(self) -> None:
-        self._inner = aiohttp.DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        for result in found:
-            why = internal_reason(result["host"])
-            if why is not None:
-                raise _Refused(
-                    f"{host} resolves to {result['host']}, {why}; the Integration does not "
-                    "allow internal addresses (allowInternal)"
-                )
-        return found
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 @dataclass(frozen=True)
@@ -292,20 +243,10 @@ class HttpTasks:
             limit = timeout_seconds or int(
                 settings.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS
             )
-            host = urlsplit(url).hostname or ""
-            if not allow_internal:
-                try:
-                    why = internal_reason(host.strip("[]"))
-                except ValueError:
-                    why = None  # a name: checked by the resolver
-                if why is not None:
-                    raise _Refused(
-                        f"{host} is {why}; the Integration does not allow internal addresses "
-                        "(allowInternal)"
-                    )
+            check_url(url, allow_internal)
             return await self._send(http, url, headers, data, activation, limit, allow_internal,
                                     token)  # fmt: skip
-        except _Refused as exc:
+        except (_Refused, InternalAddress) as exc:
             return _Outcome(TaskState.FAILED, _masked(f"refused: {exc}", token), None,
                             FailureCause.INVALID)  # fmt: skip
         except _Unavailable as exc:
@@ -323,14 +264,12 @@ class HttpTasks:
         allow_internal: bool,
         token: str | None,
     ) -> _Outcome:
-        connector = aiohttp.TCPConnector(
-            resolver=aiohttp.DefaultResolver() if allow_internal else _GuardedResolver()
-        )
         what = f"{http.method} {url}"
         try:
             async with (
                 aiohttp.ClientSession(
-                    connector=connector, timeout=aiohttp.ClientTimeout(total=limit)
+                    connector=connector(allow_internal),
+                    timeout=aiohttp.ClientTimeout(total=limit),
                 ) as session,
                 session.request(
                     http.method, url, headers=dict(headers), data=data, allow_redirects=False
