@@ -55,8 +55,8 @@ def test_printer_columns(kube_with_crds: Kube) -> None:
                     ]
                 },
             },
-            "spec.tasks[0]: Invalid value: exactly one of taskRef, template, waitForEvent or "
-            "workflowRef",
+            "spec.tasks[0]: Invalid value: exactly one of taskRef, template, waitForEvent, "
+            "workflowRef or http",
         ),
         (
             {

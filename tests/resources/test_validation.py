@@ -165,7 +165,7 @@ def test_exactly_one_task_kind_is_a_problem_not_a_crash() -> None:
     spec = _workflow({"name": "a"})
     [problem] = check_spec("WorkflowDefinition", spec)
     assert problem.path == "spec.tasks[0]"
-    assert "exactly one of taskRef, template, waitForEvent or workflowRef" in problem.message
+    assert "exactly one of taskRef, template, waitForEvent, workflowRef or http" in problem.message
 
 
 def test_for_each_reads_item_and_index_and_its_list_is_checked() -> None:
