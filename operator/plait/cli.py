@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "tokens": "plait.auth.cli:tokens_command",
     "test": "plait.testing_framework.cli:test_command",
     "integrations": "plait.integration.cli:integrations_command",
+    "ui": "plait.web_application.cli:ui_command",
 }
 
 

@@ -454,3 +454,77 @@ async def test_the_overview_draws_every_panel_and_a_broken_one_only_fails_itself
     assert '<span class="key s0">failed</span>' in runs.split("</section>")[0]
     broken = html[html.index('data-panel="broken"') :].split("</section>")[0]
     assert "workflow_runs has no column no_such_column" in broken
+
+
+PANEL = """
+name: failed-runs
+kind: table
+spec:
+  title: Failed runs <b>today</b>
+  view: workflow_runs
+  columns: [namespace, instance, outcome, duration_seconds]
+  orderBy: duration_seconds
+  limit: 5
+  layout: {order: 1}
+"""
+
+
+async def test_a_custom_panel_is_applied_with_the_cli_shown_and_rolled_back(
+    client: TestClient[Any, Any], tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from plait.cli import cli as plait_cli
+
+    panel = tmp_path / "panel.yaml"
+    panel.write_text(PANEL)
+    url = str(client.make_url("")).rstrip("/")
+    token = ADMIN["Authorization"][7:]
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(plait_cli, [*args, "--url", url, "--token", token])
+
+    applied = await asyncio.to_thread(cli, "ui", "apply", "-f", str(panel))
+    assert applied.exit_code == 0, applied.output
+    assert applied.output == "failed-runs v1 stored\n"
+    again = await asyncio.to_thread(cli, "ui", "apply", "-f", str(panel))
+    assert again.output == "failed-runs v1 unchanged\n"
+    panel.write_text(PANEL.replace("limit: 5", "limit: 7"))
+    changed = await asyncio.to_thread(cli, "ui", "apply", "-f", str(panel))
+    assert changed.output == "failed-runs v2 stored\n"
+
+    await _sign_in(client, "vic")
+    html = await (await client.get("/ui/overview")).text()
+    mine = html[html.index('data-panel="failed-runs"') :].split("</section>")[0]
+    assert "Failed runs &lt;b&gt;today&lt;/b&gt;" in mine
+    assert "failed-runs v2" in mine
+    assert html.index('data-panel="failed-runs"') > html.index('data-panel="event-queue-lag"')
+
+    back = await asyncio.to_thread(cli, "ui", "rollback", "failed-runs", "1")
+    assert back.output == "failed-runs v3 stored\n", back.output
+    history = await client.get("/v1/ui/components/failed-runs", headers=ADMIN)
+    versions = (await history.json())["items"]
+    assert [v["version"] for v in versions] == [3, 2, 1]
+    assert versions[0]["spec"] == versions[2]["spec"]
+    assert versions[0]["spec"]["limit"] == 5
+
+    # A viewer may read components but not change them; a bad spec changes nothing.
+    cookie = client.session.cookie_jar
+    refused = await client.put(
+        "/v1/ui/components/mine", json={"kind": "table", "spec": {"title": "x", "view": "x"}}
+    )
+    assert refused.status == 403
+    cookie.clear()
+    bad = await client.put(
+        "/v1/ui/components/mine",
+        json={"kind": "table", "spec": {"title": "x", "view": "observability_logs"}},
+        headers=ADMIN,
+    )
+    assert bad.status == 400
+    assert "view must be one of" in (await bad.json())["detail"]
+    kind = await client.put(
+        "/v1/ui/components/failed-runs",
+        json={"kind": "chart", "spec": {"title": "x", "view": "workflow_runs", "x": "a", "y": "b"}},
+        headers=ADMIN,
+    )
+    assert kind.status == 409

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from plait.api import accounts, deadletters, events, health, webhooks
+from plait.api import accounts, deadletters, events, health, ui, webhooks
 from plait.api.context import NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN
 from plait.api.models import (
     SCHEMA_REF,
@@ -271,6 +271,7 @@ ROUTES: tuple[Route, ...] = (
         public=True,
     ),
     *accounts.ROUTES,
+    *ui.ROUTES,
 )
 
 

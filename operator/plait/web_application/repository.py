@@ -20,6 +20,7 @@ __all__ = [
     "get_ui_component_version",
     "latest_ui_component",
     "list_ui_components",
+    "ui_component_versions",
     "upsert_ui_component",
 ]
 
@@ -74,3 +75,14 @@ async def list_ui_components(conn: AsyncConnection[Any]) -> list[UiComponent]:
 
 async def delete_ui_component(conn: AsyncConnection[Any], name: str) -> int:
     return await versions.mark_deleted(conn, SCHEMA, "ui_components", {"name": name})
+
+
+async def ui_component_versions(conn: AsyncConnection[Any], name: str) -> list[UiComponent]:
+    """Every version of one component, newest first (deleted ones too)."""
+    async with conn.cursor(row_factory=class_row(UiComponent)) as cur:
+        await cur.execute(
+            "SELECT * FROM web_application_service.ui_components WHERE name = %s "
+            "ORDER BY version DESC",
+            (name,),
+        )
+        return await cur.fetchall()
