@@ -241,11 +241,16 @@ def main() -> int:
         token = secrets.token_urlsafe(24)
         # The API's two components only, each as its own role: events and its telemetry.
         api_env = {k: v for k, v in as_roles.items() if not k.startswith("PLAIT_DATABASE_URL_")}
-        for c in (EVENTS, component_by_name("observability")):
+        # Plus accounts and the dashboard's components (runs, attempts, ui components).
+        dashboard = ("auth", "workflow_orchestrator", "task_execution", "web_application")
+        for c in (EVENTS, component_by_name("observability"), *map(component_by_name, dashboard)):
             api_env[f"PLAIT_DATABASE_URL_{c.env_suffix}"] = role_dsns[
                 f"PLAIT_DATABASE_URL_{c.env_suffix}"
             ]
         api_env["PLAIT_API_TOKEN"] = token
+        api_env["PLAIT_AUTH_TOKEN_KEY"] = secrets.token_hex(32)
+        api_env["PLAIT_AUTH_COOKIE_SECURE"] = "false"  # plain HTTP on 127.0.0.1
+        api_env["PLAIT_DASHBOARD_KUBECONFIG"] = str(cluster.kubeconfig)
         api_log = (cluster.state_dir / "api.log").open("wb")
         api = subprocess.Popen(
             [sys.executable, "-m", "plait", "api", "--host", "127.0.0.1", "--port", str(api_port)],
@@ -264,6 +269,18 @@ def main() -> int:
 
         wait_until(api_ready, timeout=60, what="plait api")
         print(f"plait api ready on :{api_port} (bearer token required)")
+        demo_password = secrets.token_urlsafe(12)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/v1/auth/users",
+            data=json.dumps(
+                {"username": "demo", "password": demo_password, "roles": ["editor"]}
+            ).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+        dashboard_url = f"http://127.0.0.1:{api_port}/ui/"
+        print(f"dashboard: {dashboard_url}  (sign in as demo / {demo_password})")
         send_env = {**os.environ, "PLAIT_API_URL": f"http://127.0.0.1:{api_port}"}
 
         def send(*args: str, token_value: str = token) -> None:
@@ -381,6 +398,9 @@ def main() -> int:
                 for record in cur.fetchall():
                     print("   " + " | ".join(str(v) for v in record))
 
+        print(f"\ndashboard: {dashboard_url}  (sign in as demo / {demo_password})")
+        if sys.stdin.isatty():
+            input("the dashboard stays up until you press Enter ")
         step(f"done in {time.monotonic() - started:.1f}s; stopping everything")
         cluster.kubectl(
             "delete", "validatingwebhookconfiguration", "plait.dev", "--ignore-not-found"
