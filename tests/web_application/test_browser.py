@@ -373,6 +373,7 @@ def test_submit_from_the_form_and_watch_it_succeed_live(
     assert page.locator("#dag a[data-task=bye] g.state-Succeeded").count() == 1
     inputs = json.loads(page.inner_text("[data-testid=run-inputs]"))
     assert inputs == {"who": "<b>world</b>", "times": 3}
-    assert _phase(kube, name) == "Succeeded"
+    # PostgreSQL (what the page shows) is written first, the object's status right after.
+    wait_until(lambda: _phase(kube, name) == "Succeeded", timeout=30, what="the status")
     _shot(page, "09-succeeded-live")
     assert not errors, errors
