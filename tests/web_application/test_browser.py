@@ -377,3 +377,93 @@ def test_submit_from_the_form_and_watch_it_succeed_live(
     wait_until(lambda: _phase(kube, name) == "Succeeded", timeout=30, what="the status")
     _shot(page, "09-succeeded-live")
     assert not errors, errors
+
+
+def test_overview_with_a_custom_panel_definitions_events_and_a_dead_letter_replayed(
+    dashboard: Dashboard, kube: Kube, migrated_database: str, browser_context: Any, tmp_path: Path
+) -> None:
+    import asyncio
+    import concurrent.futures
+
+    from plait.workflow_orchestrator import repository as orchestrator
+    from tests.web_application.test_pages import PANEL, _dead_letter
+
+    ns = kube.namespace
+    dashboard.call(
+        "POST", "/v1/auth/users", {"username": "ada", "password": PASSWORD, "roles": ["editor"]}
+    )
+
+    async def seed() -> Any:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(migrated_database, autocommit=True) as c:
+            one = {"tasks": [{"name": "a", "template": {"image": "busybox"}}]}
+            two = {
+                "parameters": [{"name": "region", "default": "eu"}],
+                "tasks": [*one["tasks"], {"name": "b", "template": {"image": "alpine"}}],
+            }
+            await orchestrator.upsert_workflow_definition(c, ns, "shop", one)
+            await orchestrator.upsert_workflow_definition(c, ns, "shop", two)
+        return await _dead_letter(migrated_database, ns, "order-7")
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # this thread may run a loop
+        letter = pool.submit(asyncio.run, seed()).result()
+    panel = tmp_path / "panel.yaml"
+    panel.write_text(PANEL)
+    applied = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plait",
+            "ui",
+            "apply",
+            "-f",
+            str(panel),
+            "--url",
+            dashboard.url,
+            "--token",
+            dashboard.token,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout == "failed-runs v1 stored\n"
+
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    _sign_in(page, dashboard.url, "ada")
+
+    page.click("nav a:text('Overview')")
+    page.wait_for_selector("[data-panel='failed-runs']")
+    assert "Failed runs <b>today</b>" in page.inner_text("[data-panel='failed-runs'] h2")
+    assert page.locator("[data-panel='runs-per-minute']").count() == 1
+    assert page.locator("[data-testid=panel-error]").count() == 0  # empty panels say so
+    _shot(page, "10-overview")
+
+    page.click("nav a:text('Definitions')")
+    page.click(f"tr[data-definition='{ns}/shop'] a")
+    page.select_option("select[name=diff]", "1")
+    page.click("form[aria-label='Compare versions'] button")
+    added = [ln for ln in page.inner_text("[data-testid=diff]").splitlines() if ln[:1] == "+"]
+    assert '+        "image": "alpine"' in added
+    _shot(page, "11-definition-diff")
+
+    page.click("nav a:text('Events')")
+    page.select_option("select[name=namespace]", ns)
+    page.click("form[role=search] button")
+    assert page.locator("tr[data-event='order-7']").count() == 1
+    _shot(page, "12-events")
+
+    page.goto(f"{dashboard.url}/ui/deadletters?namespace={ns}")
+    row = page.locator(f"tr[data-letter='{letter}']")
+    assert row.locator("[data-testid=letter-status]").inner_text() == "Open"
+    row.locator("[data-testid=replay]").click()
+    page.wait_for_selector("[data-testid=notice]")
+    assert page.inner_text("[data-testid=notice]") == "replayed order.created order-7"
+    assert row.locator("[data-testid=letter-status]").inner_text() == "Replayed"
+    _shot(page, "13-dead-letter-replayed")
+    assert not errors, errors

@@ -372,14 +372,17 @@ CHART_WIDTH, CHART_HEIGHT = 600.0, 160.0
 def _geometry(kind: str, spec: PanelSpec, data: PanelData) -> dict[str, Any]:
     """What a chart draws, in a 600 x 160 viewBox: polylines of time series (with their
     last value), or bars with their labels."""
-    if data.series:
-        times = [t for points in data.series.values() for t, _ in points]
-        values = [v for points in data.series.values() for _, v in points]
+    if spec.time_series is not None or spec.metric is not None:
+        drawn = {name: points for name, points in data.series.items() if points}
+        if not drawn:
+            return {"lines": []}
+        times = [t for points in drawn.values() for t, _ in points]
+        values = [v for points in drawn.values() for _, v in points]
         start, end = min(times), max(times)
         span = max((end - start).total_seconds(), 1.0)
         top = max(max(values), 1e-9)
         lines = []
-        for i, (name, points) in enumerate(sorted(data.series.items())):
+        for i, (name, points) in enumerate(sorted(drawn.items())):
             coords = " ".join(
                 f"{(t - start).total_seconds() / span * CHART_WIDTH:.1f},"
                 f"{CHART_HEIGHT - v / top * (CHART_HEIGHT - 8):.1f}"
