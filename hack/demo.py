@@ -242,7 +242,8 @@ def main() -> int:
         # The API's two components only, each as its own role: events and its telemetry.
         api_env = {k: v for k, v in as_roles.items() if not k.startswith("PLAIT_DATABASE_URL_")}
         # Plus accounts and the dashboard's components (runs, attempts, ui components).
-        dashboard = ("auth", "workflow_orchestrator", "task_execution", "web_application")
+        dashboard = ("auth", "workflow_orchestrator", "task_execution", "web_application",
+                     "integration")  # fmt: skip
         for c in (EVENTS, component_by_name("observability"), *map(component_by_name, dashboard)):
             api_env[f"PLAIT_DATABASE_URL_{c.env_suffix}"] = role_dsns[
                 f"PLAIT_DATABASE_URL_{c.env_suffix}"

@@ -528,3 +528,36 @@ async def test_a_custom_panel_is_applied_with_the_cli_shown_and_rolled_back(
         headers=ADMIN,
     )
     assert kind.status == 409
+
+
+async def test_integrations_show_their_health_to_a_reader(
+    client: TestClient[Any, Any], migrated_database: str
+) -> None:
+    from plait.integration import repository as integrations
+
+    await _runs(migrated_database, "shop", 1)  # a definition: the namespace is known
+    async with await psycopg.AsyncConnection.connect(migrated_database, autocommit=True) as conn:
+        await integrations.upsert_integration(
+            conn,
+            "shop",
+            "github",
+            integration_type="http",
+            settings={"baseUrl": "https://example.org"},
+            secret_name=None,
+            spec={"type": "http", "settings": {"baseUrl": "https://example.org"}},
+        )
+        assert await integrations.record_health(
+            conn,
+            "shop",
+            "github",
+            checked_at=dt.datetime.now(dt.UTC),
+            healthy=False,
+            latency_seconds=0.25,
+            error=f"HTTP 503 {HOSTILE}",
+        )
+    await _sign_in(client, "vic")
+    html = await (await client.get("/ui/integrations")).text()
+    row = html[html.index('data-integration="shop/github"') :].split("</tr>")[0]
+    assert "unhealthy" in row
+    assert "HTTP 503 &lt;script&gt;alert(1)&lt;/script&gt;" in row
+    assert "250 ms" in row

@@ -57,7 +57,7 @@ _PAGE = {200: Reply("An HTML page.", content_type="text/html")}
 
 
 #: What the dashboard reads besides the API's own components.
-DASHBOARD_COMPONENTS = ("workflow_orchestrator", "task_execution", "web_application")
+DASHBOARD_COMPONENTS = ("workflow_orchestrator", "task_execution", "web_application", "integration")
 
 
 def dashboard_components(settings: Settings) -> list[Component]:

@@ -669,6 +669,21 @@ def _form_time(raw: str) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+# --- integrations -------------------------------------------------------------------------
+
+
+async def integrations_page(request: web.Request) -> web.Response:
+    namespaces = await _readable(request, "integrations:read")
+    only = request.query.get("namespace") or None
+    if only is not None and only not in namespaces:
+        raise _forbidden(_viewer(request), "integrations:read", only)
+    async with request.app[DASHBOARD_DATABASE].connection("integration") as conn:
+        found = await queries.integrations(conn, [only] if only else namespaces)
+    return render(
+        request, "integrations.html", integrations=found, namespaces=namespaces, namespace=only
+    )
+
+
 # --- submitting a run -----------------------------------------------------------------
 
 
@@ -883,6 +898,15 @@ PAGES: tuple[PageRoute, ...] = (
         "One definition: versions, a diff, parameters, tasks, triggers.",
         "workflows:read",
         "namespace",
+    ),
+    PageRoute(
+        "GET",
+        f"{PREFIX}/integrations",
+        integrations_page,
+        "integrations",
+        "Integrations and their health.",
+        "integrations:read",
+        ANY_NAMESPACE,
     ),
     PageRoute(
         "GET",

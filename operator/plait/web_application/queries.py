@@ -21,6 +21,7 @@ from psycopg.rows import class_row
 
 from plait.errors import ValidationError
 from plait.event_processing.repository import EventInstance
+from plait.integration.repository import IntegrationInstance
 from plait.kernel.database import Database, decode_cursor, encode_cursor
 from plait.observability.repository import (
     LogQuery,
@@ -500,5 +501,23 @@ async def sequences(
             "FROM event_processing_service.event_sequences WHERE namespace = %s "
             "ORDER BY updated_at DESC LIMIT %s",
             (namespace, limit),
+        )
+        return await cur.fetchall()
+
+
+# --- integrations ------------------------------------------------------------------------
+
+
+async def integrations(
+    conn: AsyncConnection[Any], namespaces: Sequence[str]
+) -> list[IntegrationInstance]:
+    """The latest live version of every Integration in ``namespaces``, with its health."""
+    async with conn.cursor(row_factory=class_row(IntegrationInstance)) as cur:
+        await cur.execute(
+            "SELECT DISTINCT ON (namespace, name) * "
+            "FROM integration_service.integration_instances "
+            "WHERE namespace = ANY(%s) AND deleted_at IS NULL "
+            "ORDER BY namespace, name, version DESC",
+            (list(namespaces),),
         )
         return await cur.fetchall()
