@@ -808,8 +808,8 @@ def check_event_definition(
 
 
 def _check_workflow_test(spec: WorkflowTestSpec, lookup: Lookup | None) -> list[Problem]:
-    """The testing framework's own checks (imported here: they import this module)."""
-    from plait.testing_framework.checks import check_workflow_test
+    """A WorkflowTest's own checks (imported here: they import this module)."""
+    from plait.resources.workflow_test_checks import check_workflow_test
 
     return check_workflow_test(spec, lookup)
 
