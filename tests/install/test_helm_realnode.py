@@ -109,7 +109,7 @@ def values(image: PlaitImage) -> dict[str, Any]:
         "database": {"existingSecret": "plait-database", "migration": {**ON_REAL_NODE}},
         # Only this namespace: other tests' objects are not this operator's, and the
         # webhook registered with failurePolicy Fail selects only this namespace too.
-        "operator": {"allNamespaces": False, **ON_REAL_NODE},
+        "operator": {"allNamespaces": False, "replicas": 1, **ON_REAL_NODE},
         "api": {"replicas": 1, "allowUnauthenticated": True, **ON_REAL_NODE},
         "webhook": {"replicas": 1, "failurePolicy": "Fail", **ON_REAL_NODE},
     }

@@ -37,6 +37,7 @@ from plait.task_execution.logs import TaskLogCollector, register_task_logs
 from plait.task_execution.service import TaskExecution
 from plait.workflow_orchestrator.gauges import instance_gauges
 from plait.workflow_orchestrator.http_tasks import register_http_tasks
+from plait.workflow_orchestrator.members import Membership, scope_of
 from plait.workflow_orchestrator.runtime import Orchestrator, register_runtime
 
 __all__ = ["build_registry", "configure_settings", "operator_command", "run_operator"]
@@ -141,11 +142,20 @@ async def run_operator(
         kube = Kube(pool_size=options.api_threads, observe_call=time_kubernetes_api_call)
         tasks = TaskExecution(database, kube, job_ttl_seconds=options.job_ttl_seconds)
         ctx = OperatorContext(database, kube)
+        # Without Kopf's peering (active/standby), replicas share the runs: each owns
+        # those rendezvous hashing gives it among the live members.
+        watched = None if options.all_namespaces else options.namespaces
+        membership = (
+            Membership(database, scope=scope_of(watched)) if options.peering is None else None
+        )
+        if membership is not None:
+            await membership.refresh()  # before the first event: the runs are divided already
         orchestrator = Orchestrator(
             database,
             kube,
             tasks,
             namespaces=None if options.all_namespaces else options.namespaces,
+            ownership=membership,
         )
         logged_in = asyncio.Event()
         registry = build_registry(ctx, orchestrator, options, logged_in=logged_in)
@@ -168,6 +178,9 @@ async def run_operator(
                     await services
 
         runner = await _serve_health(options, ready)
+        sharing = asyncio.create_task(
+            _share_runs(orchestrator, membership, options, logged_in, stop)
+        )
         services = (
             asyncio.create_task(
                 _run_event_services(ctx, orchestrator, tasks, options, logged_in, stop)
@@ -190,10 +203,64 @@ async def run_operator(
             if services is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await services
+            with contextlib.suppress(asyncio.CancelledError):
+                await sharing
             if runner is not None:
                 await runner.cleanup()
             kube.close()
             await telemetry.stop()
+
+
+async def _until_logged_in(logged_in: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for Kubernetes credentials; False when stopped first."""
+    waiter = asyncio.ensure_future(logged_in.wait())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    stopper.cancel()
+    return not stop.is_set()
+
+
+async def _share_runs(
+    orchestrator: Orchestrator,
+    membership: Membership | None,
+    options: OperatorOptions,
+    logged_in: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    """Keep this replica a member (heartbeats), resume the runs it gains when members
+    come and go, and advance all its runs at every resync."""
+    changed = asyncio.Event()
+
+    async def on_change(_: tuple[str, ...]) -> None:
+        changed.set()  # resumed below, so a long resume never delays a heartbeat
+
+    async def resume_on_change() -> None:
+        while not stop.is_set():
+            waiter = asyncio.ensure_future(changed.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if stop.is_set():
+                return
+            changed.clear()
+            try:
+                await orchestrator.resume_owned()
+            except Exception:
+                logger.exception("resuming the runs this replica took over failed")
+
+    changed.set()  # once at start: the runs owned whose objects the watch will not list
+    loops = []
+    if membership is not None:
+        membership.set_on_change(on_change)
+        loops.append(membership.run(stop))
+    if await _until_logged_in(logged_in, stop):
+        loops += [
+            resume_on_change(),
+            orchestrator.run_resync(stop, interval=options.resync_seconds),
+        ]
+    await asyncio.gather(*loops)
 
 
 async def _run_event_services(
@@ -213,12 +280,7 @@ async def _run_event_services(
     )
     from plait.workflow_orchestrator.triggers import TriggerStarter, run_scheduler
 
-    waiter = asyncio.ensure_future(logged_in.wait())
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    stopper.cancel()
-    if stop.is_set():
+    if not await _until_logged_in(logged_in, stop):
         return
     starter = TriggerStarter(ctx.db, ctx.kube)
     dispatcher = Dispatcher(
@@ -329,7 +391,12 @@ async def _run_event_services(
     envvar="PLAIT_EVENT_RETENTION_DAYS",
     help="Delete dispatched events older than this (0: keep forever).",
 )
-@click.option("--peering", envvar="PLAIT_PEERING", help="Kopf peering name (several replicas).")
+@click.option(
+    "--peering",
+    envvar="PLAIT_PEERING",
+    help="Kopf peering name: one replica works, the others stand by. Unset (the default), "
+    "replicas share the runs.",
+)
 def operator_command(
     namespaces: tuple[str, ...],
     all_namespaces: bool,

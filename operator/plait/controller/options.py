@@ -27,7 +27,8 @@ class OperatorOptions:
     """Port of that server; 0 disables it."""
 
     resync_seconds: float = 300.0
-    """How often every object is reconciled again, repairing drift in the database."""
+    """How often every object is reconciled again, repairing drift in the database (and
+    every unfinished run this replica owns advanced)."""
 
     migrate: bool = False
     """Apply pending database migrations before starting."""
@@ -60,5 +61,7 @@ class OperatorOptions:
     """How often cron triggers are checked for due ticks (their start lateness bound)."""
 
     peering: str | None = None
-    """Kopf peering name for several replicas; None runs standalone. Correctness never
-    depends on it (deterministic names and database uniqueness do)."""
+    """Kopf peering name: the replicas of one name are active/standby (one works). None
+    (the default): replicas share the runs, each advancing those it owns among the live
+    members (plait.workflow_orchestrator.members). Correctness never depends on either
+    (deterministic names and database uniqueness do)."""

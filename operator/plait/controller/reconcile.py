@@ -10,6 +10,8 @@ every create, update, resume and periodic resync the reconciler:
    spec writes nothing) and reports the result in ``status``.
 
 Deletion marks the rows deleted (history kept) before Kopf removes Plait's finalizer.
+WorkflowInstances are the exception: they are followed by their watch events, with no
+finalizer and no bookkeeping written back (:mod:`plait.controller.following`).
 The admission webhook (``plait webhook``, :mod:`plait.admission`) runs the same content
 checks before an object is stored at all; this re-checks everything regardless.
 """
@@ -25,6 +27,8 @@ import psycopg
 import psycopg_pool
 
 from plait import API_GROUP, API_VERSION
+from plait.controller.following import follow_kind
+from plait.controller.options import FINALIZER
 from plait.kernel.conditions import Condition, merge_conditions
 from plait.observability.tracing import reconcile_span, run_trace
 from plait.resources.stores import KindBinding, ObjectRef, OperatorContext, ReferenceNotStored
@@ -190,6 +194,9 @@ def register_kind(
         # Kopf applies the status patch above before it retries.
         raise kopf.TemporaryError(message, delay=REFERENCE_RETRY_SECONDS)
 
+    if binding.followed:
+        follow_kind(registry, binding, ctx, reconcile, finalizer=FINALIZER)
+        return
     handler_id = f"reconcile-{info.plural}"
     kopf.on.resume(*resource, id=handler_id, registry=registry)(reconcile)
     kopf.on.create(*resource, id=handler_id, registry=registry)(reconcile)

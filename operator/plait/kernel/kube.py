@@ -124,6 +124,21 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The Jobs matching ``label_selector``, as the watch delivers them (plain JSON)."""
+        result = await self._call(
+            "list",
+            "jobs",
+            self._batch.list_namespaced_job,
+            namespace,
+            label_selector=label_selector,
+        )
+        api = self._client()
+        return [
+            cast(dict[str, Any], api.sanitize_for_serialization(j))  # type: ignore[no-untyped-call]
+            for j in result.items
+        ]
+
     async def pod_result(self, namespace: str, job: str) -> PodResult | None:
         """The terminated state of the Job's container, if a Pod of it is still there."""
         pods = await self._call(
@@ -259,6 +274,38 @@ class Kube:
             label_selector=label_selector,
         )
         return cast(list[dict[str, Any]], cast(dict[str, Any], result).get("items", []))
+
+    async def remove_instance_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
+        """Take ``finalizer`` off a WorkflowInstance (a JSON patch that tests the list it
+        replaces, so a concurrent change of the finalizers is not overwritten)."""
+        obj = await self.get_instance(namespace, name)
+        finalizers = list((obj or {}).get("metadata", {}).get("finalizers") or ())
+        if obj is None or finalizer not in finalizers:
+            return
+        body = [
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {
+                "op": "replace",
+                "path": "/metadata/finalizers",
+                "value": [f for f in finalizers if f != finalizer],
+            },
+        ]
+        try:
+            await self._call(
+                "patch",
+                "workflowinstances",
+                self._custom.patch_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "workflowinstances",
+                name,
+                body,
+                _content_type="application/json-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409, 422):  # gone, or changed meanwhile: seen again
+                raise
 
     async def patch_instance_spec(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
         """Merge-patch a WorkflowInstance's spec (cancel, suspend); a deleted one is fine."""

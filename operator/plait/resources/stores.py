@@ -22,6 +22,7 @@ __all__ = [
     "ObjectRef",
     "OperatorContext",
     "ReferenceNotStored",
+    "Sharing",
     "Store",
 ]
 
@@ -84,6 +85,15 @@ class Store(Protocol):
         """Mark the object's rows deleted; must be idempotent."""
 
 
+class Sharing(Protocol):
+    """Which objects of a followed kind this replica handles, among replicas that share
+    them; ``epoch`` changes whenever that may have changed."""
+
+    epoch: int
+
+    def owns(self, uid: str) -> bool: ...
+
+
 @dataclass(frozen=True)
 class KindBinding:
     """A kind, the store that persists it, and the condition type it reports."""
@@ -98,3 +108,11 @@ class KindBinding:
     for its definition is Pending)."""
     waiting_condition: str = "False"
     """The condition's status meanwhile: a run that waits has not failed (Unknown)."""
+    followed: bool = False
+    """Follow the objects by their watch events alone: no finalizer and no progress
+    annotations are written back (only the status), each generation is handled once, and
+    a deletion is seen in the watch. For the kind with the most objects and changes
+    (WorkflowInstance), where every write per object is a cost at scale."""
+    sharing: Sharing | None = None
+    """For a followed kind: which objects this replica handles (replicas share them);
+    None: every replica handles every object."""

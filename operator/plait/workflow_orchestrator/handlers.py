@@ -209,5 +209,7 @@ def bindings(orchestrator: Orchestrator) -> tuple[KindBinding, ...]:
             rejected_status={"phase": "Failed"},
             waiting_status={"phase": "Pending"},
             waiting_condition="Unknown",
+            followed=True,
+            sharing=orchestrator.ownership,
         ),
     )

@@ -5,9 +5,11 @@ and finished (Succeeded, Failed, TimedOut) with the outputs when the answer is i
 Job's attempt is: same row, span and metrics (``Orchestrator._attempt_finished``), and the
 task's ``timeoutSeconds`` and ``retries`` apply.
 
-Crash safety: an attempt still ``Running`` with :data:`IN_FLIGHT` that no request of this
-process serves was in flight when an operator stopped. At start-up
-(:func:`register_http_tasks`) each such attempt is sent again when its task says
+Crash safety: an attempt still ``Running`` with :data:`IN_FLIGHT` whose sending replica
+(named in the message) is no longer a live member was in flight when an operator
+stopped. The replica that owns its run, at start-up (:func:`register_http_tasks`) and
+when it takes runs over from a replica that left (``Orchestrator.resume_owned``), sends
+each such attempt again when its task says
 ``idempotent: true``, and otherwise fails (cause ``Error``, so ``retryOn: OnFailure`` does
 not send it again either) with :data:`LOST_MESSAGE`: the request may or may not have
 reached the server, and only an idempotent request may be sent twice.
@@ -48,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 COMPONENT = "workflow_orchestrator"
 IN_FLIGHT = "http request in flight"
+#: Then the operator replica sending it, and ")": a request of a replica still alive is
+#: not an orphan, whoever owns its run now.
+SENDER = " (sent by "
 LOST_MESSAGE = (
     "the operator stopped while this HTTP request was in flight, so whether the server "
     "received it is unknown; it is not sent again because the task is not idempotent "
@@ -112,7 +117,8 @@ class HttpTasks:
             task=launch.task,
             attempt=launch.attempt,
             state=TaskState.RUNNING,
-            reason=f"{IN_FLIGHT}: {http.method} via Integration {http.integration}",
+            reason=f"{IN_FLIGHT}: {http.method} via Integration {http.integration}"
+            f"{SENDER}{orchestrator.ownership.me})",
             inputs=launch.inputs,
         )
         self._spawn(instance.id, instance.namespace, instance.name, task, launch.task,
@@ -332,13 +338,17 @@ class HttpTasks:
             )
             runs = [_Run(*row) for row in await cursor.fetchall()]
         found = 0
+        live = set(orchestrator.ownership.members)
         for run in runs:
+            if not orchestrator.ownership.owns(run.id):
+                continue
             attempts = [
                 a
                 for a in await orchestrator._tasks.attempts(run.id)
                 if a.state is TaskState.RUNNING
                 and (a.message or "").startswith(IN_FLIGHT)
                 and (run.id, a.task_name, a.attempt) not in self._running
+                and _sender(a.message or "") not in live
             ]
             if not attempts:
                 continue
@@ -359,6 +369,12 @@ class HttpTasks:
                                        _Outcome(TaskState.FAILED, LOST_MESSAGE, None,
                                                 FailureCause.ERROR))  # fmt: skip
         return found
+
+
+def _sender(message: str) -> str | None:
+    """The replica named in an in-flight attempt's message (None in one without)."""
+    _, found, rest = message.partition(SENDER)
+    return rest.removesuffix(")") if found else None
 
 
 def _eval(source: str, activation: Mapping[str, Any], field: str) -> Any:

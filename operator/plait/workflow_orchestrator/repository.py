@@ -611,6 +611,20 @@ class DueRun:
     name: str
 
 
+async def unfinished_runs(
+    conn: AsyncConnection[Any], namespaces: Sequence[str] | None = None
+) -> list[DueRun]:
+    """The runs not yet ended (index workflow_instances_unfinished), of ``namespaces``."""
+    async with conn.cursor(row_factory=class_row(DueRun)) as cur:
+        await cur.execute(
+            "SELECT id, namespace, name FROM workflow_orchestrator_service.workflow_instances "
+            "WHERE phase IN ('Pending', 'Running', 'Suspended') "
+            "AND (%(namespaces)s::text[] IS NULL OR namespace = ANY(%(namespaces)s))",
+            {"namespaces": list(namespaces) if namespaces is not None else None},
+        )
+        return await cur.fetchall()
+
+
 async def set_wake_at(
     conn: AsyncConnection[Any],
     id: uuid.UUID,

@@ -88,6 +88,7 @@ from plait.workflow_orchestrator.engine import (
     plan,
 )
 from plait.workflow_orchestrator.http_tasks import http_tasks
+from plait.workflow_orchestrator.members import Ownership, sole_owner
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
 from plait.workflow_orchestrator.states import (
     FINAL_PHASES,
@@ -243,9 +244,12 @@ class Orchestrator:
         tasks: TaskExecution,
         *,
         namespaces: Sequence[str] | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         """``namespaces``: the namespaces this operator watches (None: all); the deadline
-        loop wakes only runs of those."""
+        loop wakes only runs of those. ``ownership``: which runs this replica advances
+        when replicas share them (None: all)."""
+        self.ownership = ownership or sole_owner()
         self._db = db
         self._kube = kube
         self._tasks = tasks
@@ -295,13 +299,15 @@ class Orchestrator:
         costs one advance, not one per event. If the process dies before that advance,
         resuming the instance at start-up does it.
         """
+        meta = job.get("metadata") or {}
+        owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
+        if owner.get("uid") and not self.ownership.owns(owner["uid"]):
+            return  # another replica's run: it records and advances it
         changed = await self._tasks.observe(job)
         if changed is None:
             return
         if changed.state in FINAL_STATES:
             await self._attempt_finished(changed)
-        meta = job.get("metadata") or {}
-        owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
         if owner.get("name"):
             self.kick(changed.workflow_instance_id, meta["namespace"], owner["name"])
 
@@ -516,6 +522,62 @@ class Orchestrator:
         obj = await self._kube.get_instance(namespace, name)
         if obj is not None:
             self._controls.setdefault(uid, control_of(obj))
+
+    async def resume_owned(self, *, all_owned: bool = False) -> int:
+        """Advance the unfinished runs this replica owns and has not been following: at
+        start-up, after taking over a departed replica's share, and (``all_owned``: every
+        owned run) at each resync, which repairs what a lost event left behind. A run
+        whose object is gone (deleted while no replica watched) is cancelled. Returns how
+        many runs were advanced; LAUNCH_CONCURRENCY at a time."""
+        async with self._db.connection(COMPONENT) as conn:
+            runs = await repository.unfinished_runs(conn, self._namespaces)
+        chosen = [
+            r
+            for r in runs
+            if self.ownership.owns(r.id) and (all_owned or r.id not in self._controls)
+        ]
+        gate = asyncio.Semaphore(LAUNCH_CONCURRENCY)
+
+        async def resume(run: repository.DueRun) -> None:
+            async with gate:
+                try:
+                    obj = await self._kube.get_instance(run.namespace, run.name)
+                    if obj is None or obj["metadata"].get("uid") != str(run.id):
+                        control = Control(cancel=True)
+                    else:
+                        control = control_of(obj)
+                    gained = run.id not in self._controls
+                    if gained:  # what its Jobs did while nobody followed them
+                        for attempt in await self._tasks.observe_jobs_of(
+                            run.namespace, str(run.id)
+                        ):
+                            if attempt.state in FINAL_STATES:
+                                await self._attempt_finished(attempt)
+                    await self.advance(run.id, control, ensure_jobs=gained)
+                except Exception:
+                    logger.exception("resuming %s/%s failed", run.namespace, run.name)
+                    return
+                self._publish_soon(run.id, run.namespace, run.name)
+
+        await asyncio.gather(*(resume(r) for r in chosen))
+        if chosen:
+            logger.info("resumed %d run(s) this replica owns", len(chosen))
+            # The http requests a departed replica left in flight in them.
+            await http_tasks(self).settle_orphans()
+        return len(chosen)
+
+    async def run_resync(self, stop: asyncio.Event, *, interval: float) -> None:
+        """Every ``interval`` seconds, advance every run this replica owns (see
+        resume_owned), until ``stop``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
+            try:
+                await self.resume_owned(all_owned=True)
+            except Exception:
+                logger.exception("the resync of runs failed")
 
     async def quiesce(self) -> None:
         """Wait until the advances and status writes this process has queued are done."""

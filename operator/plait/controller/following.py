@@ -1,0 +1,175 @@
+"""WorkflowInstances followed by their watch events alone.
+
+Kopf's change handlers write their bookkeeping back to every object they handle (a
+finalizer, the handled spec's digest, progress while a handler retries): API writes per
+run, and state that only one replica can hold, since a replica that skips an object
+still records it as handled. A run needs none of it. Its history is in PostgreSQL, and
+what the user asks of it (cancel, suspend, retry) is its spec, handled once per
+generation. So every replica watches every WorkflowInstance, writes nothing back but the
+status, and handles only the runs it owns (:mod:`plait.workflow_orchestrator.members`):
+
+- an object whose generation this process has not handled is reconciled like any kind
+  (validated, recorded, advanced), and its condition written to its status;
+- one that must wait (its definition is not stored yet, the database is away) is looked
+  at again after the delay the reconciler asks for;
+- a deletion (the watch's DELETED event) cancels the run. An object still carrying the
+  finalizer an earlier version of Plait put on it has the run cancelled and the finalizer
+  taken off. A deletion no replica saw (all were down) is found when the run's owner
+  resumes it (see ``Orchestrator.take_over``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
+
+import kopf
+
+from plait import API_GROUP, API_VERSION
+from plait.resources.stores import KindBinding, ObjectRef, OperatorContext
+
+__all__ = ["follow_kind"]
+
+logger = logging.getLogger(__name__)
+
+#: How soon an object whose handling failed unexpectedly is handled again.
+RETRY_AFTER_ERROR_SECONDS = 10.0
+
+Reconcile = Callable[..., Awaitable[None]]
+
+
+class _Follower:
+    """The memory of one followed kind in this process: generations handled, retries due."""
+
+    def __init__(
+        self, binding: KindBinding, ctx: OperatorContext, reconcile: Reconcile, finalizer: str
+    ) -> None:
+        self.binding = binding
+        self.ctx = ctx
+        self.reconcile = reconcile
+        self.finalizer = finalizer
+        #: By uid, the generation handled, and the ownership epoch it was handled in (a
+        #: run owned again may have changed while another replica had it).
+        self.handled: dict[str, tuple[int, int]] = {}
+        self.retries: dict[str, asyncio.Task[None]] = {}
+        #: Kopf's in-memory indexes (the validation's lookups), as the watch hands them over.
+        self.indexes: dict[str, Any] = {}
+
+    def owns(self, uid: str) -> bool:
+        return self.binding.sharing is None or self.binding.sharing.owns(uid)
+
+    def epoch(self) -> int:
+        return 0 if self.binding.sharing is None else self.binding.sharing.epoch
+
+    async def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        uid = str(meta["uid"])
+        if not self.owns(uid):
+            self.handled.pop(uid, None)
+            return
+        if event_type == "DELETED":
+            self.handled.pop(uid, None)
+            await self.binding.store.delete(self.ctx, _ref(meta))
+            return
+        if meta.get("deletionTimestamp"):
+            if self.finalizer in (meta.get("finalizers") or ()):
+                await self.binding.store.delete(self.ctx, _ref(meta))
+                await self.ctx.kube.remove_instance_finalizer(
+                    meta["namespace"], meta["name"], self.finalizer
+                )
+            return
+        generation = int(meta.get("generation") or 0)
+        if self.handled.get(uid) == (generation, self.epoch()):
+            return  # a status write, a label: nothing asked of the run changed
+        await self._handle(body, uid, generation)
+
+    async def _handle(self, body: Mapping[str, Any], uid: str, generation: int) -> None:
+        meta = body["metadata"]
+        epoch = self.epoch()
+        patch = kopf.Patch()
+        view = kopf.Body(cast(kopf.RawBody, dict(body)))
+        try:
+            await self.reconcile(
+                body=view,
+                spec=view.spec,
+                meta=view.meta,
+                status=view.status,
+                patch=patch,
+                **self.indexes,
+            )
+        except kopf.TemporaryError as exc:
+            self._retry_later(meta, exc.delay or RETRY_AFTER_ERROR_SECONDS)
+        except Exception:
+            logger.exception("handling %s %s/%s", self.binding.info.kind, *_where(meta))
+            self._retry_later(meta, RETRY_AFTER_ERROR_SECONDS)
+        else:
+            self.handled[uid] = (generation, epoch)
+            logger.debug(
+                "%s %s/%s generation %d is handled",
+                self.binding.info.kind,
+                *_where(meta),
+                generation,
+            )
+        finally:
+            status = dict(patch).get("status")
+            if status:
+                await self.ctx.kube.patch_instance_status(
+                    meta["namespace"], meta["name"], dict(status)
+                )
+
+    def _retry_later(self, meta: Mapping[str, Any], delay: float) -> None:
+        uid = str(meta["uid"])
+        running = self.retries.get(uid)
+        if running is not None and not running.done():
+            return
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            self.retries.pop(uid, None)
+            obj = await self.ctx.kube.get_instance(meta["namespace"], meta["name"])
+            if obj is not None and str(obj["metadata"]["uid"]) == uid:
+                await self.on_event(None, obj)
+
+        self.retries[uid] = asyncio.create_task(again())
+
+
+def _ref(meta: Mapping[str, Any]) -> ObjectRef:
+    return ObjectRef(
+        meta["namespace"],
+        meta["name"],
+        str(meta["uid"]),
+        int(meta.get("generation") or 0),
+        dict(meta.get("annotations") or {}),
+    )
+
+
+def _where(meta: Mapping[str, Any]) -> tuple[str, str]:
+    return meta["namespace"], meta["name"]
+
+
+def follow_kind(
+    registry: kopf.OperatorRegistry,
+    binding: KindBinding,
+    ctx: OperatorContext,
+    reconcile: Reconcile,
+    *,
+    finalizer: str,
+) -> None:
+    """Register the watch of a followed kind (only WorkflowInstance is)."""
+    if binding.info.plural != "workflowinstances":
+        raise ValueError(f"only WorkflowInstances are followed, not {binding.info.kind}")
+    follower = _Follower(binding, ctx, reconcile, finalizer)
+
+    async def followed(event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
+        follower.indexes = {k: v for k, v in kwargs.items() if isinstance(v, kopf.Index)}
+        await follower.on_event(event.get("type"), dict(body))
+
+    kopf.on.event(
+        API_GROUP,
+        API_VERSION,
+        binding.info.plural,
+        id=f"follow-{binding.info.plural}",
+        registry=registry,
+    )(followed)
