@@ -102,7 +102,7 @@ def build_registry(
         )
     register_runtime(registry, orchestrator)
     register_http_tasks(registry, orchestrator, logged_in)
-    register_health_checks(registry, ctx)
+    register_health_checks(registry, ctx, orchestrator.ownership)
     return registry
 
 

@@ -37,7 +37,7 @@ from plait.integration.guard import InternalAddress, check_url, connector
 from plait.kernel.conditions import Condition, merge_conditions
 from plait.observability.metrics import integration_checked
 from plait.resources.integration import IntegrationSpec
-from plait.resources.stores import OperatorContext
+from plait.resources.stores import OperatorContext, Sharing
 
 __all__ = [
     "HEALTH_TICK_SECONDS",
@@ -305,10 +305,14 @@ def _due(status: Mapping[str, Any], interval: float, now: dt.datetime) -> bool:
     return (now - when).total_seconds() >= interval
 
 
-def register_health_checks(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+def register_health_checks(
+    registry: kopf.OperatorRegistry, ctx: OperatorContext, sharing: Sharing | None = None
+) -> None:
     """A timer on Integrations with ``spec.healthCheck``: every :data:`HEALTH_TICK_SECONDS`
     it runs the check of each one whose interval has passed since ``lastCheckedTime`` and
-    patches the status (one write per check; a timer writes nothing else)."""
+    patches the status (one write per check; a timer writes nothing else). With
+    ``sharing`` (operator replicas sharing the work), only the replica that owns an
+    Integration checks it."""
 
     async def tick(
         spec: kopf.Spec,
@@ -317,6 +321,8 @@ def register_health_checks(registry: kopf.OperatorRegistry, ctx: OperatorContext
         patch: kopf.Patch,
         **_: Any,
     ) -> None:
+        if sharing is not None and not sharing.owns(str(meta["uid"])):
+            return
         parsed = IntegrationSpec.model_validate(dict(spec))
         if parsed.health_check is None:
             return
