@@ -97,3 +97,12 @@ def test_timestamps_in_activation() -> None:
     program = compile("event.time > timestamp('2020-01-01T00:00:00Z')")
     moment = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     assert evaluate(program, {"event": {"time": moment}}) is True
+
+
+def test_a_compiled_program_is_reused_and_an_error_raised_every_time() -> None:
+    first = compile("params.n + 1")
+    assert compile("params.n + 1") is first
+    assert evaluate(first, {"params": {"n": 2}}) == 3
+    for _ in range(2):
+        with pytest.raises(ExpressionError, match="at 1:"):
+            compile("params.n +")

@@ -69,8 +69,13 @@ def _parser_message(expression: str, raw: str) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip() and line[0] != "|")
 
 
+@functools.lru_cache(maxsize=4096)
 def compile(expression: str) -> Program:
-    """Parse ``expression``; raise :class:`ExpressionError` with the parser's message."""
+    """Parse ``expression``; raise :class:`ExpressionError` with the parser's message.
+
+    Programs are immutable, and every advance of a run compiles its definition's
+    expressions again: the most recent ones are kept (an error is not kept: it is raised
+    again, the same, on the next call)."""
     if not expression.strip():
         raise ExpressionError(expression, "empty expression")
     try:
