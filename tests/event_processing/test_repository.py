@@ -326,3 +326,16 @@ async def test_a_duplicate_committed_concurrently_is_retried_without_a_gap(
         ("y", 2, True),
         ("x", 1, False),
     ]
+
+
+async def test_a_batch_keeps_event_times_whatever_their_offset(
+    conn: psycopg.AsyncConnection,
+) -> None:
+    # RFC 3339 allows offsets PostgreSQL's timestamptz text input refuses (beyond 15:59).
+    far = datetime.fromisoformat("6800-03-27T00:24:53-18:53")
+    early = datetime.fromisoformat("0001-01-01T10:00:00+05:00")
+    async with conn.transaction():
+        results = await repo.insert_events(
+            conn, [event("far", time=far), event("early", time=early)]
+        )
+    assert [stored.time for stored, _ in results] == [far, early]

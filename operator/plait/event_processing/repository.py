@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -382,6 +382,17 @@ _INSERT_BATCH_NOTIFY = _INSERT_BATCH.replace(
 ).replace("{join_woken}", " LEFT JOIN woken ON true")
 
 
+def _timestamp_text(moment: datetime | None) -> str | None:
+    """``moment`` as text PostgreSQL's timestamptz reads: in UTC, since it refuses offsets
+    beyond 15:59 that RFC 3339 allows (a time within a day of year 1 keeps its own)."""
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(UTC).isoformat()
+    except OverflowError:
+        return moment.isoformat()
+
+
 def _batch_json(events: Sequence[NewEvent]) -> str:
     return json.dumps(
         [
@@ -392,7 +403,7 @@ def _batch_json(events: Sequence[NewEvent]) -> str:
                 "event_id": e.id,
                 "type": e.type,
                 "subject": e.subject,
-                "time": e.time.isoformat() if e.time is not None else None,
+                "time": _timestamp_text(e.time),
                 "data_content_type": e.data_content_type,
                 "data_schema": e.data_schema,
                 "data": e.data,
