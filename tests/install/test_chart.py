@@ -175,7 +175,7 @@ def test_processes_get_their_commands_probes_and_tokens(helm: Helm) -> None:
     assert not [p for p in operator["containers"][0]["ports"] if p["containerPort"] == 9443]
 
 
-API_COMPONENTS = ["event_processing", "observability", "auth"]
+API_COMPONENTS = ["event_processing", "observability", "auth", "integration"]
 
 
 def dashed(component: str) -> str:
@@ -194,7 +194,7 @@ def env_of(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_each_component_logs_in_as_its_own_role_by_default(
     helm: Helm, values: list[Path], secret: str
 ) -> None:
-    """The operator gets one DSN per component, the API only its two; all from the Secret."""
+    """The operator gets one DSN per component, the API only its own; all from the Secret."""
     specs = pod_specs(helm.render(values=values))
     for workload, components in [("plait-operator", COMPONENTS), ("plait-api", API_COMPONENTS)]:
         env = env_of(specs[workload])

@@ -64,9 +64,10 @@ app.kubernetes.io/component: {{ .component }}
 workflow_orchestrator event_processing task_execution integration auth testing_framework web_application observability
 {{- end -}}
 
-{{/* The components `plait api` opens a pool for (plait.api.app:serve): it gets only these. */}}
+{{/* The components `plait api` opens a pool for (plait.api.app:serve): it gets only these
+(integration: the Integration an inbound webhook is verified with). */}}
 {{- define "plait.apiComponents" -}}
-event_processing observability auth
+event_processing observability auth integration
 {{- end -}}
 
 {{/* Name of the Secret with the runtime DSNs: the bundled PostgreSQL's, or the user's. */}}
