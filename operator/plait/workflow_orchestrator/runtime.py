@@ -562,8 +562,9 @@ class Orchestrator:
         await asyncio.gather(*(resume(r) for r in chosen))
         if chosen:
             logger.info("resumed %d run(s) this replica owns", len(chosen))
-            # The http requests a departed replica left in flight in them.
-            await http_tasks(self).settle_orphans()
+        # The http requests left in flight by a replica that has left (also in runs this
+        # one followed already: a killed replica leaves only when its lease runs out).
+        await http_tasks(self).settle_orphans()
         return len(chosen)
 
     async def run_resync(self, stop: asyncio.Event, *, interval: float) -> None:
