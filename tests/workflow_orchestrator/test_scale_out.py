@@ -44,7 +44,7 @@ def members_seen(operator: OperatorProcess) -> int:
 def test_three_replicas_share_the_runs_and_take_over_from_one_killed(
     cluster: Kube, start_operator: StartOperator, migrated_database: str
 ) -> None:
-    operators = [start_operator() for _ in range(3)]
+    operators = [start_operator("--share-runs") for _ in range(3)]
     wait_until(
         lambda: all(members_seen(o) == 3 for o in operators),
         timeout=60,

@@ -146,7 +146,9 @@ async def run_operator(
         # those rendezvous hashing gives it among the live members.
         watched = None if options.all_namespaces else options.namespaces
         membership = (
-            Membership(database, scope=scope_of(watched)) if options.peering is None else None
+            Membership(database, scope=scope_of(watched))
+            if options.share_runs and options.peering is None
+            else None
         )
         if membership is not None:
             await membership.refresh()  # before the first event: the runs are divided already
@@ -392,6 +394,13 @@ async def _run_event_services(
     help="Delete dispatched events older than this (0: keep forever).",
 )
 @click.option(
+    "--share-runs/--no-share-runs",
+    default=False,
+    show_default=True,
+    envvar="PLAIT_SHARE_RUNS",
+    help="Share the runs with the other replicas (each advances those it owns).",
+)
+@click.option(
     "--peering",
     envvar="PLAIT_PEERING",
     help="Kopf peering name: one replica works, the others stand by. Unset (the default), "
@@ -409,6 +418,7 @@ def operator_command(
     event_visibility_timeout_seconds: float,
     event_poll_seconds: float,
     event_retention_days: float,
+    share_runs: bool,
     peering: str | None,
 ) -> None:
     """Run the operator: reconcile Plait's resources into PostgreSQL and run workflows."""
@@ -428,6 +438,7 @@ def operator_command(
         event_visibility_timeout_seconds=event_visibility_timeout_seconds,
         event_poll_seconds=event_poll_seconds,
         event_retention_days=event_retention_days,
+        share_runs=share_runs,
         peering=peering,
     )
 

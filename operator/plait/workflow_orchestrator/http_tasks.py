@@ -38,6 +38,7 @@ from plait.kernel import expressions
 from plait.resources.http_task import HttpTask
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
 from plait.task_execution.states import FailureCause, TaskState
+from plait.workflow_orchestrator.members import MembershipSettings
 
 if TYPE_CHECKING:
     from plait.workflow_orchestrator.engine import Launch
@@ -405,13 +406,22 @@ def register_http_tasks(
     async def settle() -> None:
         if logged_in is not None:
             await logged_in.wait()
-        try:
-            found = await http_tasks(orchestrator).settle_orphans()
-        except Exception:
-            logger.exception("settling the http requests left in flight failed")
-            return
-        if found:
-            logger.info("settled %d http request(s) left in flight by a stopped operator", found)
+        # Once now, and once more when a replica killed just before this one started has
+        # left the members (its lease run out): its requests are orphans only then.
+        for delay in (
+            0.0,
+            MembershipSettings().lease_seconds + 2 * MembershipSettings().heartbeat_seconds,
+        ):
+            await asyncio.sleep(delay)
+            try:
+                found = await http_tasks(orchestrator).settle_orphans()
+            except Exception:
+                logger.exception("settling the http requests left in flight failed")
+                continue
+            if found:
+                logger.info(
+                    "settled %d http request(s) left in flight by a stopped operator", found
+                )
 
     pending: list[asyncio.Task[None]] = []
 

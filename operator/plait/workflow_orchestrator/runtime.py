@@ -271,6 +271,8 @@ class Orchestrator:
         #: Per run, the fan-out sizes its last plan found: a status write counts the items
         #: from them instead of planning again.
         self._fan_outs: dict[uuid.UUID, Mapping[str, int]] = {}
+        #: Runs whose Job events this replica ignored (another owned them then).
+        self._unseen_jobs: set[uuid.UUID] = set()
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -302,7 +304,10 @@ class Orchestrator:
         meta = job.get("metadata") or {}
         owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
         if owner.get("uid") and not self.ownership.owns(owner["uid"]):
-            return  # another replica's run: it records and advances it
+            # Another replica's run: it records and advances it. Should the run come to
+            # this replica (its owner gone), what this event said is read again then.
+            self._unseen_jobs.add(uuid.UUID(owner["uid"]))
+            return
         changed = await self._tasks.observe(job)
         if changed is None:
             return
@@ -531,10 +536,12 @@ class Orchestrator:
         many runs were advanced; LAUNCH_CONCURRENCY at a time."""
         async with self._db.connection(COMPONENT) as conn:
             runs = await repository.unfinished_runs(conn, self._namespaces)
+        self._unseen_jobs &= {r.id for r in runs}  # ended runs need nothing more
         chosen = [
             r
             for r in runs
-            if self.ownership.owns(r.id) and (all_owned or r.id not in self._controls)
+            if self.ownership.owns(r.id)
+            and (all_owned or r.id not in self._controls or r.id in self._unseen_jobs)
         ]
         gate = asyncio.Semaphore(LAUNCH_CONCURRENCY)
 
@@ -547,7 +554,9 @@ class Orchestrator:
                     else:
                         control = control_of(obj)
                     gained = run.id not in self._controls
-                    if gained:  # what its Jobs did while nobody followed them
+                    if gained or run.id in self._unseen_jobs:
+                        # What its Jobs did while this replica did not follow them.
+                        self._unseen_jobs.discard(run.id)
                         for attempt in await self._tasks.observe_jobs_of(
                             run.namespace, str(run.id)
                         ):
@@ -562,9 +571,8 @@ class Orchestrator:
         await asyncio.gather(*(resume(r) for r in chosen))
         if chosen:
             logger.info("resumed %d run(s) this replica owns", len(chosen))
-        # The http requests left in flight by a replica that has left (also in runs this
-        # one followed already: a killed replica leaves only when its lease runs out).
-        await http_tasks(self).settle_orphans()
+            # The http requests a departed replica left in flight in them.
+            await http_tasks(self).settle_orphans()
         return len(chosen)
 
     async def run_resync(self, stop: asyncio.Event, *, interval: float) -> None:
