@@ -38,6 +38,7 @@ from plait.kernel import expressions
 from plait.resources.http_task import HttpTask
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
 from plait.task_execution.states import FailureCause, TaskState
+from plait.workflow_orchestrator import repository
 from plait.workflow_orchestrator.members import MembershipSettings
 
 if TYPE_CHECKING:
@@ -72,13 +73,6 @@ class _Refused(Exception):
 
 class _Unavailable(Exception):
     """The Integration or its Secret cannot be used (cause Error, like an unbuildable Job)."""
-
-
-@dataclass(frozen=True)
-class _Run:
-    id: uuid.UUID
-    namespace: str
-    name: str
 
 
 @dataclass(frozen=True)
@@ -331,13 +325,7 @@ class HttpTasks:
         orchestrator = self._orchestrator
         namespaces = orchestrator._namespaces
         async with orchestrator._db.connection(COMPONENT) as conn:
-            cursor = await conn.execute(
-                "SELECT id, namespace, name FROM workflow_orchestrator_service.workflow_instances "
-                "WHERE phase IN ('Pending', 'Running', 'Suspended') "
-                "AND (%(namespaces)s::text[] IS NULL OR namespace = ANY(%(namespaces)s))",
-                {"namespaces": list(namespaces) if namespaces is not None else None},
-            )
-            runs = [_Run(*row) for row in await cursor.fetchall()]
+            runs = await repository.unfinished_runs(conn, namespaces)
         found = 0
         live = set(orchestrator.ownership.members)
         for run in runs:
