@@ -33,6 +33,19 @@ fi
 
 command -v go >/dev/null || { log "Go is required to build the Kubernetes binaries (see docs/development.md)"; exit 1; }
 mkdir -p "$BIN_DIR"
+# One build at a time: a second caller (another terminal, a parallel test run) waits for
+# the first and then reuses its binaries instead of compiling the same tree beside it.
+exec 9>"$BIN_DIR/../build.lock"
+if ! flock -n 9; then
+  log "another build of these binaries is running; waiting for it"
+  flock 9
+fi
+missing=()
+for b in "${WANT[@]}"; do [ -x "$BIN_DIR/$b" ] || missing+=("$b"); done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "$BIN_DIR"
+  exit 0
+fi
 WORK="$CACHE_ROOT/k8s/$TOOLS_KEY/src"
 mkdir -p "$WORK"
 log "building: ${missing[*]} into $BIN_DIR"
