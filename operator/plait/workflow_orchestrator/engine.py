@@ -274,9 +274,6 @@ def plan(
     ``attempt_base`` the number of earlier ones per task: numbering goes on from there
     (so Job names never repeat) while the retry limit counts afresh.
     """
-    base = attempt_base or {}
-    defaults = task_defaults or {}
-    latest = _latest(attempts)
     if deadline is not None and now >= deadline:
         return Plan(
             phase=WorkflowPhase.FAILED,
@@ -284,148 +281,222 @@ def plan(
                 None, None, None, f"the workflow timed out after {spec.timeout_seconds}s"
             ),
         )
-    params = parameters_with_defaults(spec, arguments)
-    # What CEL sees as tasks: whole tasks only. A fan-out's items are not tasks of the
-    # definition (expressions cannot name them) and would make every evaluation convert
-    # them all; the fan-out's own view, its items' outputs as a list, is added below.
-    finished = {
-        name: _task_view(a)
-        for name, a in latest.items()
-        if a.state in FINAL_STATES and split_item_name(name)[1] is None
-    }
-    # Where each task stands, for its dependents: its latest attempt, or for a fan-out the
-    # state of the whole (unfinished while any item is).
-    states: dict[str, Attempt] = dict(latest)
-    launches: list[Launch] = []
-    skips: list[Skip] = []
-    retry_at: dt.datetime | None = None
-    failed: list[Attempt] = []  # tasks that failed for good, in order of finishing
-    blocked: set[str] = set()  # failed for good, or skipped because something upstream was
-    fan_outs: dict[str, int] = {}
-    active = sum(1 for a in latest.values() if a.state not in FINAL_STATES)
-    budget = (spec.parallelism or UNBOUNDED) - active
-    pending_work = active > 0
-
+    planning = _Planning.of(
+        spec,
+        parameters_with_defaults(spec, arguments),
+        _latest(attempts),
+        now=now,
+        suspended=suspended,
+        base=attempt_base or {},
+        defaults=task_defaults or {},
+    )
     for task in _topological(spec.tasks):
-        mine = latest.get(task.name)
-        mine_defaults = defaults.get(task.name)
-        if mine is not None and mine.state not in FINAL_STATES:
-            continue  # running (or about to): wait for it
-        if mine is not None and mine.state in RETRYABLE and task.for_each is None:
-            policy = retry_policy(task, mine_defaults)
-            due = retry_due(policy, mine, base.get(task.name, 0), now)
-            if due is not None:
-                pending_work = True
-                if due > now:
-                    retry_at = due if retry_at is None else min(retry_at, due)
-                elif not suspended and budget > 0:
-                    launch = _launch(task, mine.attempt + 1, params, finished, mine_defaults)
-                    if isinstance(launch, Skip):
-                        skips.append(launch)
-                    else:
-                        launches.append(launch)
-                        budget -= 1
-                continue
-            failed.append(mine)
-            blocked.add(task.name)
-            continue
-        if mine is not None:
-            if mine.state in (TaskState.CANCELLED, *RETRYABLE):
-                failed.append(mine)  # a fan-out that could not start fails as a whole
-                blocked.add(task.name)
-            elif mine.state is TaskState.SKIPPED and any(d in blocked for d in task.dependencies):
-                blocked.add(task.name)
-            continue
-        # Never attempted: does it run, wait, or get skipped?
-        if task.depends is not None:
-            gate = _depends(task, states, blocked, params, finished, base.get(task.name, 0) + 1)
-            if gate is None:
-                pending_work = True
-                continue  # a dependency is unfinished, or waits for its retry
-            if isinstance(gate, Skip):
-                skips.append(gate)
-                if gate.failed:
-                    blocked.add(task.name)
-                continue
-        # A dependency that failed for good means this task can never run: skip it now.
-        upstream_failed = [d for d in task.dependencies if d in blocked]
-        if task.depends is not None:
-            upstream_failed = []  # its depends has accepted how they ended
-        if upstream_failed:
-            skips.append(
-                Skip(
-                    task.name,
-                    f"upstream task {upstream_failed[0]} did not succeed",
-                    attempt=base.get(task.name, 0) + 1,
-                )
-            )
-            blocked.add(task.name)
-            continue
-        deps = [states.get(d) for d in task.dependencies]
-        if any(d is None or d.state not in FINAL_STATES for d in deps):
-            pending_work = True
-            continue
-        if task.depends is None and any(d is not None and d.state not in SATISFIED for d in deps):
-            continue  # an upstream task failed and waits for its retry
-        if task.for_each is not None:
-            fan = _plan_fan_out(
-                task,
-                params,
-                latest,
-                finished,
-                base,
-                now=now,
-                suspended=suspended,
-                budget=budget,
-                defaults=mine_defaults,
-            )
-            launches += fan.launches
-            skips += fan.skips
-            budget -= len(fan.launches)
-            if fan.retry_at is not None:
-                retry_at = fan.retry_at if retry_at is None else min(retry_at, fan.retry_at)
-            if fan.size is not None:
-                fan_outs[task.name] = fan.size
-            if fan.outcome is None:
-                pending_work = True
-                states[task.name] = Attempt(task.name, 0, TaskState.RUNNING)
-                continue
-            states[task.name] = fan.outcome
-            finished[task.name] = {"phase": fan.outcome.state.value, "outputs": fan.outputs}
-            if fan.failed is not None:
-                failed.append(fan.failed)
-                blocked.add(task.name)
-            continue
-        pending_work = True
-        if suspended or budget <= 0:
-            continue
-        decision = _launch(task, base.get(task.name, 0) + 1, params, finished, mine_defaults)
-        if isinstance(decision, Skip):
-            skips.append(decision)
-            if decision.failed:
-                blocked.add(task.name)
-        else:
-            launches.append(decision)
-            budget -= 1
+        planning.visit(task)
+    return planning.result()
 
-    if pending_work or launches or skips:
-        return Plan(launches=launches, skips=skips, retry_at=retry_at, fan_outs=fan_outs)
-    handled = _handled_failures(spec, states)
-    failed = [a for a in failed if split_item_name(a.task)[0] not in handled]
-    outcome = _finish(spec, params, finished, failed)
-    if spec.on_exit is not None:
-        outcome = _exit_task(
-            spec.on_exit,
-            outcome,
+
+@dataclass
+class _Planning:
+    """One pass of :func:`plan` over the tasks, dependencies first: what it has decided so
+    far, and the named steps that decide for one task."""
+
+    spec: WorkflowDefinitionSpec
+    params: Mapping[str, Any]
+    latest: Mapping[str, Attempt]
+    now: dt.datetime
+    suspended: bool
+    base: Mapping[str, int]
+    defaults: Mapping[str, TaskDefaults]
+    finished: dict[str, dict[str, Any]]
+    """What CEL sees as ``tasks``: finished whole tasks (and fan-outs, as a whole)."""
+    states: dict[str, Attempt]
+    """Where each task stands for its dependents: its latest attempt, or for a fan-out
+    the state of the whole (unfinished while any item is)."""
+    budget: int
+    """Launches the workflow's ``parallelism`` still allows."""
+    pending_work: bool
+    """Something is running, due to run or waiting for an upstream task."""
+    launches: list[Launch] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    retry_at: dt.datetime | None = None
+    failed: list[Attempt] = field(default_factory=list)
+    """Tasks that failed for good, in order of finishing."""
+    blocked: set[str] = field(default_factory=set)
+    """Failed for good, or skipped because something upstream was."""
+    fan_outs: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        spec: WorkflowDefinitionSpec,
+        params: Mapping[str, Any],
+        latest: dict[str, Attempt],
+        **context: Any,
+    ) -> _Planning:
+        # A fan-out's items are not tasks of the definition (expressions cannot name them)
+        # and would make every evaluation convert them all: CEL sees whole tasks only, and
+        # a fan-out's own view, its items' outputs as a list, is added when it finishes.
+        finished = {
+            name: _task_view(a)
+            for name, a in latest.items()
+            if a.state in FINAL_STATES and split_item_name(name)[1] is None
+        }
+        active = sum(1 for a in latest.values() if a.state not in FINAL_STATES)
+        return cls(
+            spec,
             params,
             latest,
-            finished,
-            suspended=suspended,
-            now=now,
-            base=base.get(spec.on_exit.name, 0),
-            defaults=defaults.get(spec.on_exit.name),
+            finished=finished,
+            states=dict(latest),
+            budget=(spec.parallelism or UNBOUNDED) - active,
+            pending_work=active > 0,
+            **context,
         )
-    return dataclasses.replace(outcome, fan_outs=fan_outs)
+
+    def visit(self, task: Task) -> None:
+        """Decide for one task, its dependencies having been visited."""
+        mine = self.latest.get(task.name)
+        if mine is None:
+            self._first_attempt(task)
+        elif mine.state not in FINAL_STATES:
+            return  # running (or about to): wait for it
+        elif mine.state in RETRYABLE and task.for_each is None:
+            self._retry(task, mine)
+        else:
+            self._settled(task, mine)
+
+    def _retry(self, task: Task, failed: Attempt) -> None:
+        """A failed attempt: retried when its policy allows (now, or once due), else the
+        task has failed for good."""
+        defaults = self.defaults.get(task.name)
+        due = retry_due(retry_policy(task, defaults), failed, self.base.get(task.name, 0), self.now)
+        if due is None:
+            self._fail(task, failed)
+            return
+        self.pending_work = True
+        if due > self.now:
+            self._retry_later(due)
+        elif not self.suspended and self.budget > 0:
+            decision = _launch(task, failed.attempt + 1, self.params, self.finished, defaults)
+            self._decide(decision, blocks=False)
+
+    def _settled(self, task: Task, mine: Attempt) -> None:
+        """A task that ended and will not be attempted again."""
+        if mine.state in (TaskState.CANCELLED, *RETRYABLE):
+            self._fail(task, mine)  # a fan-out that could not start fails as a whole
+        elif mine.state is TaskState.SKIPPED and any(d in self.blocked for d in task.dependencies):
+            self.blocked.add(task.name)
+
+    def _first_attempt(self, task: Task) -> None:
+        """A task never attempted: does it run, wait, or get skipped?"""
+        attempt = self.base.get(task.name, 0) + 1
+        if task.depends is not None:
+            gate = _depends(task, self.states, self.blocked, self.params, self.finished, attempt)
+            if gate is None:
+                self.pending_work = True  # a dependency is unfinished, or waits for its retry
+                return
+            if isinstance(gate, Skip):
+                self._decide(gate, blocks=True)
+                return
+        else:
+            # A dependency that failed for good means this task can never run: skip it now.
+            upstream_failed = [d for d in task.dependencies if d in self.blocked]
+            if upstream_failed:
+                reason = f"upstream task {upstream_failed[0]} did not succeed"
+                self.skips.append(Skip(task.name, reason, attempt=attempt))
+                self.blocked.add(task.name)
+                return
+        deps = [self.states.get(d) for d in task.dependencies]
+        if any(d is None or d.state not in FINAL_STATES for d in deps):
+            self.pending_work = True
+            return
+        if task.depends is None and any(d is not None and d.state not in SATISFIED for d in deps):
+            return  # an upstream task failed and waits for its retry
+        if task.for_each is not None:
+            self._fan_out(task)
+            return
+        self.pending_work = True
+        if self.suspended or self.budget <= 0:
+            return
+        defaults = self.defaults.get(task.name)
+        self._decide(_launch(task, attempt, self.params, self.finished, defaults), blocks=True)
+
+    def _fan_out(self, task: Task) -> None:
+        """A fan-out whose upstream tasks are done: its items' launches and skips, and the
+        state of the whole once every item has ended."""
+        fan = _plan_fan_out(
+            task,
+            self.params,
+            self.latest,
+            self.finished,
+            self.base,
+            now=self.now,
+            suspended=self.suspended,
+            budget=self.budget,
+            defaults=self.defaults.get(task.name),
+        )
+        self.launches += fan.launches
+        self.skips += fan.skips
+        self.budget -= len(fan.launches)
+        if fan.retry_at is not None:
+            self._retry_later(fan.retry_at)
+        if fan.size is not None:
+            self.fan_outs[task.name] = fan.size
+        if fan.outcome is None:
+            self.pending_work = True
+            self.states[task.name] = Attempt(task.name, 0, TaskState.RUNNING)
+            return
+        self.states[task.name] = fan.outcome
+        self.finished[task.name] = {"phase": fan.outcome.state.value, "outputs": fan.outputs}
+        if fan.failed is not None:
+            self._fail(task, fan.failed)
+
+    def _decide(self, decision: Launch | Skip, *, blocks: bool) -> None:
+        """Take a launch (it spends the budget) or a skip; with ``blocks``, a skip that
+        fails the task blocks its dependents at once."""
+        if isinstance(decision, Skip):
+            self.skips.append(decision)
+            if blocks and decision.failed:
+                self.blocked.add(decision.task)
+        else:
+            self.launches.append(decision)
+            self.budget -= 1
+
+    def _fail(self, task: Task, attempt: Attempt) -> None:
+        """``task`` failed for good (``attempt`` says how: its own, or a fan-out item's)."""
+        self.failed.append(attempt)
+        self.blocked.add(task.name)
+
+    def _retry_later(self, due: dt.datetime) -> None:
+        self.retry_at = due if self.retry_at is None else min(self.retry_at, due)
+
+    def result(self) -> Plan:
+        """The plan: what to do now, or, when nothing is left to do, how the run ends (its
+        exit task first, when it has one)."""
+        if self.pending_work or self.launches or self.skips:
+            return Plan(
+                launches=self.launches,
+                skips=self.skips,
+                retry_at=self.retry_at,
+                fan_outs=self.fan_outs,
+            )
+        spec = self.spec
+        handled = _handled_failures(spec, self.states)
+        failed = [a for a in self.failed if split_item_name(a.task)[0] not in handled]
+        outcome = _finish(spec, self.params, self.finished, failed)
+        if spec.on_exit is not None:
+            outcome = _exit_task(
+                spec.on_exit,
+                outcome,
+                self.params,
+                self.latest,
+                self.finished,
+                suspended=self.suspended,
+                now=self.now,
+                base=self.base.get(spec.on_exit.name, 0),
+                defaults=self.defaults.get(spec.on_exit.name),
+            )
+        return dataclasses.replace(outcome, fan_outs=self.fan_outs)
 
 
 def attempt_names(spec: WorkflowDefinitionSpec, fan_outs: Mapping[str, int]) -> list[str]:
