@@ -262,71 +262,8 @@ def build_job(request: JobRequest) -> dict[str, Any]:
 
     Raises ValueError when the task's integrations cannot be given to it (colliding
     variable names)."""
-    t = request.template
-    labels = {
-        **MANAGED_BY,
-        LABEL_INSTANCE: _label_safe(request.instance_name, 63),
-        LABEL_INSTANCE_UID: request.instance_uid,
-        LABEL_TASK: _label_safe(request.task, 63),
-        LABEL_ATTEMPT: str(request.attempt),
-    }
-    env: list[dict[str, Any]] = []
-    for var in t.env or ():
-        if var.secret_key_ref is not None:
-            ref = var.secret_key_ref
-            env.append(
-                {
-                    "name": var.name,
-                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-                }
-            )
-        else:
-            env.append({"name": var.name, "value": var.value or ""})
-    env += _input_env(request.inputs)
-    env += integration_env(request.integrations)
-    env.append({"name": "PLAIT_TASK", "value": request.task})
-    env.append({"name": "PLAIT_ATTEMPT", "value": str(request.attempt)})
-    if request.traceparent:
-        env.append({"name": "TRACEPARENT", "value": request.traceparent})
-    pod_security, container_security = security(t.security_context)
-    container: dict[str, Any] = {
-        "name": "main",
-        "image": t.image,
-        "env": env,
-        "terminationMessagePolicy": "File",
-        "securityContext": container_security,
-    }
-    if t.command:
-        container["command"] = list(t.command)
-    if t.args:
-        container["args"] = list(t.args)
-    if t.working_dir:
-        container["workingDir"] = t.working_dir
-    if t.resources is not None:
-        container["resources"] = t.resources.model_dump(by_alias=True, exclude_none=True)
-    pod_metadata = t.pod_metadata
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": bool(t.automount_service_account_token),
-        "securityContext": pod_security,
-        "containers": [container],
-    }
-    if t.service_account_name:
-        pod_spec["serviceAccountName"] = t.service_account_name
-    if t.node_selector:
-        pod_spec["nodeSelector"] = dict(t.node_selector)
-    if t.tolerations:
-        pod_spec["tolerations"] = [
-            x.model_dump(by_alias=True, exclude_none=True) for x in t.tolerations
-        ]
-    volume = integration_volume(request.integrations)
-    if volume is not None:
-        pod_spec["volumes"] = [volume]
-        container["volumeMounts"] = [
-            {"name": volume["name"], "mountPath": INTEGRATIONS_MOUNT, "readOnly": True}
-        ]
-    if request.artifacts is not None:
-        _add_artifacts(pod_spec, container, request.artifacts)
+    labels = _labels(request)
+    pod_metadata = request.template.pod_metadata
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": request.ttl_seconds,
@@ -335,7 +272,7 @@ def build_job(request: JobRequest) -> dict[str, Any]:
                 "labels": {**(pod_metadata.labels if pod_metadata else {}), **labels},
                 "annotations": dict(pod_metadata.annotations) if pod_metadata else {},
             },
-            "spec": pod_spec,
+            "spec": _pod_spec(request),
         },
     }
     if request.timeout_seconds:
@@ -360,6 +297,86 @@ def build_job(request: JobRequest) -> dict[str, Any]:
         },
         "spec": job_spec,
     }
+
+
+def _labels(request: JobRequest) -> dict[str, str]:
+    """The labels that tie the Job and its Pod to their run, task and attempt."""
+    return {
+        **MANAGED_BY,
+        LABEL_INSTANCE: _label_safe(request.instance_name, 63),
+        LABEL_INSTANCE_UID: request.instance_uid,
+        LABEL_TASK: _label_safe(request.task, 63),
+        LABEL_ATTEMPT: str(request.attempt),
+    }
+
+
+def _environment(request: JobRequest) -> list[dict[str, Any]]:
+    """The template's variables, then the inputs, the integrations' settings and Plait's
+    own (``PLAIT_TASK``, ``PLAIT_ATTEMPT``, ``TRACEPARENT``)."""
+    env: list[dict[str, Any]] = []
+    for var in request.template.env or ():
+        if var.secret_key_ref is not None:
+            ref = var.secret_key_ref
+            env.append(
+                {
+                    "name": var.name,
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                }
+            )
+        else:
+            env.append({"name": var.name, "value": var.value or ""})
+    env += _input_env(request.inputs)
+    env += integration_env(request.integrations)
+    env.append({"name": "PLAIT_TASK", "value": request.task})
+    env.append({"name": "PLAIT_ATTEMPT", "value": str(request.attempt)})
+    if request.traceparent:
+        env.append({"name": "TRACEPARENT", "value": request.traceparent})
+    return env
+
+
+def _pod_spec(request: JobRequest) -> dict[str, Any]:
+    """The attempt's Pod: one restricted container, never restarted in place (a retry is a
+    new attempt, hence a new Job)."""
+    t = request.template
+    pod_security, container_security = security(t.security_context)
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": t.image,
+        "env": _environment(request),
+        "terminationMessagePolicy": "File",
+        "securityContext": container_security,
+    }
+    if t.command:
+        container["command"] = list(t.command)
+    if t.args:
+        container["args"] = list(t.args)
+    if t.working_dir:
+        container["workingDir"] = t.working_dir
+    if t.resources is not None:
+        container["resources"] = t.resources.model_dump(by_alias=True, exclude_none=True)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": bool(t.automount_service_account_token),
+        "securityContext": pod_security,
+        "containers": [container],
+    }
+    if t.service_account_name:
+        pod_spec["serviceAccountName"] = t.service_account_name
+    if t.node_selector:
+        pod_spec["nodeSelector"] = dict(t.node_selector)
+    if t.tolerations:
+        pod_spec["tolerations"] = [
+            x.model_dump(by_alias=True, exclude_none=True) for x in t.tolerations
+        ]
+    volume = integration_volume(request.integrations)
+    if volume is not None:
+        pod_spec["volumes"] = [volume]
+        container["volumeMounts"] = [
+            {"name": volume["name"], "mountPath": INTEGRATIONS_MOUNT, "readOnly": True}
+        ]
+    if request.artifacts is not None:
+        _add_artifacts(pod_spec, container, request.artifacts)
+    return pod_spec
 
 
 def _add_artifacts(pod: dict[str, Any], main: dict[str, Any], artifacts: JobArtifacts) -> None:
