@@ -29,9 +29,10 @@ from plait.api.context import CONFIG, DATABASE, namespace_of, read_capped
 from plait.api.models import Acknowledgement
 from plait.api.problems import Problem
 from plait.event_processing import repository
-from plait.event_processing.repository import NewEvent
+from plait.event_processing.repository import EventInstance, NewEvent
 from plait.integration.webhooks import (
     BadDelivery,
+    Delivery,
     SecretReader,
     Unverified,
     receive,
@@ -140,6 +141,29 @@ async def post_webhook(request: web.Request) -> web.Response:
     body = await read_capped(request, config_.max_event_bytes, "delivery", "--max-event-bytes")
     if len(name) > 253 or not _NAME.match(name):
         raise Problem(404, "not-found", "Not found", f"{name[:80]!r} is not an Integration name")
+    delivery = await _verified_delivery(request, namespace, name, body)
+    if delivery.reply is not None:
+        reply = UrlVerification.model_validate(delivery.reply)
+        return web.json_response(reply.model_dump(mode="json"))
+    stored, created = await _store(request, namespace, name, delivery)
+    event_ingested("stored" if created else "duplicate")
+    answer = Acknowledgement(
+        id=stored.event_id,
+        source=stored.source,
+        stored=created,
+        position=stored.sequence_position,
+        partition_key=stored.partition_key,
+    )
+    return web.json_response(
+        answer.model_dump(mode="json", by_alias=True), status=202 if created else 200
+    )
+
+
+async def _verified_delivery(
+    request: web.Request, namespace: str, name: str, body: bytes
+) -> Delivery:
+    """The delivery, once its signature is verified with the Integration's secret; every
+    way of not being verified is the same 401 to the sender (the log says which)."""
     try:
         integration = await resolve(
             request.app[DATABASE],
@@ -147,7 +171,7 @@ async def post_webhook(request: web.Request) -> web.Response:
             name,
             request.app.get(WEBHOOK_SECRETS, _DEFAULT_SECRETS),
         )
-        delivery = receive(integration, request.headers, request.content_type, body)
+        return receive(integration, request.headers, request.content_type, body)
     except Unverified as exc:
         logger.warning("webhook delivery to %s/%s refused: %s", namespace, name, exc)
         event_ingested("rejected")
@@ -167,9 +191,13 @@ async def post_webhook(request: web.Request) -> web.Response:
     except BadDelivery as exc:
         event_ingested("rejected")
         raise Problem(400, "invalid-delivery", "Invalid delivery", str(exc)) from None
-    if delivery.reply is not None:
-        reply = UrlVerification.model_validate(delivery.reply)
-        return web.json_response(reply.model_dump(mode="json"))
+
+
+async def _store(
+    request: web.Request, namespace: str, name: str, delivery: Delivery
+) -> tuple[EventInstance, bool]:
+    """Store the delivery as a CloudEvent in the queue (a redelivery is a duplicate);
+    returns the stored event and whether this request created it."""
     source = f"/namespaces/{namespace}/webhooks/{name}"
     span = start_event_span(
         namespace=namespace, source=source, type=delivery.type, event_id=delivery.id
@@ -191,11 +219,11 @@ async def post_webhook(request: web.Request) -> web.Response:
                 try:
                     async with conn.transaction():
                         [(stored, created)] = await repository.insert_events(
-                            conn, [event], max_attempts=config_.max_attempts
+                            conn, [event], max_attempts=request.app[CONFIG].max_attempts
                         )
                         if created:
                             await repository.notify_new_events(conn)
-                    break
+                    return stored, created
                 except (
                     psycopg.errors.DeadlockDetected,
                     psycopg.errors.SerializationFailure,
@@ -205,14 +233,4 @@ async def post_webhook(request: web.Request) -> web.Response:
                         raise
     finally:
         span.end()
-    event_ingested("stored" if created else "duplicate")
-    answer = Acknowledgement(
-        id=stored.event_id,
-        source=stored.source,
-        stored=created,
-        position=stored.sequence_position,
-        partition_key=stored.partition_key,
-    )
-    return web.json_response(
-        answer.model_dump(mode="json", by_alias=True), status=202 if created else 200
-    )
+    raise AssertionError("unreachable: the last attempt returns or raises")
