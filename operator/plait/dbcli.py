@@ -20,7 +20,13 @@ from plait.kernel.migrations import (
     migrate_database,
     parse_components,
 )
-from plait.kernel.roles import DEFAULT_OWNER_ROLE, ensure_roles, grant_component, passwords_from_env
+from plait.kernel.roles import (
+    DEFAULT_OWNER_ROLE,
+    ensure_roles,
+    grant_component,
+    passwords_from_env,
+    reader_passwords_from_env,
+)
 
 __all__ = ["db_command"]
 
@@ -52,14 +58,20 @@ def roles_command(component_names: tuple[str, ...]) -> None:
 
     Needs CREATEROLE. A component's role gets LOGIN with the password in
     PLAIT_DATABASE_PASSWORD_<COMPONENT> when that is set; otherwise it stays NOLOGIN and
-    is reached with SET ROLE. Passwords are never printed or logged.
+    is reached with SET ROLE. With PLAIT_DATABASE_PASSWORD_<COMPONENT>_READER, the
+    component's read-only role (SELECT only) is made too, LOGIN with that password.
+    Passwords are never printed or logged.
     """
     settings = Settings()
     owner = settings.database_owner_role or None
     for dsn, members in _by_dsn(settings, parse_components(component_names)).items():
         with psycopg.connect(dsn, autocommit=True) as conn:
             created = ensure_roles(
-                conn, members, owner_role=owner or "", passwords=passwords_from_env(members)
+                conn,
+                members,
+                owner_role=owner or "",
+                passwords=passwords_from_env(members),
+                reader_passwords=reader_passwords_from_env(members),
             )
             granted = [
                 c.role

@@ -159,7 +159,8 @@ def test_processes_get_their_commands_probes_and_tokens(helm: Helm) -> None:
     assert api["containers"][0]["args"] == ["api"]
     assert migrate["containers"][0]["args"] == ["migrate", "--create-roles"]
     assert operator["automountServiceAccountToken"] is True
-    assert api["automountServiceAccountToken"] is False
+    # The dashboard's run actions (api.dashboard.runActions, on by default) need its token.
+    assert api["automountServiceAccountToken"] is True
     assert migrate["automountServiceAccountToken"] is False
     assert api["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert api["containers"][0]["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -175,7 +176,9 @@ def test_processes_get_their_commands_probes_and_tokens(helm: Helm) -> None:
     assert not [p for p in operator["containers"][0]["ports"] if p["containerPort"] == 9443]
 
 
-API_COMPONENTS = ["event_processing", "observability", "auth", "integration"]
+API_COMPONENTS = ["event_processing", "observability", "auth", "integration", "web_application"]
+#: What the API only reads (the dashboard), as those components' read-only roles.
+API_READS = ["workflow_orchestrator", "task_execution"]
 
 
 def dashed(component: str) -> str:
@@ -194,16 +197,24 @@ def env_of(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_each_component_logs_in_as_its_own_role_by_default(
     helm: Helm, values: list[Path], secret: str
 ) -> None:
-    """The operator gets one DSN per component, the API only its own; all from the Secret."""
+    """The operator gets one DSN per component, the API only its own and the read-only
+    ones of what its dashboard reads; all from the Secret."""
     specs = pod_specs(helm.render(values=values))
-    for workload, components in [("plait-operator", COMPONENTS), ("plait-api", API_COMPONENTS)]:
+    api_keys = {c: f"url-{dashed(c)}" for c in API_COMPONENTS}
+    api_keys |= {c: f"url-{dashed(c)}-reader" for c in API_READS}
+    for workload, keys in [
+        ("plait-operator", {c: f"url-{dashed(c)}" for c in COMPONENTS}),
+        ("plait-api", api_keys),
+    ]:
         env = env_of(specs[workload])
         assert "PLAIT_DATABASE_URL" not in env
         dsns = {n: e for n, e in env.items() if n.startswith("PLAIT_DATABASE_URL_")}
-        assert sorted(dsns) == sorted(f"PLAIT_DATABASE_URL_{c.upper()}" for c in components)
-        for c in components:
+        assert sorted(dsns) == sorted(f"PLAIT_DATABASE_URL_{c.upper()}" for c in keys)
+        for c, key in keys.items():
             ref = dsns[f"PLAIT_DATABASE_URL_{c.upper()}"]["valueFrom"]["secretKeyRef"]
-            assert ref == {"name": secret, "key": f"url-{dashed(c)}"}
+            # A Secret made before the read-only roles existed still installs.
+            optional = {"optional": True} if key.endswith("-reader") else {}
+            assert ref == {"name": secret, "key": key, **optional}
     migrate = specs["plait-migrate"]["containers"][0]
     assert migrate["args"] == ["migrate", "--create-roles"]
     env = env_of(specs["plait-migrate"])
@@ -214,6 +225,9 @@ def test_each_component_logs_in_as_its_own_role_by_default(
     for c in COMPONENTS:
         ref = env[f"PLAIT_DATABASE_PASSWORD_{c.upper()}"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": secret, "key": f"password-{dashed(c)}"}
+    for c in API_READS:
+        ref = env[f"PLAIT_DATABASE_PASSWORD_{c.upper()}_READER"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret, "key": f"password-{dashed(c)}-reader", "optional": True}
     # No credential is ever a plain value of a container's environment.
     for name, spec in specs.items():
         for container in spec["containers"]:
@@ -231,12 +245,14 @@ def test_bundled_secret_holds_a_password_and_a_dsn_per_role(helm: Helm) -> None:
     host = "plait-postgresql.plait.svc:5432/plait"
     assert data["migration-url"] == f"postgresql://postgres:{superuser}@{host}"
     assert "url" not in data  # no shared login
-    passwords = {data[f"password-{dashed(c)}"] for c in COMPONENTS} | {superuser}
-    assert len(passwords) == len(COMPONENTS) + 1  # all different
-    for c in COMPONENTS:
-        password = data[f"password-{dashed(c)}"]
+    roles = {dashed(c): f"plait_{c}" for c in COMPONENTS}
+    roles |= {f"{dashed(c)}-reader": f"plait_{c}_reader" for c in API_READS}
+    passwords = {data[f"password-{key}"] for key in roles} | {superuser}
+    assert len(passwords) == len(roles) + 1  # all different
+    for key, role in roles.items():
+        password = data[f"password-{key}"]
         assert len(password) == 32
-        assert data[f"url-{dashed(c)}"] == f"postgresql://plait_{c}:{password}@{host}"
+        assert data[f"url-{key}"] == f"postgresql://{role}:{password}@{host}"
 
 
 def test_shared_login_and_database_per_component_modes(helm: Helm) -> None:
@@ -263,6 +279,18 @@ def test_shared_login_and_database_per_component_modes(helm: Helm) -> None:
         for component in COMPONENTS:
             ref = env[f"PLAIT_DATABASE_URL_{component.upper()}"]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": "plait-database", "key": prefix + dashed(component)}
+    # Without component roles there are no read-only roles: the API reads with the DSNs of
+    # the components themselves.
+    specs = pod_specs(
+        helm.render(
+            values=[PRODUCTION_VALUES],
+            sets=["database.perComponent=true", "database.componentRoles=false"],
+        )
+    )
+    env = env_of(specs["plait-api"])
+    for component in [*API_COMPONENTS, *API_READS]:
+        ref = env[f"PLAIT_DATABASE_URL_{component.upper()}"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "plait-database", "key": "url-" + dashed(component)}
 
 
 def test_migration_hook_runs_before_install_and_upgrade(helm: Helm) -> None:
@@ -290,11 +318,15 @@ def test_rbac_grants_nothing_unused(helm: Helm) -> None:
     docs = helm.render()
     roles = sorted(d["metadata"]["name"] for d in docs if d["kind"] in {"Role", "ClusterRole"})
     assert roles == [
+        "plait-api",
         "plait-operator",
         "plait-operator-cluster",
         "plait-webhook",
         "plait-webhook-cluster",
     ]
+    # The API: only the dashboard's changes of runs (api.dashboard.runActions), no Secret.
+    api = granted_triples([d for d in docs if d["metadata"]["name"] == "plait-api"])
+    assert api == {("plait.dev", "workflowinstances", v) for v in ("get", "patch", "create")}
     operator = granted_triples([d for d in docs if d["metadata"]["name"].startswith("plait-op")])
     # Nothing no code calls: Kopf runs standalone (no Leases, no peering objects), and
     # cluster-wide it needs no namespaces. Secrets are only read (an artifactRepository's
@@ -371,12 +403,16 @@ def defines(ref: str) -> bool:
 def test_rbac_table_names_its_code_and_the_docs_show_it() -> None:
     """Each rule says why and who needs it; every module:qualname it names exists."""
     table = yaml.safe_load(RBAC_TABLE.read_text())
-    assert sorted(table) == ["operator", "webhook"]
+    assert sorted(table) == ["api", "operator", "webhook"]
     doc = (ROOT / "docs" / "install.md").read_text()
     for rules in table.values():
         seen: set[Triple] = set()
         for rule in rules:
-            assert rule["scope"] in {"watched", "cluster"}, rule
+            assert rule["scope"] in {"watched", "cluster", "webhookSecrets"}, rule
+            if rule.get("value"):  # a value of the chart turns it on
+                lookup = yaml.safe_load((CHART / "values.yaml").read_text())
+                for part in rule["value"].split("."):
+                    lookup = lookup[part]
             assert rule.get("modes", "both") in {"both", "allNamespaces", "namespaced"}, rule
             assert rule["why"], rule
             assert rule["code"], rule
@@ -395,11 +431,13 @@ def test_rbac_table_names_its_code_and_the_docs_show_it() -> None:
 
 
 def test_api_token_secret_is_a_mounted_file_and_no_kubernetes_access(helm: Helm) -> None:
-    """The API reads its token from the mounted Secret: no Kubernetes token, no Role."""
-    docs = helm.render(sets=["api.tokenSecretName=plait-api-token"])
-    assert not [
-        d for d in docs if d["kind"] in {"Role", "RoleBinding"} and "api" in d["metadata"]["name"]
-    ]
+    """The API reads its token from the mounted Secret: no Kubernetes token, no Role (with
+    the dashboard's run actions off and no webhook Secret)."""
+    docs = helm.render(
+        sets=["api.tokenSecretName=plait-api-token", "api.dashboard.runActions=false"]
+    )
+    rbac = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+    assert not [d for d in docs if d["kind"] in rbac and "api" in d["metadata"]["name"]]
     pod = pod_specs(docs)["plait-api"]
     assert pod["automountServiceAccountToken"] is False
     container = pod["containers"][0]
@@ -538,3 +576,95 @@ def test_values_doc_generator_reads_nested_and_multiline_comments() -> None:
     gen = _load_script("gen-values-doc.py")
     text = "a:\n  # -- first line\n  # second line\n  b: 1\n# plain comment\nc: 2\n# -- d\nd: {}\n"
     assert gen.documented_keys(text) == [("a.b", "first line second line"), ("d", "d")]
+
+
+def test_api_webhook_secrets_are_granted_by_name_only(helm: Helm, tmp_path: Path) -> None:
+    """api.webhookSecrets: a Role per namespace with `get` on exactly the listed Secrets,
+    bound to the API's ServiceAccount, whose pods then mount its token and may reach the
+    Kubernetes API server."""
+    values = tmp_path / "values.yaml"
+    listed = [
+        {"namespace": "team-a", "names": ["github-hooks"]},
+        {"namespace": "team-b", "names": ["slack", "shop"]},
+        {"namespace": "team-a", "names": ["other", "github-hooks"]},
+    ]
+    values.write_text(
+        yaml.safe_dump({"api": {"webhookSecrets": listed, "dashboard": {"runActions": False}}})
+    )
+    docs = helm.render(values=[values], sets=["networkPolicy.kubeApiPorts={6443}"])
+    roles = {
+        d["metadata"]["namespace"]: d
+        for d in docs
+        if d["kind"] == "Role" and d["metadata"]["name"] == "plait-api-webhook-secrets"
+    }
+    assert sorted(roles) == ["team-a", "team-b"]
+    names = {"team-a": ["github-hooks", "other"], "team-b": ["slack", "shop"]}
+    for namespace, role in roles.items():
+        assert role["rules"] == [
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": names[namespace],
+                "verbs": ["get"],
+            }
+        ]
+        binding = [
+            d
+            for d in docs
+            if d["kind"] == "RoleBinding"
+            and d["metadata"]["name"] == "plait-api-webhook-secrets"
+            and d["metadata"]["namespace"] == namespace
+        ]
+        assert binding[0]["roleRef"]["name"] == "plait-api-webhook-secrets"
+        assert binding[0]["subjects"] == [
+            {"kind": "ServiceAccount", "name": "plait-api", "namespace": "plait"}
+        ]
+    # The rule is the table's: the same verbs and resources, only narrowed by name.
+    assert granted_triples(list(roles.values())) == table_triples(
+        "api", "allNamespaces", scope="webhookSecrets"
+    )
+    # No other Secret access and no ClusterRole for the API.
+    assert not [d for d in docs if d["kind"] == "ClusterRole" and "api" in d["metadata"]["name"]]
+    assert pod_specs(docs)["plait-api"]["automountServiceAccountToken"] is True
+    policy = find(docs, "NetworkPolicy", "plait-api")
+    assert {"ports": [{"port": 6443, "protocol": "TCP"}]} in policy["spec"]["egress"]
+    # A bad entry is refused by the schema.
+    values.write_text(yaml.safe_dump({"api": {"webhookSecrets": [{"namespace": "team-a"}]}}))
+    proc = helm.template(values=[values], check=False)
+    assert proc.returncode != 0
+    assert "webhookSecrets" in proc.stderr
+
+
+@pytest.mark.parametrize("all_namespaces", [True, False])
+def test_dashboard_run_actions_follow_the_watched_namespaces(
+    helm: Helm, all_namespaces: bool
+) -> None:
+    sets = [f"operator.allNamespaces={str(all_namespaces).lower()}"]
+    if not all_namespaces:
+        sets.append("operator.watchNamespaces={team-a,team-b}")
+    docs = helm.render(sets=sets)
+    kind = "ClusterRole" if all_namespaces else "Role"
+    roles = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == "plait-api"]
+    mode = "allNamespaces" if all_namespaces else "namespaced"
+    assert granted_triples(roles) == table_triples("api", mode, scope="watched")
+    if not all_namespaces:
+        assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert pod_specs(docs)["plait-api"]["automountServiceAccountToken"] is True
+    policy = find(docs, "NetworkPolicy", "plait-api")
+    assert {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]} in (
+        policy["spec"]["egress"]
+    )
+    # Off: no rule, no token, no way to the Kubernetes API server.
+    docs = helm.render(sets=[*sets, "api.dashboard.runActions=false"])
+    assert not [
+        d
+        for d in docs
+        if d["kind"] in {"Role", "ClusterRole"} and d["metadata"]["name"] == "plait-api"
+    ]
+    assert pod_specs(docs)["plait-api"]["automountServiceAccountToken"] is False
+    policy = find(docs, "NetworkPolicy", "plait-api")
+    assert not [
+        r
+        for r in policy["spec"]["egress"]
+        if {"port": 443, "protocol": "TCP"} in r.get("ports", [])
+    ]

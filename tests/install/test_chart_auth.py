@@ -41,7 +41,8 @@ def test_defaults_generate_a_key_and_a_first_admin(helm: Helm) -> None:
     assert "PLAIT_DATABASE_URL_AUTH" in _env(container)
 
     api = _workload(docs, "Deployment", "plait-api")
-    assert api["automountServiceAccountToken"] is False
+    # Mounted for the dashboard's run actions (api.dashboard.runActions), not TokenReview.
+    assert api["automountServiceAccountToken"] is True
     env = _env(api["containers"][0])
     assert env["PLAIT_AUTH_TOKEN_KEY_FILE"] == "/etc/plait/auth-key/key"
     assert "PLAIT_DATABASE_URL_AUTH" in env
@@ -53,7 +54,9 @@ def test_defaults_generate_a_key_and_a_first_admin(helm: Helm) -> None:
     assert settings.session_absolute_seconds == 43200
     assert settings.cookie_secure is True
     assert not [
-        d for d in docs if d["kind"] == "ClusterRoleBinding" and "api" in d["metadata"]["name"]
+        d
+        for d in docs
+        if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == "system:auth-delegator"
     ]
 
 

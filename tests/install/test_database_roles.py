@@ -27,11 +27,14 @@ import pytest
 from psycopg import sql
 
 from plait.kernel.components import COMPONENTS, component_by_name
+from plait.kernel.roles import reader_role
 from plait.testing import PostgresServer
 from plait.testing._process import free_port, stop_process, wait_until
 from tests.install.conftest import PRODUCTION_VALUES, Helm, find
 
 NAMESPACE = "plait"
+#: What the API's dashboard only reads: it logs in to these as their read-only roles.
+READ_ONLY = ("workflow_orchestrator", "task_execution")
 BUNDLED_HOST = f"plait-postgresql.{NAMESPACE}.svc:5432"
 
 
@@ -52,6 +55,8 @@ class Installed:
                 env[var["name"]] = var["value"]
             elif "secretKeyRef" in var.get("valueFrom", {}):
                 ref = var["valueFrom"]["secretKeyRef"]
+                if ref.get("optional") and ref["key"] not in self.secrets[ref["name"]]:
+                    continue  # as the kubelet: an optional key that is missing sets nothing
                 env[var["name"]] = self.secrets[ref["name"]][ref["key"]]
             else:  # fieldRef: the pod's own name and namespace
                 env[var["name"]] = "test"
@@ -86,6 +91,10 @@ def documented_secret(server: PostgresServer, migrator: str) -> dict[str, str]:
         dashed, password = c.name.replace("_", "-"), secrets.token_hex(24)
         data[f"password-{dashed}"] = password
         data[f"url-{dashed}"] = f"postgresql://{c.role}:{password}@{db}"
+    for c in map(component_by_name, READ_ONLY):
+        dashed, password = c.name.replace("_", "-"), secrets.token_hex(24)
+        data[f"password-{dashed}-reader"] = password
+        data[f"url-{dashed}-reader"] = f"postgresql://{reader_role(c)}:{password}@{db}"
     return data
 
 
@@ -159,14 +168,29 @@ def test_each_dsn_reaches_its_own_schema_and_no_other(installed: Installed, work
     env = installed.env(workload)
     dsns = {k.removeprefix("PLAIT_DATABASE_URL_"): v for k, v in env.items() if "_URL_" in k}
     assert dsns
+    if workload == "plait-api":
+        assert sorted(dsns) == sorted(
+            ["EVENT_PROCESSING", "OBSERVABILITY", "AUTH", "INTEGRATION", "WEB_APPLICATION"]
+            + [c.upper() for c in READ_ONLY]
+        )
     for suffix, dsn in dsns.items():
         component = component_by_name(suffix.lower())
+        reads_only = workload == "plait-api" and component.name in READ_ONLY
+        role = reader_role(component) if reads_only else component.role
         with psycopg.connect(dsn, autocommit=True) as conn:
-            assert conn.execute("SELECT current_user").fetchone() == (component.role,)
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
             own = sql.SQL("SELECT count(*) FROM {}.{}").format(
                 sql.Identifier(component.schema), sql.Identifier(tables[component.schema])
             )
             conn.execute(own)
+            if reads_only:  # reads its component's tables, and changes nothing
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(
+                        sql.SQL("DELETE FROM {}.{}").format(
+                            sql.Identifier(component.schema),
+                            sql.Identifier(tables[component.schema]),
+                        )
+                    )
             for schema, table in tables.items():
                 if schema == component.schema:
                     continue
@@ -204,3 +228,6 @@ def test_the_api_serves_with_its_deployment_environment(installed: Installed) ->
         wait_until(ready, timeout=60, what="plait api /readyz")
     finally:
         stop_process(proc)
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    # Every database the dashboard reads is configured (none of its pages answers 503).
+    assert "the dashboard has no database" not in output, output

@@ -65,9 +65,45 @@ workflow_orchestrator event_processing task_execution integration auth testing_f
 {{- end -}}
 
 {{/* The components `plait api` opens a pool for (plait.api.app:serve): it gets only these
-(integration: the Integration an inbound webhook is verified with). */}}
+(integration: the Integration an inbound webhook is verified with; web_application: the
+dashboard's components, which the API also changes). */}}
 {{- define "plait.apiComponents" -}}
-event_processing observability auth integration
+event_processing observability auth integration web_application
+{{- end -}}
+
+{{/* The components the dashboard only reads (plait.api.dashboard): with
+database.componentRoles the API logs in to them as their read-only roles. */}}
+{{- define "plait.apiReaderComponents" -}}
+workflow_orchestrator task_execution
+{{- end -}}
+
+{{/*
+The API's DSNs of the components it only reads. With componentRoles: the read-only roles'
+(key componentKeyPrefix + component + "-reader", optional: a Secret made before they existed
+leaves those dashboard pages answering 503); database per component without component
+roles: the components' own keys; one shared login: PLAIT_DATABASE_URL serves them already.
+*/}}
+{{- define "plait.apiReaderDatabaseEnv" -}}
+{{- $v := .Values.database }}
+{{- if or $v.componentRoles (include "plait.databasePerComponent" .) }}
+{{- range $c := splitList " " (include "plait.apiReaderComponents" .) }}
+- name: PLAIT_DATABASE_URL_{{ upper $c }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "plait.databaseSecret" $ }}
+      {{- if $v.componentRoles }}
+      key: {{ printf "%s%s-reader" $v.componentKeyPrefix (replace "_" "-" $c) }}
+      optional: true
+      {{- else }}
+      key: {{ printf "%s%s" $v.componentKeyPrefix (replace "_" "-" $c) }}
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* "true" when the API's pods call the Kubernetes API (and so mount their token). */}}
+{{- define "plait.api.kubernetesAccess" -}}
+{{- if or .Values.auth.kubernetes.enabled .Values.api.webhookSecrets .Values.api.dashboard.runActions }}true{{ end -}}
 {{- end -}}
 
 {{/* Name of the Secret with the runtime DSNs: the bundled PostgreSQL's, or the user's. */}}
@@ -142,6 +178,14 @@ The migration Job's DSNs, and, when it creates the component roles, their LOGIN 
     secretKeyRef:
       name: {{ include "plait.migrationSecret" $ }}
       key: {{ printf "%s%s" $m.passwordKeyPrefix (replace "_" "-" $c) }}
+{{- end }}
+{{- range $c := splitList " " (include "plait.apiReaderComponents" .) }}
+- name: PLAIT_DATABASE_PASSWORD_{{ upper $c }}_READER
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "plait.migrationSecret" $ }}
+      key: {{ printf "%s%s-reader" $m.passwordKeyPrefix (replace "_" "-" $c) }}
+      optional: true
 {{- end }}
 {{- end }}
 {{- end -}}

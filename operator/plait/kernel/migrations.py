@@ -40,7 +40,12 @@ from plait.errors import (
 )
 from plait.kernel.components import COMPONENTS, Component, component_by_name
 from plait.kernel.config import Settings
-from plait.kernel.roles import ensure_roles, grant_component, passwords_from_env
+from plait.kernel.roles import (
+    ensure_roles,
+    grant_component,
+    passwords_from_env,
+    reader_passwords_from_env,
+)
 
 __all__ = [
     "LEDGER_TABLE",
@@ -318,6 +323,7 @@ def migrate(
                     members,
                     owner_role=owner or "",
                     passwords=passwords_from_env(members, environ),
+                    reader_passwords=reader_passwords_from_env(members, environ),
                 )
         result[describe_dsn(dsn)] = migrate_database(dsn, members, owner_role=owner, root=root)
     return result

@@ -5,6 +5,11 @@ Roles are cluster-global, so creating them is an explicit, idempotent step
 Grants are per database and are (re)applied after every migration run, so new tables are
 covered even where default privileges were never set.
 
+A component may also have a read-only role, ``plait_<component>_reader`` (SELECT on its
+schema, nothing else), for a process that only reads that schema (``plait api``'s dashboard
+reads the runs and task attempts): created with LOGIN when its password is given
+(``PLAIT_DATABASE_PASSWORD_<COMPONENT>_READER``), granted with its component.
+
 Passwords come from ``PLAIT_DATABASE_PASSWORD_<COMPONENT>``; they are sent to the server only
 as SCRAM-SHA-256 verifiers computed here, so not even a server statement log sees them.
 """
@@ -32,6 +37,8 @@ __all__ = [
     "grant_component",
     "password_env",
     "passwords_from_env",
+    "reader_passwords_from_env",
+    "reader_role",
     "scram_sha256_verifier",
 ]
 
@@ -43,6 +50,26 @@ DEFAULT_OWNER_ROLE = "plait_owner"
 def password_env(component: Component) -> str:
     """Name of the variable holding a component role's LOGIN password."""
     return f"PLAIT_DATABASE_PASSWORD_{component.env_suffix}"
+
+
+def reader_role(component: Component) -> str:
+    """The component's read-only role (SELECT on its schema only)."""
+    return f"{component.role}_reader"
+
+
+def reader_password_env(component: Component) -> str:
+    """Name of the variable holding the LOGIN password of the component's read-only role."""
+    return f"{password_env(component)}_READER"
+
+
+def reader_passwords_from_env(
+    components: Iterable[Component] = COMPONENTS, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Component name -> its read-only role's password, where that variable is set."""
+    env = os.environ if environ is None else environ
+    return {
+        c.name: env[reader_password_env(c)] for c in components if env.get(reader_password_env(c))
+    }
 
 
 def passwords_from_env(
@@ -103,13 +130,15 @@ def ensure_roles(
     *,
     owner_role: str = DEFAULT_OWNER_ROLE,
     passwords: Mapping[str, str] | None = None,
+    reader_passwords: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Create the owner role and each component's role if missing; return the ones created.
 
     Roles are NOLOGIN unless a password is given for them, in which case they become LOGIN
     with that password (set again on every call, so rotating it is re-running this). The
     connecting user is made a member of every role so that it can migrate as the owner and
-    so a shared-login deployment can ``SET ROLE`` per component.
+    so a shared-login deployment can ``SET ROLE`` per component. A component named in
+    ``reader_passwords`` also gets its read-only role, LOGIN with that password.
     """
     passwords = passwords or {}
     created: list[str] = []
@@ -128,6 +157,20 @@ def ensure_roles(
                 )
             )
             log.info("set LOGIN password of role %s", component.role)
+    for component in components:
+        password = (reader_passwords or {}).get(component.name)
+        if not password:
+            continue
+        role = reader_role(component)
+        if _create_role(conn, role):
+            created.append(role)
+            log.info("created database role %s", role)
+        conn.execute(
+            sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(scram_sha256_verifier(password))
+            )
+        )
+        log.info("set LOGIN password of role %s", role)
     return created
 
 
@@ -135,6 +178,7 @@ def grant_component(
     conn: psycopg.Connection[Any], component: Component, *, owner_role: str | None
 ) -> bool:
     """Grant ``component.role`` DML on its own schema, and nothing else; False if no role.
+    Its read-only role, where it exists, gets SELECT on the schema's tables (now and later).
 
     Runs as the owner role so default privileges apply to the tables the owner creates later.
     ``conn`` must be in autocommit mode; the grants happen in one transaction.
@@ -157,9 +201,19 @@ def grant_component(
         "GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}",
         "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT EXECUTE ON FUNCTIONS TO {role}",
     ]
+    readers = []
+    if _role_exists(conn, reader_role(component)):
+        readers = [
+            "GRANT USAGE ON SCHEMA {schema} TO {reader}",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {reader}",
+        ]
+    reader = sql.Identifier(reader_role(component))
     with conn.transaction():
         if owner_role:
             conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner_role)))
         for statement in statements:
             conn.execute(sql.SQL(statement).format(schema=schema, role=role))
+        for statement in readers:
+            conn.execute(sql.SQL(statement).format(schema=schema, reader=reader))
     return True
