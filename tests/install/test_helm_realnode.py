@@ -7,8 +7,12 @@ migration hook Job, the operator, the API and the webhook as containers of that 
 a namespace enforcing the "restricted" Pod Security level; they reach the apiserver through
 the ``kubernetes`` Service's ClusterIP (kube-proxy in the node), and the apiserver calls the
 webhook at its pod. The example diamond runs through the installed operator, its tasks in
-busybox containers beside it; ``helm upgrade`` rolls every pod and the run history stays;
-``helm uninstall`` removes the release's pods.
+busybox containers beside it; the installed API accepts a signed GitHub delivery (reading
+the signing Secret that api.webhookSecrets lets it read) and refuses a wrongly signed one,
+and its dashboard, signed in as the chart's first admin, lists the runs, starts a run from
+its Submit form and cancels it (the API's ServiceAccount patching the WorkflowInstance);
+``helm upgrade`` rolls every pod and the run history stays; ``helm uninstall`` removes the
+release's pods.
 
 Marked ``helm`` too, so ``-m 'not helm'`` leaves it out (the image's first build takes
 about a minute).
@@ -16,9 +20,13 @@ about a minute).
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
+import re
 import secrets
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,12 +36,15 @@ import psycopg
 import pytest
 import yaml
 
-from plait.kernel.components import COMPONENTS
+from plait.api.access import SESSION_COOKIE
+from plait.kernel.components import COMPONENTS, component_by_name
+from plait.kernel.roles import reader_role
 from plait.testing import PostgresServer
 from plait.testing.node import REAL_NODE_NAME, REAL_NODE_TAINT, NodeLayout
 from plait.testing.plait_image import PlaitImage, build_plait_image
 from tests.fixtures.kube import Kube, KubeCluster, RealNode
 from tests.install.conftest import CHART, ROOT, Helm
+from tests.integration.test_webhooks import PUSH, github_headers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode, pytest.mark.helm, pytest.mark.timeout(900)]
 
@@ -43,6 +54,9 @@ ON_REAL_NODE = {
     "tolerations": [{"operator": "Equal", **REAL_NODE_TAINT}],
 }
 COMPONENT_PODS = ("operator", "api", "webhook")
+#: What the API's dashboard reads as read-only roles (docs/install.md's Secret has them).
+READ_ONLY = ("workflow_orchestrator", "task_execution")
+HOOK_SECRET = "gh-" + secrets.token_hex(16)
 FINAL = ("Succeeded", "Failed", "Cancelled", "Error")
 
 
@@ -99,10 +113,16 @@ def database_secret(kube: Kube, pg: PostgresServer, host: str) -> None:
             f"--from-literal=password-{dashed}={password}",
             f"--from-literal=url-{dashed}={dsn(c.role, password)}",
         ]
+    for c in map(component_by_name, READ_ONLY):
+        dashed, password = c.name.replace("_", "-"), secrets.token_hex(12)
+        literals += [
+            f"--from-literal=password-{dashed}-reader={password}",
+            f"--from-literal=url-{dashed}-reader={dsn(reader_role(c), password)}",
+        ]
     kube.kubectl("create", "secret", "generic", "plait-database", *literals)
 
 
-def values(image: PlaitImage) -> dict[str, Any]:
+def values(image: PlaitImage, namespace: str) -> dict[str, Any]:
     return {
         "image": {"repository": image.repository, "tag": image.tag, "pullPolicy": "Never"},
         "postgresql": {"enabled": False},
@@ -110,7 +130,14 @@ def values(image: PlaitImage) -> dict[str, Any]:
         # Only this namespace: other tests' objects are not this operator's, and the
         # webhook registered with failurePolicy Fail selects only this namespace too.
         "operator": {"allNamespaces": False, "replicas": 1, **ON_REAL_NODE},
-        "api": {"replicas": 1, "allowUnauthenticated": True, **ON_REAL_NODE},
+        "api": {
+            "replicas": 1,
+            # The signing Secret of the Integration "repo" (and no other Secret).
+            "webhookSecrets": [{"namespace": namespace, "names": ["hooks"]}],
+            **ON_REAL_NODE,
+        },
+        # The test speaks plain HTTP to the API pod.
+        "auth": {"session": {"secureCookie": False}},
         "webhook": {"replicas": 1, "failurePolicy": "Fail", **ON_REAL_NODE},
     }
 
@@ -190,7 +217,7 @@ def test_helm_install_runs_plait_as_pods_on_the_real_node(
     release = f"real-{uuid.uuid4().hex[:6]}"
     selector = f"app.kubernetes.io/instance={release}"
     values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values(image)))
+    values_file.write_text(yaml.safe_dump(values(image, kube.namespace)))
     ns = ["--namespace", kube.namespace]
     helm.run("install", release, str(CHART), *ns, "-f", str(values_file),
              "--wait", "--timeout", "5m")  # fmt: skip
@@ -240,6 +267,13 @@ def test_helm_install_runs_plait_as_pods_on_the_real_node(
 
         kube.kubectl("create", "secret", "generic", "notifier-credentials",
                      f"--from-literal=token={secrets.token_hex(8)}")  # fmt: skip
+        kube.kubectl("create", "secret", "generic", "hooks",
+                     f"--from-literal=webhookSecret={HOOK_SECRET}")  # fmt: skip
+        repo = {"type": "github", "secretRef": {"name": "hooks"}}
+        kube.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "plait.dev/v1alpha1", "kind": "Integration",
+            "metadata": {"name": "repo"}, "spec": repo,
+        }))  # fmt: skip
         for path in sorted((ROOT / "examples").glob("*.yaml")):
             if path.name != "workflowinstance.yaml":
                 kube.kubectl("apply", "-f", str(path))
@@ -257,6 +291,9 @@ def test_helm_install_runs_plait_as_pods_on_the_real_node(
 
         poll("the installed operator to reconcile the examples", reconciled)
         run_diamond(kube, database, "diamond-run-1")
+        api = Api(first["api"]["status"]["podIP"])
+        signed_deliveries(api, kube, database)
+        dashboard(api, kube, release)
 
         before = {c: p["metadata"]["uid"] for c, p in first.items()}
         helm.run("upgrade", release, str(CHART), *ns, "-f", str(values_file),
@@ -281,3 +318,104 @@ def test_helm_install_runs_plait_as_pods_on_the_real_node(
         helm.run("uninstall", release, *ns, "--wait", "--timeout", "2m")
     poll("no pod of the release left", lambda: not pods(kube, selector) or None)
     assert not json.loads(kube.kubectl("get", "jobs", "-l", selector, "-o", "json"))["items"]
+
+
+class Api:
+    """Plain HTTP to the API's pod (the host routes the node's pod subnet), no redirects
+    followed, the session cookie kept."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.cookie = ""
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPConnection(self.address, 8000, timeout=30)
+        try:
+            sent = dict(headers or {})
+            if self.cookie:
+                sent["Cookie"] = self.cookie
+            conn.request(method, path, body=body or None, headers=sent)
+            response = conn.getresponse()
+            text = response.read().decode(errors="replace")
+            for name, value in response.getheaders():
+                if name.lower() == "set-cookie" and value.startswith(f"{SESSION_COOKIE}="):
+                    self.cookie = value.split(";", 1)[0]
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, text
+        finally:
+            conn.close()
+
+    def form(self, path: str, fields: dict[str, str]) -> tuple[int, dict[str, str], str]:
+        body = urllib.parse.urlencode(fields).encode()
+        content_type = {"Content-Type": "application/x-www-form-urlencoded"}
+        return self.request("POST", path, body, content_type)
+
+
+def signed_deliveries(api: Api, kube: Kube, pg: PostgresServer) -> None:
+    """GitHub's push, signed with the Secret's key: accepted and stored; signed with another
+    key: 401, nothing stored."""
+    path = f"/v1/namespaces/{kube.namespace}/webhooks/repo"
+    delivery = str(uuid.uuid4())
+    status, _, text = api.request("POST", path, PUSH, github_headers(PUSH, delivery, HOOK_SECRET))
+    assert status == 202, text
+    assert json.loads(text)["id"] == delivery
+    wrong = str(uuid.uuid4())
+    status, _, text = api.request("POST", path, PUSH, github_headers(PUSH, wrong, "guessed"))
+    assert status == 401, text
+    assert HOOK_SECRET not in text
+    with psycopg.connect(pg.dsn("plait")) as conn:
+        stored = conn.execute(
+            "SELECT event_id, type FROM event_processing_service.event_instances WHERE source = %s",
+            (f"/namespaces/{kube.namespace}/webhooks/repo",),
+        ).fetchall()
+    assert stored == [(delivery, "com.github.push")]
+
+
+def dashboard(api: Api, kube: Kube, release: str) -> None:
+    """Signed in as the chart's first admin: the runs list, a run submitted from the form,
+    and that run cancelled, with the API's own database roles and ServiceAccount."""
+    status, headers, _ = api.request("GET", "/ui/runs")
+    assert status == 303, status
+    assert headers["location"].startswith("/ui/login"), headers
+    admin = json.loads(
+        kube.kubectl("get", "secret", f"{release}-plait-initial-admin", "-o", "json")
+    )["data"]
+    fields = {k: base64.b64decode(admin[k]).decode() for k in ("username", "password")}
+    status, headers, text = api.form("/ui/login", {**fields, "next": "/ui/runs"})
+    assert status == 303, text[-2000:]
+    assert api.cookie
+    status, _, text = api.request("GET", "/ui/runs")
+    assert status == 200, text[-2000:]
+    assert "diamond-run-1" in text
+    status, _, text = api.request("GET", f"/ui/runs/{kube.namespace}/diamond-run-1")
+    assert status == 200, text[-2000:]
+
+    submit = f"/ui/submit/{kube.namespace}/diamond"
+    status, _, text = api.request("GET", submit)
+    assert status == 200, text[-2000:]
+    match = re.search(r'name="csrf" value="([^"]+)"', text)
+    assert match, text[-2000:]
+    csrf = match[1]
+    status, headers, text = api.form(submit, {"csrf": csrf, "message": "from the form"})
+    assert status == 303, text[-2000:]
+    prefix = f"/ui/runs/{kube.namespace}/"
+    assert headers["location"].startswith(prefix), headers
+    name = headers["location"].removeprefix(prefix)
+    created = json.loads(kube.kubectl("get", "wfi", name, "-o", "json"))
+    assert created["spec"]["arguments"]["message"] == "from the form"
+    assert created["metadata"]["annotations"]["plait.dev/submitted-by"] == fields["username"]
+
+    status, headers, text = api.form(f"{prefix}{name}/cancel", {"csrf": csrf})
+    assert status == 303, text[-2000:]
+    assert "cancel+requested" in headers["location"], headers
+    changed = json.loads(kube.kubectl("get", "wfi", name, "-o", "json"))
+    assert changed["spec"]["cancel"] is True
+    annotation = changed["metadata"]["annotations"]["plait.dev/last-action"]
+    assert annotation == f"cancel by {fields['username']}"
+    phase = poll(
+        f"{name} to end",
+        lambda: next((p for p in [instance_phase(kube, name)] if p in FINAL), None),
+        timeout=180,
+    )
+    assert phase == "Cancelled", kube.kubectl("get", "wfi", name, "-o", "yaml")
