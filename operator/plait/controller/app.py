@@ -35,6 +35,7 @@ from plait.observability.metrics import DATABASE_GAUGES, time_kubernetes_api_cal
 from plait.resources.stores import KindBinding, OperatorContext
 from plait.task_execution.logs import TaskLogCollector, register_task_logs
 from plait.task_execution.service import TaskExecution
+from plait.testing_framework.cluster import ClusterTests
 from plait.workflow_orchestrator.gauges import instance_gauges
 from plait.workflow_orchestrator.http_tasks import register_http_tasks
 from plait.workflow_orchestrator.members import Membership, scope_of
@@ -63,9 +64,16 @@ def bindings(orchestrator: Orchestrator) -> list[KindBinding]:
     from plait.event_processing.handlers import BINDINGS as event_processing
     from plait.integration.handlers import BINDINGS as integration
     from plait.task_execution.handlers import BINDINGS as task_execution
+    from plait.testing_framework.handlers import BINDINGS as testing_framework
     from plait.workflow_orchestrator.handlers import bindings as workflow_orchestrator
 
-    return [*workflow_orchestrator(orchestrator), *task_execution, *integration, *event_processing]
+    return [
+        *workflow_orchestrator(orchestrator),
+        *task_execution,
+        *integration,
+        *event_processing,
+        *testing_framework,
+    ]
 
 
 def build_registry(
@@ -183,6 +191,14 @@ async def run_operator(
         sharing = asyncio.create_task(
             _share_runs(orchestrator, membership, options, logged_in, stop)
         )
+        # WorkflowTests run in the cluster: each run by the replica that owns it.
+        testing = asyncio.create_task(
+            _run_tests(
+                ClusterTests(database, kube, owns=orchestrator.ownership.owns, namespaces=watched),
+                logged_in,
+                stop,
+            )
+        )
         services = (
             asyncio.create_task(
                 _run_event_services(ctx, orchestrator, tasks, options, logged_in, stop)
@@ -207,6 +223,8 @@ async def run_operator(
                     await services
             with contextlib.suppress(asyncio.CancelledError):
                 await sharing
+            with contextlib.suppress(asyncio.CancelledError):
+                await testing
             if runner is not None:
                 await runner.cleanup()
             kube.close()
@@ -221,6 +239,13 @@ async def _until_logged_in(logged_in: asyncio.Event, stop: asyncio.Event) -> boo
     waiter.cancel()
     stopper.cancel()
     return not stop.is_set()
+
+
+async def _run_tests(tests: ClusterTests, logged_in: asyncio.Event, stop: asyncio.Event) -> None:
+    """Carry out the requested runs of WorkflowTests, once Kubernetes credentials are
+    loaded."""
+    if await _until_logged_in(logged_in, stop):
+        await tests.run(stop)
 
 
 async def _share_runs(

@@ -44,7 +44,13 @@ REFERENCE_RETRY_SECONDS = 3
 DATABASE_RETRY_SECONDS = 5
 
 #: The kinds other kinds refer to by name; an in-memory Kopf index is kept for each.
-REFERENCED_KINDS = ("WorkflowDefinition", "TaskDefinition", "Integration", "EventDefinition")
+REFERENCED_KINDS = (
+    "WorkflowDefinition",
+    "TaskDefinition",
+    "Integration",
+    "EventDefinition",
+    "EventTrigger",  # a WorkflowTest case started by a trigger is checked against it
+)
 
 
 def _index_name(kind: str) -> str:

@@ -346,6 +346,51 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    async def get_test(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A WorkflowTest, None when it does not exist."""
+        try:
+            obj = await self._call(
+                "get",
+                "workflowtests",
+                self._custom.get_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "workflowtests",
+                name,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
+    async def patch_test_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, resource_version: str
+    ) -> bool:
+        """Merge-patch a WorkflowTest's status (its last run); False on a resourceVersion
+        conflict (someone wrote since it was read). A deleted test is fine."""
+        body = json.loads(json.dumps({"status": dict(status)}, default=str))
+        body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            await self._call(
+                "patch",
+                "workflowtests/status",
+                self._custom.patch_namespaced_custom_object_status,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "workflowtests",
+                name,
+                body,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            if exc.status != 404:
+                raise
+        return True
+
 
 def current_namespace() -> str:
     """The pod's namespace in a cluster, else the kubeconfig context's, else "default"."""

@@ -221,6 +221,9 @@ class WorkflowTestSpec(PlaitModel):
         ),
     ]
     """The cases; each runs on its own."""
+    run_on_definition_change: bool = False
+    """Run the test in the cluster whenever its workflow gets a new version (and once for
+    the version current when the test is applied); the result is on status.lastRun."""
 
 
 class TestRunSummary(PlaitModel):
@@ -228,14 +231,23 @@ class TestRunSummary(PlaitModel):
 
     __test__ = False
 
-    result: Literal["Passed", "Failed", "Error"]
-    """Passed when every case passed."""
+    result: Literal["Running", "Passed", "Failed", "Error"]
+    """Running until every case has ended; then Passed when every case passed, Failed
+    when one failed, Error when one could not run (or the run could not start)."""
+    run_id: Annotated[str, StringConstraints(max_length=36)] | None = None
+    """Id of the run (test_runs.id): its cases' results are the test_case_results rows of it."""
+    total: Annotated[int, Field(ge=0)] = 0
+    """Cases in the run."""
     passed: Annotated[int, Field(ge=0)] = 0
     """Cases that passed."""
     failed: Annotated[int, Field(ge=0)] = 0
     """Cases that failed or could not run."""
+    message: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """Why the run could not start, or which cases failed."""
     definition_version: Annotated[int, Field(ge=1)] | None = None
     """Version of the WorkflowDefinition tested."""
+    start_time: dt.datetime | None = None
+    """When the run was requested."""
     completion_time: dt.datetime | None = None
     """When the run ended."""
 

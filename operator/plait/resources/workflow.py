@@ -405,6 +405,31 @@ class WorkflowInstanceSpec(PlaitModel):
     bypass_cache: bool = False
     """Run every task, reusing no cached result; what the run's tasks produce is still
     stored for later runs."""
+    mocks: Annotated[
+        dict[
+            str,
+            Annotated[
+                dict[str, Any],
+                Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
+            ],
+        ],
+        Field(max_length=2000),
+    ] = Field(default_factory=dict)
+    """Task name -> mock (a WorkflowTest case's mock: outputs, outputExpressions, exitCode,
+    message, failAttempts, timedOut, durationSeconds): a mocked task starts no Job, each
+    of its attempts ends as the mock says. Set by in-cluster runs of WorkflowTests;
+    read when the run is created."""
+
+    @model_validator(mode="after")
+    def _mocks_are_mocks(self) -> Self:
+        from plait.resources.test import Mock  # resources.test builds on this module
+
+        for name, mock in self.mocks.items():
+            try:
+                Mock.model_validate(mock)
+            except ValueError as exc:
+                raise ValueError(f"mocks.{name}: {exc}") from None
+        return self
 
 
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled", "Error"]

@@ -296,9 +296,11 @@ class TaskExecution:
         outputs: Mapping[str, Any] | None = None,
         message: str | None = None,
         cause: FailureCause | None = None,
+        exit_code: int | None = None,
     ) -> TaskInstance | None:
-        """Move a recorded attempt that runs no Job (a wait for an event) to ``state``;
-        None when it is missing or already final (so repeating it is harmless)."""
+        """Move a recorded attempt that runs no Job (a wait for an event, a mocked task)
+        to ``state``; None when it is missing or already final (so repeating it is
+        harmless)."""
         async with self._db.connection(COMPONENT) as conn:
             current = await repository.get_task_attempt(conn, instance_uid, task, attempt)
             if current is None or current.state in FINAL_STATES:
@@ -310,6 +312,7 @@ class TaskExecution:
                 outputs=outputs,
                 message=message[:4096] if message is not None else None,
                 cause=cause,
+                exit_code=exit_code,
             )
 
     async def observe_jobs_of(self, namespace: str, instance_uid: str) -> list[TaskInstance]:

@@ -10,6 +10,7 @@ failed or could not run, 2 when the files are invalid.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,15 +26,27 @@ from plait.resources.test import WorkflowTestSpec
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.validation import check_resource
 from plait.resources.workflow import WorkflowDefinitionSpec
+from plait.testing_framework import repository
 from plait.testing_framework.results import (
+    CaseResult,
     Coverage,
+    StoredCoverage,
     TestResult,
     junit_xml,
     render_text,
     run_case,
 )
+from plait.testing_framework.states import TestRunStatus
 
-__all__ = ["InvalidFiles", "Suite", "load", "run_suite", "test_command"]
+__all__ = [
+    "InvalidFiles",
+    "Suite",
+    "TestNotRun",
+    "cluster_run",
+    "load",
+    "run_suite",
+    "test_command",
+]
 
 #: libyaml's safe loader when PyYAML was built with it (ten times faster on large suites).
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -156,15 +169,20 @@ def test_command() -> None:
 
 
 @test_command.command("run")
+@click.argument("name", required=False)
 @click.option(
     "-f",
     "--file",
     "files",
     multiple=True,
-    required=True,
     type=click.Path(exists=True, path_type=Path),
     help="A YAML file (or a directory of them) with WorkflowDefinitions, TaskDefinitions "
-    "and WorkflowTests; repeatable.",
+    "and WorkflowTests; repeatable. Runs the tests locally.",
+)
+@click.option(
+    "-n",
+    "--namespace",
+    help="With NAME: namespace of the WorkflowTest (default: the kubeconfig's).",
 )
 @click.option("--case", "cases", multiple=True, help="Run only the case of this name; repeatable.")
 @click.option(
@@ -173,17 +191,100 @@ def test_command() -> None:
     help="Also write the results as JUnit XML to this file.",
 )
 @click.option("--no-coverage", is_flag=True, help="Do not print coverage.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=900.0,
+    show_default=True,
+    help="With NAME: longest wait for the run to end, in seconds.",
+)
 def run_command(
-    files: tuple[Path, ...], cases: tuple[str, ...], junit: Path | None, no_coverage: bool
+    name: str | None,
+    files: tuple[Path, ...],
+    namespace: str | None,
+    cases: tuple[str, ...],
+    junit: Path | None,
+    no_coverage: bool,
+    timeout: float,
 ) -> None:
-    """Run WorkflowTests locally, with no cluster and no database; exit code 1 when a
-    case fails, 2 when the files are invalid."""
+    """Run WorkflowTests: locally (-f FILE...), with no cluster and no database, or the
+    WorkflowTest NAME in the cluster (the operator runs each case as a WorkflowInstance;
+    needs PLAIT_DATABASE_URL). Exit code 1 when a case fails, 2 when the files are
+    invalid or the test is not stored."""
     began = time.perf_counter()
-    suite = load(files)
-    results = run_suite(suite, cases)
+    if (name is None) == (not files):
+        raise click.UsageError("give either -f FILE (a local run) or NAME (a run in the cluster)")
+    if name is not None:
+        if cases:
+            raise click.UsageError(
+                "--case applies to local runs: a run in the cluster runs every case"
+            )
+        from plait.kernel.kube import current_namespace
+
+        results = asyncio.run(
+            cluster_run(namespace or current_namespace(), name, wait_seconds=timeout)
+        )
+    else:
+        suite = load(files)
+        results = run_suite(suite, cases)
     click.echo(render_text(results, coverage=not no_coverage), nl=False)
     click.echo(f"ran in {time.perf_counter() - began:.2f}s")
     if junit is not None:
         junit.write_text(junit_xml(results))
     if any(r.failed for r in results):
         raise SystemExit(1)
+
+
+class TestNotRun(click.ClickException):
+    """The test is not stored, or its run could not start or did not end in time."""
+
+    __test__ = False
+    exit_code = INVALID_EXIT
+
+
+async def cluster_run(
+    namespace: str, name: str, *, wait_seconds: float, poll: float = 0.5
+) -> list[TestResult]:
+    """Request a run of WorkflowTest ``name``, wait for the operator to carry it out, and
+    return its results as a local run gives them."""
+    from plait.kernel.components import component_by_name
+    from plait.kernel.config import Settings
+    from plait.kernel.database import Database
+
+    components = [component_by_name("testing_framework")]
+    async with await Database.open(Settings(), components) as db:
+        async with db.connection("testing_framework") as conn:
+            run = await repository.request_test_run(conn, namespace, name, requested_by="cli")
+        if run is None:
+            raise TestNotRun(
+                f"WorkflowTest {namespace}/{name} is not stored: apply it (kubectl apply -f) "
+                "and wait until it is Ready"
+            )
+        click.echo(f"test run {run.id} requested", err=True)
+        deadline = time.monotonic() + wait_seconds
+        while run.status in (TestRunStatus.PENDING, TestRunStatus.RUNNING):
+            if time.monotonic() > deadline:
+                raise TestNotRun(
+                    f"test run {run.id} did not end within {wait_seconds:g}s "
+                    f"(it is {run.status.value}): is the operator running?"
+                )
+            await asyncio.sleep(poll)
+            async with db.connection("testing_framework") as conn:
+                found = await repository.get_test_run(conn, run.id)
+            assert found is not None
+            run = found
+        async with db.connection("testing_framework") as conn:
+            stored = await repository.results_of(conn, run.id)
+            definition = await repository.get_test_definition(
+                conn, namespace, name, run.test_version
+            )
+    assert definition is not None
+    if run.status is TestRunStatus.ERROR and not stored:
+        raise TestNotRun(f"test run {run.id}: {run.message}")
+    order = {c.get("name"): i for i, c in enumerate(definition.spec.get("cases") or ())}
+    verdicts = [
+        CaseResult.stored(r.case_name, r.outcome, r.details)
+        for r in sorted(stored, key=lambda r: order.get(r.case_name, len(order)))
+    ]
+    workflow = f"{definition.workflow_name} version {run.workflow_version}"
+    return [TestResult(name, workflow, verdicts, StoredCoverage(list(run.coverage)), "real")]

@@ -21,7 +21,6 @@ without a mock waits for the case's events.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from typing import Any
 
 from plait.errors import PermanentDispatchError, ValidationError
 from plait.event_processing.repository import EventInstance
-from plait.kernel import expressions
 from plait.resources.foreach import split_item_name
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.test import CaseEvent, Mock, TestCase
@@ -46,6 +44,7 @@ from plait.workflow_orchestrator.engine import (
     parameters_with_defaults,
     plan,
 )
+from plait.workflow_orchestrator.mocks import TIMEOUT_MESSAGE, MockError, mock_outcome
 from plait.workflow_orchestrator.subscriptions import (
     correlates,
     filter_document,
@@ -64,6 +63,7 @@ __all__ = [
     "CaseError",
     "Record",
     "RunResult",
+    "case_arguments",
     "failure_view",
     "simulate",
     "task_views",
@@ -71,8 +71,6 @@ __all__ = [
 
 #: The simulated clock's zero: the moment every case's run is created.
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-#: The message of an attempt that ran past its timeoutSeconds (as its Job's deadline gives).
-TIMEOUT_MESSAGE = "the task exceeded its timeoutSeconds"
 #: Most plans one case may take: a bound that only a run that never settles reaches.
 MAX_STEPS = 1_000_000
 
@@ -138,12 +136,6 @@ class RunResult:
         return list(seen)
 
 
-@functools.lru_cache(maxsize=4096)
-def _compiled(expression: str) -> expressions.Program:
-    """A mock's output expression, compiled once for all the cases that share it."""
-    return expressions.compile(expression)
-
-
 def _at(seconds: float) -> dt.datetime:
     return EPOCH + dt.timedelta(seconds=seconds)
 
@@ -182,7 +174,7 @@ class _Run:
                 self.defaults[task.name] = TaskDefaults.of(task.task_ref.name, found)
                 timeout = timeout or found.timeout_seconds
             self.timeouts[task.name] = timeout
-        self.arguments = _arguments(case, triggers)
+        self.arguments = case_arguments(case, triggers)
         self.params = parameters_with_defaults(spec, self.arguments)
         self.records: dict[tuple[str, int], Record] = {}
         self.now = 0.0
@@ -221,48 +213,20 @@ class _Run:
             )
 
     def _mocked(self, record: Record, task: Task, mock: Mock) -> None:
-        failing = (
-            record.attempt <= mock.fail_attempts
-            if mock.fail_attempts
-            else (mock.exit_code != 0 or mock.timed_out)
-        )
-        timeout = self.timeouts[task.name]
-        if failing and mock.timed_out and timeout is None:
-            raise CaseError(
-                f"task {task.name}: its mock times out, but the task has no timeoutSeconds"
-            )
-        if timeout is not None and (
-            (failing and mock.timed_out) or mock.duration_seconds > timeout
-        ):
-            record.ends = self.now + timeout
-            record.outcome = {
-                "state": TaskState.TIMED_OUT,
-                "message": TIMEOUT_MESSAGE,
-                "cause": FailureCause.FAILURE,
-            }
-            return
-        record.ends = self.now + mock.duration_seconds
-        if failing:
-            record.outcome = {
-                "state": TaskState.FAILED,
-                "exit_code": mock.exit_code or 1,
-                "message": mock.message,
-                "cause": FailureCause.FAILURE,
-            }
-            return
-        outputs = dict(mock.outputs)
-        activation = {"inputs": dict(record.inputs), "attempt": record.attempt}
         try:
-            for key, expression in mock.output_expressions.items():
-                outputs[key] = expressions.evaluate(_compiled(expression), activation)
-        except ValidationError as exc:
-            raise CaseError(f"task {record.task}: mock outputExpressions: {exc}") from None
-        record.outcome = {
-            "state": TaskState.SUCCEEDED,
-            "outputs": outputs,
-            "exit_code": 0,
-            "message": mock.message,
-        }
+            outcome = mock_outcome(
+                record.task, mock, record.attempt, record.inputs, self.timeouts[task.name]
+            )
+        except MockError as exc:
+            raise CaseError(str(exc)) from None
+        record.ends = self.now + outcome.after
+        record.outcome = {"state": outcome.state, "message": outcome.message}
+        if outcome.state is not TaskState.TIMED_OUT:
+            record.outcome["exit_code"] = outcome.exit_code
+        if outcome.outputs is not None:
+            record.outcome["outputs"] = outcome.outputs
+        if outcome.cause is not None:
+            record.outcome["cause"] = outcome.cause
 
     def _wait(self, record: Record, task: Task, launch: Launch) -> None:
         wait = task.wait_for_event
@@ -428,7 +392,7 @@ def _event(type: str, source: str, subject: str | None, data: Any) -> EventInsta
     )
 
 
-def _arguments(case: TestCase, triggers: Mapping[str, EventTriggerSpec]) -> Mapping[str, Any]:
+def case_arguments(case: TestCase, triggers: Mapping[str, EventTriggerSpec]) -> Mapping[str, Any]:
     """The run's arguments: the case's, or those its trigger gives for its event (as the
     trigger's filter and arguments decide when the event API receives the event)."""
     if case.trigger is None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,11 +19,19 @@ __all__ = [
     "TestCaseResult",
     "TestDefinition",
     "TestRun",
+    "begin_test_run",
+    "delete_test_definition",
     "finish_test_run",
+    "get_test_definition",
+    "get_test_run",
+    "latest_test_definition",
     "record_case",
+    "request_test_run",
     "results_of",
     "start_test_run",
+    "unfinished_test_runs",
     "upsert_test_definition",
+    "workflow_following_tests",
 ]
 
 SCHEMA = "testing_framework_service"
@@ -62,6 +70,9 @@ class TestRun:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    workflow_version: int | None = None
+    requested_by: str = "cli"
+    coverage: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", TestRunStatus(self.status))
@@ -187,12 +198,14 @@ async def finish_test_run(
     test_run_id: uuid.UUID,
     *,
     cancelled: bool = False,
+    error: bool = False,
     message: str | None = None,
+    coverage: list[str] | None = None,
 ) -> TestRun | None:
     """Close a running run with counts from its recorded cases; None if already final.
 
     The status follows the cases: Passed when none failed or errored, else Failed (Error
-    when a case errored), Cancelled when asked.
+    when a case errored, or when ``error``: the run could not start), Cancelled when asked.
     """
     async with conn.cursor(row_factory=class_row(TestRun)) as cur:
         await cur.execute(
@@ -203,15 +216,131 @@ async def finish_test_run(
             "UPDATE testing_framework_service.test_runs r SET "
             "passed_cases = c.passed, failed_cases = c.failed + c.errored, "
             "total_cases = greatest(r.total_cases, c.passed + c.failed + c.errored), "
-            "status = CASE WHEN %(cancelled)s THEN 'Cancelled' WHEN c.errored > 0 THEN 'Error' "
+            "status = CASE WHEN %(cancelled)s THEN 'Cancelled' "
+            " WHEN %(error)s OR c.errored > 0 THEN 'Error' "
             " WHEN c.failed > 0 THEN 'Failed' ELSE 'Passed' END, "
-            "message = %(message)s, finished_at = now() "
+            "message = %(message)s, coverage = %(coverage)s, "
+            "started_at = coalesce(r.started_at, now()), finished_at = now() "
             "FROM c WHERE r.id = %(id)s AND r.status <> ALL(%(finals)s) RETURNING r.*",
             {
                 "id": test_run_id,
                 "cancelled": cancelled,
+                "error": error,
                 "message": message,
+                "coverage": Jsonb(list(coverage or [])),
                 "finals": [s.value for s in _FINAL],
             },
         )
         return await cur.fetchone()
+
+
+async def latest_test_definition(
+    conn: AsyncConnection[Any], namespace: str, name: str
+) -> TestDefinition | None:
+    """The newest version of a WorkflowTest, None when it is not stored or deleted."""
+    async with conn.cursor(row_factory=class_row(TestDefinition)) as cur:
+        await cur.execute(
+            "SELECT * FROM testing_framework_service.test_definitions WHERE namespace = %s "
+            "AND name = %s ORDER BY version DESC LIMIT 1",
+            (namespace, name),
+        )
+        found = await cur.fetchone()
+    return found if found is not None and found.deleted_at is None else None
+
+
+async def get_test_definition(
+    conn: AsyncConnection[Any], namespace: str, name: str, version: int
+) -> TestDefinition | None:
+    async with conn.cursor(row_factory=class_row(TestDefinition)) as cur:
+        await cur.execute(
+            "SELECT * FROM testing_framework_service.test_definitions WHERE namespace = %s "
+            "AND name = %s AND version = %s",
+            (namespace, name, version),
+        )
+        return await cur.fetchone()
+
+
+async def delete_test_definition(conn: AsyncConnection[Any], namespace: str, name: str) -> int:
+    """Mark every version of the test deleted (its runs stay as history)."""
+    cur = await conn.execute(
+        "UPDATE testing_framework_service.test_definitions SET deleted_at = now() "
+        "WHERE namespace = %s AND name = %s AND deleted_at IS NULL",
+        (namespace, name),
+    )
+    return cur.rowcount
+
+
+async def request_test_run(
+    conn: AsyncConnection[Any],
+    namespace: str,
+    test_name: str,
+    *,
+    requested_by: str,
+    workflow_version: int | None = None,
+) -> TestRun | None:
+    """A Pending run of the newest version of the test, for the operator to carry out.
+    None when the test is not stored (or deleted), or (``definition-change``) when that
+    workflow version already has its run."""
+    async with conn.cursor(row_factory=class_row(TestRun)) as cur:
+        await cur.execute(
+            "INSERT INTO testing_framework_service.test_runs (namespace, test_name, "
+            "test_version, status, requested_by, workflow_version) "
+            "SELECT namespace, name, version, 'Pending', %s, %s "
+            "FROM testing_framework_service.test_definitions WHERE namespace = %s AND name = %s "
+            "AND deleted_at IS NULL ORDER BY version DESC LIMIT 1 "
+            "ON CONFLICT DO NOTHING RETURNING *",
+            (requested_by, workflow_version, namespace, test_name),
+        )
+        return await cur.fetchone()
+
+
+async def get_test_run(conn: AsyncConnection[Any], id: uuid.UUID) -> TestRun | None:
+    async with conn.cursor(row_factory=class_row(TestRun)) as cur:
+        await cur.execute("SELECT * FROM testing_framework_service.test_runs WHERE id = %s", (id,))
+        return await cur.fetchone()
+
+
+async def unfinished_test_runs(
+    conn: AsyncConnection[Any], namespaces: Sequence[str] | None = None
+) -> list[TestRun]:
+    """Pending and Running runs (of these namespaces; None: all), oldest first."""
+    async with conn.cursor(row_factory=class_row(TestRun)) as cur:
+        await cur.execute(
+            "SELECT * FROM testing_framework_service.test_runs "
+            "WHERE status IN ('Pending', 'Running') "
+            "AND (%(all)s OR namespace = ANY(%(namespaces)s)) ORDER BY created_at",
+            {"all": namespaces is None, "namespaces": list(namespaces or [])},
+        )
+        return await cur.fetchall()
+
+
+async def begin_test_run(
+    conn: AsyncConnection[Any], id: uuid.UUID, *, workflow_version: int, total_cases: int
+) -> TestRun | None:
+    """Pending -> Running, pinned to the workflow version its cases run; None when it is
+    not Pending any more."""
+    async with conn.cursor(row_factory=class_row(TestRun)) as cur:
+        await cur.execute(
+            "UPDATE testing_framework_service.test_runs SET status = 'Running', "
+            "started_at = now(), workflow_version = %s, total_cases = %s "
+            "WHERE id = %s AND status = 'Pending' RETURNING *",
+            (workflow_version, total_cases, id),
+        )
+        return await cur.fetchone()
+
+
+async def workflow_following_tests(
+    conn: AsyncConnection[Any], namespaces: Sequence[str] | None = None
+) -> list[TestDefinition]:
+    """The newest version of every test that is not deleted and sets
+    ``runOnDefinitionChange``."""
+    async with conn.cursor(row_factory=class_row(TestDefinition)) as cur:
+        await cur.execute(
+            "SELECT DISTINCT ON (namespace, name) * "
+            "FROM testing_framework_service.test_definitions "
+            "WHERE (%(all)s OR namespace = ANY(%(namespaces)s)) "
+            "ORDER BY namespace, name, version DESC",
+            {"all": namespaces is None, "namespaces": list(namespaces or [])},
+        )
+        rows = await cur.fetchall()
+    return [r for r in rows if r.deleted_at is None and r.spec.get("runOnDefinitionChange") is True]

@@ -32,12 +32,13 @@ from plait.testing_framework.local import (
     task_views,
 )
 from plait.testing_framework.states import CaseOutcome
-from plait.workflow_orchestrator.engine import TaskDefaults, retry_policy
+from plait.workflow_orchestrator.engine import Failure, TaskDefaults, retry_policy
 
 __all__ = [
     "CaseResult",
     "Coverage",
     "Mismatch",
+    "StoredCoverage",
     "TestResult",
     "compare",
     "junit_xml",
@@ -85,9 +86,39 @@ class CaseResult:
         if self.run is not None:
             details["phase"] = self.run.phase
             details["durationSeconds"] = self.run.duration
+            if self.run.failure is not None:
+                details["failure"] = self.run.failure.message
+            if self.run.stuck is not None:
+                details["stuck"] = self.run.stuck
         if self.error is not None:
             details["error"] = self.error
         return details
+
+    @classmethod
+    def stored(cls, case: str, outcome: CaseOutcome, details: Mapping[str, Any]) -> CaseResult:
+        """A verdict as :meth:`details` stored it (what a report of it needs)."""
+        run = None
+        if "phase" in details:
+            failure = details.get("failure")
+            run = RunResult(
+                phase=str(details["phase"]),
+                outputs=None,
+                failure=None if failure is None else Failure(None, None, None, str(failure)),
+                records=[],
+                duration=float(details.get("durationSeconds") or 0.0),
+                params={},
+                stuck=details.get("stuck"),
+            )
+        return cls(
+            case,
+            outcome,
+            [
+                Mismatch(m["path"], m["expected"], m["actual"])
+                for m in details.get("mismatches") or ()
+            ],
+            error=details.get("error"),
+            run=run,
+        )
 
 
 @dataclass
@@ -99,7 +130,9 @@ class TestResult:
     test: str
     workflow: str
     cases: list[CaseResult]
-    coverage: Coverage
+    coverage: Coverage | StoredCoverage
+    clock: str = "simulated"
+    """How durations were measured: simulated (a local run) or real (a run in the cluster)."""
 
     @property
     def failed(self) -> int:
@@ -228,6 +261,16 @@ def compare(spec: WorkflowDefinitionSpec, case: TestCase, run: RunResult) -> lis
 
 
 @dataclass
+class StoredCoverage:
+    """Coverage as a run stored it: its lines."""
+
+    stored: list[str]
+
+    def lines(self) -> list[str]:
+        return list(self.stored)
+
+
+@dataclass
 class Coverage:
     """What a test's cases exercised of its workflow."""
 
@@ -306,7 +349,7 @@ def render_text(results: Sequence[TestResult], *, coverage: bool = True) -> str:
             run = case.run
             assert run is not None
             label = "PASS " if case.outcome is CaseOutcome.PASSED else "FAIL "
-            out.append(f"  {label}{case.case} ({run.phase}, {run.duration:g}s simulated)")
+            out.append(f"  {label}{case.case} ({run.phase}, {run.duration:g}s {result.clock})")
             for mismatch in case.mismatches:
                 out.append(f"        {mismatch}")
             if case.mismatches and run.failure is not None:

@@ -105,6 +105,7 @@ class WorkflowInstanceStore:
                     trigger_id=trigger_id,
                     event_id=event_id,
                     parent_id=await _parent(conn, ref),
+                    mocks=spec.mocks or None,
                 )
         summary = await self.orchestrator.advance(
             uid,

@@ -38,6 +38,7 @@ __all__ = [
     "create_workflow_instance",
     "delete_event_trigger",
     "delete_workflow_definition",
+    "event_trigger_by_name",
     "expire_due",
     "get_workflow_definition",
     "get_workflow_instance",
@@ -97,6 +98,8 @@ class WorkflowInstance:
     finished_at: datetime | None
     wake_at: datetime | None = None
     parent_id: uuid.UUID | None = None
+    mocks: dict[str, Any] | None = None
+    """Task name -> mock (as JSON) of a run a WorkflowTest started; None for others."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phase", WorkflowPhase(self.phase))
@@ -215,13 +218,16 @@ async def create_workflow_instance(
     trigger_id: uuid.UUID | None = None,
     event_id: uuid.UUID | None = None,
     parent_id: uuid.UUID | None = None,
+    mocks: Mapping[str, Any] | None = None,
 ) -> tuple[WorkflowInstance, bool]:
-    """Insert the instance ``id`` unless it exists; (instance, created). Idempotent by id."""
+    """Insert the instance ``id`` unless it exists; (instance, created). Idempotent by id.
+    ``mocks``: task name -> mock (JSON) of a WorkflowTest's run."""
     async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
         await cur.execute(
             "INSERT INTO workflow_orchestrator_service.workflow_instances (id, namespace, name, "
-            "workflow_name, workflow_version, inputs, trigger_id, event_id, parent_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING *",
+            "workflow_name, workflow_version, inputs, trigger_id, event_id, parent_id, mocks) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO NOTHING RETURNING *",
             (
                 id,
                 namespace,
@@ -232,6 +238,7 @@ async def create_workflow_instance(
                 trigger_id,
                 event_id,
                 parent_id,
+                Jsonb(dict(mocks)) if mocks else None,
             ),
         )
         created = await cur.fetchone()
@@ -398,6 +405,19 @@ async def upsert_event_trigger(
         existing = await cur.fetchone()
     assert existing is not None  # the conflict was on this live row
     return existing, False
+
+
+async def event_trigger_by_name(
+    conn: AsyncConnection[Any], namespace: str, name: str
+) -> EventTrigger | None:
+    """The stored EventTrigger of that name (None when missing or deleted)."""
+    async with conn.cursor(row_factory=class_row(EventTrigger)) as cur:
+        await cur.execute(
+            "SELECT * FROM workflow_orchestrator_service.workflow_event_triggers "
+            "WHERE namespace = %s AND name = %s AND deleted_at IS NULL",
+            (namespace, name),
+        )
+        return await cur.fetchone()
 
 
 async def delete_event_trigger(conn: AsyncConnection[Any], namespace: str, name: str) -> bool:

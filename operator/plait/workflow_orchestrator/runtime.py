@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -65,6 +66,7 @@ from plait.resources.cache import TaskCache
 from plait.resources.common import ContainerTemplate
 from plait.resources.foreach import split_item_name
 from plait.resources.task import TaskDefinitionSpec
+from plait.resources.test import Mock
 from plait.resources.workflow import MAX_WORKFLOW_DEPTH, Task, WorkflowDefinitionSpec
 from plait.task_execution import repository as task_repository
 from plait.task_execution.jobs import (
@@ -89,6 +91,7 @@ from plait.workflow_orchestrator.engine import (
 )
 from plait.workflow_orchestrator.http_tasks import http_tasks
 from plait.workflow_orchestrator.members import Ownership, sole_owner
+from plait.workflow_orchestrator.mocks import MockError, MockOutcome, mock_outcome
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
 from plait.workflow_orchestrator.states import (
     FINAL_PHASES,
@@ -930,6 +933,7 @@ class Orchestrator:
             return self._summarize(instance, spec, await self._tasks.attempts(uid))
         defaults = await self._task_defaults(instance.namespace, spec)
         retry_at: dt.datetime | None = None
+        mock_due: dt.datetime | None = None  # when the next mocked attempt ends
         resuming = False  # set with ensure_jobs: sub-workflows lost in a crash are recreated
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
             attempts, base = await self._current_attempts(uid)
@@ -946,9 +950,13 @@ class Orchestrator:
                 await self._ensure_jobs(instance, spec, attempts)
                 ensure_jobs = False
                 continue  # an attempt whose Job cannot be built is now Failed: plan on that
-            if await self._settle_waits(uid, spec, attempts):
+            settled, mock_due = await self._settle_mocks(instance, spec, attempts)
+            if settled:
                 continue  # plan on the attempts as they now stand
-            if await self._settle_children(instance, spec, attempts, recreate=resuming):
+            real = [a for a in attempts if _mock_of(instance, a.task_name) is None]
+            if await self._settle_waits(uid, spec, real):
+                continue  # plan on the attempts as they now stand
+            if await self._settle_children(instance, spec, real, recreate=resuming):
                 continue
             planned = _now()
             decision = self._plan(instance, spec, control, attempts, base, defaults)
@@ -972,7 +980,8 @@ class Orchestrator:
         instance = await self._reload(uid)
         if instance.phase in FINAL_PHASES:
             self._forget_overhead(instance)
-        await self._schedule_wake(instance, spec, retry_at, seen=seen_wake)
+        wake = min((d for d in (retry_at, mock_due) if d is not None), default=None)
+        await self._schedule_wake(instance, spec, wake, seen=seen_wake)
         return self._summarize(instance, spec, await self._tasks.attempts(uid))
 
     def _summarize(
@@ -1161,6 +1170,9 @@ class Orchestrator:
         (its ``launch`` stage: the plan made at ``planned`` -> the Job created), unless
         its cache holds a result to reuse."""
         task = _task(spec, launch.task)
+        if _mock_of(instance, launch.task) is not None:
+            await self._start_mocked(instance, launch)
+            return
         if task.wait_for_event is not None:
             await self._start_wait(instance, task, launch)
             return
@@ -1210,6 +1222,63 @@ class Orchestrator:
             launch_seconds = (_now() - planned).total_seconds()
             metrics.task_overhead("launch", launch_seconds)
             self._launch_seconds[(instance.id, launch.task, launch.attempt)] = launch_seconds
+
+    async def _start_mocked(self, instance: WorkflowInstance, launch: Launch) -> None:
+        """Start an attempt of a mocked task (a WorkflowTest's run): recorded Running with
+        no Job and no message; :meth:`_settle_mocks` ends it as its mock says."""
+        await self._tasks.record_without_job(
+            namespace=instance.namespace,
+            instance_name=instance.name,
+            instance_uid=str(instance.id),
+            task=launch.task,
+            attempt=launch.attempt,
+            state=TaskState.RUNNING,
+            reason="",
+            inputs=launch.inputs,
+        )
+        self.kick(instance.id, instance.namespace, instance.name)
+
+    async def _settle_mocks(
+        self, instance: WorkflowInstance, spec: WorkflowDefinitionSpec, attempts: list[TaskInstance]
+    ) -> tuple[bool, dt.datetime | None]:
+        """End the running attempts of mocked tasks whose time has come, as
+        :func:`~plait.workflow_orchestrator.mocks.mock_outcome` says (the function local
+        WorkflowTest runs use); (whether any ended, when the next one will end)."""
+        if not instance.mocks:
+            return False, None
+        changed, due = False, None
+        now = _now()
+        for a in attempts:
+            mock = _mock_of(instance, a.task_name)
+            if mock is None or a.state is not TaskState.RUNNING:
+                continue
+            task = _task(spec, a.task_name)
+            try:
+                timeout = task.timeout_seconds
+                if task.task_ref is not None:
+                    timeout = (await self._resolve(instance.namespace, task)).timeout_seconds
+                outcome = mock_outcome(a.task_name, mock, a.attempt, a.inputs or {}, timeout)
+            except MockError as exc:
+                outcome = MockOutcome(0.0, TaskState.FAILED, message=str(exc),
+                                      cause=FailureCause.INVALID)  # fmt: skip
+            ends = (a.started_at or a.created_at) + dt.timedelta(seconds=outcome.after)
+            if ends > now:
+                due = ends if due is None else min(due, ends)
+                continue
+            finished = await self._tasks.update_without_job(
+                instance.id,
+                a.task_name,
+                a.attempt,
+                outcome.state,
+                outputs=outcome.outputs,
+                message=outcome.message,
+                cause=outcome.cause,
+                exit_code=outcome.exit_code,
+            )
+            if finished is not None:
+                changed = True
+                await self._attempt_finished(finished)
+        return changed, due
 
     async def _hold_run_lock(
         self, instance: WorkflowInstance, spec: WorkflowDefinitionSpec, control: Control
@@ -1432,8 +1501,8 @@ class Orchestrator:
             if a.state is not TaskState.PENDING:
                 continue
             task = _task(spec, a.task_name)
-            if task.wait_for_event is not None:
-                continue  # no Job: settled with its subscription
+            if task.wait_for_event is not None or _mock_of(instance, a.task_name) is not None:
+                continue  # no Job: settled with its subscription, or as its mock says
             resolved = await self._resolve(instance.namespace, task)
             requests.append(
                 self._job_request(instance, spec, task, a.task_name, resolved, a.attempt, a.inputs)
@@ -1653,6 +1722,19 @@ def _task(spec: WorkflowDefinitionSpec, name: str) -> Task:
     if spec.on_exit is not None and spec.on_exit.name == name:
         return spec.on_exit
     return next(t for t in spec.tasks if t.name == name)
+
+
+def _mock_of(instance: WorkflowInstance, task_name: str) -> Mock | None:
+    """The mock of this attempt's task (a fan-out item's is its task's), if the run has one."""
+    if not instance.mocks:
+        return None
+    found = instance.mocks.get(split_item_name(task_name)[0])
+    return None if found is None else _parsed_mock(json.dumps(found, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_mock(document: str) -> Mock:
+    return Mock.model_validate(json.loads(document))
 
 
 def _as_attempt(a: TaskInstance) -> Attempt:
