@@ -467,3 +467,97 @@ def test_overview_with_a_custom_panel_definitions_events_and_a_dead_letter_repla
     assert row.locator("[data-testid=letter-status]").inner_text() == "Replayed"
     _shot(page, "13-dead-letter-replayed")
     assert not errors, errors
+
+
+def test_a_large_graph_is_folded_into_groups_that_open_and_the_task_table_pages(
+    dashboard: Dashboard, kube: Kube, migrated_database: str, browser_context: Any
+) -> None:
+    """A fan-out of 8 sibling tasks and a lattice of 20 layers of 10 (210 tasks): the
+    siblings are one group, and, still over the limit, each lattice layer is one group."""
+    import uuid
+
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    ns = kube.namespace
+    fan = [f"fan-{i}" for i in range(8)]
+    tasks: list[dict[str, Any]] = [_task("root", [], "0s", {})]
+    tasks += [_task(name, ["root"], "0s", {}) for name in fan]
+    tasks.append(_task("join", fan, "0s", {}))
+    for layer in range(20):
+        for j in range(10):
+            deps = [f"t{layer - 1}-{j}", f"t{layer - 1}-{(j + 1) % 10}"] if layer else ["join"]
+            tasks.append(_task(f"t{layer}-{j}", deps, "0s", {}))
+    run_id = uuid.uuid4()
+    with psycopg.connect(migrated_database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO workflow_orchestrator_service.workflow_definitions (namespace, name, "
+            "version, spec, spec_hash) VALUES (%s, 'wide', 1, %s, %s)",
+            (ns, Jsonb({"tasks": tasks}), "0" * 64),
+        )
+        # A run in the middle, written directly (transition triggers off for this session).
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO workflow_orchestrator_service.workflow_instances (id, namespace, name, "
+            "workflow_name, workflow_version, phase, started_at) VALUES (%s, %s, 'wide-run', "
+            "'wide', 1, 'Running', now())",
+            (run_id, ns),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO task_execution_service.task_instances (namespace, "
+                "workflow_instance_id, task_name, attempt, job_name, state, started_at, "
+                "finished_at) VALUES (%s, %s, %s, 1, %s, 'Succeeded', now(), now())",
+                [(ns, run_id, name, f"wide-run-{name}-1") for name in ["root", *fan]],
+            )
+    dashboard.call(
+        "POST", "/v1/auth/users", {"username": "vic", "password": PASSWORD, "roles": ["viewer"]}
+    )
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _sign_in(page, dashboard.url, "vic")
+    page.goto(f"{dashboard.url}/ui/runs/{ns}/wide-run")
+    page.wait_for_selector("#dag svg a.node", state="attached")
+    nodes = page.locator("#dag a.node")
+    # root, the 8 siblings as one group, join, and one group per lattice layer.
+    assert nodes.count() == 23
+    assert page.inner_text("[data-testid=dag-summary]") == (
+        "210 tasks drawn as 23 nodes; open a group to show its tasks."
+    )
+    siblings = page.locator("#dag a[data-group='siblings:fan-0']")
+    assert siblings.get_attribute("aria-expanded") == "false"
+    assert "fan-0 and 7 like it [8]" in (siblings.text_content() or "")
+    assert siblings.locator("g.state-Succeeded").count() == 1
+    assert page.locator("#dag a[data-group='depth:3'] g.state-Planned").count() == 1
+    _shot(page, "10-large-run-folded")
+
+    # Opening the sibling group draws its 8 tasks (they stay open: not folded by depth).
+    siblings.click()
+    assert nodes.count() == 23 - 1 + 8
+    assert page.locator("#dag a[data-task=fan-3] g.state-Succeeded").count() == 1
+    assert page.locator(".dag-bar button[data-group='siblings:fan-0']").count() == 1
+    # A layer's group opens from the keyboard: its 10 tasks are drawn.
+    page.locator("#dag a[data-group='depth:22']").focus()
+    page.keyboard.press("Enter")
+    assert nodes.count() == 30 - 1 + 10
+    _shot(page, "11-large-run-opened")
+    page.locator("section:has(#dag)").screenshot(path=str(ARTIFACTS / "11-large-run-graph.png"))
+    # Closing the sibling group folds its tasks again.
+    page.click(".dag-bar button[data-group='siblings:fan-0']")
+    assert nodes.count() == 39 - 8 + 1
+    assert page.locator("#dag a[data-task=fan-3]").count() == 0
+
+    # The table shows 200 tasks a page; a task of the second page, clicked in the graph,
+    # opens its own rows.
+    assert page.locator("table.tasks > tbody").count() == 200
+    assert page.inner_text("[data-testid=task-pager] >> nth=0").startswith("Tasks 1 to 200 of 210.")
+    assert page.locator("tbody#task-t19-9").count() == 0
+    page.click("#dag a[data-task=t19-9]")
+    page.wait_for_url("**task=t19-9**")
+    assert page.locator("table.tasks > tbody").count() == 1
+    assert page.locator("tbody#task-t19-9").count() == 1
+    page.click("[data-testid=task-pager] >> nth=0 >> a:text('All tasks')")
+    page.click("[data-testid=task-pager] >> nth=0 >> a[rel=next]")
+    assert page.locator("table.tasks > tbody").count() == 10
+    assert not errors, errors

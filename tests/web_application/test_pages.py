@@ -169,6 +169,31 @@ async def test_an_unknown_run_and_a_bad_filter_are_pages_that_say_so(
     assert "unknown phase" in await bad.text()
 
 
+async def test_a_run_pages_its_task_table_and_refuses_a_bad_page(
+    client: TestClient[Any, Any], migrated_database: str
+) -> None:
+    await _runs(migrated_database, "shop", 1)
+    await _sign_in(client, "ada")
+    page = await client.get("/ui/runs/shop/run-0")
+    assert page.status == 200
+    html = await page.text()
+    assert 'id="task-a"' in html
+    assert 'data-testid="task-pager"' not in html  # one task: one page, no pager
+    one = await client.get("/ui/runs/shop/run-0?task=a")
+    assert 'id="task-a"' in await one.text()
+    missing = await client.get("/ui/runs/shop/run-0?task=b")
+    assert missing.status == 404
+    assert "run run-0 has no task &#39;b&#39;" in await missing.text()
+    for raw, said in (
+        ("x", "tasks_from must be a whole number of tasks to skip, not &#39;x&#39;"),
+        ("-1", "tasks_from must be between 0 and 0"),
+        ("1", "tasks_from must be between 0 and 0"),
+    ):
+        bad = await client.get(f"/ui/runs/shop/run-0?tasks_from={raw}")
+        assert bad.status == 400
+        assert said in await bad.text()
+
+
 async def test_the_run_list_pages_by_keyset_across_namespaces_with_filters(
     database: Database, migrated_database: str
 ) -> None:

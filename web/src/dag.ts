@@ -1,6 +1,8 @@
 // The run's graph: laid out by dagre (a maintained layout library), drawn as SVG.
-// Nodes are links to the task's rows (keyboard: Tab to a node, Enter to go there).
+// Large fan-outs are folded into groups first (collapse.ts). A task node links to the
+// task's rows; a group opens in place (keyboard: Tab to a node, Enter).
 import dagre from "@dagrejs/dagre";
+import { collapse, type ViewNode } from "./collapse";
 
 export interface DagNode {
   id: string;
@@ -31,12 +33,12 @@ function el<K extends keyof SVGElementTagNameMap>(
   return node;
 }
 
-function label(node: DagNode): string {
-  const name = node.id.length > 22 ? node.id.slice(0, 21) + "…" : node.id;
+function label(node: ViewNode): string {
+  const name = node.name.length > 22 ? node.name.slice(0, 21) + "…" : node.name;
   return node.items !== null ? `${name} [${node.items}]` : name;
 }
 
-function subtitle(node: DagNode): string {
+function subtitle(node: ViewNode): string {
   if (node.items === null) return node.state;
   const parts = Object.entries(node.itemStates)
     .sort()
@@ -44,22 +46,30 @@ function subtitle(node: DagNode): string {
   return parts.join(", ") || "no items yet";
 }
 
-export function drawDag(target: HTMLElement, dag: Dag): void {
+/** Draw the run's graph; `open` names the groups the reader opened, `toggle` opens or
+ * closes one (and draws again). */
+export function drawDag(
+  target: HTMLElement,
+  dag: Dag,
+  open: Set<string>,
+  toggle: (group: string) => void,
+): void {
   const started = performance.now();
+  const view = collapse(dag, open);
   const g = new dagre.graphlib.Graph();
-  const big = dag.nodes.length > 300;
   g.setGraph({
     rankdir: "LR",
     nodesep: 12,
     ranksep: 48,
     marginx: 8,
     marginy: 8,
-    // network-simplex gives the tidiest ranks; longest-path stays fast on thousands of nodes.
-    ranker: big ? "longest-path" : "network-simplex",
+    // network-simplex gives the tidiest ranks; longest-path stays fast when many groups
+    // are open at once.
+    ranker: view.nodes.length > 300 ? "longest-path" : "network-simplex",
   });
   g.setDefaultEdgeLabel(() => ({}));
-  for (const node of dag.nodes) g.setNode(node.id, { width: WIDTH, height: HEIGHT });
-  for (const [from, to] of dag.edges) if (g.hasNode(from) && g.hasNode(to)) g.setEdge(from, to);
+  for (const node of view.nodes) g.setNode(node.id, { width: WIDTH, height: HEIGHT });
+  for (const [from, to] of view.edges) g.setEdge(from, to);
   dagre.layout(g);
   const size = g.graph();
   const width = Math.ceil(size.width ?? 0);
@@ -72,10 +82,22 @@ export function drawDag(target: HTMLElement, dag: Dag): void {
     el("path", { d, class: "edge" }, edges);
   }
   const nodes = el("g", { class: "nodes" }, svg);
-  for (const node of dag.nodes) {
+  for (const node of view.nodes) {
     const box = g.node(node.id);
-    const link = el("a", { href: `#task-${node.id}`, class: "node" }, nodes);
-    link.setAttribute("data-task", node.id);
+    const folded = node.members !== null;
+    // A task links to its rows in the table; a folded group opens on Enter or a click.
+    const link = el("a", { href: folded ? "#dag" : `#task-${node.id}`, class: "node" }, nodes);
+    if (folded) {
+      link.setAttribute("role", "button");
+      link.setAttribute("aria-expanded", "false");
+      link.setAttribute("data-group", node.id);
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        toggle(node.id);
+      });
+    } else {
+      link.setAttribute("data-task", node.id);
+    }
     const group = el(
       "g",
       {
@@ -87,13 +109,37 @@ export function drawDag(target: HTMLElement, dag: Dag): void {
     el("rect", { width: WIDTH, height: HEIGHT, rx: 6 }, group);
     if (node.items !== null) el("rect", { width: WIDTH - 6, height: HEIGHT - 6, x: 3, y: 3, rx: 4, class: "inner" }, group);
     const title = el("title", {}, group);
-    title.textContent = `${node.id}: ${subtitle(node)}`;
+    title.textContent = folded
+      ? `${node.name}: ${node.members!.length} tasks (${subtitle(node)}); open to show them`
+      : `${node.id}: ${subtitle(node)}`;
     const name = el("text", { x: 8, y: 16, class: "name" }, group);
     name.textContent = label(node);
     const state = el("text", { x: 8, y: 31, class: "sub" }, group);
     state.textContent = subtitle(node).slice(0, 28);
   }
-  target.replaceChildren(svg);
+  const bar = document.createElement("div");
+  bar.className = "dag-bar";
+  const said = document.createElement("span");
+  said.className = "muted";
+  said.dataset.testid = "dag-summary";
+  said.textContent =
+    view.nodes.length < dag.nodes.length
+      ? `${dag.nodes.length} tasks drawn as ${view.nodes.length} nodes; open a group to show its tasks.`
+      : `${dag.nodes.length} tasks.`;
+  bar.append(said);
+  for (const id of view.opened) {
+    const close = document.createElement("button");
+    close.type = "button";
+    close.dataset.group = id;
+    close.textContent = `Close ${id.replace(":", " ")}`;
+    close.addEventListener("click", () => toggle(id));
+    bar.append(" ", close);
+  }
+  const canvas = document.createElement("div");
+  canvas.className = "dag-canvas";
+  canvas.append(svg);
+  target.replaceChildren(bar, canvas);
   target.dataset.drawnMs = (performance.now() - started).toFixed(0);
-  target.dataset.nodes = String(dag.nodes.length);
+  target.dataset.nodes = String(view.nodes.length);
+  target.dataset.tasks = String(dag.nodes.length);
 }

@@ -1,7 +1,7 @@
 // The dashboard's one entry: every page loads it; each part acts only where its
 // elements are present. Everything user-supplied is written with textContent.
 import "./style.css";
-import { drawDag } from "./dag";
+import { type Dag, drawDag } from "./dag";
 import { watch } from "./live";
 
 function confirmActions(): void {
@@ -13,7 +13,33 @@ function confirmActions(): void {
 }
 
 let drawn = "";
-let drawing: SVGSVGElement | null = null;
+let dag: Dag | null = null;
+let drawing: Node[] = [];
+const open = new Set<string>();
+
+function paint(target: HTMLElement): void {
+  if (!dag) return;
+  drawDag(target, dag, open, (group) => {
+    if (open.has(group)) open.delete(group);
+    else open.add(group);
+    paint(target);
+    target.querySelector<HTMLElement>(`[data-group="${CSS.escape(group)}"]`)?.focus();
+  });
+  drawing = [...target.childNodes];
+}
+
+// A task whose rows are on another page of the table: open that task's rows.
+function followTask(event: MouseEvent): void {
+  const link = (event.target as Element | null)?.closest<SVGAElement>("a[data-task]");
+  const task = link?.getAttribute("data-task");
+  if (!task || document.getElementById(`task-${task}`)) return;
+  event.preventDefault();
+  const url = new URL(window.location.href);
+  url.searchParams.delete("tasks_from");
+  url.searchParams.set("task", task);
+  url.hash = `task-${task}`;
+  window.location.assign(url.toString());
+}
 
 function draw(): void {
   confirmActions();
@@ -21,15 +47,16 @@ function draw(): void {
   const target = document.getElementById("dag");
   if (!data || !target) return;
   const text = data.textContent ?? "{}";
-  if (text === drawn && drawing) {
+  if (text === drawn && drawing.length) {
     // A live update swapped the region in but the graph is the same: keep the drawing
-    // (a 5,000-task graph is not laid out again for every log line).
-    if (drawing.parentElement !== target) target.replaceChildren(drawing);
+    // (the graph is not laid out again for every log line).
+    if (drawing[0].parentElement !== target) target.replaceChildren(...drawing);
     return;
   }
   drawn = text;
-  drawDag(target, JSON.parse(text));
-  drawing = target.querySelector("svg");
+  dag = JSON.parse(text) as Dag;
+  target.addEventListener("click", followTask);
+  paint(target);
 }
 
 function start(): void {

@@ -321,16 +321,70 @@ async def run_page(request: web.Request) -> web.Response:
     viewer = _viewer(request)
     phase = detail.instance.phase.value
     actions = [a for a, phases in ACTIONS.items() if phase in phases]
+    rows = _task_rows(request, detail)
     return render(
         request,
         "run.html",
         run=detail.instance,
         detail=detail,
+        rows=rows,
         live=f"{PREFIX}/live/runs/{namespace}/{name}",
         graph=detail.graph(),
         actions=actions if viewer.may("instances:write", namespace) else [],
         notice=request.query.get("notice"),
         spans=_waterfall(detail),
+    )
+
+
+#: Tasks shown per page of a run's task table (the graph shows them all).
+TASK_ROWS = 200
+
+
+@dataclass(frozen=True)
+class TaskRows:
+    """One page of a run's task table: every task in definition order, TASK_ROWS at a
+    time, or the one task asked for by ``?task=``."""
+
+    nodes: list[queries.TaskNode]
+    first: int
+    total: int
+    task: str | None
+    previous_url: str | None
+    next_url: str | None
+    all_url: str | None
+
+
+def _task_rows(request: web.Request, detail: queries.RunDetail) -> TaskRows:
+    path = f"{PREFIX}/runs/{detail.instance.namespace}/{detail.instance.name}"
+    total = len(detail.nodes)
+    task = request.query.get("task") or None
+    if task is not None:
+        nodes = [n for n in detail.nodes if n.name == task]
+        if not nodes:
+            raise NotFoundError(f"run {detail.instance.name} has no task {task[:253]!r}")
+        return TaskRows(nodes, 0, total, task, None, None, path)
+    raw = request.query.get("tasks_from") or "0"
+    try:
+        first = int(raw)
+    except ValueError:
+        raise ValidationError(
+            f"tasks_from must be a whole number of tasks to skip, not {raw[:20]!r}"
+        ) from None
+    if first < 0 or (first and first >= total):
+        raise ValidationError(f"tasks_from must be between 0 and {max(total - 1, 0)}")
+    end = first + TASK_ROWS
+
+    def at(n: int) -> str:
+        return f"{path}?tasks_from={n}" if n else path
+
+    return TaskRows(
+        detail.nodes[first:end],
+        first,
+        total,
+        None,
+        at(max(first - TASK_ROWS, 0)) if first else None,
+        at(end) if end < total else None,
+        None,
     )
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 import difflib
 import json
 import zoneinfo
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -297,6 +298,26 @@ def _group_state(states: Mapping[str, int]) -> str:
     return "Planned" if not states or states.get("Planned") else next(iter(states))
 
 
+#: Parsed definition versions kept per process (a version's spec never changes).
+SPEC_CACHE = 64
+_specs: OrderedDict[tuple[str, str, int, str], WorkflowDefinitionSpec] = OrderedDict()
+
+
+def parsed_spec(definition: WorkflowDefinition) -> WorkflowDefinitionSpec:
+    """The definition version's spec, parsed once per process: a version is immutable
+    (its hash is part of the key), and parsing a 5,000-task spec takes half a second."""
+    key = (definition.namespace, definition.name, definition.version, definition.spec_hash)
+    spec = _specs.get(key)
+    if spec is None:
+        spec = WorkflowDefinitionSpec.model_validate(definition.spec)
+        _specs[key] = spec
+        if len(_specs) > SPEC_CACHE:
+            _specs.popitem(last=False)
+    else:
+        _specs.move_to_end(key)
+    return spec
+
+
 async def run_detail(database: Database, namespace: str, name: str) -> RunDetail | None:
     """A run by name, with everything its page shows; None when there is no such run."""
     async with database.connection("workflow_orchestrator") as conn:
@@ -312,7 +333,7 @@ async def run_detail(database: Database, namespace: str, name: str) -> RunDetail
         ]
     nodes: list[TaskNode] = []
     if definition is not None:
-        spec = WorkflowDefinitionSpec.model_validate(definition.spec)
+        spec = parsed_spec(definition)
         nodes = _nodes(spec, attempts, fan_out_sizes(instance, spec, attempts))
     async with database.connection("observability") as conn:
         # Plait's own records name the run (namespace, object); its tasks' output carries
