@@ -19,7 +19,7 @@ checks before an object is stored at all; this re-checks everything regardless.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import kopf
@@ -176,6 +176,7 @@ def register_kind(
                 generation,
             ),
             applied.status,
+            applied.conditions,
         )
 
     def _wait_for_reference(
@@ -240,11 +241,12 @@ def _set_status(
     generation: int,
     condition: Condition,
     extra: Mapping[str, Any],
+    more: Sequence[Condition] = (),
 ) -> None:
     """Write only what differs from the current status (an unchanged status writes nothing)."""
     desired: dict[str, Any] = {
         "observedGeneration": generation,
-        "conditions": merge_conditions(status.get("conditions"), [condition]),
+        "conditions": merge_conditions(status.get("conditions"), [condition, *more]),
         **extra,
     }
     for key, value in desired.items():

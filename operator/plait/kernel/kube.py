@@ -391,6 +391,51 @@ class Kube:
                 raise
         return True
 
+    async def get_definition(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A WorkflowDefinition, None when it does not exist."""
+        try:
+            obj = await self._call(
+                "get",
+                "workflowdefinitions",
+                self._custom.get_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "workflowdefinitions",
+                name,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
+    async def patch_definition_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, resource_version: str
+    ) -> bool:
+        """Merge-patch a WorkflowDefinition's status (its test gate); False on a
+        resourceVersion conflict. A deleted definition is fine."""
+        body = json.loads(json.dumps({"status": dict(status)}, default=str))
+        body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            await self._call(
+                "patch",
+                "workflowdefinitions/status",
+                self._custom.patch_namespaced_custom_object_status,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "workflowdefinitions",
+                name,
+                body,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            if exc.status != 404:
+                raise
+        return True
+
 
 def current_namespace() -> str:
     """The pod's namespace in a cluster, else the kubeconfig context's, else "default"."""

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from plait.kernel.conditions import Condition
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
 from plait.resources import KindInfo
@@ -57,6 +58,8 @@ class Applied:
     published: bool = False
     """The store wrote the object's status itself (a WorkflowInstance's summary has
     writers outside reconciliation and is written with optimistic concurrency)."""
+    conditions: tuple[Condition, ...] = ()
+    """Conditions besides the kind's own to set (a WorkflowDefinition's TestsPassed)."""
 
     @classmethod
     def version(cls, version: int, *, in_status: bool = True) -> Applied:

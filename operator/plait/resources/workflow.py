@@ -268,6 +268,14 @@ class WorkflowDefinitionSpec(PlaitModel):
     artifact_repository: ArtifactRepository | None = None
     """Where the tasks' outputArtifacts are stored (an s3 Integration); needed by a
     workflow whose tasks have outputArtifacts or inputArtifacts."""
+    test_gate: bool | None = None
+    """When true, a new version of this spec is a candidate: the operator runs the
+    WorkflowTests whose workflowRef names this workflow (and no version) on it, and runs
+    that name no version keep getting the previous current version until every test
+    passed (a version no WorkflowTest names becomes current untested, 10 seconds after it
+    was stored). A version whose tests fail is never used by them; status.currentVersion
+    and the TestsPassed condition say which version runs and why. A run pinned to a
+    version runs it regardless."""
 
     @model_validator(mode="after")
     def _artifacts(self) -> Self:
@@ -361,6 +369,10 @@ class WorkflowDefinitionStatus(Status):
 
     version: Annotated[int, Field(ge=1)] | None = None
     """Version number of the current spec in Plait's history; grows with each change."""
+    current_version: Annotated[int, Field(ge=1)] | None = None
+    """The version runs that name no version get: the newest one, except with testGate,
+    where it is the newest version whose tests passed (or that has none, or was stored
+    without the gate). Unset while no version may be used."""
 
 
 class WorkflowInstanceSpec(PlaitModel):
@@ -499,7 +511,10 @@ WORKFLOW_DEFINITION = KindInfo(
     status=WorkflowDefinitionStatus,
     description="A workflow: typed parameters and a DAG of tasks, with outputs and an exit task.",
     printer_columns=(
-        PrinterColumn("Version", ".status.version", "integer", "Current version"),
+        PrinterColumn("Version", ".status.version", "integer", "Newest stored version"),
+        PrinterColumn(
+            "Current", ".status.currentVersion", "integer", "Version runs naming none get"
+        ),
         READY_COLUMN,
         AGE_COLUMN,
     ),

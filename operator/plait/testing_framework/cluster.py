@@ -35,6 +35,7 @@ from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.task_execution.repository import TaskInstance, tasks_of_instance
 from plait.testing_framework import repository
+from plait.testing_framework.gating import TestGate
 from plait.testing_framework.local import CaseError, Record, RunResult, case_arguments
 from plait.testing_framework.results import CaseResult, Coverage, compare
 from plait.testing_framework.states import CaseOutcome, TestRunStatus
@@ -145,6 +146,7 @@ class ClusterTests:
         self._owns = owns
         self._namespaces = tuple(namespaces) if namespaces is not None else None
         self._case_timeout = case_timeout
+        self._gate = TestGate(db, kube, owns=owns, namespaces=namespaces)
 
     async def run(self, stop: asyncio.Event, *, interval: float = POLL_SECONDS) -> None:
         """Step every ``interval`` seconds until ``stop``."""
@@ -157,9 +159,11 @@ class ClusterTests:
                 await asyncio.wait_for(stop.wait(), interval)
 
     async def step(self) -> None:
-        """Request the runs new workflow versions call for, then move every unfinished run
-        this replica owns as far as it can go now."""
+        """Request the runs new workflow versions call for (``runOnDefinitionChange``, the
+        test gate), move every unfinished run this replica owns as far as it can go now,
+        and decide the gated versions whose runs have ended."""
         await self.follow_definitions()
+        await self._gate.step()
         async with self._db.connection(COMPONENT) as conn:
             runs = await repository.unfinished_test_runs(conn, self._namespaces)
         for run in runs:

@@ -23,7 +23,7 @@ from plait.resources.stores import (
 )
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
-from plait.workflow_orchestrator import repository
+from plait.workflow_orchestrator import gate, repository
 from plait.workflow_orchestrator.runtime import (
     PARENT_ANNOTATION,
     Control,
@@ -53,10 +53,21 @@ class WorkflowDefinitionStore:
     async def apply(self, ctx: OperatorContext, ref: ObjectRef, spec: PlaitModel) -> Applied:
         assert isinstance(spec, WorkflowDefinitionSpec)
         async with ctx.db.connection(COMPONENT) as conn:
-            definition, _ = await repository.upsert_workflow_definition(
+            definition, created = await repository.upsert_workflow_definition(
                 conn, ref.namespace, ref.name, spec_document(spec), k8s_uid=uuid.UUID(ref.uid)
             )
-        return Applied.version(definition.version)
+            if created and spec.test_gate:
+                await gate.open_gate(conn, definition)
+            tested, current = await gate.condition(
+                conn, ref.namespace, ref.name, generation=ref.generation
+            )
+        stored = Applied.version(definition.version)
+        return Applied(
+            reason=stored.reason,
+            message=stored.message,
+            status={**stored.status, "currentVersion": current},
+            conditions=(tested,) if tested is not None else (),
+        )
 
     async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         async with ctx.db.connection(COMPONENT) as conn:
@@ -80,17 +91,23 @@ class WorkflowInstanceStore:
                         conn, ref.namespace, workflow.name, workflow.version
                     )
                 else:
-                    definition = await repository.latest_workflow_definition(
-                        conn, ref.namespace, workflow.name
-                    )
+                    # The newest version its test gate lets new runs use.
+                    definition = await gate.current_definition(conn, ref.namespace, workflow.name)
                 if definition is None or definition.deleted_at is not None:
+                    gated = (
+                        await gate.unusable_reason(conn, ref.namespace, workflow.name)
+                        if workflow.version is None
+                        else None
+                    )
                     # The definition (or the version the run is pinned to) may simply not
-                    # be applied or reconciled yet: the run waits for it.
+                    # be applied or reconciled yet, or its only versions wait for their
+                    # tests: the run waits for it.
                     raise ReferenceNotStored(
                         f"spec.workflowRef: WorkflowDefinition {workflow.name!r}"
                         + (f" version {workflow.version}" if workflow.version else "")
-                        + " is not stored yet"
-                    )
+                        + (f" has no version new runs may use yet: {gated}" if gated else
+                           " is not stored yet")
+                    )  # fmt: skip
                 trigger_id, event_id = _started_by(ref)
                 if trigger_id is not None and not await _trigger_exists(conn, trigger_id):
                     trigger_id = event_id = None  # a copied annotation: not ours to trust
