@@ -265,3 +265,28 @@ def test_an_object_admitted_under_older_rules_can_still_be_labelled_and_deleted(
     )
     assert "spec.schedule.cron: invalid cron expression: Bad day-of-month" in proc.stderr
     cluster.kubectl("delete", "etr", "stale")
+
+
+def test_a_run_that_mocks_a_task_its_definition_lacks_is_refused(
+    cluster: Kube, start_webhook: StartWebhook
+) -> None:
+    start_webhook()
+    tasks = [
+        {"name": "split", "template": {"image": "b"}},
+        {"name": "join", "template": {"image": "b"}},
+    ]
+    cluster.kubectl(
+        "apply", "-f", "-", input=_obj("WorkflowDefinition", "diamond", {"tasks": tasks})
+    )
+    bad = {"workflowRef": {"name": "diamond"}, "mocks": {"split": {}, "splitt": {"exitCode": 1}}}
+    proc = cluster.run_kubectl("apply", "-f", "-", input=_obj("WorkflowInstance", "bad", bad))
+    assert proc.returncode != 0, "a mock of no task was admitted"
+    assert (
+        "spec.mocks.splitt: mocks task 'splitt', which is not a task of WorkflowDefinition "
+        "'diamond' (tasks: split, join)"
+    ) in proc.stderr, proc.stderr
+    good = {"workflowRef": {"name": "diamond"}, "mocks": {"split": {}, "join": {}}}
+    cluster.kubectl("apply", "-f", "-", input=_obj("WorkflowInstance", "good", good))
+    assert cluster.kubectl("get", "wfi", "-o", "name").split() == [
+        "workflowinstance.plait.dev/good"
+    ]

@@ -306,6 +306,29 @@ def test_instance_arguments_against_parameters() -> None:
     assert [p.reason for p in check_spec("WorkflowInstance", spec, _lookup({}))] == ["NotFound"]
 
 
+def test_instance_mocks_must_name_tasks_of_the_definition() -> None:
+    definition = {"tasks": [_task("a"), _task("b")], "onExit": _task("notify")}
+    lookup = _lookup({("WorkflowDefinition", "w"): definition})
+    spec: dict[str, Any] = {
+        "workflowRef": {"name": "w"},
+        "mocks": {"a": {}, "notify": {"exitCode": 1}, "c": {"outputs": {"x": 1}}},
+    }
+    problems = check_spec("WorkflowInstance", spec, lookup)
+    assert [(str(p), p.reason) for p in problems] == [
+        (
+            "spec.mocks.c: mocks task 'c', which is not a task of WorkflowDefinition 'w' "
+            "(tasks: a, b, notify)",
+            "Invalid",
+        )
+    ]
+    # A run pinned to a version may run other tasks than the newest spec has.
+    spec["workflowRef"] = {"name": "w", "version": 1}
+    assert check_spec("WorkflowInstance", spec, lookup) == []
+    spec["workflowRef"] = {"name": "w"}
+    spec["mocks"] = {"a": {}, "b": {}}
+    assert check_spec("WorkflowInstance", spec, lookup) == []
+
+
 def test_parameter_defaults_must_match_their_type() -> None:
     spec = _workflow(
         _task("a"),

@@ -688,14 +688,33 @@ def check_task_definition(spec: TaskDefinitionSpec, lookup: Lookup | None = None
 def check_workflow_instance(
     spec: WorkflowInstanceSpec, lookup: Lookup | None = None
 ) -> list[Problem]:
-    """The definition exists and the arguments fit its parameters."""
+    """The definition exists, the arguments fit its parameters, and each mock names one of
+    its tasks. A run pinned to a version is checked for its arguments only: ``lookup``
+    knows the definition's newest spec, and the version it pins may have other tasks."""
     problems: list[Problem] = []
     definition = _lookup_spec(
         lookup, "WorkflowDefinition", spec.workflow_ref.name, "spec.workflowRef.name", problems
     )
     if isinstance(definition, WorkflowDefinitionSpec):
         problems += check_arguments(definition.parameters, spec.arguments)
+        if spec.workflow_ref.version is None:
+            problems += _mock_problems(spec, definition)
     return problems
+
+
+def _mock_problems(spec: WorkflowInstanceSpec, definition: WorkflowDefinitionSpec) -> list[Problem]:
+    """A mock of a task the definition does not have would never be used: refused."""
+    every = [*definition.tasks, *([definition.on_exit] if definition.on_exit else [])]
+    tasks = [t.name for t in every]
+    return [
+        Problem(
+            f"spec.mocks.{name}",
+            f"mocks task {name!r}, which is not a task of WorkflowDefinition "
+            f"{spec.workflow_ref.name!r} (tasks: {', '.join(tasks)})",
+        )
+        for name in spec.mocks
+        if name not in tasks
+    ]
 
 
 def check_instance_update(old: WorkflowInstanceSpec, new: WorkflowInstanceSpec) -> list[Problem]:

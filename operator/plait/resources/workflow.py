@@ -430,7 +430,8 @@ class WorkflowInstanceSpec(PlaitModel):
     """Task name -> mock (a WorkflowTest case's mock: outputs, outputExpressions, exitCode,
     message, failAttempts, timedOut, durationSeconds): a mocked task starts no Job, each
     of its attempts ends as the mock says. Set by in-cluster runs of WorkflowTests;
-    read when the run is created."""
+    read when the run is created. A run that names no version is refused when a mock
+    names a task its WorkflowDefinition does not have."""
 
     @model_validator(mode="after")
     def _mocks_are_mocks(self) -> Self:
