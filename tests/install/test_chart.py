@@ -177,8 +177,9 @@ def test_processes_get_their_commands_probes_and_tokens(helm: Helm) -> None:
 
 
 API_COMPONENTS = ["event_processing", "observability", "auth", "integration", "web_application"]
-#: What the API only reads (the dashboard), as those components' read-only roles.
-API_READS = ["workflow_orchestrator", "task_execution"]
+#: What the API only reads (the dashboard, WorkflowTest results), as those components'
+#: read-only roles (testing_framework's may also request a test run).
+API_READS = ["workflow_orchestrator", "task_execution", "testing_framework"]
 
 
 def dashed(component: str) -> str:

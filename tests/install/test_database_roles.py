@@ -33,8 +33,9 @@ from plait.testing._process import free_port, stop_process, wait_until
 from tests.install.conftest import PRODUCTION_VALUES, Helm, find
 
 NAMESPACE = "plait"
-#: What the API's dashboard only reads: it logs in to these as their read-only roles.
-READ_ONLY = ("workflow_orchestrator", "task_execution")
+#: What the API's dashboard only reads: it logs in to these as their read-only roles
+#: (testing_framework's may also request a test run).
+READ_ONLY = ("workflow_orchestrator", "task_execution", "testing_framework")
 BUNDLED_HOST = f"plait-postgresql.{NAMESPACE}.svc:5432"
 
 
@@ -202,6 +203,45 @@ def test_each_dsn_reaches_its_own_schema_and_no_other(installed: Installed, work
                     match=f"permission denied for schema {schema}",
                 ):
                     conn.execute(query)
+
+
+def test_the_apis_testing_framework_login_requests_runs_and_changes_nothing_else(
+    installed: Installed,
+) -> None:
+    """The API starts a WorkflowTest run with the statement ``plait test run NAME`` uses;
+    its role may INSERT only a run request (no status: Pending), and nothing else."""
+    import asyncio
+
+    from plait.testing_framework import repository
+
+    admin = installed.env("plait-migrate")["PLAIT_DATABASE_URL"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO testing_framework_service.test_definitions (namespace, name, version, "
+            "workflow_name, spec, spec_hash) VALUES ('shop', 'smoke', 1, 'shop', '{}', %s)",
+            ("0" * 64,),
+        )
+    dsn = installed.env("plait-api")["PLAIT_DATABASE_URL_TESTING_FRAMEWORK"]
+
+    async def request() -> repository.TestRun | None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await repository.request_test_run(conn, "shop", "smoke", requested_by="api")
+
+    run = asyncio.run(request())
+    assert run is not None
+    assert (run.status.value, run.requested_by) == ("Pending", "api")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in (
+            "UPDATE testing_framework_service.test_runs SET status = 'Passed'",
+            "DELETE FROM testing_framework_service.test_runs",
+            "INSERT INTO testing_framework_service.test_runs (namespace, test_name, "
+            "test_version, status) VALUES ('shop', 'smoke', 1, 'Running')",
+            "INSERT INTO testing_framework_service.test_definitions (namespace, name, version, "
+            "workflow_name, spec, spec_hash) VALUES ('shop', 'x', 1, 'shop', '{}', "
+            "repeat('0', 64))",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
 
 
 def test_the_api_serves_with_its_deployment_environment(installed: Installed) -> None:

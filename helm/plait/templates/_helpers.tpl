@@ -72,9 +72,10 @@ event_processing observability auth integration web_application
 {{- end -}}
 
 {{/* The components the dashboard only reads (plait.api.dashboard): with
-database.componentRoles the API logs in to them as their read-only roles. */}}
+database.componentRoles the API logs in to them as their read-only roles (testing_framework's
+may also request a test run: plait.kernel.roles.READER_REQUESTS). */}}
 {{- define "plait.apiReaderComponents" -}}
-workflow_orchestrator task_execution
+workflow_orchestrator task_execution testing_framework
 {{- end -}}
 
 {{/*

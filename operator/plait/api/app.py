@@ -1,7 +1,8 @@
 """``plait api``: the stateless HTTP process (any number of replicas).
 
 It serves health, readiness and Prometheus metrics, CloudEvents ingestion, the
-dead-letter queue and accounts (``/v1``, each route with its permission; see
+dead-letter queue, WorkflowTests and their results, and accounts (``/v1``, each route
+with its permission; see
 :mod:`plait.api.access`) and its OpenAPI document, all declared in the route table of
 :mod:`plait.api.routes`. It writes only to PostgreSQL. Every error is
 ``application/problem+json``; a request that is the client's fault is a 4xx, never a 5xx.
@@ -179,7 +180,8 @@ async def serve(host: str, port: int, stop: asyncio.Event, config: ApiConfig | N
             component_by_name("observability"),
             component_by_name("auth"),
             component_by_name("integration"),  # webhooks: the Integration to verify with
-            # The dashboard's (runs, attempts, ui components), where their DSNs are set.
+            # The dashboard's (runs, attempts, ui components, WorkflowTests and their
+            # results), where their DSNs are set.
             *dashboard_components(settings),
         ],
     )

@@ -56,8 +56,14 @@ _SECURITY_HEADERS = {
 _PAGE = {200: Reply("An HTML page.", content_type="text/html")}
 
 
-#: What the dashboard reads besides the API's own components.
-DASHBOARD_COMPONENTS = ("workflow_orchestrator", "task_execution", "web_application", "integration")
+#: What the dashboard (and the WorkflowTest routes) read besides the API's own components.
+DASHBOARD_COMPONENTS = (
+    "workflow_orchestrator",
+    "task_execution",
+    "web_application",
+    "integration",
+    "testing_framework",
+)
 
 
 def dashboard_components(settings: Settings) -> list[Component]:

@@ -6,9 +6,13 @@ Grants are per database and are (re)applied after every migration run, so new ta
 covered even where default privileges were never set.
 
 A component may also have a read-only role, ``plait_<component>_reader`` (SELECT on its
-schema, nothing else), for a process that only reads that schema (``plait api``'s dashboard
-reads the runs and task attempts): created with LOGIN when its password is given
-(``PLAIT_DATABASE_PASSWORD_<COMPONENT>_READER``), granted with its component.
+schema), for a process that only reads that schema (``plait api``'s dashboard reads the runs
+and task attempts): created with LOGIN when its password is given
+(``PLAIT_DATABASE_PASSWORD_<COMPONENT>_READER``), granted with its component. Besides
+reading, such a role may only request work of its component where :data:`READER_REQUESTS`
+says so: INSERT of the listed columns of one table, so the rows it can make are requests
+whose other columns take their defaults (testing_framework: a Pending ``test_runs`` row,
+what ``plait api`` writes to start a WorkflowTest; the operator carries it out).
 
 Passwords come from ``PLAIT_DATABASE_PASSWORD_<COMPONENT>``; they are sent to the server only
 as SCRAM-SHA-256 verifiers computed here, so not even a server statement log sees them.
@@ -33,6 +37,7 @@ from plait.kernel.components import COMPONENTS, Component
 
 __all__ = [
     "DEFAULT_OWNER_ROLE",
+    "READER_REQUESTS",
     "ensure_roles",
     "grant_component",
     "password_env",
@@ -45,6 +50,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_OWNER_ROLE = "plait_owner"
+#: Component -> (table, columns) its read-only role may INSERT besides reading: a request
+#: for work the component's own role carries out. Without ``status`` among the columns a
+#: test run is requested Pending (the column's default) and can be nothing else.
+READER_REQUESTS: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "testing_framework": (
+        "test_runs",
+        ("namespace", "test_name", "test_version", "requested_by", "workflow_version"),
+    ),
+}
 
 
 def password_env(component: Component) -> str:
@@ -178,7 +192,8 @@ def grant_component(
     conn: psycopg.Connection[Any], component: Component, *, owner_role: str | None
 ) -> bool:
     """Grant ``component.role`` DML on its own schema, and nothing else; False if no role.
-    Its read-only role, where it exists, gets SELECT on the schema's tables (now and later).
+    Its read-only role, where it exists, gets SELECT on the schema's tables (now and later),
+    and the INSERT of its :data:`READER_REQUESTS` entry.
 
     Runs as the owner role so default privileges apply to the tables the owner creates later.
     ``conn`` must be in autocommit mode; the grants happen in one transaction.
@@ -208,6 +223,17 @@ def grant_component(
             "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader}",
             "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {reader}",
         ]
+    requests: list[sql.Composed] = []
+    if readers and component.name in READER_REQUESTS:
+        table, columns = READER_REQUESTS[component.name]
+        requests.append(
+            sql.SQL("GRANT INSERT ({columns}) ON {schema}.{table} TO {reader}").format(
+                columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                schema=schema,
+                table=sql.Identifier(table),
+                reader=sql.Identifier(reader_role(component)),
+            )
+        )
     reader = sql.Identifier(reader_role(component))
     with conn.transaction():
         if owner_role:
@@ -216,4 +242,6 @@ def grant_component(
             conn.execute(sql.SQL(statement).format(schema=schema, role=role))
         for statement in readers:
             conn.execute(sql.SQL(statement).format(schema=schema, reader=reader))
+        for request in requests:
+            conn.execute(request)
     return True

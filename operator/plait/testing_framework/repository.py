@@ -8,27 +8,33 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from plait.kernel import versions
+from plait.kernel.database import Page, fetch_page
 from plait.testing_framework.states import CaseOutcome, TestRunStatus
 
 __all__ = [
     "TestCaseResult",
     "TestDefinition",
     "TestRun",
+    "TestSummary",
     "begin_test_run",
     "delete_test_definition",
     "finish_test_run",
     "get_test_definition",
     "get_test_run",
+    "in_case_order",
+    "last_runs",
     "latest_test_definition",
     "record_case",
     "request_test_run",
     "results_of",
+    "runs_of_test",
     "start_test_run",
+    "stored_tests",
     "unfinished_test_runs",
     "upsert_test_definition",
     "workflow_following_tests",
@@ -280,12 +286,14 @@ async def request_test_run(
 ) -> TestRun | None:
     """A Pending run of the newest version of the test, for the operator to carry out.
     None when the test is not stored (or deleted), or (``definition-change``) when that
-    workflow version already has its run."""
+    workflow version already has its run. The status is the column's default (Pending),
+    so a role granted INSERT on only these columns (the API's) can request runs and
+    nothing else."""
     async with conn.cursor(row_factory=class_row(TestRun)) as cur:
         await cur.execute(
             "INSERT INTO testing_framework_service.test_runs (namespace, test_name, "
-            "test_version, status, requested_by, workflow_version) "
-            "SELECT namespace, name, version, 'Pending', %s, %s "
+            "test_version, requested_by, workflow_version) "
+            "SELECT namespace, name, version, %s, %s "
             "FROM testing_framework_service.test_definitions WHERE namespace = %s AND name = %s "
             "AND deleted_at IS NULL ORDER BY version DESC LIMIT 1 "
             "ON CONFLICT DO NOTHING RETURNING *",
@@ -344,3 +352,85 @@ async def workflow_following_tests(
         )
         rows = await cur.fetchall()
     return [r for r in rows if r.deleted_at is None and r.spec.get("runOnDefinitionChange") is True]
+
+
+@dataclass(frozen=True, slots=True)
+class TestSummary:
+    """A stored WorkflowTest (its newest version) and its newest run, for listings."""
+
+    __test__ = False
+
+    definition: TestDefinition
+    last_run: TestRun | None
+
+    @property
+    def cases(self) -> int:
+        return len(self.definition.spec.get("cases") or ())
+
+
+async def last_runs(
+    conn: AsyncConnection[Any], tests: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], TestRun]:
+    """(namespace, test name) -> its newest run, for the tests that have one; one index
+    probe per test (test_runs_keyset), however many runs each has."""
+    if not tests:
+        return {}
+    async with conn.cursor(row_factory=class_row(TestRun)) as cur:
+        await cur.execute(
+            "SELECT r.* FROM unnest(%s::text[], %s::text[]) AS t(namespace, name) "
+            "CROSS JOIN LATERAL (SELECT * FROM testing_framework_service.test_runs r "
+            " WHERE r.namespace = t.namespace AND r.test_name = t.name "
+            " ORDER BY r.created_at DESC, r.id DESC LIMIT 1) r",
+            ([ns for ns, _ in tests], [name for _, name in tests]),
+        )
+        rows = await cur.fetchall()
+    return {(r.namespace, r.test_name): r for r in rows}
+
+
+async def stored_tests(
+    conn: AsyncConnection[Any], namespaces: Sequence[str], *, workflow: str | None = None
+) -> list[TestSummary]:
+    """The WorkflowTests stored in ``namespaces`` (those of ``workflow`` only, when given),
+    not deleted, by namespace and name, each with its newest run."""
+    async with conn.cursor(row_factory=class_row(TestDefinition)) as cur:
+        await cur.execute(
+            "SELECT DISTINCT ON (namespace, name) * "
+            "FROM testing_framework_service.test_definitions "
+            "WHERE namespace = ANY(%(namespaces)s) "
+            "AND (%(workflow)s::text IS NULL OR workflow_name = %(workflow)s) "
+            "ORDER BY namespace, name, version DESC",
+            {"namespaces": list(namespaces), "workflow": workflow},
+        )
+        found = [d for d in await cur.fetchall() if d.deleted_at is None]
+    runs = await last_runs(conn, [(d.namespace, d.name) for d in found])
+    return [TestSummary(d, runs.get((d.namespace, d.name))) for d in found]
+
+
+async def runs_of_test(
+    conn: AsyncConnection[Any],
+    namespace: str,
+    test_name: str,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> Page[TestRun]:
+    """A test's runs, newest first, a keyset page at a time (test_runs_keyset)."""
+    return await fetch_page(
+        conn,
+        TestRun,
+        sql.Identifier(SCHEMA, "test_runs"),
+        {"namespace": namespace, "test_name": test_name},
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+def in_case_order(
+    definition: TestDefinition | None, results: Sequence[TestCaseResult]
+) -> list[tuple[int | None, TestCaseResult]]:
+    """The results in the order of the test's cases, each with its case's index (which
+    names its WorkflowInstance), given the version of the test the run ran."""
+    cases = (definition.spec.get("cases") if definition else None) or ()
+    order = {c.get("name"): i for i, c in enumerate(cases) if isinstance(c, Mapping)}
+    ranked = sorted(results, key=lambda r: (order.get(r.case_name, len(order)), r.case_name))
+    return [(order.get(r.case_name), r) for r in ranked]
