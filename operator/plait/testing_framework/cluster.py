@@ -49,6 +49,7 @@ __all__ = [
     "LABEL_TEST_CASE",
     "LABEL_TEST_RUN",
     "ClusterTests",
+    "case_bound",
     "case_instance_name",
     "run_of_instance",
 ]
@@ -60,8 +61,12 @@ LABEL_TEST_RUN = "plait.dev/test-run"
 #: On each case's WorkflowInstance: the case's name.
 LABEL_TEST_CASE = "plait.dev/test-case"
 #: A case whose run has not ended this long after it was created is judged as it stands
-#: (phase Running) and its run cancelled.
+#: (phase Running) and its run cancelled, unless the case or its workflow bounds it
+#: (:func:`case_bound`).
 CASE_TIMEOUT_SECONDS = 600.0
+#: Added to a case's own bound (its maxDurationSeconds, its workflow's timeoutSeconds), so
+#: that a run that ends a little late is judged on how it ended.
+BOUND_GRACE_SECONDS = 60.0
 #: How often the loop looks for runs to carry out and workflow versions to test.
 POLL_SECONDS = 1.0
 
@@ -70,6 +75,17 @@ def case_instance_name(test: str, run_id: uuid.UUID, index: int) -> str:
     """The WorkflowInstance of case ``index`` of a run: deterministic, so creating it
     again after a crash finds the one created before."""
     return f"{test[:200]}-{run_id.hex[:10]}-{index}"
+
+
+def case_bound(case: TestCase, workflow: WorkflowDefinitionSpec, default: float) -> float:
+    """How long a case's run may take before it is judged as it stands: the case's
+    ``expect.maxDurationSeconds`` (it fails beyond that anyway) or its workflow's
+    ``timeoutSeconds`` (the run is over by then but for its exit task), whichever is less,
+    plus :data:`BOUND_GRACE_SECONDS`; ``default`` when neither is set."""
+    bounds = [
+        b for b in (case.expect.max_duration_seconds, workflow.timeout_seconds) if b is not None
+    ]
+    return min(bounds) + BOUND_GRACE_SECONDS if bounds else default
 
 
 def _seconds(moment: dt.datetime | None, base: dt.datetime) -> float | None:
@@ -82,11 +98,13 @@ def run_of_instance(
     attempts: Sequence[TaskInstance],
     *,
     now: dt.datetime,
+    bound: float = CASE_TIMEOUT_SECONDS,
 ) -> RunResult:
     """A case's run as recorded in PostgreSQL, in the form the checker of local runs
-    reads: times in seconds from the run's creation, a run not ended yet in phase
-    Running. An attempt recorded with an empty message has none (a mocked attempt is
-    recorded Running with an empty message, and keeps it when its mock gives none)."""
+    reads: times in seconds from the run's creation, a run not ended yet (within
+    ``bound`` seconds) in phase Running. An attempt recorded with an empty message has
+    none (a mocked attempt is recorded Running with an empty message, and keeps it when
+    its mock gives none)."""
     base = instance.created_at
     records = [
         Record(
@@ -121,9 +139,7 @@ def run_of_instance(
         records=records,
         duration=(end - base).total_seconds(),
         params=parameters_with_defaults(spec, instance.inputs),
-        stuck=None
-        if ended
-        else f"the run did not end within {CASE_TIMEOUT_SECONDS:g}s: it was cancelled",
+        stuck=None if ended else f"the run did not end within {bound:g}s: it was cancelled",
     )
 
 
@@ -140,7 +156,9 @@ class ClusterTests:
         case_timeout: float = CASE_TIMEOUT_SECONDS,
     ) -> None:
         """``owns``: which runs this replica carries out (replicas share them as they
-        share workflow runs); ``namespaces``: the watched ones (None: all)."""
+        share workflow runs); ``namespaces``: the watched ones (None: all);
+        ``case_timeout``: how long a case's run may take when neither the case nor its
+        workflow bounds it (:func:`case_bound`)."""
         self._db = db
         self._kube = kube
         self._owns = owns
@@ -236,13 +254,13 @@ class ClusterTests:
         spec = WorkflowDefinitionSpec.model_validate(definition.spec)
         instances, errors = await self._start_cases(run, test, stored.k8s_uid)
         now = dt.datetime.now(dt.UTC)
+        bounds = [case_bound(case, spec, self._case_timeout) for case in test.cases]
         waiting = [
-            i
-            for i in instances.values()
+            index
+            for index, i in instances.items()
             if i is None
             or (
-                i.phase not in FINAL_PHASES
-                and (now - i.created_at).total_seconds() < self._case_timeout
+                i.phase not in FINAL_PHASES and (now - i.created_at).total_seconds() < bounds[index]
             )
         ]
         if waiting:
@@ -257,7 +275,7 @@ class ClusterTests:
             assert instance is not None
             async with self._db.connection("task_execution") as conn:
                 attempts = await tasks_of_instance(conn, instance.id)
-            result = run_of_instance(spec, instance, attempts, now=now)
+            result = run_of_instance(spec, instance, attempts, now=now, bound=bounds[index])
             if instance.phase not in FINAL_PHASES:
                 await self._kube.patch_instance_spec(run.namespace, instance.name, {"cancel": True})
             coverage.add(result)
