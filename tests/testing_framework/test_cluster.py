@@ -352,3 +352,102 @@ def test_a_case_started_by_an_event_trigger_runs_with_the_triggers_arguments(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "  PASS from-an-event (Succeeded" in done.stdout, done.stdout
     assert "(workflow orders version 1)" in done.stdout, done.stdout
+
+
+def test_a_case_with_events_gets_them_in_the_cluster_and_no_other_run_does(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str, tmp_path: Path
+) -> None:
+    workflow = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowDefinition",
+        "metadata": {"name": "approvals"},
+        "spec": {
+            "parameters": [{"name": "order", "type": "string", "default": "A-1"}],
+            "tasks": [
+                {"name": "prepare", "template": _sim()},
+                {
+                    "name": "approved",
+                    "dependencies": ["prepare"],
+                    "waitForEvent": {
+                        "eventType": "example.approved",
+                        "correlation": "event.data.order == params.order",
+                    },
+                },
+                {
+                    "name": "ship",
+                    "dependencies": ["approved"],
+                    "inputs": {"by": "tasks.approved.outputs.by"},
+                    "template": _sim(),
+                },
+            ],
+        },
+    }
+    test = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowTest",
+        "metadata": {"name": "approvals"},
+        "spec": {
+            "workflowRef": {"name": "approvals"},
+            "cases": [
+                {
+                    "name": "approved-by-ana",
+                    "mocks": {
+                        "prepare": {},
+                        "ship": {"outputExpressions": {"shippedBy": "inputs.by"}},
+                    },
+                    "events": [
+                        # not this order: it completes nothing
+                        {
+                            "type": "example.approved",
+                            "afterSeconds": 4,
+                            "data": {"order": "B-2", "by": "bob"},
+                        },
+                        {
+                            "type": "example.approved",
+                            "afterSeconds": 6,
+                            "data": {"order": "A-1", "by": "ana"},
+                        },
+                    ],
+                    "expect": {
+                        "phase": "Succeeded",
+                        "tasks": {
+                            "approved": {"state": "Succeeded", "outputs": {"by": "ana"}},
+                            "ship": {"outputs": {"shippedBy": "ana"}},
+                        },
+                        "order": ["prepare", "approved", "ship"],
+                    },
+                }
+            ],
+        },
+    }
+    path = _write(tmp_path / "approvals.yaml", workflow, test)
+    local = run_suite(load([path]))[0].cases
+    assert [c.outcome.value for c in local] == ["Passed"], local
+    start_operator()
+    cluster.kubectl("apply", "-f", str(path))
+    _ready(cluster, "approvals")
+    # A run of the same workflow, not a test's, waits for the same event type meanwhile.
+    other = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowInstance",
+        "metadata": {"name": "real-order"},
+        "spec": {"workflowRef": {"name": "approvals"}},
+    }
+    cluster.kubectl("apply", "-f", str(_write(tmp_path / "other.yaml", other)))
+
+    def waiting() -> list[tuple[str, str]]:
+        with psycopg.connect(migrated_database) as conn:
+            rows = conn.execute(
+                "SELECT s.task_name, s.status "
+                "FROM workflow_orchestrator_service.workflow_event_subscriptions s "
+                "JOIN workflow_orchestrator_service.workflow_instances i "
+                "ON i.id = s.workflow_instance_id WHERE i.name = 'real-order'"
+            ).fetchall()
+        return [(str(t), str(s)) for t, s in rows]
+
+    wait_until(lambda: waiting() == [("approved", "Waiting")], timeout=60,
+               what="the other run to wait for its approval")  # fmt: skip
+    done = _cli(cluster, migrated_database, "run", "approvals", "-n", cluster.namespace)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "  PASS approved-by-ana (Succeeded" in done.stdout, done.stdout
+    assert waiting() == [("approved", "Waiting")]  # the test's events were not for it

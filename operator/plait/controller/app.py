@@ -194,7 +194,13 @@ async def run_operator(
         # WorkflowTests run in the cluster: each run by the replica that owns it.
         testing = asyncio.create_task(
             _run_tests(
-                ClusterTests(database, kube, owns=orchestrator.ownership.owns, namespaces=watched),
+                ClusterTests(
+                    database,
+                    kube,
+                    owns=orchestrator.ownership.owns,
+                    namespaces=watched,
+                    deliver_event=orchestrator.deliver_event,
+                ),
                 logged_in,
                 stop,
             )

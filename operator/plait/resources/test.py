@@ -96,7 +96,8 @@ class CaseEvent(PlaitModel):
     type: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     """CloudEvents type."""
     after_seconds: Annotated[float, Field(ge=0, le=31536000)] = 0
-    """When it arrives, in simulated seconds from the start of the run."""
+    """When it arrives, in seconds from the start of the run: simulated in a local run,
+    real (from the run's creation) in the cluster."""
     data: Annotated[Any, _ANY] = None
     """The event's data (event.data in CEL); a JSON object becomes the task's outputs."""
     source: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = "plait-test"

@@ -7,13 +7,17 @@ out by the replica that owns it, as runs of workflows are): it pins the workflow
 creates one WorkflowInstance per case with the case's arguments and its mocks in
 ``spec.mocks`` (a mocked task starts no Job: the operator records each attempt as
 :func:`plait.workflow_orchestrator.mocks.mock_outcome` says, the function local runs use;
-tasks left unmocked run for real), and once every case's run has ended judges each case
+tasks left unmocked run for real; the case's ``events`` are delivered to that run alone at
+their ``afterSeconds``), and once every case's run has ended judges each case
 with :func:`plait.testing_framework.results.compare`, the checker of local runs, on what
 PostgreSQL recorded. Results go to ``test_case_results``, the summary and the coverage to
 ``test_runs``, and the last run to the WorkflowTest's ``status.lastRun``.
 
 Every step is idempotent (instances have deterministic names; a case's result and a run's
-end are recorded once), so a restarted operator picks up a run where it stands.
+end are recorded once), so a restarted operator picks up a run where it stands. Which
+case events were delivered is kept in memory only: after a restart an event whose time
+has passed is delivered again, which completes nothing its first delivery completed (the
+event's id is the same) but does complete a matching wait that started since.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from plait import API_GROUP, API_VERSION
+from plait.event_processing.repository import EventInstance
 from plait.kernel.conditions import Condition, merge_conditions
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
-from plait.resources.test import TestCase, WorkflowTestSpec
+from plait.resources.test import CaseEvent, TestCase, WorkflowTestSpec
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.task_execution.repository import TaskInstance, tasks_of_instance
@@ -69,6 +74,41 @@ CASE_TIMEOUT_SECONDS = 600.0
 BOUND_GRACE_SECONDS = 60.0
 #: How often the loop looks for runs to carry out and workflow versions to test.
 POLL_SECONDS = 1.0
+
+
+class DeliverEvent(Protocol):
+    """The orchestrator's delivery of an event to the waits of one run
+    (:meth:`plait.workflow_orchestrator.runtime.Orchestrator.deliver_event`)."""
+
+    def __call__(self, event: EventInstance, *, run: uuid.UUID | None = None) -> Awaitable[int]: ...
+
+
+def case_event(
+    run_id: uuid.UUID, case: TestCase, index: int, number: int, event: CaseEvent, namespace: str
+) -> EventInstance:
+    """Event ``number`` of case ``index`` of a run, as its case's run receives it: its id
+    is the same every time (a redelivery after a restart is recognised), its CloudEvents
+    id is ``<case>-<number>`` (as in a local run), its time now."""
+    now = dt.datetime.now(dt.UTC)
+    return EventInstance(
+        id=uuid.uuid5(uuid.NAMESPACE_URL, f"plait-test-run:{run_id}/{index}/{number}"),
+        namespace=namespace,
+        source=event.source,
+        event_id=f"{case.name}-{number}",
+        type=event.type,
+        spec_version="1.0",
+        subject=event.subject,
+        time=now,
+        data_content_type="application/json",
+        data_schema=None,
+        data=event.data,
+        data_base64=None,
+        extensions={},
+        partition_key=None,
+        sequence_id=None,
+        sequence_position=None,
+        received_at=now,
+    )
 
 
 def case_instance_name(test: str, run_id: uuid.UUID, index: int) -> str:
@@ -154,16 +194,21 @@ class ClusterTests:
         owns: Callable[[uuid.UUID], bool] = lambda _: True,
         namespaces: Sequence[str] | None = None,
         case_timeout: float = CASE_TIMEOUT_SECONDS,
+        deliver_event: DeliverEvent | None = None,
     ) -> None:
         """``owns``: which runs this replica carries out (replicas share them as they
         share workflow runs); ``namespaces``: the watched ones (None: all);
         ``case_timeout``: how long a case's run may take when neither the case nor its
-        workflow bounds it (:func:`case_bound`)."""
+        workflow bounds it (:func:`case_bound`); ``deliver_event``: how a case's
+        ``events`` reach its run (None: a case with events is an error)."""
         self._db = db
         self._kube = kube
         self._owns = owns
         self._namespaces = tuple(namespaces) if namespaces is not None else None
         self._case_timeout = case_timeout
+        self._deliver_event = deliver_event
+        self._delivered: set[uuid.UUID] = set()
+        """The case events this process has delivered."""
         self._gate = TestGate(db, kube, owns=owns, namespaces=namespaces)
 
     async def run(self, stop: asyncio.Event, *, interval: float = POLL_SECONDS) -> None:
@@ -253,6 +298,7 @@ class ClusterTests:
         assert definition is not None  # versions are never removed
         spec = WorkflowDefinitionSpec.model_validate(definition.spec)
         instances, errors = await self._start_cases(run, test, stored.k8s_uid)
+        await self._send_events(run, test, instances)
         now = dt.datetime.now(dt.UTC)
         bounds = [case_bound(case, spec, self._case_timeout) for case in test.cases]
         waiting = [
@@ -360,10 +406,10 @@ class ClusterTests:
             except CaseError as exc:
                 errors[case.name] = str(exc)
                 continue
-            if case.events:
+            if case.events and self._deliver_event is None:
                 errors[case.name] = (
-                    "a case with events does not run in the cluster (its events would have "
-                    "to be sent at their afterSeconds): run it with plait test run -f"
+                    "a case with events cannot run here: this operator delivers no events "
+                    "to test runs; run it with plait test run -f"
                 )
                 continue
             await self._kube.create_instance(
@@ -371,6 +417,33 @@ class ClusterTests:
             )
             instances[index] = None
         return instances, errors
+
+    async def _send_events(
+        self,
+        run: repository.TestRun,
+        test: WorkflowTestSpec,
+        instances: Mapping[int, WorkflowInstance | None],
+    ) -> None:
+        """Deliver each case event whose time has come (``afterSeconds`` after its run was
+        created) to the waits of its case's run alone, once: no other run and no
+        EventTrigger sees it. An event that finds no wait waiting is lost, as locally."""
+        if self._deliver_event is None:
+            return
+        now = dt.datetime.now(dt.UTC)
+        for index, case in enumerate(test.cases):
+            instance = instances.get(index)
+            if instance is None or instance.phase in FINAL_PHASES:
+                continue
+            for number, event in enumerate(case.events):
+                due = instance.created_at + dt.timedelta(seconds=event.after_seconds)
+                sent = case_event(run.id, case, index, number, event, run.namespace)
+                if due > now or sent.id in self._delivered:
+                    continue
+                completed = await self._deliver_event(sent, run=instance.id)
+                self._delivered.add(sent.id)
+                logger.info("%s/%s: case %s: event %s (%s) completed %d wait(s)",
+                            run.namespace, run.test_name, case.name, sent.event_id, event.type,
+                            completed)  # fmt: skip
 
     async def _arguments(self, namespace: str, case: TestCase) -> Mapping[str, Any]:
         """The case's arguments, or those its trigger gives for its event (the code of

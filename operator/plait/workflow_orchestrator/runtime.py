@@ -413,8 +413,10 @@ class Orchestrator:
             ),
         )
 
-    async def deliver_event(self, event: EventInstance) -> int:
+    async def deliver_event(self, event: EventInstance, *, run: uuid.UUID | None = None) -> int:
         """Complete the waits this event correlates with; returns how many it completed.
+        ``run``: only the waits of that run (an event of a WorkflowTest case, meant for the
+        case's run alone).
 
         Called by the event dispatcher for every event it dequeues (before triggers), and
         again after a crash (at-least-once): a subscription is completed by one event only,
@@ -433,6 +435,8 @@ class Orchestrator:
                 conn, namespace=event.namespace, event_type=event.type, subject=event.subject
             )
             for sub in candidates:
+                if run is not None and sub.workflow_instance_id != run:
+                    continue
                 if not correlates(sub.filter, view):
                     continue
                 matched = await repository.mark_matched(
