@@ -12,6 +12,8 @@ status, and handles only the runs it owns (:mod:`plait.workflow_orchestrator.mem
   (validated, recorded, advanced), and its condition written to its status;
 - one that must wait (its definition is not stored yet, the database is away) is looked
   at again after the delay the reconciler asks for;
+- a change of the labels alone (no new generation) is recorded with the run's row, for
+  the dashboard's label filter, and nothing else is done;
 - a deletion (the watch's DELETED event) cancels the run. An object still carrying the
   finalizer an earlier version of Plait put on it has the run cancelled and the finalizer
   taken off. A deletion no replica saw (all were down) is found when the run's owner
@@ -28,7 +30,7 @@ from typing import Any, cast
 import kopf
 
 from plait import API_GROUP, API_VERSION
-from plait.resources.stores import KindBinding, ObjectRef, OperatorContext
+from plait.resources.stores import KindBinding, ObjectRef, OperatorContext, Relabel
 
 __all__ = ["follow_kind"]
 
@@ -54,6 +56,8 @@ class _Follower:
         #: run owned again may have changed while another replica had it).
         self.handled: dict[str, tuple[int, int]] = {}
         self.retries: dict[str, asyncio.Task[None]] = {}
+        #: By uid, the labels last recorded (a label change makes no new generation).
+        self.labels: dict[str, dict[str, str]] = {}
         #: Kopf's in-memory indexes (the validation's lookups), as the watch hands them over.
         self.indexes: dict[str, Any] = {}
 
@@ -68,9 +72,11 @@ class _Follower:
         uid = str(meta["uid"])
         if not self.owns(uid):
             self.handled.pop(uid, None)
+            self.labels.pop(uid, None)
             return
         if event_type == "DELETED":
             self.handled.pop(uid, None)
+            self.labels.pop(uid, None)
             await self.binding.store.delete(self.ctx, _ref(meta))
             return
         if meta.get("deletionTimestamp"):
@@ -82,8 +88,25 @@ class _Follower:
             return
         generation = int(meta.get("generation") or 0)
         if self.handled.get(uid) == (generation, self.epoch()):
-            return  # a status write, a label: nothing asked of the run changed
+            # A status write or a label: nothing asked of the run changed. New labels are
+            # recorded with the run's rows (the run list filters by them), nothing more.
+            await self._relabel(meta, uid)
+            return
         await self._handle(body, uid, generation)
+
+    async def _relabel(self, meta: Mapping[str, Any], uid: str) -> None:
+        labels = dict(meta.get("labels") or {})
+        store = self.binding.store
+        if self.labels.get(uid) == labels or not isinstance(store, Relabel):
+            return
+        try:
+            await store.relabel(self.ctx, _ref(meta))
+        except Exception:
+            logger.exception(
+                "recording the labels of %s %s/%s", self.binding.info.kind, *_where(meta)
+            )
+            return
+        self.labels[uid] = labels
 
     async def _handle(self, body: Mapping[str, Any], uid: str, generation: int) -> None:
         meta = body["metadata"]
@@ -106,6 +129,7 @@ class _Follower:
             self._retry_later(meta, RETRY_AFTER_ERROR_SECONDS)
         else:
             self.handled[uid] = (generation, epoch)
+            self.labels[uid] = dict(meta.get("labels") or {})
             logger.debug(
                 "%s %s/%s generation %d is handled",
                 self.binding.info.kind,
@@ -142,6 +166,7 @@ def _ref(meta: Mapping[str, Any]) -> ObjectRef:
         str(meta["uid"]),
         int(meta.get("generation") or 0),
         dict(meta.get("annotations") or {}),
+        dict(meta.get("labels") or {}),
     )
 
 

@@ -156,7 +156,12 @@ def register_kind(
             )
             return
         ref = ObjectRef(
-            namespace, name, str(meta["uid"]), generation, dict(meta.get("annotations") or {})
+            namespace,
+            name,
+            str(meta["uid"]),
+            generation,
+            dict(meta.get("annotations") or {}),
+            dict(meta.get("labels") or {}),
         )
         try:
             applied = await binding.store.apply(ctx, ref, parse_spec(info.kind, dict(spec)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from plait.kernel.conditions import Condition
 from plait.kernel.database import Database
@@ -23,6 +23,7 @@ __all__ = [
     "ObjectRef",
     "OperatorContext",
     "ReferenceNotStored",
+    "Relabel",
     "Sharing",
     "Store",
 ]
@@ -45,6 +46,7 @@ class ObjectRef:
     uid: str
     generation: int
     annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,15 @@ class Store(Protocol):
 
     async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         """Mark the object's rows deleted; must be idempotent."""
+
+
+@runtime_checkable
+class Relabel(Protocol):
+    """A store that keeps an object's labels with its rows: told when only the labels
+    changed (no new generation, so nothing else is handled)."""
+
+    async def relabel(self, ctx: OperatorContext, ref: ObjectRef) -> None:
+        """Record ``ref.labels``; must be idempotent."""
 
 
 class Sharing(Protocol):

@@ -85,7 +85,11 @@ class WorkflowInstanceStore:
         uid = uuid.UUID(ref.uid)
         workflow = spec.workflow_ref
         async with ctx.db.connection(COMPONENT) as conn:
-            if await repository.get_workflow_instance(conn, uid) is None:
+            existing = await repository.get_workflow_instance(conn, uid)
+            if existing is not None:
+                if existing.labels != ref.labels:
+                    await repository.set_instance_labels(conn, uid, ref.labels)
+            else:
                 if workflow.version is not None:
                     definition = await repository.get_workflow_definition(
                         conn, ref.namespace, workflow.name, workflow.version
@@ -123,6 +127,7 @@ class WorkflowInstanceStore:
                     event_id=event_id,
                     parent_id=await _parent(conn, ref),
                     mocks=spec.mocks or None,
+                    labels=ref.labels,
                 )
         summary = await self.orchestrator.advance(
             uid,
@@ -145,6 +150,13 @@ class WorkflowInstanceStore:
             condition_status=condition.status,
             published=True,
         )
+
+    async def relabel(self, ctx: OperatorContext, ref: ObjectRef) -> None:
+        """The object's labels changed (nothing else did): the run's row keeps them, so the
+        run list's label filter sees what ``kubectl get -l`` sees. A run not recorded yet
+        gets them when it is."""
+        async with ctx.db.connection(COMPONENT) as conn:
+            await repository.set_instance_labels(conn, uuid.UUID(ref.uid), ref.labels)
 
     async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         """Deleting a run cancels it; its rows stay as history."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +49,7 @@ __all__ = [
     "matching_triggers",
     "next_deadline",
     "reopen_for_retry",
+    "set_instance_labels",
     "set_wake_at",
     "set_workflow_phase",
     "subscribe",
@@ -100,6 +101,8 @@ class WorkflowInstance:
     parent_id: uuid.UUID | None = None
     mocks: dict[str, Any] | None = None
     """Task name -> mock (as JSON) of a run a WorkflowTest started; None for others."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """The WorkflowInstance's metadata.labels, kept in step by the operator."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phase", WorkflowPhase(self.phase))
@@ -219,14 +222,16 @@ async def create_workflow_instance(
     event_id: uuid.UUID | None = None,
     parent_id: uuid.UUID | None = None,
     mocks: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> tuple[WorkflowInstance, bool]:
     """Insert the instance ``id`` unless it exists; (instance, created). Idempotent by id.
-    ``mocks``: task name -> mock (JSON) of a WorkflowTest's run."""
+    ``mocks``: task name -> mock (JSON) of a WorkflowTest's run; ``labels``: the
+    WorkflowInstance's metadata.labels (the run list filters by them)."""
     async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
         await cur.execute(
             "INSERT INTO workflow_orchestrator_service.workflow_instances (id, namespace, name, "
-            "workflow_name, workflow_version, inputs, trigger_id, event_id, parent_id, mocks) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "workflow_name, workflow_version, inputs, trigger_id, event_id, parent_id, mocks, "
+            "labels) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (id) DO NOTHING RETURNING *",
             (
                 id,
@@ -239,6 +244,7 @@ async def create_workflow_instance(
                 event_id,
                 parent_id,
                 Jsonb(dict(mocks)) if mocks else None,
+                Jsonb(dict(labels or {})),
             ),
         )
         created = await cur.fetchone()
@@ -247,6 +253,19 @@ async def create_workflow_instance(
     existing = await get_workflow_instance(conn, id)
     assert existing is not None  # the conflict was on this id; instances are never deleted here
     return existing, False
+
+
+async def set_instance_labels(
+    conn: AsyncConnection[Any], id: uuid.UUID, labels: Mapping[str, str]
+) -> bool:
+    """Record the run's current metadata.labels; True if they differed from the row's
+    (equal labels write nothing)."""
+    cur = await conn.execute(
+        "UPDATE workflow_orchestrator_service.workflow_instances SET labels = %s "
+        "WHERE id = %s AND labels IS DISTINCT FROM %s",
+        (Jsonb(dict(labels)), id, Jsonb(dict(labels))),
+    )
+    return cur.rowcount > 0
 
 
 async def instance_by_name(
