@@ -273,6 +273,7 @@ def test_every_page_declares_who_may_use_it() -> None:
         "dashboard.submit": "instances:write",
         "dashboard.deadletter-replay": "deadletters:write",
         "dashboard.deadletter-purge": "deadletters:write",
+        "dashboard.test-run": "tests:run",
     }
 
 

@@ -28,7 +28,7 @@ from plait.errors import ConfigurationError, NotFoundError, ValidationError
 from plait.kernel.components import Component, component_by_name
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
-from plait.web_application import pages
+from plait.web_application import pages, workflowtests
 from plait.web_application.control import RunControl
 from plait.web_application.live import LiveFeed
 
@@ -102,7 +102,7 @@ def _route(page: pages.PageRoute) -> Route:
 
 #: The dashboard's routes, each with its declared permission (not in /openapi.json:
 #: they answer HTML, not the API's JSON).
-DASHBOARD_ROUTES: tuple[Route, ...] = tuple(_route(p) for p in pages.PAGES)
+DASHBOARD_ROUTES: tuple[Route, ...] = tuple(_route(p) for p in (*pages.PAGES, *workflowtests.PAGES))
 
 
 def csrf_token(app: web.Application, session_cookie: str) -> str | None:

@@ -29,13 +29,15 @@ from aiohttp import web
 
 from plait.auth.permissions import ANY_NAMESPACE, Principal
 from plait.auth.service import AuthenticationFailed, AuthService, LoginThrottled
-from plait.errors import NotFoundError, ValidationError
+from plait.errors import ConfigurationError, NotFoundError, ValidationError
 from plait.event_processing import repository as events_repository
 from plait.event_processing.repository import DeadLetter
 from plait.event_processing.states import DeadLetterStatus
 from plait.kernel.database import Database
 from plait.resources.common import Parameter
 from plait.resources.workflow import WorkflowDefinitionSpec
+from plait.testing_framework import repository as tests_repository
+from plait.testing_framework.repository import TestSummary
 from plait.web_application import queries
 from plait.web_application import repository as ui_repository
 from plait.web_application.control import ACTIONS, ActionRefused, RunControl
@@ -124,8 +126,26 @@ def _templates() -> jinja2.Environment:
     env.filters["duration"] = _duration
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
     env.globals["assets"] = _assets
+    env.globals["outcome_class"] = outcome_class
     env.globals["prefix"] = PREFIX
     return env
+
+
+#: A test run's status or a case's outcome drawn in the colour of the matching phase.
+_OUTCOME_CLASSES = {
+    "Passed": "phase-Succeeded",
+    "Failed": "phase-Failed",
+    "Error": "phase-Error",
+    "Pending": "phase-Running",
+    "Running": "phase-Running",
+    "Cancelled": "phase-Cancelled",
+    "Skipped": "phase-Cancelled",
+}
+
+
+def outcome_class(status: str) -> str:
+    """The CSS class of a WorkflowTest run's status or a case's outcome."""
+    return _OUTCOME_CLASSES.get(status, "phase-Cancelled")
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -577,6 +597,7 @@ async def definition_page(request: web.Request) -> web.Response:
         diff = queries.spec_diff(base.spec, current.spec)
     spec = WorkflowDefinitionSpec.model_validate(current.spec)
     now = dt.datetime.now(dt.UTC)
+    tests = await _tests_of(request.app[DASHBOARD_DATABASE], namespace, name)
     return render(
         request,
         "definition.html",
@@ -588,10 +609,22 @@ async def definition_page(request: web.Request) -> web.Response:
         base=base,
         diff=diff,
         triggers=[(t, queries.next_firing(t, now)) for t in triggers],
+        tests=tests,
         may_submit=_viewer(request).may("instances:write", namespace)
         and current.deleted_at is None
         and current.version == versions[0].version,
     )
+
+
+async def _tests_of(database: Database, namespace: str, workflow: str) -> list[TestSummary] | None:
+    """The workflow's WorkflowTests and their last runs; None where this API has no
+    database for the testing_framework component (the rest of the page still shows)."""
+    try:
+        database.pool("testing_framework")
+    except ConfigurationError:
+        return None
+    async with database.connection("testing_framework") as conn:
+        return await tests_repository.stored_tests(conn, [namespace], workflow=workflow)
 
 
 # --- events and dead letters ------------------------------------------------------------
