@@ -26,6 +26,8 @@ __all__ = [
     "TaskInstance",
     "attempt_by_job",
     "cached_attempt",
+    "current_attempts_of_tasks",
+    "current_task_states",
     "delete_task_definition",
     "get_task_attempt",
     "insert_task_attempt",
@@ -240,6 +242,39 @@ async def tasks_of_instance(
             "SELECT * FROM task_execution_service.task_instances WHERE workflow_instance_id = %s "
             "ORDER BY task_name, attempt",
             (workflow_instance_id,),
+        )
+        return await cur.fetchall()
+
+
+async def current_task_states(
+    conn: AsyncConnection[Any], workflow_instance_id: uuid.UUID
+) -> list[tuple[str, int, TaskState]]:
+    """(task name, attempt, state) of every current (not superseded) attempt of a run:
+    what a run's graph needs, without decoding every attempt's inputs and outputs."""
+    cur = await conn.execute(
+        "SELECT task_name, attempt, state FROM task_execution_service.task_instances "
+        "WHERE workflow_instance_id = %s AND superseded_at IS NULL",
+        (workflow_instance_id,),
+    )
+    return [(name, attempt, TaskState(state)) for name, attempt, state in await cur.fetchall()]
+
+
+async def current_attempts_of_tasks(
+    conn: AsyncConnection[Any],
+    workflow_instance_id: uuid.UUID,
+    tasks: Sequence[str],
+    fan_outs: Sequence[str] = (),
+) -> list[TaskInstance]:
+    """The current attempts, in full, of the named tasks and of the items
+    (``name[index]``) of the named fan-outs, by task then attempt."""
+    async with conn.cursor(row_factory=class_row(TaskInstance)) as cur:
+        await cur.execute(
+            "SELECT * FROM task_execution_service.task_instances "
+            "WHERE workflow_instance_id = %(run)s AND superseded_at IS NULL "
+            "AND (task_name = ANY(%(tasks)s) OR (right(task_name, 1) = ']' "
+            "AND split_part(task_name, '[', 1) = ANY(%(fan_outs)s))) "
+            "ORDER BY task_name, attempt",
+            {"run": workflow_instance_id, "tasks": list(tasks), "fan_outs": list(fan_outs)},
         )
         return await cur.fetchall()
 

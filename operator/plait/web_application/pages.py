@@ -282,7 +282,9 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 async def runs_list(request: web.Request) -> web.Response:
     viewer = _viewer(request)
-    f = queries.RunFilter.from_query(request.query, request.query.getall("phase", []))
+    f = queries.RunFilter.from_query(
+        request.query, request.query.getall("phase", []), request.query.getall("label", [])
+    )
     database = request.app[DASHBOARD_DATABASE]
     async with database.connection("workflow_orchestrator") as conn:
         if viewer.principal.allows("instances:read", None):
@@ -342,6 +344,7 @@ async def run_page(request: web.Request) -> web.Response:
     phase = detail.instance.phase.value
     actions = [a for a, phases in ACTIONS.items() if phase in phases]
     rows = _task_rows(request, detail)
+    await queries.read_attempts(request.app[DASHBOARD_DATABASE], detail.instance, rows.nodes)
     return render(
         request,
         "run.html",
@@ -356,8 +359,10 @@ async def run_page(request: web.Request) -> web.Response:
     )
 
 
-#: Tasks shown per page of a run's task table (the graph shows them all).
-TASK_ROWS = 200
+#: Tasks shown per page of a run's task table (the graph shows them all). Each task is
+#: some 25 DOM nodes and its attempts are read in full: a page of a 5,000-task run stays
+#: light.
+TASK_ROWS = 100
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
+import re
 import zoneinfo
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 from plait.errors import ValidationError
 from plait.event_processing.repository import EventInstance
@@ -35,7 +37,13 @@ from plait.observability.repository import (
 from plait.resources.foreach import split_item_name
 from plait.resources.schedules import cron_ticks
 from plait.resources.workflow import WorkflowDefinitionSpec
-from plait.task_execution.repository import TaskInstance, tasks_of_instance
+from plait.task_execution.repository import (
+    TaskInstance,
+    current_attempts_of_tasks,
+    current_task_states,
+    tasks_of_instance,
+)
+from plait.task_execution.states import TaskState
 from plait.workflow_orchestrator import repository as orchestrator
 from plait.workflow_orchestrator.repository import (
     EventTrigger,
@@ -47,13 +55,17 @@ from plait.workflow_orchestrator.states import WorkflowPhase
 
 __all__ = [
     "PAGE_SIZE",
+    "LabelRequirement",
     "RunDetail",
     "RunFilter",
     "RunPage",
     "TaskNode",
     "instance_namespaces",
+    "parse_labels",
+    "read_attempts",
     "run_detail",
     "runs_page",
+    "runs_query",
 ]
 
 #: Runs on one page of the list.
@@ -62,6 +74,69 @@ PAGE_SIZE = 50
 COLLAPSE_ABOVE = 20
 #: Log records shown on a run's page (the oldest first).
 LOG_LIMIT = 2000
+
+
+#: A label's name, and a DNS subdomain (lower case) as a key's optional prefix.
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRequirement:
+    """One requirement of a label selector: the label ``key`` set to ``value``, or set at
+    all (``value`` None)."""
+
+    key: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        return self.key if self.value is None else f"{self.key}={self.value}"
+
+
+def _label_key(key: str, said: str) -> str:
+    prefix, slash, name = key.rpartition("/")
+    if not _LABEL_NAME.fullmatch(name) or (
+        slash and not (len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix))
+    ):
+        raise ValidationError(
+            f"label {said[:80]!r}: {key[:80]!r} is not a Kubernetes label key (an optional "
+            "lower-case DNS subdomain and '/', then a name of at most 63 letters, digits, "
+            "'-', '_' or '.', beginning and ending with a letter or digit)"
+        )
+    return key
+
+
+def parse_labels(selectors: Sequence[str]) -> tuple[LabelRequirement, ...]:
+    """Label selectors as ``kubectl get -l`` takes them, each of comma-separated
+    requirements: ``key=value`` (or ``key==value``) and ``key`` (the label is set).
+    Anything else is a :class:`ValidationError` saying which requirement and why."""
+    found: list[LabelRequirement] = []
+    for selector in selectors:
+        for raw in selector.split(","):
+            text = raw.strip()
+            if not text:
+                continue
+            if any(op in text for op in ("!", " in ", " notin ", "(", ")")):
+                raise ValidationError(
+                    f"label {text[:80]!r}: only key=value and key (the label is set) are "
+                    "supported, not !=, !key, in or notin"
+                )
+            key, equals, value = text.partition("=")
+            if equals and value.startswith("="):
+                value = value[1:]  # key==value
+            key = _label_key(key.strip(), text)
+            if not equals:
+                found.append(LabelRequirement(key))
+                continue
+            value = value.strip()
+            if value and not _LABEL_NAME.fullmatch(value):
+                raise ValidationError(
+                    f"label {text[:80]!r}: {value[:80]!r} is not a Kubernetes label value "
+                    "(empty, or at most 63 letters, digits, '-', '_' or '.', beginning and "
+                    "ending with a letter or digit)"
+                )
+            found.append(LabelRequirement(key, value))
+    return tuple(dict.fromkeys(found))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +150,15 @@ class RunFilter:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     cursor: str | None = None
+    labels: tuple[LabelRequirement, ...] = ()
 
     @classmethod
-    def from_query(cls, query: Mapping[str, str], phases: Sequence[str]) -> RunFilter:
-        """Parse the URL's query; a bad value is a :class:`ValidationError` naming it."""
+    def from_query(
+        cls, query: Mapping[str, str], phases: Sequence[str], labels: Sequence[str] = ()
+    ) -> RunFilter:
+        """Parse the URL's query (``phase`` and ``label`` may be repeated: ``phases`` and
+        ``labels`` are all their values); a bad value is a :class:`ValidationError`
+        naming it."""
         known = {p.value: p for p in WorkflowPhase}
         chosen: list[WorkflowPhase] = []
         for p in phases:
@@ -99,7 +179,13 @@ class RunFilter:
             since=_time(query, "since"),
             until=_time(query, "until"),
             cursor=cursor,
+            labels=parse_labels(labels),
         )
+
+    @property
+    def label_text(self) -> str:
+        """The label requirements as one selector, as the form shows them."""
+        return ",".join(str(r) for r in self.labels)
 
 
 def _time(query: Mapping[str, str], key: str) -> dt.datetime | None:
@@ -148,7 +234,22 @@ async def runs_page(
     """
     if not namespaces:
         return RunPage([], None)
-    conditions = [sql.SQL("w.namespace = n.ns")]
+    query, params = runs_query(namespaces, f, limit=limit)
+    async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+    if len(rows) <= limit:
+        return RunPage(rows, None)
+    last = rows[limit - 1]
+    return RunPage(rows[:limit], encode_cursor(last.created_at, last.id))
+
+
+def runs_query(
+    namespaces: Sequence[str], f: RunFilter, *, limit: int = PAGE_SIZE
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The SQL of :func:`runs_page` and its parameters (``limit + 1`` rows, to tell
+    whether another page follows)."""
+    conditions: list[sql.Composable] = [sql.SQL("w.namespace = n.ns")]
     params: dict[str, Any] = {"namespaces": list(namespaces), "limit": limit + 1}
     if f.definition:
         conditions.append(sql.SQL("w.workflow_name = %(definition)s"))
@@ -171,6 +272,7 @@ async def runs_page(
     if f.until:
         conditions.append(sql.SQL("w.created_at < %(until)s"))
         params["until"] = f.until
+    conditions += _label_conditions(f.labels, params)
     if f.cursor:
         params["c_time"], params["c_id"] = decode_cursor(f.cursor)
         conditions.append(sql.SQL("(w.created_at, w.id) < (%(c_time)s, %(c_id)s)"))
@@ -180,13 +282,32 @@ async def runs_page(
         " ORDER BY w.created_at DESC, w.id DESC LIMIT %(limit)s) r"
         " ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s"
     ).format(where=sql.SQL(" AND ").join(conditions))
-    async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
-        await cur.execute(query, params)
-        rows = await cur.fetchall()
-    if len(rows) <= limit:
-        return RunPage(rows, None)
-    last = rows[limit - 1]
-    return RunPage(rows[:limit], encode_cursor(last.created_at, last.id))
+    return query, params
+
+
+def _label_conditions(
+    labels: Sequence[LabelRequirement], params: dict[str, Any]
+) -> list[sql.Composable]:
+    """``key=value`` requirements as one containment, ``labels @> {...}`` (the GIN index
+    on labels serves it), with one more per further value of a key named twice (no run
+    matches those); ``key`` alone as ``labels ? key``, checked on the rows read."""
+    conditions: list[sql.Composable] = []
+    objects: list[dict[str, str]] = []
+    for r in labels:
+        if r.value is None:
+            continue
+        target = next((o for o in objects if r.key not in o), None)
+        if target is None:
+            target = {}
+            objects.append(target)
+        target[r.key] = r.value
+    for i, o in enumerate(objects):
+        params[f"labels_{i}"] = Jsonb(o)
+        conditions.append(sql.SQL("w.labels @> {}").format(sql.Placeholder(f"labels_{i}")))
+    for i, r in enumerate(r for r in labels if r.value is None):
+        params[f"label_key_{i}"] = r.key
+        conditions.append(sql.SQL("w.labels ? {}").format(sql.Placeholder(f"label_key_{i}")))
+    return conditions
 
 
 @dataclass(slots=True)
@@ -196,6 +317,8 @@ class TaskNode:
     name: str
     dependencies: list[str]
     state: str
+    #: The current attempts in full: read only for the tasks on the task table's page
+    #: (:func:`read_attempts`); the graph needs only the states.
     attempts: list[TaskInstance] = field(default_factory=list)
     #: For a fan-out: its item count, and the items (their last attempts) by state.
     items: int | None = None
@@ -203,10 +326,6 @@ class TaskNode:
     collapsed: bool = False
     on_exit: bool = False
     kind: str = "container"
-
-    @property
-    def last(self) -> TaskInstance | None:
-        return self.attempts[-1] if self.attempts else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,21 +337,29 @@ class RunDetail:
     spans: list[Span]
 
     def graph(self) -> dict[str, Any]:
-        """The graph as the page's script draws it (names, states, edges; no user data
-        beyond names, which the script writes as text)."""
+        """The graph as the page's script draws it: names and states, and the edges as
+        pairs of node positions (no user data beyond names, which the script writes as
+        text). Fields at their defaults are left out: a 5,000-task graph is sent in every
+        page of the run."""
+        index = {n.name: i for i, n in enumerate(self.nodes)}
+        nodes: list[dict[str, Any]] = []
+        for n in self.nodes:
+            node: dict[str, Any] = {"id": n.name, "state": n.state}
+            if n.items is not None:
+                node["items"], node["itemStates"] = n.items, n.item_states
+            if n.collapsed:
+                node["collapsed"] = True
+            if n.on_exit:
+                node["onExit"] = True
+            nodes.append(node)
         return {
-            "nodes": [
-                {
-                    "id": n.name,
-                    "state": n.state,
-                    "items": n.items,
-                    "itemStates": n.item_states,
-                    "collapsed": n.collapsed,
-                    "onExit": n.on_exit,
-                }
-                for n in self.nodes
+            "nodes": nodes,
+            "edges": [
+                [index[d], i]
+                for i, n in enumerate(self.nodes)
+                for d in n.dependencies
+                if d in index
             ],
-            "edges": [[d, n.name] for n in self.nodes for d in n.dependencies],
         }
 
 
@@ -244,46 +371,46 @@ def _kind(task: Any) -> str:
     return "container"
 
 
+#: A current attempt as the graph sees it: (task name, attempt, state).
+AttemptState = tuple[str, int, TaskState]
+
+
 def _nodes(
-    spec: WorkflowDefinitionSpec, attempts: list[TaskInstance], fan_outs: Mapping[str, int]
+    spec: WorkflowDefinitionSpec, attempts: Sequence[AttemptState], fan_outs: Mapping[str, int]
 ) -> list[TaskNode]:
-    """Every task of the definition, run or not, with its attempts; fan-outs grouped."""
-    by_task: dict[str, list[TaskInstance]] = {}
-    items: dict[str, dict[int, list[TaskInstance]]] = {}
+    """Every task of the definition, run or not, with its state; fan-outs grouped."""
+    last: dict[str, AttemptState] = {}
+    items: dict[str, dict[int, AttemptState]] = {}
     for a in attempts:
-        base, index = split_item_name(a.task_name)
+        base, index = split_item_name(a[0])
         if index is not None:
-            items.setdefault(base, {}).setdefault(index, []).append(a)
-        else:
-            by_task.setdefault(a.task_name, []).append(a)
+            mine = items.setdefault(base, {})
+            if index not in mine or mine[index][1] < a[1]:
+                mine[index] = a
+        elif a[0] not in last or last[a[0]][1] < a[1]:
+            last[a[0]] = a
     tasks = [*spec.tasks, *([spec.on_exit] if spec.on_exit else [])]
     exit_name = spec.on_exit.name if spec.on_exit else None
     nodes: list[TaskNode] = []
     for t in tasks:
-        mine = sorted(by_task.get(t.name, []), key=lambda a: a.attempt)
+        ran = last.get(t.name)
         node = TaskNode(
             t.name,
             list(t.dependencies),
-            mine[-1].state.value if mine else "Planned",
-            mine,
+            ran[2].value if ran else "Planned",
             on_exit=t.name == exit_name,
             kind=_kind(t),
         )
-        if t.for_each is not None and t.name not in by_task:
+        if t.for_each is not None and ran is None:
             found = items.get(t.name, {})
             n = fan_outs.get(t.name, max(found) + 1 if found else 0)
             states: dict[str, int] = {}
-            for tries in found.values():
-                last = max(tries, key=lambda a: a.attempt).state.value
-                states[last] = states.get(last, 0) + 1
+            for item in found.values():
+                states[item[2].value] = states.get(item[2].value, 0) + 1
             if n > len(found):
                 states["Planned"] = n - len(found)
             node.items, node.item_states = n, states
             node.collapsed = n > COLLAPSE_ABOVE
-            node.attempts = sorted(
-                (a for tries in found.values() for a in tries),
-                key=lambda a: (split_item_name(a.task_name)[1] or 0, a.attempt),
-            )
             node.state = _group_state(states)
         nodes.append(node)
     return nodes
@@ -298,43 +425,69 @@ def _group_state(states: Mapping[str, int]) -> str:
     return "Planned" if not states or states.get("Planned") else next(iter(states))
 
 
-#: Parsed definition versions kept per process (a version's spec never changes).
+#: Definition versions kept per process, with their parsed specs (a version's spec never
+#: changes).
 SPEC_CACHE = 64
-_specs: OrderedDict[tuple[str, str, int, str], WorkflowDefinitionSpec] = OrderedDict()
+_specs: OrderedDict[
+    tuple[str, str, int, str], tuple[WorkflowDefinition, WorkflowDefinitionSpec]
+] = OrderedDict()
 
 
-def parsed_spec(definition: WorkflowDefinition) -> WorkflowDefinitionSpec:
-    """The definition version's spec, parsed once per process: a version is immutable
-    (its hash is part of the key), and parsing a 5,000-task spec takes half a second."""
-    key = (definition.namespace, definition.name, definition.version, definition.spec_hash)
-    spec = _specs.get(key)
-    if spec is None:
-        spec = WorkflowDefinitionSpec.model_validate(definition.spec)
-        _specs[key] = spec
-        if len(_specs) > SPEC_CACHE:
-            _specs.popitem(last=False)
-    else:
+async def _run_definition(
+    conn: AsyncConnection[Any], run: WorkflowInstance
+) -> tuple[WorkflowDefinition, WorkflowDefinitionSpec] | None:
+    """The definition version the run ran and its parsed spec, read and parsed once per
+    process: a version is immutable (its hash is part of the key), and a 5,000-task spec
+    takes 60 ms to read and decode and half a second to parse. A cached version costs one
+    index probe that reads no spec."""
+    cur = await conn.execute(
+        "SELECT spec_hash FROM workflow_orchestrator_service.workflow_definitions "
+        "WHERE namespace = %s AND name = %s AND version = %s",
+        (run.namespace, run.workflow_name, run.workflow_version),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    key = (run.namespace, run.workflow_name, run.workflow_version, str(row[0]))
+    cached = _specs.get(key)
+    if cached is not None:
         _specs.move_to_end(key)
-    return spec
+        return cached
+    definition = await orchestrator.get_workflow_definition(
+        conn, run.namespace, run.workflow_name, run.workflow_version
+    )
+    if definition is None:
+        return None
+    cached = (definition, WorkflowDefinitionSpec.model_validate(definition.spec))
+    _specs[(*key[:3], definition.spec_hash)] = cached
+    if len(_specs) > SPEC_CACHE:
+        _specs.popitem(last=False)
+    return cached
 
 
 async def run_detail(database: Database, namespace: str, name: str) -> RunDetail | None:
-    """A run by name, with everything its page shows; None when there is no such run."""
+    """A run by name, with everything its page shows but the attempts in full (see
+    :func:`read_attempts`); None when there is no such run."""
     async with database.connection("workflow_orchestrator") as conn:
         instance = await orchestrator.instance_by_name(conn, namespace, name)
         if instance is None:
             return None
-        definition = await orchestrator.get_workflow_definition(
-            conn, namespace, instance.workflow_name, instance.workflow_version
-        )
-    async with database.connection("task_execution") as conn:
-        attempts = [
-            a for a in await tasks_of_instance(conn, instance.id) if a.superseded_at is None
-        ]
+        found = await _run_definition(conn, instance)
+    definition: WorkflowDefinition | None = None
     nodes: list[TaskNode] = []
-    if definition is not None:
-        spec = parsed_spec(definition)
-        nodes = _nodes(spec, attempts, fan_out_sizes(instance, spec, attempts))
+    if found is not None:
+        definition, spec = found
+        async with database.connection("task_execution") as conn:
+            if any(t.for_each is not None for t in spec.tasks):
+                # A fan-out's item count is planned from its upstream tasks' outputs, as
+                # the engine plans it: that needs the attempts in full.
+                full = [
+                    a for a in await tasks_of_instance(conn, instance.id) if a.superseded_at is None
+                ]
+                states = [(a.task_name, a.attempt, a.state) for a in full]
+                nodes = _nodes(spec, states, fan_out_sizes(instance, spec, full))
+            else:
+                nodes = _nodes(spec, await current_task_states(conn, instance.id), {})
     async with database.connection("observability") as conn:
         # Plait's own records name the run (namespace, object); its tasks' output carries
         # the run's uid; a reused name is told apart by the run's creation time.
@@ -356,6 +509,31 @@ async def run_detail(database: Database, namespace: str, name: str) -> RunDetail
         spans = await spans_of_trace(conn, traces[0]) if traces else []
     spans.sort(key=lambda s: s.start_time)
     return RunDetail(instance, definition, nodes, logs, spans)
+
+
+async def read_attempts(database: Database, run: WorkflowInstance, nodes: list[TaskNode]) -> None:
+    """Fill in the current attempts of ``nodes`` (the task table's page), in full: a
+    task's by attempt, a fan-out's items by index then attempt."""
+    if not nodes:
+        return
+    fan_outs = [n.name for n in nodes if n.items is not None]
+    async with database.connection("task_execution") as conn:
+        found = await current_attempts_of_tasks(
+            conn, run.id, [n.name for n in nodes if n.items is None], fan_outs
+        )
+    by_task: dict[str, list[TaskInstance]] = {}
+    for a in found:
+        base, index = split_item_name(a.task_name)
+        by_task.setdefault(base if index is not None else a.task_name, []).append(a)
+    for node in nodes:
+        mine = by_task.get(node.name, [])
+        if node.items is not None:
+            mine = [a for a in mine if a.task_name != node.name]
+            mine.sort(key=lambda a: (split_item_name(a.task_name)[1] or 0, a.attempt))
+        else:
+            mine = [a for a in mine if a.task_name == node.name]
+            mine.sort(key=lambda a: a.attempt)
+        node.attempts = mine
 
 
 # --- workflow definitions ----------------------------------------------------------------
