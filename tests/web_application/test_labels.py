@@ -81,9 +81,14 @@ def test_label_selectors_are_read_as_kubectl_reads_them_and_bad_ones_say_why() -
         assert said in str(caught.value), (selector, str(caught.value))
 
 
+@pytest.mark.parametrize("rare_below", [queries.RARE_LABEL_RUNS, 1])
 async def test_the_label_filter_pages_exactly_the_labelled_runs_by_keyset(
-    database: Database, migrated_database: str
+    database: Database, migrated_database: str, rare_below: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Both ways of reading: through the labels index (the labels are rare here), and
+    along each namespace's keyset index (every label counted as common)."""
+    monkeypatch.setattr(queries, "RARE_LABEL_RUNS", rare_below)
+
     # In each namespace, runs 0, 3, 6, ... are team=a; every even one is also tier=gold.
     def labels(i: int) -> dict[str, str]:
         these = {"team": "a" if i % 3 == 0 else "b", "app.kubernetes.io/part-of": "shop"}
@@ -150,8 +155,9 @@ async def test_the_run_list_page_filters_by_label_and_refuses_a_bad_selector(
 async def test_a_selective_label_is_read_through_the_labels_index(
     database: Database, migrated_database: str
 ) -> None:
-    """20,000 runs in one namespace, 10 of them team=rare: the keyset query of the filtered
-    page finds them with the GIN index on labels, not by walking the namespace."""
+    """20,000 runs in one namespace, 10 of them team=rare: the filtered page finds them
+    with the GIN index on labels, not by walking the namespace; a label every run carries
+    is read along the keyset index."""
     async with await psycopg.AsyncConnection.connect(migrated_database, autocommit=True) as conn:
         await orchestrator.upsert_workflow_definition(conn, "big", "shop", SPEC)
         await conn.execute(
@@ -165,7 +171,10 @@ async def test_a_selective_label_is_read_through_the_labels_index(
         )
         await conn.execute("ANALYZE workflow_orchestrator_service.workflow_instances")
         f = RunFilter(labels=(LabelRequirement("team", "rare"),))
-        query, params = queries.runs_query(["big"], f)
+        common = RunFilter(labels=(LabelRequirement("app", "shop"),))
+        assert await queries._rare_labels(conn, f.labels)
+        assert not await queries._rare_labels(conn, common.labels)
+        query, params = queries.runs_query(["big"], f, by_labels=True)
         cur = await conn.execute(sql.Composed([sql.SQL("EXPLAIN (FORMAT JSON) "), query]), params)
         row = await cur.fetchone()
     assert row is not None
@@ -173,6 +182,8 @@ async def test_a_selective_label_is_read_through_the_labels_index(
     assert '"Index Name": "workflow_instances_labels"' in plan, plan
     async with database.connection("workflow_orchestrator") as conn:
         page = await queries.runs_page(conn, ["big"], f)
+        newest = await queries.runs_page(conn, ["big"], common, limit=3)
+    assert [r.name for r in newest.runs] == ["run-20000", "run-19999", "run-19998"]
     assert [r.name for r in page.runs] == [f"run-{g}" for g in range(18007, 0, -2000)]
     assert all(r.labels == {"team": "rare", "app": "shop"} for r in page.runs)
 

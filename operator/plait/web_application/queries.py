@@ -223,6 +223,12 @@ async def instance_namespaces(conn: AsyncConnection[Any]) -> list[str]:
     return [row[0] for row in await cur.fetchall()]
 
 
+#: A label filter that fewer runs than this match (counted through the labels index, up to
+#: this many) is read through that index and sorted; a commoner one along each namespace's
+#: keyset index, where matching runs come soon.
+RARE_LABEL_RUNS = 2000
+
+
 async def runs_page(
     conn: AsyncConnection[Any], namespaces: Sequence[str], f: RunFilter, *, limit: int = PAGE_SIZE
 ) -> RunPage:
@@ -230,11 +236,13 @@ async def runs_page(
 
     Each namespace is read along its (namespace, created_at, id) index for at most
     ``limit + 1`` rows past the cursor and the results are merged, so a page costs the
-    same on page 1 and page 1,000 and nothing is counted.
+    same on page 1 and page 1,000 and nothing is counted. Filtered by a rare label, the
+    runs that carry it are found through the labels index instead (see :func:`runs_query`).
     """
     if not namespaces:
         return RunPage([], None)
-    query, params = runs_query(namespaces, f, limit=limit)
+    rare = await _rare_labels(conn, f.labels)
+    query, params = runs_query(namespaces, f, limit=limit, by_labels=rare)
     async with conn.cursor(row_factory=class_row(WorkflowInstance)) as cur:
         await cur.execute(query, params)
         rows = await cur.fetchall()
@@ -244,12 +252,34 @@ async def runs_page(
     return RunPage(rows[:limit], encode_cursor(last.created_at, last.id))
 
 
+async def _rare_labels(conn: AsyncConnection[Any], labels: Sequence[LabelRequirement]) -> bool:
+    """Whether fewer than RARE_LABEL_RUNS runs carry the ``key=value`` labels (in any
+    namespace: this only chooses how to read)."""
+    params: dict[str, Any] = {"rare": RARE_LABEL_RUNS}
+    containments = _label_containments(labels, params)
+    if not containments:
+        return False
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM workflow_orchestrator_service.workflow_instances w"
+            " WHERE {where} LIMIT %(rare)s) found"
+        ).format(where=sql.SQL(" AND ").join(containments)),
+        params,
+    )
+    row = await cur.fetchone()
+    return row is not None and int(row[0]) < RARE_LABEL_RUNS
+
+
 def runs_query(
-    namespaces: Sequence[str], f: RunFilter, *, limit: int = PAGE_SIZE
+    namespaces: Sequence[str], f: RunFilter, *, limit: int = PAGE_SIZE, by_labels: bool = False
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """The SQL of :func:`runs_page` and its parameters (``limit + 1`` rows, to tell
-    whether another page follows)."""
-    conditions: list[sql.Composable] = [sql.SQL("w.namespace = n.ns")]
+    whether another page follows): each namespace along its keyset index, merged; or,
+    ``by_labels``, the runs that carry the labels (through the labels index), sorted."""
+    namespace = sql.SQL("w.namespace" if by_labels else "n.ns")
+    conditions: list[sql.Composable] = [
+        sql.SQL("w.namespace = ANY(%(namespaces)s)") if by_labels else sql.SQL("w.namespace = n.ns")
+    ]
     params: dict[str, Any] = {"namespaces": list(namespaces), "limit": limit + 1}
     if f.definition:
         conditions.append(sql.SQL("w.workflow_name = %(definition)s"))
@@ -262,8 +292,8 @@ def runs_query(
             sql.SQL(
                 "w.trigger_id IN (SELECT t.id FROM "
                 "workflow_orchestrator_service.workflow_event_triggers t "
-                "WHERE t.namespace = n.ns AND t.name = %(trigger)s)"
-            )
+                "WHERE t.namespace = {namespace} AND t.name = %(trigger)s)"
+            ).format(namespace=namespace)
         )
         params["trigger"] = f.trigger
     if f.since:
@@ -272,25 +302,35 @@ def runs_query(
     if f.until:
         conditions.append(sql.SQL("w.created_at < %(until)s"))
         params["until"] = f.until
-    conditions += _label_conditions(f.labels, params)
+    conditions += _label_containments(f.labels, params)
+    for i, key in enumerate(r.key for r in f.labels if r.value is None):
+        params[f"label_key_{i}"] = key
+        conditions.append(sql.SQL("w.labels ? {}").format(sql.Placeholder(f"label_key_{i}")))
     if f.cursor:
         params["c_time"], params["c_id"] = decode_cursor(f.cursor)
         conditions.append(sql.SQL("(w.created_at, w.id) < (%(c_time)s, %(c_id)s)"))
-    query = sql.SQL(
-        "SELECT r.* FROM unnest(%(namespaces)s::text[]) AS n(ns) CROSS JOIN LATERAL ("
-        " SELECT w.* FROM workflow_orchestrator_service.workflow_instances w WHERE {where}"
-        " ORDER BY w.created_at DESC, w.id DESC LIMIT %(limit)s) r"
-        " ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s"
-    ).format(where=sql.SQL(" AND ").join(conditions))
+    where = sql.SQL(" AND ").join(conditions)
+    if by_labels:
+        query = sql.SQL(
+            "SELECT w.* FROM workflow_orchestrator_service.workflow_instances w WHERE {where}"
+            " ORDER BY w.created_at DESC, w.id DESC LIMIT %(limit)s"
+        ).format(where=where)
+    else:
+        query = sql.SQL(
+            "SELECT r.* FROM unnest(%(namespaces)s::text[]) AS n(ns) CROSS JOIN LATERAL ("
+            " SELECT w.* FROM workflow_orchestrator_service.workflow_instances w WHERE {where}"
+            " ORDER BY w.created_at DESC, w.id DESC LIMIT %(limit)s) r"
+            " ORDER BY r.created_at DESC, r.id DESC LIMIT %(limit)s"
+        ).format(where=where)
     return query, params
 
 
-def _label_conditions(
+def _label_containments(
     labels: Sequence[LabelRequirement], params: dict[str, Any]
 ) -> list[sql.Composable]:
-    """``key=value`` requirements as one containment, ``labels @> {...}`` (the GIN index
-    on labels serves it), with one more per further value of a key named twice (no run
-    matches those); ``key`` alone as ``labels ? key``, checked on the rows read."""
+    """``key=value`` requirements as one containment, ``labels @> {...}`` (what the GIN
+    index on labels answers), with one more per further value of a key named twice (no run
+    matches those). ``key`` alone is ``labels ? key``, checked on the rows read."""
     conditions: list[sql.Composable] = []
     objects: list[dict[str, str]] = []
     for r in labels:
@@ -304,9 +344,6 @@ def _label_conditions(
     for i, o in enumerate(objects):
         params[f"labels_{i}"] = Jsonb(o)
         conditions.append(sql.SQL("w.labels @> {}").format(sql.Placeholder(f"labels_{i}")))
-    for i, r in enumerate(r for r in labels if r.value is None):
-        params[f"label_key_{i}"] = r.key
-        conditions.append(sql.SQL("w.labels ? {}").format(sql.Placeholder(f"label_key_{i}")))
     return conditions
 
 
