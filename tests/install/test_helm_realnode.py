@@ -55,7 +55,7 @@ ON_REAL_NODE = {
 }
 COMPONENT_PODS = ("operator", "api", "webhook")
 #: What the API's dashboard reads as read-only roles (docs/install.md's Secret has them).
-READ_ONLY = ("workflow_orchestrator", "task_execution")
+READ_ONLY = ("workflow_orchestrator", "task_execution", "testing_framework")
 HOOK_SECRET = "gh-" + secrets.token_hex(16)
 FINAL = ("Succeeded", "Failed", "Cancelled", "Error")
 
