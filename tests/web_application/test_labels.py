@@ -281,3 +281,21 @@ def test_runs_labelled_in_kubernetes_are_filtered_by_label_in_the_browser(
     page.click("form[role=search] button[type=submit]")
     assert "only key=value and key (the label is set) are supported" in page.content()
     assert not errors, errors
+
+
+async def test_a_runs_labels_are_written_again_only_when_they_differ(
+    migrated_database: str,
+) -> None:
+    """What the operator calls with the object's labels on every generation it handles and
+    on a change of labels alone."""
+    [run] = await _labelled_runs(migrated_database, "shop", [{"team": "a"}])
+    async with await psycopg.AsyncConnection.connect(migrated_database, autocommit=True) as conn:
+        assert not await orchestrator.set_instance_labels(conn, run, {"team": "a"})
+        assert await orchestrator.set_instance_labels(conn, run, {"team": "b", "tier": "gold"})
+        stored = await orchestrator.get_workflow_instance(conn, run)
+        assert stored is not None
+        assert stored.labels == {"team": "b", "tier": "gold"}
+        assert await orchestrator.set_instance_labels(conn, run, {})
+        stored = await orchestrator.get_workflow_instance(conn, run)
+        assert stored is not None
+        assert stored.labels == {}
