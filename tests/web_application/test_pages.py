@@ -27,6 +27,7 @@ from plait.kernel.components import COMPONENTS, component_by_name
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.web_application import queries
+from plait.workflow_orchestrator import gate
 from plait.workflow_orchestrator import repository as orchestrator
 from plait.workflow_orchestrator.states import WorkflowPhase
 
@@ -313,6 +314,39 @@ async def test_a_definition_shows_its_versions_a_diff_its_parameters_and_trigger
     assert 'data-testid="submit-link"' not in html  # a viewer starts no run
     missing = await client.get("/ui/definitions/shop/shop?version=9")
     assert missing.status == 404
+
+
+async def test_the_submit_form_asks_for_the_version_a_new_run_gets_under_the_test_gate(
+    client: TestClient[Any, Any], migrated_database: str
+) -> None:
+    """A gated version still being tested is not what a run submitted now runs, so the
+    form shows the parameters of the version before it, and the new one's once it passed."""
+    v1 = {**SPEC, "parameters": [{"name": "size", "default": "s"}]}
+    v2 = {**SPEC, "testGate": True, "parameters": [{"name": "colour", "default": "red"}]}
+    async with await psycopg.AsyncConnection.connect(migrated_database, autocommit=True) as conn:
+        await orchestrator.upsert_workflow_definition(conn, "gated", "shop", v1)
+        stored, _ = await orchestrator.upsert_workflow_definition(conn, "gated", "shop", v2)
+        await gate.open_gate(conn, stored)
+        await _sign_in(client, "ada")
+        html = await (await client.get("/ui/submit/gated/shop")).text()
+        assert "v1</span>" in html
+        assert 'name="size"' in html
+        assert "colour" not in html
+        assert await gate.decide(conn, stored.id, gate.GateState.PASSED, "1 test passed")
+        html = await (await client.get("/ui/submit/gated/shop")).text()
+        assert "v2</span>" in html
+        assert 'name="colour"' in html
+        assert 'name="size"' not in html
+        await gate.decide(
+            conn, stored.id, gate.GateState.FAILED, "case a failed", was=[gate.GateState.PASSED]
+        )
+        await conn.execute(
+            "DELETE FROM workflow_orchestrator_service.workflow_definitions "
+            "WHERE namespace = 'gated' AND version = 1"
+        )
+    refused = await client.get("/ui/submit/gated/shop")
+    assert refused.status == 404
+    assert "failed its tests" in await refused.text()
 
 
 async def test_the_live_feed_passes_on_each_change_of_a_run_and_its_tasks(

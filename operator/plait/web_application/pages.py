@@ -44,6 +44,7 @@ from plait.web_application.control import ACTIONS, ActionRefused, RunControl
 from plait.web_application.live import Change, LiveFeed
 from plait.web_application.panels import PanelData, PanelSpec, panel_data
 from plait.workflow_orchestrator import repository as orchestrator
+from plait.workflow_orchestrator.gate import current_definition, unusable_reason
 from plait.workflow_orchestrator.states import WorkflowPhase
 
 __all__ = [
@@ -812,9 +813,14 @@ def _argument(parameter: Parameter, raw: str | None) -> Any:
 async def _definition_spec(
     request: web.Request, namespace: str, name: str
 ) -> tuple[Any, WorkflowDefinitionSpec]:
+    """The version a run that names none gets (a gated definition's newest passed one),
+    so the form asks for that version's parameters."""
     async with request.app[DASHBOARD_DATABASE].connection("workflow_orchestrator") as conn:
-        definition = await orchestrator.latest_workflow_definition(conn, namespace, name)
-    if definition is None or definition.deleted_at is not None:
+        definition = await current_definition(conn, namespace, name)
+        unusable = None if definition is not None else await unusable_reason(conn, namespace, name)
+    if unusable is not None:
+        raise NotFoundError(f"workflow definition {name[:253]!r} has no version to run: {unusable}")
+    if definition is None:
         raise NotFoundError(
             f"no workflow definition {name[:253]!r} in namespace {namespace[:63]!r}"
         )
