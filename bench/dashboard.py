@@ -4,10 +4,12 @@ a 5,000-task run in Chromium.
 A private PostgreSQL gets 100,000 runs in 10 namespaces (one definition each, phases
 mixed, one second apart); a real ``plait api`` process serves them. For the first page,
 a filtered page (one namespace, one definition, Failed) and page 1,000 (reached by its
-keyset cursor), it reports the median of 20 requests of the HTML page, beside the median
-of the same keyset query run alone on the API's connection (the floor a JSON answer of
-the same rows would sit on); likewise for a page filtered by a label that one run in 97
-carries. Then Debian's Chromium opens the page of a run of a
+keyset cursor), it reports the median of 20 requests of the HTML page and of the JSON
+API's answer of the same rows (``/v1/runs``, ``/v1/namespaces/{namespace}/runs``), beside
+the median of the same keyset query run alone on the API's connection; likewise for a
+page filtered by a label that one run in 97 carries. The 5,000-task run's JSON detail
+(``/v1/namespaces/big/runs/wide-run``: its row and its first 100 tasks) is timed too.
+Then Debian's Chromium opens the page of a run of a
 5,000-task definition (100 layers of 50) and reports the time until the graph is drawn,
 where that time went (first byte, HTML parsed, scripts run, the graph's folding and
 layout), how many nodes it drew, the page's JavaScript heap and DOM nodes and a scroll's
@@ -307,29 +309,51 @@ def main(argv: list[str] | None = None) -> int:
                 return cursor_filter.cursor
 
             deep_cursor = asyncio.run(walk())
+            # Each page: the HTML page, the JSON API's answer of the same rows (the same
+            # query: /v1/runs across every namespace, or one namespace's route) and the
+            # query alone.
             pages = {
-                "first page": ("/ui/runs", RunFilter()),
+                "first page": ("/ui/runs", "/v1/runs", RunFilter()),
                 "filtered page": (
                     "/ui/runs?namespace=ns-3&definition=shop&phase=Failed",
+                    "/v1/namespaces/ns-3/runs?definition=shop&phase=Failed",
                     filtered,
                 ),
-                "page 1,000": (f"/ui/runs?after={deep_cursor}", RunFilter(cursor=deep_cursor)),
+                "page 1,000": (
+                    f"/ui/runs?after={deep_cursor}",
+                    f"/v1/runs?cursor={deep_cursor}",
+                    RunFilter(cursor=deep_cursor),
+                ),
                 "by label": (
                     "/ui/runs?label=team%3Dteam-7",
+                    "/v1/runs?label=team%3Dteam-7",
                     RunFilter(labels=(LabelRequirement("team", "team-7"),)),
                 ),
             }
             result["run_list"] = {}
-            for label, (path, f) in pages.items():
+            for label, (path, json_path, f) in pages.items():
                 namespaces = [f.namespace] if f.namespace else every
                 html_ms = _median_ms(base + path, token, args.requests)
+                json_ms = _median_ms(base + json_path, token, args.requests)
                 query_ms = _query_ms(dsn, namespaces, f, args.requests)
                 result["run_list"][label] = {
                     "html_page_ms": round(html_ms, 1),
+                    "json_api_ms": round(json_ms, 1),
                     "keyset_query_ms": round(query_ms, 2),
                 }
-                said = f"{label:>14}: page {html_ms:6.1f} ms, its query {query_ms:5.2f} ms"
+                said = (
+                    f"{label:>14}: page {html_ms:6.1f} ms, JSON {json_ms:6.1f} ms, "
+                    f"its query {query_ms:5.2f} ms"
+                )
                 print(said, flush=True)
+            # The 5,000-task run's JSON detail (its row and the first 100 tasks' latest
+            # attempts), beside its HTML page (measured with the browser below).
+            detail_path = "/v1/namespaces/big/runs/wide-run"
+            _, body = _get(base + detail_path, token)
+            assert len(json.loads(body)["tasks"]) == 100
+            result["big_run_json_api_ms"] = round(_median_ms(base + detail_path, token, 3), 1)
+            print(f"5,000-task run as JSON: {result['big_run_json_api_ms']} ms", flush=True)
+            result["load_average"] = [round(x, 2) for x in os.getloadavg()]
             if not args.no_browser:
                 html_ms = _median_ms(base + big, token, 3)
                 result["big_run"] = {

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from plait.api import accounts, deadletters, events, health, ui, webhooks, workflowtests
+from plait.api import accounts, deadletters, events, health, runs, ui, webhooks, workflowtests
 from plait.api.context import NAMESPACE_MAX_LENGTH, NAMESPACE_PATTERN
 from plait.api.models import (
     SCHEMA_REF,
@@ -270,6 +270,7 @@ ROUTES: tuple[Route, ...] = (
         body=Body({"*/*": {"description": "The delivery, exactly as signed."}}),
         public=True,
     ),
+    *runs.ROUTES,
     *workflowtests.ROUTES,
     *accounts.ROUTES,
     *ui.ROUTES,

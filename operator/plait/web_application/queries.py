@@ -12,6 +12,7 @@ import datetime as dt
 import difflib
 import json
 import re
+import uuid
 import zoneinfo
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -64,8 +65,10 @@ __all__ = [
     "parse_labels",
     "read_attempts",
     "run_detail",
+    "run_graph",
     "runs_page",
     "runs_query",
+    "trigger_names",
 ]
 
 #: Runs on one page of the list.
@@ -250,6 +253,21 @@ async def runs_page(
         return RunPage(rows, None)
     last = rows[limit - 1]
     return RunPage(rows[:limit], encode_cursor(last.created_at, last.id))
+
+
+async def trigger_names(
+    conn: AsyncConnection[Any], ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The names of the EventTriggers that started runs (a run keeps its trigger's id): one
+    primary-key probe per distinct id, deleted triggers included."""
+    if not ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT id, name FROM workflow_orchestrator_service.workflow_event_triggers "
+        "WHERE id = ANY(%s)",
+        (list(set(ids)),),
+    )
+    return {row[0]: row[1] for row in await cur.fetchall()}
 
 
 async def _rare_labels(conn: AsyncConnection[Any], labels: Sequence[LabelRequirement]) -> bool:
@@ -502,9 +520,12 @@ async def _run_definition(
     return cached
 
 
-async def run_detail(database: Database, namespace: str, name: str) -> RunDetail | None:
-    """A run by name, with everything its page shows but the attempts in full (see
-    :func:`read_attempts`); None when there is no such run."""
+async def run_graph(
+    database: Database, namespace: str, name: str
+) -> tuple[WorkflowInstance, WorkflowDefinition | None, list[TaskNode]] | None:
+    """A run by name, the definition version it ran, and every task of that definition
+    with its state (a fan-out as one node): what the run's page and the runs API read
+    before the attempts in full (see :func:`read_attempts`). None: no such run."""
     async with database.connection("workflow_orchestrator") as conn:
         instance = await orchestrator.instance_by_name(conn, namespace, name)
         if instance is None:
@@ -525,6 +546,16 @@ async def run_detail(database: Database, namespace: str, name: str) -> RunDetail
                 nodes = _nodes(spec, states, fan_out_sizes(instance, spec, full))
             else:
                 nodes = _nodes(spec, await current_task_states(conn, instance.id), {})
+    return instance, definition, nodes
+
+
+async def run_detail(database: Database, namespace: str, name: str) -> RunDetail | None:
+    """A run by name, with everything its page shows but the attempts in full (see
+    :func:`read_attempts`); None when there is no such run."""
+    graph = await run_graph(database, namespace, name)
+    if graph is None:
+        return None
+    instance, definition, nodes = graph
     async with database.connection("observability") as conn:
         # Plait's own records name the run (namespace, object); its tasks' output carries
         # the run's uid; a reused name is told apart by the run's creation time.
