@@ -25,6 +25,8 @@ __all__ = ["ACTIONS", "ActionRefused", "RunControl"]
 
 KUBECONFIG_ENV = "PLAIT_DASHBOARD_KUBECONFIG"
 PLURAL = "workflowinstances"
+#: How many times an action reads and patches a run that changed in between (409).
+CONFLICT_RETRIES = 5
 #: Action -> the phases of the run it applies to.
 ACTIONS: Mapping[str, frozenset[str]] = {
     "cancel": frozenset({"Pending", "Running", "Suspended"}),
@@ -67,6 +69,20 @@ class RunControl:
         return self._api
 
     def _apply(self, namespace: str, name: str, action: str, user: str) -> str:
+        """Read the run, then patch it on that resourceVersion (its phase was checked and a
+        retry counts from what was read); read again when the operator wrote its status in
+        between, as it does while a new run starts."""
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return self._apply_once(namespace, name, action, user)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise ActionRefused(
+            f"{namespace}/{name} kept changing ({CONFLICT_RETRIES} tries): {action} again"
+        )
+
+    def _apply_once(self, namespace: str, name: str, action: str, user: str) -> str:
         api = client.CustomObjectsApi(self._client())
         try:
             obj = cast(
