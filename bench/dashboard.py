@@ -156,8 +156,9 @@ def _query_ms(dsn: str, namespaces: list[str], f: Any, n: int) -> float:
 
 def _detail_ms(dsn: str, namespace: str, name: str, n: int) -> float:
     """The run page's data alone: the same reads the page makes (every task's state, the
-    first table page's attempts in full), answered as JSON (the floor a JSON API answer
-    of the same data would sit on)."""
+    first table page's attempts in full, the run's logs and spans), dumped as JSON in this
+    process. The JSON API's answer (``/v1/namespaces/big/runs/wide-run``) reads less: no
+    logs or spans."""
     import asyncio
     import dataclasses
 

@@ -204,7 +204,7 @@ async def test_bad_filters_limits_and_cursors_are_refused_saying_which(runs_api:
         ("limit=0", "limit", "greater than or equal to 1"),
         ("limit=501", "limit", "less than or equal to 500"),
         ("limit=ten", "limit", "integer"),
-        ("cursor=zzz", "cursor", "not a cursor this list made"),
+        ("cursor=zzz", "cursor", "not a cursor of this list (it does not decode)"),
         ("since=yesterday", "since", "datetime"),
     ):
         status, body = await runs_api.get(f"{base}?{query}")

@@ -152,7 +152,8 @@ def _cursor(value: Any) -> Any:
             decode_cursor(value)
         except ValidationError:
             raise ValueError(
-                "not a cursor this list made: pass the nextCursor of the previous page"
+                "not a cursor of this list (it does not decode): pass the nextCursor of the "
+                "previous page"
             ) from None
     return value
 
@@ -431,7 +432,7 @@ _UNAVAILABLE = problem(
 )
 _BAD_LIST = problem(
     "A bad filter, limit or cursor (a phase that is not one, a label selector that is not "
-    "key=value or key, a time that is not RFC 3339, a cursor this list did not make); "
+    "key=value or key, a time that does not parse, a cursor that does not decode); "
     "`errors` name the parameter."
 )
 _PAGE = Reply("One page, newest first.", (RunPage,))
