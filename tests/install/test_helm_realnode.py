@@ -314,10 +314,21 @@ def test_helm_install_runs_plait_as_pods_on_the_real_node(
         # The first run's history survives the upgrade, and the new pods run a second one.
         assert instance_phase(kube, "diamond-run-1") == "Succeeded"
         run_diamond(kube, database, "diamond-run-2")
+    except BaseException:
+        print_logs(kube, selector)  # the pods' own words, before the uninstall takes them
+        raise
     finally:
         helm.run("uninstall", release, *ns, "--wait", "--timeout", "2m")
     poll("no pod of the release left", lambda: not pods(kube, selector) or None)
     assert not json.loads(kube.kubectl("get", "jobs", "-l", selector, "-o", "json"))["items"]
+
+
+def print_logs(kube: Kube, selector: str, lines: int = 60) -> None:
+    """The last lines of each of the release's pods' logs, shown with a failure."""
+    for pod in json.loads(kube.kubectl("get", "pods", "-l", selector, "-o", "json"))["items"]:
+        name = pod["metadata"]["name"]
+        logs = kube.kubectl("logs", name, "--all-containers", f"--tail={lines}", check=False)
+        print(f"--- {name} (last {lines} lines) ---\n{logs}")
 
 
 class Api:
