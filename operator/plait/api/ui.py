@@ -165,8 +165,9 @@ _COMPONENT_NAME = Parameter(
     "Name of the component.",
 )
 _UNAVAILABLE = problem(
-    "PostgreSQL cannot be reached; nothing was changed. Retry later.",
-    {"Retry-After": "Seconds to wait before retrying."},
+    "PostgreSQL cannot be reached, or this API has no database for the web_application "
+    "component (PLAIT_DATABASE_URL_WEB_APPLICATION or the shared one); nothing was changed.",
+    {"Retry-After": "Seconds to wait before retrying (when PostgreSQL cannot be reached)."},
 )
 _READ = Access("instances:read", ANY_NAMESPACE)
 _WRITE = Access("workflows:write")
