@@ -205,7 +205,12 @@ async def test_bad_filters_limits_and_cursors_are_refused_saying_which(runs_api:
         ("limit=501", "limit", "less than or equal to 500"),
         ("limit=ten", "limit", "integer"),
         ("cursor=zzz", "cursor", "not a cursor of this list (it does not decode)"),
-        ("since=yesterday", "since", "datetime"),
+        ("since=yesterday", "since", "must be a date and time (ISO 8601), got 'yesterday'"),
+        ("until=0.5", "until", "must be a date and time (ISO 8601), got '0.5'"),
+        ("until=", "until", "must be a date and time (ISO 8601), got ''"),
+        ("phase=", "phase", "Pending"),
+        ("definition=Not%20A%20Name", "definition", "String should match pattern"),
+        ("label=a&label=b&label=c&label=d&label=e", "label", "at most 4 items"),
     ):
         status, body = await runs_api.get(f"{base}?{query}")
         assert status == 400, (query, body)

@@ -167,7 +167,26 @@ def _labels(value: Any) -> Any:
     return value
 
 
-_Text = Annotated[str, Field(max_length=_MAX_TEXT)] | SkipJsonSchema[None]
+def _iso_time(value: Any) -> Any:
+    """A date and time as the dashboard's filter reads it (ISO 8601, by
+    ``datetime.fromisoformat``), not a number of seconds."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    if isinstance(value, datetime):
+        return value
+    raise ValueError(f"must be a date and time (ISO 8601), got {str(value)[:40]!r}")
+
+
+#: A Kubernetes object name (definitions and triggers are named so).
+_Name = Annotated[str, Field(max_length=_MAX_TEXT, pattern=_NAME_PATTERN)] | SkipJsonSchema[None]
+#: Label selectors: at most this many, each at most this long, in printable ASCII (as every
+#: label key and value is), so that the longest query fits aiohttp's 8,190-byte request
+#: line, percent-encoded.
+MAX_SELECTORS = 4
+MAX_SELECTOR_LENGTH = 512
 
 
 class RunListQuery(BaseModel):
@@ -176,25 +195,30 @@ class RunListQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    definition: _Text = Field(default=None, description="Only runs of this WorkflowDefinition.")
+    definition: _Name = Field(default=None, description="Only runs of this WorkflowDefinition.")
     phase: list[WorkflowPhase] = Field(
-        default_factory=list, description="Only runs in one of these phases (repeatable)."
+        default_factory=list,
+        max_length=len(WorkflowPhase),
+        description="Only runs in one of these phases (repeatable).",
     )
-    label: Annotated[list[Annotated[str, Field(max_length=1024)]], BeforeValidator(_labels)] = (
-        Field(
-            default_factory=list,
-            description="Label selector as `kubectl get -l` takes it: comma-separated "
-            "`key=value` (or `key==value`) and `key` (the label is set); repeatable, every "
-            "requirement must hold. `!=`, `!key`, `in` and `notin` are refused.",
-        )
+    label: Annotated[
+        list[Annotated[str, Field(max_length=MAX_SELECTOR_LENGTH, pattern=r"^[ -~]*$")]],
+        BeforeValidator(_labels),
+    ] = Field(
+        default_factory=list,
+        max_length=MAX_SELECTORS,
+        description="Label selector as `kubectl get -l` takes it: comma-separated "
+        "`key=value` (or `key==value`) and `key` (the label is set); repeatable (at most "
+        f"{MAX_SELECTORS}, each at most {MAX_SELECTOR_LENGTH} printable ASCII characters), "
+        "every requirement must hold. `!=`, `!key`, `in` and `notin` are refused.",
     )
-    trigger: _Text = Field(default=None, description="Only runs this EventTrigger started.")
-    since: datetime | SkipJsonSchema[None] = Field(
+    trigger: _Name = Field(default=None, description="Only runs this EventTrigger started.")
+    since: Annotated[datetime, BeforeValidator(_iso_time)] | SkipJsonSchema[None] = Field(
         default=None,
-        description="Only runs created at or after this time (RFC 3339; UTC "
+        description="Only runs created at or after this time (ISO 8601, such as RFC 3339; UTC "
         "when it has no offset).",
     )
-    until: datetime | SkipJsonSchema[None] = Field(
+    until: Annotated[datetime, BeforeValidator(_iso_time)] | SkipJsonSchema[None] = Field(
         default=None, description="Only runs created before this time."
     )
     limit: int = Field(default=queries.PAGE_SIZE, ge=1, le=MAX_RUNS, description="Page size.")
@@ -203,7 +227,7 @@ class RunListQuery(BaseModel):
         BeforeValidator(_cursor),
     ] = Field(default=None, description="`nextCursor` of the previous page.")
 
-    @field_validator("definition", "trigger", "since", "until", "cursor", mode="before")
+    @field_validator("cursor", mode="before")
     @classmethod
     def _empty_is_absent(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -240,10 +264,10 @@ class RunQuery(BaseModel):
 
 
 def _query(model: type[BaseModel], request: web.Request, repeated: Sequence[str] = ()) -> Any:
-    """The query string as ``model``: repeated parameters as lists, empty ones left out."""
+    """The query string as ``model``, the ``repeated`` parameters as lists."""
     data: dict[str, Any] = {k: v for k, v in request.query.items() if k not in repeated}
     for key in repeated:
-        data[key] = [v for v in request.query.getall(key, []) if v != ""]
+        data[key] = request.query.getall(key, [])
     return validated(model, data, pointer=False)
 
 
