@@ -68,8 +68,13 @@ def user_tables(dsn: str) -> set[tuple[str, str]]:
 ADDED_TABLES = {
     "task_execution_service": {"task_artifacts"},  # 0004: task artifacts (docs/artifacts.md)
     # 0004: locks across runs (docs/workflows.md, "Locks across runs")
-    # and 0006: the operator replicas sharing the runs (docs/operator.md)
-    "workflow_orchestrator_service": {"lock_requests", "operator_members"},
+    # 0006: the operator replicas sharing the runs (docs/operator.md)
+    # and 0010: the test gate of each gated version (docs/testing.md, "The test gate")
+    "workflow_orchestrator_service": {
+        "lock_requests",
+        "operator_members",
+        "workflow_definition_gates",
+    },
     # 0002: namespace grants, API tokens and sessions (docs/auth.md)
     "auth_service": {"role_grants", "api_tokens", "sessions"},
 }
