@@ -140,6 +140,11 @@ WAKE_BATCH = 100
 #: waiting on round trips, so a few in flight multiply the rate of a wide DAG or a fan-out
 #: without flooding the API server (its client pool and the database pool are larger).
 LAUNCH_CONCURRENCY = 8
+#: After a Job event could not be recorded (the database or the API server failing), how
+#: long until the run's Jobs are read again, doubling up to REREAD_MAX_SECONDS: Kopf hands
+#: an event over once, so its content must be fetched anew.
+REREAD_FIRST_SECONDS = 2.0
+REREAD_MAX_SECONDS = 60.0
 
 
 #: On a sub-workflow's WorkflowInstance: the id of the run whose task started it.
@@ -276,6 +281,13 @@ class Orchestrator:
         self._fan_outs: dict[uuid.UUID, Mapping[str, int]] = {}
         #: Runs whose Job events this replica ignored (another owned them then).
         self._unseen_jobs: set[uuid.UUID] = set()
+        #: The unfinished runs this replica owned at its last resume_owned: one not among
+        #: them is gained then (its Jobs are read, a lost one is recreated). Per-run state
+        #: such as ``_controls`` is no proof of following: a run once owned, or woken by a
+        #: deadline, may have been another replica's since.
+        self._followed: set[uuid.UUID] = set()
+        #: Per run, the pending re-read of its Jobs after a Job event failed to record.
+        self._rereads: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -311,13 +323,58 @@ class Orchestrator:
             # this replica (its owner gone), what this event said is read again then.
             self._unseen_jobs.add(uuid.UUID(owner["uid"]))
             return
-        changed = await self._tasks.observe(job)
+        try:
+            changed = await self._tasks.observe(job)
+        except Exception:
+            if not (owner.get("uid") and owner.get("name")):
+                raise
+            logger.exception(
+                "recording Job %s/%s failed: its run's Jobs are read again shortly",
+                meta.get("namespace"),
+                meta.get("name"),
+            )
+            self._reread_jobs_later(uuid.UUID(owner["uid"]), meta["namespace"], owner["name"])
+            return
         if changed is None:
             return
         if changed.state in FINAL_STATES:
             await self._attempt_finished(changed)
         if owner.get("name"):
             self.kick(changed.workflow_instance_id, meta["namespace"], owner["name"])
+
+    def _reread_jobs_later(self, uid: uuid.UUID, namespace: str, name: str) -> None:
+        """Read the run's Jobs again after a backoff (once for any number of failures)
+        until it works, then advance the run: what a failed Job event said is not lost."""
+        pending = self._rereads.get(uid)
+        if pending is not None and not pending.done():
+            return
+
+        async def reread() -> None:
+            delay = REREAD_FIRST_SECONDS
+            while True:
+                await asyncio.sleep(delay)
+                if not self.ownership.owns(uid):
+                    self._unseen_jobs.add(uid)  # its new owner reads them on taking it
+                    return
+                try:
+                    await self._observe_jobs(uid, namespace)
+                except Exception:
+                    logger.exception("reading the Jobs of %s/%s failed", namespace, name)
+                    delay = min(delay * 2, REREAD_MAX_SECONDS)
+                    continue
+                self.kick(uid, namespace, name)
+                return
+
+        self._rereads[uid] = asyncio.ensure_future(reread())
+        self._rereads[uid].add_done_callback(lambda _: self._rereads.pop(uid, None))
+
+    async def _observe_jobs(self, uid: uuid.UUID, namespace: str) -> None:
+        """Record what the run's Jobs say now (one LIST): what their events said when this
+        replica did not follow the run, or did not manage to record it."""
+        self._unseen_jobs.discard(uid)
+        for attempt in await self._tasks.observe_jobs_of(namespace, str(uid)):
+            if attempt.state in FINAL_STATES:
+                await self._attempt_finished(attempt)
 
     async def on_job_refused(self, event: Mapping[str, Any]) -> None:
         """A Job's FailedCreate Event: a Pod refused for good fails its attempt (see
@@ -539,16 +596,17 @@ class Orchestrator:
         """Advance the unfinished runs this replica owns and has not been following: at
         start-up, after taking over a departed replica's share, and (``all_owned``: every
         owned run) at each resync, which repairs what a lost event left behind. A run
-        whose object is gone (deleted while no replica watched) is cancelled. Returns how
-        many runs were advanced; LAUNCH_CONCURRENCY at a time."""
+        gained, or whose Job events were missed, and every run at a resync, has its Jobs
+        read again (one LIST each); a gained run has its lost Jobs recreated. A run whose
+        object is gone (deleted while no replica watched) is cancelled. Returns how many
+        runs were advanced; LAUNCH_CONCURRENCY at a time."""
         async with self._db.connection(COMPONENT) as conn:
             runs = await repository.unfinished_runs(conn, self._namespaces)
         self._unseen_jobs &= {r.id for r in runs}  # ended runs need nothing more
+        owned = [r for r in runs if self.ownership.owns(r.id)]
+        followed, self._followed = self._followed, {r.id for r in owned}
         chosen = [
-            r
-            for r in runs
-            if self.ownership.owns(r.id)
-            and (all_owned or r.id not in self._controls or r.id in self._unseen_jobs)
+            r for r in owned if all_owned or r.id not in followed or r.id in self._unseen_jobs
         ]
         gate = asyncio.Semaphore(LAUNCH_CONCURRENCY)
 
@@ -560,18 +618,12 @@ class Orchestrator:
                         control = Control(cancel=True)
                     else:
                         control = control_of(obj)
-                    gained = run.id not in self._controls
-                    if gained or run.id in self._unseen_jobs:
-                        # What its Jobs did while this replica did not follow them.
-                        self._unseen_jobs.discard(run.id)
-                        for attempt in await self._tasks.observe_jobs_of(
-                            run.namespace, str(run.id)
-                        ):
-                            if attempt.state in FINAL_STATES:
-                                await self._attempt_finished(attempt)
+                    gained = run.id not in followed
+                    await self._observe_jobs(run.id, run.namespace)
                     await self.advance(run.id, control, ensure_jobs=gained)
                 except Exception:
                     logger.exception("resuming %s/%s failed", run.namespace, run.name)
+                    self._followed.discard(run.id)  # gained again at the next resume
                     return
                 self._publish_soon(run.id, run.namespace, run.name)
 
