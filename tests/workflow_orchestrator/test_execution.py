@@ -479,11 +479,13 @@ def test_killing_the_operator_repeatedly_loses_and_repeats_nothing(
     _check_every_run(cluster, migrated_database, names, tasks_per_run=4)
 
 
+@pytest.mark.parametrize("sharing", ["--share-runs", "--no-share-runs"])
 def test_two_operators_at_once_launch_nothing_twice(
-    cluster: Kube, start_operator: StartOperator, migrated_database: str
+    cluster: Kube, start_operator: StartOperator, migrated_database: str, sharing: str
 ) -> None:
-    start_operator()
-    start_operator()
+    """Sharing the runs (the default) or each advancing every run it sees."""
+    start_operator(sharing)
+    start_operator(sharing)
     fan = [task("root")] + [task(f"leaf{i}", deps=["root"]) for i in range(4)]
     definition = {
         "apiVersion": "plait.dev/v1alpha1",

@@ -426,7 +426,7 @@ async def _run_event_services(
 )
 @click.option(
     "--share-runs/--no-share-runs",
-    default=False,
+    default=True,
     show_default=True,
     envvar="PLAIT_SHARE_RUNS",
     help="Share the runs with the other replicas (each advances those it owns).",

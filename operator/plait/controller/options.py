@@ -60,9 +60,10 @@ class OperatorOptions:
     schedule_poll_seconds: float = 1.0
     """How often cron triggers are checked for due ticks (their start lateness bound)."""
 
-    share_runs: bool = False
+    share_runs: bool = True
     """Share the runs with the other replicas of the same scope (membership in PostgreSQL,
-    each run advanced by its owner); off: this replica advances every run it sees."""
+    each run advanced by its owner); off: this replica advances every run it sees (safe,
+    but every replica then does all the work)."""
 
     peering: str | None = None
     """Kopf peering name: the replicas of one name are active/standby (one works). None
