@@ -63,7 +63,7 @@ class SlowApiServer(KubeCalls):
         status: Mapping[str, Any],
         *,
         resource_version: str | None = None,
-    ) -> bool:
+    ) -> dict[str, Any] | None:
         self.status_writes.append((time.monotonic(), dict(status)))
         return await super().patch_instance_status(
             namespace, name, status, resource_version=resource_version

@@ -34,6 +34,7 @@ from plait.observability.logging import set_process_component
 from plait.observability.metrics import DATABASE_GAUGES, time_kubernetes_api_call
 from plait.resources.stores import KindBinding, OperatorContext
 from plait.task_execution.logs import TaskLogCollector, register_task_logs
+from plait.task_execution.pods import register_pod_results
 from plait.task_execution.service import TaskExecution
 from plait.testing_framework.cluster import ClusterTests
 from plait.workflow_orchestrator.gauges import instance_gauges
@@ -169,6 +170,7 @@ async def run_operator(
         )
         logged_in = asyncio.Event()
         registry = build_registry(ctx, orchestrator, options, logged_in=logged_in)
+        register_pod_results(registry, tasks.pods)
         if telemetry.enabled and telemetry.settings.task_logs:
             register_task_logs(registry, TaskLogCollector(database, telemetry.settings))
         kopf_settings = kopf.OperatorSettings()

@@ -30,7 +30,13 @@ from typing import Any, cast
 import kopf
 
 from plait import API_GROUP, API_VERSION
-from plait.resources.stores import KindBinding, ObjectRef, OperatorContext, Relabel
+from plait.resources.stores import (
+    KindBinding,
+    ObjectRef,
+    OperatorContext,
+    Relabel,
+    SeesVersions,
+)
 
 __all__ = ["follow_kind"]
 
@@ -70,6 +76,11 @@ class _Follower:
     async def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
         uid = str(meta["uid"])
+        if isinstance(self.binding.store, SeesVersions):
+            if event_type == "DELETED":
+                self.binding.store.gone(uid)
+            else:
+                self.binding.store.saw(body)
         if not self.owns(uid):
             self.handled.pop(uid, None)
             self.labels.pop(uid, None)

@@ -169,6 +169,8 @@ def register_kind(
             _wait_for_reference(patch, status, generation, str(exc))
         if applied.condition_status == "False":
             _warn_once(body, previous.get(binding.condition_type), applied.reason, applied.message)
+        if applied.published:
+            return  # the store wrote the same condition with its summary, in one write
         _set_status(
             patch,
             status,

@@ -22,7 +22,14 @@ from kubernetes.client.exceptions import ApiException
 
 from plait import API_GROUP, API_VERSION
 
-__all__ = ["REQUEST_TIMEOUT_SECONDS", "CallObserver", "Kube", "PodResult", "current_namespace"]
+__all__ = [
+    "REQUEST_TIMEOUT_SECONDS",
+    "CallObserver",
+    "Kube",
+    "PodResult",
+    "current_namespace",
+    "pod_result_of",
+]
 
 #: Longest one of Plait's own Kubernetes calls may take (connect and read).
 REQUEST_TIMEOUT_SECONDS = 30
@@ -37,6 +44,29 @@ class PodResult:
     reason: str | None
     pod_reason: str | None = None
     """The Pod's own reason (``Evicted``, ...), when the Pod was stopped around it."""
+
+
+def pod_result_of(pod: Mapping[str, Any]) -> PodResult | None:
+    """How a Pod (as JSON: a watch event's body or a listed item) ended, from the first
+    terminated container: an init container that failed (no other container ran), then
+    the others; None while none has terminated."""
+    status = pod.get("status") or {}
+    statuses = [
+        s
+        for s in status.get("initContainerStatuses") or ()
+        if ((s.get("state") or {}).get("terminated") or {}).get("exitCode")
+    ]
+    statuses += status.get("containerStatuses") or ()
+    for container in statuses:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated is not None:
+            return PodResult(
+                terminated.get("exitCode"),
+                terminated.get("message"),
+                terminated.get("reason"),
+                status.get("reason"),
+            )
+    return None
 
 
 #: Wraps each call: given the verb and the resource, a context manager around the call
@@ -148,22 +178,12 @@ class Kube:
             namespace,
             label_selector=f"job-name={job}",
         )
+        api = self._client()
         for pod in pods.items:
-            statuses = [  # an init container that failed (no other container ran), then the rest
-                s
-                for s in (pod.status.init_container_statuses if pod.status else None) or ()
-                if s.state and s.state.terminated and s.state.terminated.exit_code
-            ]
-            statuses += (pod.status.container_statuses if pod.status else None) or ()
-            for status in statuses:
-                terminated = status.state.terminated if status.state else None
-                if terminated is not None:
-                    return PodResult(
-                        terminated.exit_code,
-                        terminated.message,
-                        terminated.reason,
-                        pod.status.reason if pod.status else None,
-                    )
+            plain = api.sanitize_for_serialization(pod)  # type: ignore[no-untyped-call]
+            result = pod_result_of(cast(dict[str, Any], plain))
+            if result is not None:
+                return result
         return None
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
@@ -207,14 +227,15 @@ class Kube:
         status: Mapping[str, Any],
         *,
         resource_version: str | None = None,
-    ) -> bool:
-        """Merge-patch a WorkflowInstance's status; False on a resourceVersion conflict
-        (someone wrote since it was read). A deleted instance is fine."""
+    ) -> dict[str, Any] | None:
+        """Merge-patch a WorkflowInstance's status: the object as written, or None on a
+        resourceVersion conflict (someone wrote since that version) and when the instance
+        is gone (a deleted instance is fine)."""
         body: dict[str, Any] = json.loads(json.dumps({"status": dict(status)}, default=str))
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
-            await self._call(
+            written = await self._call(
                 "patch",
                 "workflowinstances/status",
                 self._custom.patch_namespaced_custom_object_status,
@@ -226,11 +247,10 @@ class Kube:
                 body,
             )
         except ApiException as exc:
-            if exc.status == 409:
-                return False
-            if exc.status != 404:
-                raise
-        return True
+            if exc.status in (404, 409):
+                return None
+            raise
+        return cast(dict[str, Any], written)
 
     async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

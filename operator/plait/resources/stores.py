@@ -24,6 +24,7 @@ __all__ = [
     "OperatorContext",
     "ReferenceNotStored",
     "Relabel",
+    "SeesVersions",
     "Sharing",
     "Store",
 ]
@@ -97,6 +98,18 @@ class Relabel(Protocol):
 
     async def relabel(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         """Record ``ref.labels``; must be idempotent."""
+
+
+@runtime_checkable
+class SeesVersions(Protocol):
+    """A store that writes its objects' status itself: told of every version of an object
+    the watch delivers, so its next status write can start from it without a read."""
+
+    def saw(self, obj: Mapping[str, Any]) -> None:
+        """An object as the watch delivered it (any replica's, owned or not)."""
+
+    def gone(self, uid: str) -> None:
+        """The object was deleted."""
 
 
 class Sharing(Protocol):

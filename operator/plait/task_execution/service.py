@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,7 @@ from plait.task_execution.jobs import (
     build_job,
     job_name,
 )
+from plait.task_execution.pods import PodResults
 from plait.task_execution.repository import TaskInstance
 from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
 
@@ -50,6 +52,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 COMPONENT = "task_execution"
+#: Job names whose recorded state this process remembers (a Job's later events that say
+#: nothing new then cost no statement); about 100 bytes each.
+RECORDED_JOBS = 20_000
 
 #: Texts of a FailedCreate Event that no retry of the Job controller can cure: the Pod
 #: breaks the namespace's Pod Security level, or names a ServiceAccount that does not exist.
@@ -123,6 +128,38 @@ def _has_artifacts(job: Mapping[str, Any]) -> bool:
     return any(c.get("name") == "plait-artifacts" for c in pod.get("initContainers") or ())
 
 
+@dataclasses.dataclass(frozen=True)
+class _Ending:
+    """What a finished Job's attempt is recorded with."""
+
+    state: TaskState
+    exit_code: int | None
+    outputs: dict[str, Any] | None
+    message: str | None
+    cause: FailureCause | None = None
+
+
+def _ending(kind: str, reason: str, result: PodResult | None, problem: str | None) -> _Ending:
+    """How an attempt ended, from its Job's condition (``kind``, ``reason``), its Pod's
+    terminated container, and a problem with its artifacts."""
+    exit_code = result.exit_code if result else None
+    outputs, text = outputs_from_message(result.message if result else None)
+    if problem is not None:
+        return _Ending(
+            TaskState.FAILED, 0 if exit_code is None else exit_code, None, problem,
+            FailureCause.FAILURE,
+        )  # fmt: skip
+    if kind == "Complete":
+        return _Ending(TaskState.SUCCEEDED, 0 if exit_code is None else exit_code, outputs, text)
+    if reason == "DeadlineExceeded":
+        return _Ending(
+            TaskState.TIMED_OUT, exit_code, None, "the task exceeded its timeoutSeconds",
+            FailureCause.FAILURE,
+        )  # fmt: skip
+    message = text or _pod_words(result) or reason or "the Job failed"
+    return _Ending(TaskState.FAILED, exit_code, None, message, failure_cause(result))
+
+
 class TaskExecution:
     """The task-execution component's interface."""
 
@@ -138,6 +175,11 @@ class TaskExecution:
         self._kube = kube
         self._ttl = job_ttl_seconds
         self.artifacts = Artifacts(db, kube, artifacts)
+        #: How the Pods of Jobs ended, from the Pod watch (see register_pod_results).
+        self.pods = PodResults()
+        #: By Job name, whether its attempt's end (True) or start (False) is recorded, as
+        #: this process last did or read it; the oldest are forgotten.
+        self._recorded: OrderedDict[str, bool] = OrderedDict()
 
     async def attempts(self, instance_uid: uuid.UUID) -> list[TaskInstance]:
         async with self._db.connection(COMPONENT) as conn:
@@ -323,60 +365,63 @@ class TaskExecution:
         return [c for c in changed if c is not None]
 
     async def observe(self, job: Mapping[str, Any]) -> TaskInstance | None:
-        """Record what a Job event says about its attempt; the changed row, else None."""
+        """Record what a Job event says about its attempt; the changed row, else None.
+
+        A Job sends several events per state (its Pod's phases, readiness, counters): those
+        that say nothing new to this process (the state it recorded already) cost nothing,
+        and the end of a Job whose Pod the watch delivered is one statement."""
         meta = job.get("metadata") or {}
         name, namespace = meta.get("name"), meta.get("namespace")
         if not name or not namespace or LABEL_INSTANCE_UID not in (meta.get("labels") or {}):
             return None
         finished = _job_condition(job)
-        status = job.get("status") or {}
-        async with self._db.connection(COMPONENT) as conn:
-            if finished is None:
-                if status.get("active") or status.get("ready"):
-                    return await repository.set_task_state(conn, name, TaskState.RUNNING)
+        if finished is None:
+            status = job.get("status") or {}
+            if not (status.get("active") or status.get("ready")) or name in self._recorded:
                 return None
-            current = await repository.attempt_by_job(conn, name)
-            if current is None or current.state in FINAL_STATES:
-                return None
+            async with self._db.connection(COMPONENT) as conn:
+                changed = await repository.set_task_state(conn, name, TaskState.RUNNING)
+            self._remember_recorded(name, final=False)
+            return changed
+        if self._recorded.get(name):
+            return None  # its end is recorded
         kind, reason = finished
-        result = await self._kube.pod_result(namespace, name)
-        exit_code = result.exit_code if result else None
-        outputs, text = outputs_from_message(result.message if result else None)
-        cause: FailureCause | None = None
-        message: str | None
-        problem = (
-            await self.artifacts.verify(
-                current.workflow_instance_id, current.task_name, current.attempt
-            )
-            if kind == "Complete" and _has_artifacts(job)
-            else None
-        )
-        if problem is not None:
-            state, message, cause = TaskState.FAILED, problem, FailureCause.FAILURE
-            outputs, exit_code = None, 0 if exit_code is None else exit_code
-        elif kind == "Complete":
-            state, message = TaskState.SUCCEEDED, text
-            exit_code = 0 if exit_code is None else exit_code
-        elif reason == "DeadlineExceeded":
-            state, message = TaskState.TIMED_OUT, "the task exceeded its timeoutSeconds"
-            outputs, cause = None, FailureCause.FAILURE
-        else:
-            state, cause = TaskState.FAILED, failure_cause(result)
-            message = text or _pod_words(result) or reason or "the Job failed"
-            outputs = None
+        result = self.pods.take(namespace, name)
+        problem: str | None = None
+        if result is None or _has_artifacts(job):
+            async with self._db.connection(COMPONENT) as conn:
+                current = await repository.attempt_by_job(conn, name)
+            if current is None or current.state in FINAL_STATES:
+                self._remember_recorded(name, final=True)
+                return None
+            if result is None:
+                result = await self._kube.pod_result(namespace, name)
+            if kind == "Complete" and _has_artifacts(job):
+                problem = await self.artifacts.verify(
+                    current.workflow_instance_id, current.task_name, current.attempt
+                )
+        end = _ending(kind, reason, result, problem)
         async with self._db.connection(COMPONENT) as conn:
             changed = await repository.set_task_state(
                 conn,
                 name,
-                state,
-                exit_code=exit_code,
-                outputs=outputs,
-                message=message,
-                cause=cause,
+                end.state,
+                exit_code=end.exit_code,
+                outputs=end.outputs,
+                message=end.message,
+                cause=end.cause,
             )
+        self._remember_recorded(name, final=True)
         if _has_artifacts(job):  # the attempt's URLs are of no more use
             await self._kube.delete_secret(namespace, f"{name}-artifacts")
         return changed
+
+    def _remember_recorded(self, job: str, *, final: bool) -> None:
+        """The attempt of ``job`` is recorded Running (or beyond), or ended."""
+        self._recorded[job] = final
+        self._recorded.move_to_end(job)
+        if len(self._recorded) > RECORDED_JOBS:
+            self._recorded.popitem(last=False)
 
     async def observe_refusal(self, event: Mapping[str, Any]) -> TaskInstance | None:
         """A Job's FailedCreate Event: when it is a :data:`PERMANENT_REFUSALS`, the Job is

@@ -7,6 +7,7 @@ they only translate a typed spec into repository calls.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -150,6 +151,13 @@ class WorkflowInstanceStore:
             condition_status=condition.status,
             published=True,
         )
+
+    def saw(self, obj: Mapping[str, Any]) -> None:
+        """A version of a run's object: its next status write starts from it."""
+        self.orchestrator.saw(obj)
+
+    def gone(self, uid: str) -> None:
+        self.orchestrator.forget_object(uuid.UUID(uid))
 
     async def relabel(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         """The object's labels changed (nothing else did): the run's row keeps them, so the

@@ -35,11 +35,12 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,14 @@ logger = logging.getLogger(__name__)
 COMPONENT = "workflow_orchestrator"
 #: How long Job events of one run are gathered into one status write.
 STATUS_COALESCE_SECONDS = 1.0
+#: How long a task merely going Running waits to be written to the run's status: a task
+#: that ends sooner costs no write of its own (its end is written, running or not).
+RUNNING_COALESCE_SECONDS = 5.0
+#: How many of its own status writes per run this process recognises when the watch
+#: delivers them late.
+WRITES_REMEMBERED = 8
+#: Parsed definition versions kept in memory (versions are immutable).
+SPEC_CACHE_SIZE = 256
 #: Status keys the summary owns (some only in some phases).
 SUMMARY_KEYS = frozenset(
     {
@@ -288,6 +297,26 @@ class Orchestrator:
         self._followed: set[uuid.UUID] = set()
         #: Per run, the pending re-read of its Jobs after a Job event failed to record.
         self._rereads: dict[uuid.UUID, asyncio.Task[None]] = {}
+        #: When each run's pending status write is due (time.monotonic()), and the event
+        #: that wakes its writer when that moves earlier.
+        self._publish_due: dict[uuid.UUID, float] = {}
+        self._due_sooner: dict[uuid.UUID, asyncio.Event] = {}
+        #: Orders what this process learns of a run: object versions seen and summaries
+        #: computed (see publish).
+        self._clock = itertools.count(1)
+        #: Per unfinished run owned here, its object as last seen (a watch event or this
+        #: process's own status write): a status write carries that resourceVersion
+        #: instead of reading the object first.
+        self._views: dict[uuid.UUID, _View] = {}
+        #: One status write at a time per run: two at once would start from the same
+        #: view, and one of them would conflict and read the object again.
+        self._writing: dict[uuid.UUID, asyncio.Lock] = {}
+        #: Per run, the summary its last advance ended with, stamped before that advance
+        #: read anything; dropped whenever the run's records change outside an advance.
+        self._summaries: dict[uuid.UUID, tuple[int, dict[str, Any]]] = {}
+        #: Parsed WorkflowDefinition specs by (namespace, name, version), least recently
+        #: used first.
+        self._specs: OrderedDict[tuple[str, str, int], WorkflowDefinitionSpec] = OrderedDict()
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -299,7 +328,11 @@ class Orchestrator:
         control = self._controls.get(uid, Control())
         lock = self._locks.setdefault(uid, asyncio.Lock())
         async with lock:
+            self._summaries.pop(uid, None)  # a status write meanwhile reads the records
+            stamp = next(self._clock)
             summary = await self._advance(uid, control, ensure_jobs=ensure_jobs)
+            if summary is not None:
+                self._summaries[uid] = (stamp, summary)
         if (summary is None or summary["phase"] in FINAL_VALUES) and not lock.locked():
             # A finished run needs no per-run state in memory (a retry recreates it).
             self._locks.pop(uid, None)
@@ -307,6 +340,40 @@ class Orchestrator:
             self._observed.pop(uid, None)  # a deleted run's (an ended one's are recorded)
             self._fan_outs.pop(uid, None)
         return summary
+
+    def saw(self, obj: Mapping[str, Any]) -> None:
+        """The watch delivered this version of a run's object: the next status write of an
+        unfinished run this replica owns starts from it (see publish)."""
+        meta = obj.get("metadata") or {}
+        uid = uuid.UUID(meta["uid"])
+        phase = (obj.get("status") or {}).get("phase")
+        if not self.ownership.owns(uid) or (phase in FINAL_VALUES and uid not in self._publish_due):
+            self.forget_object(uid)
+            return
+        known = self._views.get(uid)
+        if known is not None and str(meta.get("resourceVersion")) in known.written:
+            return  # a version this process wrote, delivered late: it knows a newer one
+        self._remember(uid, obj)
+
+    def forget_object(self, uid: uuid.UUID) -> None:
+        """The run's object is gone (or not this replica's concern any more)."""
+        self._views.pop(uid, None)
+        self._summaries.pop(uid, None)
+        lock = self._writing.get(uid)
+        if lock is not None and not lock.locked():
+            del self._writing[uid]
+
+    def _remember(self, uid: uuid.UUID, obj: Mapping[str, Any], *, wrote: bool = False) -> _View:
+        """Keep ``obj`` as the run's view; ``wrote``: this process's own write returned it
+        (the watch delivers it later, maybe after newer writes of this process)."""
+        version = str(obj["metadata"]["resourceVersion"])
+        known = self._views.get(uid)
+        written = known.written if known is not None else ()
+        if wrote:
+            written = (*written[-(WRITES_REMEMBERED - 1) :], version)
+        view = _View(next(self._clock), version, obj.get("status") or {}, written)
+        self._views[uid] = view
+        return view
 
     async def on_job_event(self, job: Mapping[str, Any]) -> None:
         """A Job changed: record its attempt's state now, and have its run advanced.
@@ -337,10 +404,17 @@ class Orchestrator:
             return
         if changed is None:
             return
-        if changed.state in FINAL_STATES:
-            await self._attempt_finished(changed)
+        uid = changed.workflow_instance_id
+        self._summaries.pop(uid, None)
+        if changed.state not in FINAL_STATES:
+            # Going Running changes nothing the engine plans on: no advance, and the status
+            # says so only if the task is still running a few seconds later.
+            if owner.get("name"):
+                self._publish_soon(uid, meta["namespace"], owner["name"], RUNNING_COALESCE_SECONDS)
+            return
+        await self._attempt_finished(changed)
         if owner.get("name"):
-            self.kick(changed.workflow_instance_id, meta["namespace"], owner["name"])
+            self.kick(uid, meta["namespace"], owner["name"])
 
     def _reread_jobs_later(self, uid: uuid.UUID, namespace: str, name: str) -> None:
         """Read the run's Jobs again after a backoff (once for any number of failures)
@@ -658,6 +732,7 @@ class Orchestrator:
 
     def kick(self, uid: uuid.UUID, namespace: str, name: str) -> None:
         """Advance a run (and publish its status) soon, once for any number of kicks."""
+        self._summaries.pop(uid, None)  # something changed: the last summary is old
         self._dirty[uid] = (namespace, name)
         runner = self._drainers.get(uid)
         if runner is None or runner.done():
@@ -927,11 +1002,18 @@ class Orchestrator:
             instance = await repository.get_workflow_instance(conn, uid)
             if instance is None:
                 return None
-            definition = await repository.get_workflow_definition(
-                conn, instance.namespace, instance.workflow_name, instance.workflow_version
-            )
-        assert definition is not None  # the foreign key pins it
-        return instance, WorkflowDefinitionSpec.model_validate(definition.spec)
+            key = (instance.namespace, instance.workflow_name, instance.workflow_version)
+            spec = self._specs.get(key)
+            if spec is None:
+                definition = await repository.get_workflow_definition(conn, *key)
+                assert definition is not None  # the foreign key pins it
+                spec = WorkflowDefinitionSpec.model_validate(definition.spec)
+                self._specs[key] = spec
+                if len(self._specs) > SPEC_CACHE_SIZE:
+                    self._specs.popitem(last=False)
+            else:
+                self._specs.move_to_end(key)
+        return instance, spec
 
     async def _set_phase(
         self,
@@ -991,6 +1073,7 @@ class Orchestrator:
         retry_at: dt.datetime | None = None
         mock_due: dt.datetime | None = None  # when the next mocked attempt ends
         resuming = False  # set with ensure_jobs: sub-workflows lost in a crash are recreated
+        ended: _Ended | None = None  # the run as this advance ended it, when known as such
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
             attempts, base = await self._current_attempts(uid)
             await self._release_task_locks(instance, spec, attempts)
@@ -998,14 +1081,21 @@ class Orchestrator:
                 await self._close_out(instance, spec, attempts, base)
                 break
             if control.cancel:
-                await self._end(instance, spec, WorkflowPhase.CANCELLED, "cancelled by spec.cancel")
+                ended = await self._end(
+                    instance,
+                    spec,
+                    WorkflowPhase.CANCELLED,
+                    "cancelled by spec.cancel",
+                    current=(attempts, base),
+                )
                 break
             instance = await self._follow_suspend(instance, spec, control)
             if ensure_jobs:
-                resuming = True
-                await self._ensure_jobs(instance, spec, attempts)
                 ensure_jobs = False
-                continue  # an attempt whose Job cannot be built is now Failed: plan on that
+                if attempts:  # a new run has none: nothing can be lost yet
+                    resuming = True
+                    await self._ensure_jobs(instance, spec, attempts)
+                    continue  # an attempt whose Job cannot be built is now Failed: plan on that
             settled, mock_due = await self._settle_mocks(instance, spec, attempts)
             if settled:
                 continue  # plan on the attempts as they now stand
@@ -1021,18 +1111,23 @@ class Orchestrator:
             retry_at = decision.retry_at
             instance = await self._carry_out(instance, spec, decision, planned, control)
             if decision.phase is not None:
-                await self._end(
+                unchanged = not (decision.skips or decision.launches)
+                ended = await self._end(
                     instance,
                     spec,
                     decision.phase,
                     decision.failure.message if decision.failure else "succeeded",
                     outputs=decision.outputs,
                     failure=decision.failure.as_status() if decision.failure else None,
+                    current=(attempts, base) if unchanged else None,
                 )
                 break
             if not decision.skips:
                 break
             instance = await self._reload(uid)
+        if ended is not None:  # its records as it left them: nothing to read again
+            self._forget_overhead(ended.instance)
+            return self._summarize(ended.instance, spec, ended.attempts)
         instance = await self._reload(uid)
         if instance.phase in FINAL_PHASES:
             self._forget_overhead(instance)
@@ -1452,16 +1547,28 @@ class Orchestrator:
         *,
         outputs: Mapping[str, Any] | None = None,
         failure: Mapping[str, Any] | None = None,
-    ) -> None:
+        current: tuple[list[TaskInstance], Mapping[str, int]] | None = None,
+    ) -> _Ended | None:
         """End the run: first finish what is left of it, then record its final phase, so a
         final phase is never seen with unfinished tasks. A crash in between leaves the run
-        unfinished, and the next advance ends it again."""
-        attempts, base = await self._current_attempts(instance.id)
+        unfinished, and the next advance ends it again. ``current``: the attempts (and
+        the numbering base) as they stand, when the caller has just read them.
+
+        Returns the ended run and its attempts when they are known without reading them
+        again: nothing was left to finish and this call moved the phase."""
+        attempts, base = (
+            current if current is not None else await self._current_attempts(instance.id)
+        )
         why = "the workflow was cancelled" if phase is WorkflowPhase.CANCELLED else message
-        await self._finish_tasks(instance, spec, attempts, base, why)
-        await self._set_phase(instance.id, phase, message=message, outputs=outputs, failure=failure)
+        finished = await self._finish_tasks(instance, spec, attempts, base, why)
+        changed = await self._set_phase(
+            instance.id, phase, message=message, outputs=outputs, failure=failure
+        )
         await self._release_locks(instance.id)
         await self._wake_parent(instance)
+        if changed is None or finished:
+            return None
+        return _Ended(changed, attempts)
 
     async def _close_out(
         self,
@@ -1482,17 +1589,17 @@ class Orchestrator:
         attempts: list[TaskInstance],
         base: Mapping[str, int],
         why: str,
-    ) -> None:
+    ) -> bool:
         """Leave every task of an ending run in a final state: its waits and running
         attempts Cancelled (their Jobs deleted), the tasks (and fan-out items) that never
-        started Skipped."""
+        started Skipped. True when there was anything to finish."""
         recorded = {a.task_name for a in attempts}
         names = attempt_names(spec, fan_out_sizes(instance, spec, attempts))
         fanned_out = {split_item_name(r)[0] for r in recorded}  # tasks with item attempts
         never_started = [n for n in names if n not in recorded and n not in fanned_out]
         unfinished = any(a.state not in FINAL_STATES for a in attempts)
         if not never_started and not unfinished:
-            return
+            return False
         await self._cancel_waits(instance.id)
         if unfinished:
             await self._tell_children(instance, spec, {"cancel": True})
@@ -1505,6 +1612,7 @@ class Orchestrator:
                 attempts=[(n, base.get(n, 0) + 1) for n in never_started],
                 reason=f"not started: {why}",
             )
+        return True
 
     async def _schedule_wake(
         self,
@@ -1593,61 +1701,146 @@ class Orchestrator:
             input_artifacts=tuple(task.input_artifacts or ()),
         )
 
-    def _publish_soon(self, uid: uuid.UUID, namespace: str, name: str) -> None:
-        """Publish the status shortly, coalescing a burst of Job events into one write."""
+    def _publish_soon(
+        self, uid: uuid.UUID, namespace: str, name: str, delay: float = STATUS_COALESCE_SECONDS
+    ) -> None:
+        """Publish the status within ``delay`` seconds, coalescing the changes of a run
+        until then (a burst of Job events) into one write."""
         self._to_publish[uid] = (namespace, name)
+        due = time.monotonic() + delay
+        if due < self._publish_due.get(uid, due + 1):
+            self._publish_due[uid] = due
+            self._due_sooner.setdefault(uid, asyncio.Event()).set()
         if uid in self._pending_status and not self._pending_status[uid].done():
             return
-        self._pending_status[uid] = asyncio.ensure_future(self._publish_later(uid))
+        writer = asyncio.ensure_future(self._publish_later(uid))
+        self._pending_status[uid] = writer
+        writer.add_done_callback(
+            lambda done: (
+                self._pending_status.pop(uid, None)
+                if self._pending_status.get(uid) is done
+                else None
+            )
+        )
 
     async def _publish_later(self, uid: uuid.UUID) -> None:
-        # Every status write is an API call: within this window, the changes of a run
-        # (its tasks starting and finishing) make one write. The phase is in PostgreSQL
-        # at once; only the object's summary trails by up to this much.
-        await asyncio.sleep(STATUS_COALESCE_SECONDS)
+        # Every status write is an API call: the changes of a run until it is due (its tasks
+        # starting and finishing) make one write. The phase is in PostgreSQL at once; only
+        # the object's summary trails by up to that much. The due time can move earlier
+        # while this waits (a task ends while another one's Running waits).
+        sooner = self._due_sooner.setdefault(uid, asyncio.Event())
+        while (wait := self._publish_due.get(uid, 0.0) - time.monotonic()) > 0:
+            sooner.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sooner.wait(), wait)
         while uid in self._to_publish:
+            self._publish_due.pop(uid, None)
             namespace, name = self._to_publish.pop(uid)
             try:
                 await self.publish(uid, namespace, name)
             except Exception:
                 logger.exception("publishing the status of %s/%s failed", namespace, name)
+        self._due_sooner.pop(uid, None)
+        self._publish_due.pop(uid, None)
 
     async def publish(
         self, uid: uuid.UUID, namespace: str, name: str, *, generation: int | None = None
     ) -> None:
         """Write the run's summary to its object, safely with any number of writers.
 
-        The summary is computed from PostgreSQL *after* the object is read, and the patch
-        carries that read's resourceVersion: a writer holding an older view gets a conflict
-        and recomputes, so the object never goes back to a stale summary.
+        The patch carries the resourceVersion of the object as last seen (by the watch, or
+        from this process's own last write; read only when there is none), and the
+        summary is computed from PostgreSQL *after* that version was seen: the summary
+        its last advance ended with when that advance began reading later, else read
+        afresh. A writer holding an older view gets a conflict, reads the object and
+        recomputes, so the object never goes back to a stale summary.
         """
+        lock = self._writing.setdefault(uid, asyncio.Lock())
+        async with lock:
+            await self._publish(uid, namespace, name, generation)
+        if uid not in self._views and not lock.locked():
+            self._writing.pop(uid, None)  # ended or gone: nothing more is written
+
+    async def _publish(
+        self, uid: uuid.UUID, namespace: str, name: str, generation: int | None
+    ) -> None:
+        view = self._views.get(uid)
         for _ in range(10):
-            obj = await self._kube.get_instance(namespace, name)
-            loaded = await self._load(uid)
-            if obj is None or loaded is None:
+            if view is None:
+                obj = await self._kube.get_instance(namespace, name)
+                if obj is None or obj["metadata"].get("uid") != str(uid):
+                    self.forget_object(uid)
+                    return  # gone, or a new object of the same name: not this run's
+                view = self._remember(uid, obj)
+            summary = await self._summary_since(uid, view.stamp)
+            if summary is None:
                 return
-            summary = self._summarize(loaded[0], loaded[1], await self._tasks.attempts(uid))
-            current = obj.get("status") or {}
-            observed = generation if generation is not None else current.get("observedGeneration")
-            condition = succeeded_condition(summary, observed or 0)
-            desired: dict[str, Any] = {
-                **summary,
-                "conditions": merge_conditions(current.get("conditions"), [condition]),
-            }
-            if observed is not None:
-                desired["observedGeneration"] = observed
-            # A merge patch keeps keys it does not mention: clear those a reopened (retried)
-            # run no longer has.
-            for key in SUMMARY_KEYS - desired.keys():
-                if key in current:
-                    desired[key] = None
-            if all(current.get(k) == v for k, v in desired.items()):
+            desired = self._status_change(summary, view.status, generation)
+            if desired is None:
                 return
-            if await self._kube.patch_instance_status(
-                namespace, name, desired, resource_version=obj["metadata"]["resourceVersion"]
-            ):
+            written = await self._kube.patch_instance_status(
+                namespace, name, desired, resource_version=view.resource_version
+            )
+            if written is not None:
+                if summary["phase"] in FINAL_VALUES:
+                    self.forget_object(uid)  # nothing more is written to it
+                else:
+                    self._remember(uid, written, wrote=True)
                 return
+            view = None  # a conflict (or gone): read the object again
         logger.warning("gave up publishing the status of %s/%s after conflicts", namespace, name)
+
+    async def _summary_since(self, uid: uuid.UUID, stamp: int) -> dict[str, Any] | None:
+        """The run's summary from records read after ``stamp``: the last advance's when it
+        began later, else read now. None when the run has no record."""
+        known = self._summaries.get(uid)
+        if known is not None and known[0] > stamp:
+            return known[1]
+        loaded = await self._load(uid)
+        if loaded is None:
+            return None
+        return self._summarize(loaded[0], loaded[1], await self._tasks.attempts(uid))
+
+    @staticmethod
+    def _status_change(
+        summary: Mapping[str, Any], current: Mapping[str, Any], generation: int | None
+    ) -> dict[str, Any] | None:
+        """The merge patch that makes ``current`` say ``summary``; None when it does."""
+        observed = generation if generation is not None else current.get("observedGeneration")
+        condition = succeeded_condition(summary, observed or 0)
+        desired: dict[str, Any] = {
+            **summary,
+            "conditions": merge_conditions(current.get("conditions"), [condition]),
+        }
+        if observed is not None:
+            desired["observedGeneration"] = observed
+        # A merge patch keeps keys it does not mention: clear those a reopened (retried)
+        # run no longer has.
+        for key in SUMMARY_KEYS - desired.keys():
+            if key in current:
+                desired[key] = None
+        if all(current.get(k) == v for k, v in desired.items()):
+            return None
+        return desired
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """A run as the advance that ended it left it."""
+
+    instance: WorkflowInstance
+    attempts: list[TaskInstance]
+
+
+@dataclass(frozen=True)
+class _View:
+    """A run's object as this process last saw it."""
+
+    stamp: int
+    resource_version: str
+    status: Mapping[str, Any]
+    written: tuple[str, ...] = ()
+    """The resourceVersions of this process's last writes to the object."""
 
 
 _OUTCOMES = {
