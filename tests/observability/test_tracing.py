@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 from click.testing import CliRunner
+from opentelemetry.sdk.trace import ReadableSpan
 
 from plait.errors import ValidationError
 from plait.observability import repository as repo
@@ -213,3 +214,59 @@ async def test_traces_show_prints_the_tree(
     listing = await asyncio.to_thread(runner.invoke, traces_command, ["list", "--since", "3650d"])
     assert listing.exit_code == 0, listing.output
     assert "ci/release-7" in listing.output
+
+
+async def test_a_batch_of_events_gets_a_span_each_recorded_directly(
+    active: tracing.Tracing, obs_conn: psycopg.AsyncConnection
+) -> None:
+    sender = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    spans = tracing.EventSpans(
+        [
+            ("ci", "git", "push", "e-1", sender),
+            ("ci", "git", "push", "e-2", None),
+            ("ci", "git", "push", "e-3", "not-a-traceparent"),
+        ]
+    )
+    parents = spans.traceparents
+    assert all(p is not None for p in parents)
+    contexts = [tracing.parse_traceparent(p or "") for p in parents]
+    assert len({c.span_id for c in contexts}) == 3
+    assert f"{contexts[0].trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert len({c.trace_id for c in contexts}) == 3  # the others start traces of their own
+    spans.end("refused: no such type")
+    await active.writer.flush()
+    for event_id, context in zip(("e-1", "e-2", "e-3"), contexts, strict=True):
+        (stored,) = await repo.spans_of_trace(obs_conn, f"{context.trace_id:032x}")
+        assert stored.name == tracing.EVENT_SPAN
+        assert stored.span_id == f"{context.span_id:016x}"
+        assert stored.component == "operator"
+        assert stored.kind.value == "SERVER"
+        assert stored.status_code is SpanStatus.ERROR
+        assert stored.status_message == "refused: no such type"
+        assert stored.attributes["plait.event.id"] == event_id
+        assert stored.end_time >= stored.start_time
+    first = await repo.spans_of_trace(obs_conn, "0af7651916cd43dd8448eb211c80319c")
+    assert first[0].parent_span_id == "b7ad6b7169203331"
+
+
+async def test_event_spans_go_through_the_sdk_when_also_exported_elsewhere(
+    connections: DsnConnections,
+) -> None:
+    seen: list[str] = []
+
+    class Recorder(tracing.DatabaseSpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            seen.append(span.name)
+
+    t = tracing.Tracing(ObservabilitySettings(span_flush_interval_ms=50), connections, "api")
+    t.exports_elsewhere = True  # as with an otlp_endpoint: every processor must see them
+    t.provider.add_span_processor(Recorder(t.buffer, "api"))
+    tracing.activate(t)
+    try:
+        spans = tracing.EventSpans([("ci", "git", "push", "e-1", None)])
+        spans.end()
+    finally:
+        tracing.activate(None)
+        t.provider.shutdown()
+    assert seen == [tracing.EVENT_SPAN]
+    assert spans.traceparents[0] is not None

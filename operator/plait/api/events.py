@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 from aiohttp import web
 from jsonschema.exceptions import SchemaError
-from opentelemetry.trace import Span, Status, StatusCode
 
 from plait.api.context import CONFIG, DATABASE, namespace_of, read_capped
 from plait.api.models import Acknowledgement, BatchAcknowledgement
@@ -42,7 +41,7 @@ from plait.event_processing.cloudevents import (
 from plait.event_processing.group_commit import Definitions, GroupCommit
 from plait.event_processing.repository import EventInstance, NewEvent
 from plait.observability.metrics import event_ingested
-from plait.observability.tracing import start_event_span, traceparent
+from plait.observability.tracing import EventSpans
 
 __all__ = ["SCHEMA_VALIDATOR", "post_events"]
 
@@ -157,25 +156,28 @@ def _group_commit(app: web.Application) -> GroupCommit:
     return group
 
 
-def _traced(events: list[NewEvent]) -> tuple[list[NewEvent], list[Span]]:
+def _traced(events: list[NewEvent]) -> tuple[list[NewEvent], EventSpans]:
     """Start each event's ingestion span; the span's trace context goes into the event's
     ``traceparent`` extension (CloudEvents distributed tracing), so the runs it starts join
     the sender's trace through it."""
-    spans, traced = [], []
-    for event in events:
-        span = start_event_span(
-            namespace=event.namespace,
-            source=event.source,
-            type=event.type,
-            event_id=event.id,
-            parent_traceparent=_str_or_none((event.extensions or {}).get("traceparent")),
-        )
-        context = span.get_span_context()
-        if context.is_valid:
-            extensions = {**(event.extensions or {}), "traceparent": traceparent(context)}
-            event = dataclasses.replace(event, extensions=extensions)
-        spans.append(span)
-        traced.append(event)
+    spans = EventSpans(
+        [
+            (
+                e.namespace,
+                e.source,
+                e.type,
+                e.id,
+                _str_or_none((e.extensions or {}).get("traceparent")),
+            )
+            for e in events
+        ]
+    )
+    traced = [
+        dataclasses.replace(e, extensions={**(e.extensions or {}), "traceparent": parent})
+        if parent is not None
+        else e
+        for e, parent in zip(events, spans.traceparents, strict=True)
+    ]
     return traced, spans
 
 
@@ -198,16 +200,15 @@ async def post_events(request: web.Request) -> web.Response:
     # The check runs in the transaction that stores the events, together with the other
     # requests of its group: one query finds the definitions of all their types.
     traced, spans = _traced([e.to_new_event(namespace) for e in events])
+    error: str | None = None
     try:
         results = await _group_commit(request.app).store(traced, check)
     except (InvalidEventError, Problem) as exc:
         event_ingested("rejected", len(events))
-        for span in spans:
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
+        error = str(exc)
         raise
     finally:
-        for span in spans:
-            span.end()
+        spans.end(error)
     stored = sum(1 for _, created in results if created)
     if stored:
         event_ingested("stored", stored)

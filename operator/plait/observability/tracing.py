@@ -23,9 +23,10 @@ import contextvars
 import datetime as dt
 import hashlib
 import logging
+import random
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "TRACEPARENT_ANNOTATION",
     "WORKFLOW_SPAN",
     "DatabaseSpanProcessor",
+    "EventSpans",
     "RunTrace",
     "Tracing",
     "activate",
@@ -305,6 +307,9 @@ class Tracing:
         connections: ConnectionFactory,
         component: str,
     ) -> None:
+        self.component = component
+        #: Spans go to an OTLP collector too (through the SDK's processors).
+        self.exports_elsewhere = bool(settings.otlp_endpoint)
         self.buffer: BoundedBuffer[repo.Span] = BoundedBuffer(
             settings.span_buffer_size, on_drop=lambda n: metrics.spans_dropped("buffer_full", n)
         )
@@ -505,6 +510,92 @@ def start_event_span(
         "plait.event.id": event_id,
     }
     return tracer().start_span(EVENT_SPAN, parent, kind=otel.SpanKind.SERVER, attributes=attrs)
+
+
+class EventSpans:
+    """The ingestion spans of one request's events (a batch has one per event, side by
+    side); ``traceparents[i]`` is what to store with event ``i`` (None: no tracing).
+
+    When spans go to PostgreSQL alone, they are recorded without the SDK's span objects,
+    whose start and end cost more than storing the event itself in a batch of thousands:
+    ids are drawn here (a remote parent's trace id kept) and each row goes to the span
+    writer when the request ends. With an OTLP exporter, each is an SDK span
+    (:func:`start_event_span`), so every processor sees it.
+    """
+
+    def __init__(self, events: Sequence[tuple[str, str, str, str, str | None]]) -> None:
+        """``events``: (namespace, source, type, id, the sender's traceparent) each."""
+        active = _active
+        self._direct = active if active is not None and not active.exports_elsewhere else None
+        self._start = dt.datetime.now(dt.UTC)
+        self._sdk: list[otel.Span] = []
+        self._rows: list[tuple[int, int, int | None, dict[str, Any]]] = []
+        self.traceparents: list[str | None] = []
+        for namespace, source, type_, event_id, parent in events:
+            if self._direct is None:
+                span = start_event_span(
+                    namespace=namespace,
+                    source=source,
+                    type=type_,
+                    event_id=event_id,
+                    parent_traceparent=parent,
+                )
+                context = span.get_span_context()
+                self.traceparents.append(traceparent(context) if context.is_valid else None)
+                self._sdk.append(span)
+                continue
+            remote = _remote_parent(parent)
+            trace_id = remote.trace_id if remote is not None else random.getrandbits(128) or 1
+            span_id = random.getrandbits(64) or 1
+            attributes = {
+                "plait.namespace": namespace,
+                "plait.event.source": source,
+                "plait.event.type": type_,
+                "plait.event.id": event_id,
+            }
+            self._rows.append(
+                (trace_id, span_id, remote.span_id if remote is not None else None, attributes)
+            )
+            self.traceparents.append(f"00-{trace_id:032x}-{span_id:016x}-01")
+
+    def end(self, error: str | None = None) -> None:
+        """End every span; ``error``: why the request failed (the spans' status)."""
+        for span in self._sdk:
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, error))
+            span.end()
+        if self._direct is None:
+            return
+        end = max(self._start, dt.datetime.now(dt.UTC))
+        status = SpanStatus.ERROR if error is not None else SpanStatus.UNSET
+        for trace_id, span_id, parent, attributes in self._rows:
+            self._direct.buffer.put(
+                repo.Span(
+                    start_time=self._start,
+                    end_time=end,
+                    trace_id=f"{trace_id:032x}",
+                    span_id=f"{span_id:016x}",
+                    parent_span_id=f"{parent:016x}" if parent is not None else None,
+                    name=EVENT_SPAN,
+                    component=self._direct.component,
+                    kind=SpanKind.SERVER,
+                    status_code=status,
+                    status_message=error,
+                    attributes=attributes,
+                )
+            )
+        self._rows.clear()
+
+
+def _remote_parent(value: str | None) -> SpanContext | None:
+    """The sender's span context from its traceparent; None (logged) when unparsable."""
+    if not value:
+        return None
+    try:
+        return parse_traceparent(value)
+    except ValidationError as exc:
+        log.info("ignoring the event's traceparent: %s", exc)
+        return None
 
 
 @contextlib.contextmanager
