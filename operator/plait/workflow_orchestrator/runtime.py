@@ -1564,7 +1564,10 @@ class Orchestrator:
         changed = await self._set_phase(
             instance.id, phase, message=message, outputs=outputs, failure=failure
         )
-        await self._release_locks(instance.id)
+        if _uses_locks(spec):
+            await self._release_locks(instance.id)
+        else:
+            self._waiting_for.pop(instance.id, None)
         await self._wake_parent(instance)
         if changed is None or finished:
             return None
@@ -1849,6 +1852,13 @@ _OUTCOMES = {
     TaskState.TIMED_OUT: "timed_out",
     TaskState.CANCELLED: "cancelled",
 }
+
+
+def _uses_locks(spec: WorkflowDefinitionSpec) -> bool:
+    """Whether runs of ``spec`` ever hold or wait for a lock (a mutex or semaphore)."""
+    return spec.synchronization is not None or any(
+        t.synchronization is not None for t in _all_tasks(spec)
+    )
 
 
 def _now() -> dt.datetime:

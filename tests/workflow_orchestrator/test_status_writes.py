@@ -1,0 +1,146 @@
+"""How a run's status is written, against the real API server: from the object as last
+seen (no read before each write), conditional on its resourceVersion, and never back to
+an older summary when someone else wrote meanwhile.
+
+The Orchestrator runs in this process with no operator beside it; the test hands it the
+object versions a watch would (``Orchestrator.saw``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+from kubernetes import config
+
+from plait.kernel.components import COMPONENTS
+from plait.kernel.config import Settings
+from plait.kernel.database import Database
+from plait.kernel.kube import Kube as KubeCalls
+from plait.task_execution.service import TaskExecution
+from plait.workflow_orchestrator import repository as repo
+from plait.workflow_orchestrator.runtime import Control, Orchestrator
+from tests.fixtures.kube import Kube, KubeCluster
+from tests.workflow_orchestrator.test_execution import task
+
+pytestmark = pytest.mark.e2e
+
+
+class CountingApiServer(KubeCalls):
+    """The real client; counts the reads of WorkflowInstances and the status writes."""
+
+    def __init__(self) -> None:
+        super().__init__(pool_size=4)
+        self.reads = 0
+        self.writes: list[dict[str, Any] | None] = []
+
+    async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return await super().get_instance(namespace, name)
+
+    async def patch_instance_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> dict[str, Any] | None:
+        written = await super().patch_instance_status(
+            namespace, name, status, resource_version=resource_version
+        )
+        self.writes.append(written)
+        return written
+
+
+@pytest.fixture
+async def database(component_dsns: dict[str, str]) -> AsyncIterator[Database]:
+    environ = {f"PLAIT_DATABASE_URL_{c.env_suffix}": component_dsns[c.name] for c in COMPONENTS}
+    db = await Database.open(Settings(database_url=None), environ=environ)
+    async with db:
+        yield db
+
+
+async def test_status_is_written_from_the_last_seen_version_and_never_goes_back(
+    plait_crds: KubeCluster, kube: Kube, database: Database
+) -> None:
+    config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
+    api = CountingApiServer()
+    orchestrator = Orchestrator(database, api, TaskExecution(database, api))
+    manifest = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowInstance",
+        "metadata": {"name": "status-run"},
+        "spec": {"workflowRef": {"name": "pair"}},
+    }
+    created = json.loads(
+        kube.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(manifest))
+    )
+    uid = uuid.UUID(created["metadata"]["uid"])
+    async with database.connection("workflow_orchestrator") as conn:
+        definition, _ = await repo.upsert_workflow_definition(
+            conn, kube.namespace, "pair", {"tasks": [task("a"), task("b")]}
+        )
+        await repo.create_workflow_instance(
+            conn,
+            id=uid,
+            namespace=kube.namespace,
+            name="status-run",
+            workflow_name="pair",
+            workflow_version=definition.version,
+        )
+
+    def status() -> dict[str, Any]:
+        obj = json.loads(kube.kubectl("get", "workflowinstance", "status-run", "-o", "json"))
+        return dict(obj.get("status") or {})
+
+    try:
+        orchestrator.saw(created)  # what the watch's ADDED event hands over
+        await orchestrator.advance(uid, Control(), ensure_jobs=True)
+        await orchestrator.publish(uid, kube.namespace, "status-run", generation=1)
+        assert api.reads == 0, "the first write started from the version the watch delivered"
+        assert len(api.writes) == 1
+        assert api.writes[0] is not None
+        first = status()
+        assert (first["phase"], first["progress"], first["observedGeneration"]) == (
+            "Running",
+            "0/2",
+            1,
+        )
+        assert first["counts"]["pending"] == 2
+
+        # Nothing changed: no write at all.
+        await orchestrator.publish(uid, kube.namespace, "status-run")
+        assert (api.reads, len(api.writes)) == (0, 1)
+
+        # Someone else writes an older summary meanwhile (the watch has not delivered it):
+        # the next write conflicts, reads the object, and puts the records' summary back.
+        kube.kubectl(
+            "patch",
+            "workflowinstance",
+            "status-run",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"phase": "Pending", "progress": "0/0"}}),
+        )
+        async with database.connection("task_execution") as conn:
+            await conn.execute(
+                "UPDATE task_execution_service.task_instances SET state = 'Running', "
+                "started_at = now() WHERE workflow_instance_id = %s",
+                (uid,),
+            )
+        await orchestrator.publish(uid, kube.namespace, "status-run")
+        assert api.reads == 1, "a conflict, and only a conflict, reads the object"
+        assert api.writes[-2] is None
+        assert api.writes[-1] is not None
+        after = status()
+        assert (after["phase"], after["progress"]) == ("Running", "0/2")
+        assert after["counts"]["running"] == 2, after["counts"]
+    finally:
+        await orchestrator.advance(uid, Control(cancel=True))
+        await orchestrator.quiesce()
+        api.close()
