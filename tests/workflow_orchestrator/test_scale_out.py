@@ -8,10 +8,13 @@ import json
 import re
 import time
 import urllib.request
+import uuid
 
+import psycopg
 import pytest
 
 from plait.testing._process import wait_until
+from plait.workflow_orchestrator.members import owner_of
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.fixtures.operator import OperatorProcess, StartOperator
 from tests.workflow_orchestrator.test_execution import _check_every_run, status, task, wait_phase
@@ -97,3 +100,80 @@ def test_three_replicas_share_the_runs_and_take_over_from_one_killed(
     assert all(members_seen(o) == 2 for o in survivors), "the survivors saw the dead one go"
     assert any("resumed" in o.output() for o in survivors), "no survivor took a run over"
     print(f"all runs ended {taken_over_within:.1f}s after the kill")
+
+
+def test_a_run_never_recorded_is_handled_by_the_replica_it_passes_to(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    """A run created while a replica that then died owned it has no row and no status:
+    no watch event will come for it, and resuming from PostgreSQL does not know it. The
+    replica it passes to handles it when the division changes."""
+    operator = start_operator("--share-runs")
+    with psycopg.connect(migrated_database, autocommit=True) as conn:
+
+        def members() -> list[tuple[str, str]]:
+            return [
+                (str(m), str(s))
+                for m, s in conn.execute(
+                    "SELECT member, scope FROM workflow_orchestrator_service.operator_members"
+                ).fetchall()
+            ]
+
+        wait_until(lambda: len(members()) == 1, timeout=60, what="the replica's heartbeat")
+        ((me, scope),) = members()
+
+        def ghost_beats() -> None:
+            conn.execute(
+                "INSERT INTO workflow_orchestrator_service.operator_members (member, scope) "
+                "VALUES ('ghost', %s) ON CONFLICT (member) DO UPDATE "
+                "SET heartbeat_at = clock_timestamp()",
+                (scope,),
+            )
+
+        ghost_beats()
+        wait_until(lambda: members_seen(operator) == 2, timeout=30, what="the ghost member")
+        definition = {
+            "apiVersion": "plait.dev/v1alpha1",
+            "kind": "WorkflowDefinition",
+            "metadata": {"name": "one"},
+            "spec": {"tasks": [task("a")]},
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(definition))
+        ghosts: list[str] = []
+        mine: list[str] = []
+        for i in range(40):
+            ghost_beats()
+            name = f"run-{i}"
+            created = json.loads(
+                cluster.kubectl(
+                    "create",
+                    "-o",
+                    "json",
+                    "-f",
+                    "-",
+                    input=json.dumps(
+                        {
+                            "apiVersion": "plait.dev/v1alpha1",
+                            "kind": "WorkflowInstance",
+                            "metadata": {"name": name},
+                            "spec": {"workflowRef": {"name": "one"}},
+                        }
+                    ),
+                )
+            )
+            owner = owner_of(uuid.UUID(created["metadata"]["uid"]), sorted([me, "ghost"]))
+            (ghosts if owner == "ghost" else mine).append(name)
+            if ghosts and mine:
+                break
+        assert ghosts, "no run fell to the ghost"
+        assert mine, "no run fell to the replica"
+
+        def mine_done_while_the_ghost_lives() -> bool:
+            ghost_beats()
+            return status(cluster, mine[0]).get("phase") == "Succeeded"
+
+        wait_until(mine_done_while_the_ghost_lives, timeout=60, what=f"{mine[0]} to succeed")
+        assert status(cluster, ghosts[0]) == {}, "the ghost's run was handled while it lived"
+        # The ghost stops beating: after its lease its run is this replica's.
+    wait_phase(cluster, ghosts[0], timeout=60)
+    _check_every_run(cluster, migrated_database, [*mine, *ghosts], tasks_per_run=1)

@@ -42,6 +42,8 @@ __all__ = ["follow_kind"]
 
 logger = logging.getLogger(__name__)
 
+#: How often a replica looks whether the division of objects among replicas changed.
+OWNERSHIP_POLL_SECONDS = 1.0
 #: How soon an object whose handling failed unexpectedly is handled again.
 RETRY_AFTER_ERROR_SECONDS = 10.0
 
@@ -66,6 +68,13 @@ class _Follower:
         self.labels: dict[str, dict[str, str]] = {}
         #: Kopf's in-memory indexes (the validation's lookups), as the watch hands them over.
         self.indexes: dict[str, Any] = {}
+        #: By uid, the last version of each object another replica owned that is not
+        #: settled (a run not shown ended, or its newest generation unhandled: never
+        #: recorded, say, or ended while its status write was lost with its replica).
+        #: Should it become this replica's, no watch event says so: it is handled then
+        #: (see take_over).
+        self.unowned: dict[str, Mapping[str, Any]] = {}
+        self._epoch_seen = 0
 
     def owns(self, uid: str) -> bool:
         return self.binding.sharing is None or self.binding.sharing.owns(uid)
@@ -84,7 +93,12 @@ class _Follower:
         if not self.owns(uid):
             self.handled.pop(uid, None)
             self.labels.pop(uid, None)
+            if event_type != "DELETED" and not self._settled(body):
+                self.unowned[uid] = body
+            else:
+                self.unowned.pop(uid, None)
             return
+        self.unowned.pop(uid, None)
         if event_type == "DELETED":
             self.handled.pop(uid, None)
             self.labels.pop(uid, None)
@@ -154,6 +168,34 @@ class _Follower:
                     meta["namespace"], meta["name"], dict(status)
                 )
 
+    def _settled(self, body: Mapping[str, Any]) -> bool:
+        store = self.binding.store
+        if body["metadata"].get("deletionTimestamp"):
+            return True
+        return isinstance(store, SeesVersions) and store.settled(body)
+
+    async def take_over(self) -> None:
+        """Handle the objects last seen as another replica's that are now this one's, as
+        their last watch event gave them."""
+        for uid, body in list(self.unowned.items()):
+            if self.owns(uid) and self.unowned.get(uid) is body:
+                del self.unowned[uid]
+                await self.on_event(None, body)
+
+    async def follow_ownership(self) -> None:
+        """Take over (see take_over) whenever the division among replicas changes."""
+        while True:
+            await asyncio.sleep(OWNERSHIP_POLL_SECONDS)
+            epoch = self.epoch()
+            if epoch == self._epoch_seen:
+                continue
+            try:
+                await self.take_over()
+            except Exception:
+                logger.exception("handling the %ss taken over failed", self.binding.info.kind)
+                continue  # tried again at the next look
+            self._epoch_seen = epoch
+
     def _retry_later(self, meta: Mapping[str, Any], delay: float) -> None:
         uid = str(meta["uid"])
         running = self.retries.get(uid)
@@ -209,3 +251,17 @@ def follow_kind(
         id=f"follow-{binding.info.plural}",
         registry=registry,
     )(followed)
+    if binding.sharing is None:
+        return
+    takeovers: list[asyncio.Task[None]] = []
+
+    async def start(**_: Any) -> None:
+        takeovers.append(asyncio.create_task(follower.follow_ownership()))
+
+    async def stop(**_: Any) -> None:
+        for task in takeovers:
+            task.cancel()
+        await asyncio.gather(*takeovers, return_exceptions=True)
+
+    kopf.on.startup(id=f"take-over-{binding.info.plural}", registry=registry)(start)
+    kopf.on.cleanup(id=f"stop-taking-over-{binding.info.plural}", registry=registry)(stop)

@@ -111,6 +111,10 @@ class SeesVersions(Protocol):
     def gone(self, uid: str) -> None:
         """The object was deleted."""
 
+    def settled(self, obj: Mapping[str, Any]) -> bool:
+        """Whether the object says all there is to say (a run shown ended, its newest
+        generation handled): a replica that takes it over need not handle it."""
+
 
 class Sharing(Protocol):
     """Which objects of a followed kind this replica handles, among replicas that share

@@ -26,6 +26,7 @@ from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
 from plait.workflow_orchestrator import gate, repository
 from plait.workflow_orchestrator.runtime import (
+    FINAL_VALUES,
     PARENT_ANNOTATION,
     Control,
     Orchestrator,
@@ -158,6 +159,12 @@ class WorkflowInstanceStore:
 
     def gone(self, uid: str) -> None:
         self.orchestrator.forget_object(uuid.UUID(uid))
+
+    def settled(self, obj: Mapping[str, Any]) -> bool:
+        status = obj.get("status") or {}
+        return status.get("phase") in FINAL_VALUES and status.get("observedGeneration") == (
+            obj.get("metadata") or {}
+        ).get("generation")
 
     async def relabel(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         """The object's labels changed (nothing else did): the run's row keeps them, so the
