@@ -15,7 +15,17 @@ import time
 import traceback
 from typing import Any
 
-from bench import cache, dag, event_latency, events, fanout, realnode, throughput, workflow_tests
+from bench import (
+    cache,
+    dag,
+    event_latency,
+    events,
+    fanout,
+    realnode,
+    scaleout,
+    throughput,
+    workflow_tests,
+)
 from bench.harness import RESULTS, Environment, say
 
 DEFAULT_SIZES = {
@@ -28,6 +38,8 @@ DEFAULT_SIZES = {
     "fanout": 2000,
     "cache": 200,
     "tests": 1000,
+    "scaleout": 200,
+    "churn": 1000,
 }
 
 
@@ -159,6 +171,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         p, r = rn["plait"], rn["raw"]
         rows.append((label, "workflows/min", p["per_minute"], r["per_minute"], rn["ratio"]))
         rows.append(("", "wall s", p["wall_s"], r["wall_s"], ""))
+    rows += scaleout.rows(results)
     for name, res in results.items():
         if "error" in res:
             rows.append((name, "FAILED", res["error"][:60], "", ""))
@@ -209,11 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         say(f"tests: wrote {RESULTS / 'tests.json'}")
     if "fanout" in chosen and "wide" not in chosen:
         chosen.append("wide")  # fanout's Plait-added ms per item is compared with wide's
-    if not {"throughput", "wide", "deep", "fanout", "cache", "latency", "realnode"} & set(chosen):
+    clustered = ["throughput", "wide", "deep", "fanout", "cache", "latency", "realnode"]
+    clustered += ["scaleout", "churn"]
+    if not set(clustered) & set(chosen):
         print(table(results))
         return 1 if any("error" in r for r in results.values()) else 0
     with Environment(real_node="realnode" in chosen) as env:
-        for name in ["throughput", "wide", "deep", "fanout", "cache", "latency", "realnode"]:
+        for name in clustered:
             if name not in chosen:
                 continue
             size = args.items if name == "fanout" else args.tasks or DEFAULT_SIZES[name]
@@ -223,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                     res = event_latency.run(env, size)
                 elif name == "realnode":
                     res = realnode.run(env, size)
+                elif name in ("scaleout", "churn"):
+                    res = scaleout.run(env, name, size, duration_s=args.duration)
                 elif name == "cache":
                     res = cache.run(env, size)
                 elif name == "fanout":
