@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 
+import kopf
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -158,3 +159,13 @@ def test_a_bad_logging_setting_is_one_clear_error() -> None:
     )
     assert done.returncode == 1
     assert done.stderr.strip() == "error: PLAIT_LOG_FORMAT: Input should be 'json' or 'text'"
+
+
+def test_kopfs_settings_are_not_copied_into_every_record(
+    captured: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = captured
+    logger.info("handled", extra={"settings": kopf.OperatorSettings(), "k8s_skip": False})
+    (line,) = lines(stream)
+    assert "settings" not in line
+    assert line["k8s_skip"] is False

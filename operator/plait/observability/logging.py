@@ -143,12 +143,20 @@ _CONTEXT_ATTRS = frozenset(
 )
 
 
+#: ``extra=`` attributes that say nothing about the event: Kopf passes its whole
+#: OperatorSettings with every object log record (about 2 KB each).
+_IGNORED_ATTRS = frozenset({"settings"})
+
+
 def extra_attributes(record: logging.LogRecord) -> dict[str, Any]:
     """The ``extra=`` attributes of a record (already redacted by :class:`RedactionFilter`)."""
     return {
         k: v
         for k, v in vars(record).items()
-        if k not in _STANDARD_ATTRS and k not in _CONTEXT_ATTRS and not k.startswith("_")
+        if k not in _STANDARD_ATTRS
+        and k not in _CONTEXT_ATTRS
+        and k not in _IGNORED_ATTRS
+        and not k.startswith("_")
     }
 
 
