@@ -170,9 +170,10 @@ async def run_operator(
         )
         logged_in = asyncio.Event()
         registry = build_registry(ctx, orchestrator, options, logged_in=logged_in)
-        register_pod_results(registry, tasks.pods)
+        owns = orchestrator.ownership.owns
+        register_pod_results(registry, tasks.pods, owns)
         if telemetry.enabled and telemetry.settings.task_logs:
-            register_task_logs(registry, TaskLogCollector(database, telemetry.settings))
+            register_task_logs(registry, TaskLogCollector(database, telemetry.settings), owns)
         kopf_settings = kopf.OperatorSettings()
         configure_settings(kopf_settings, options)
 

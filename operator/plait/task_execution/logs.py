@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,6 +51,7 @@ from plait.observability.states import LogLevel
 from plait.observability.tracing import parse_traceparent
 from plait.task_execution import repository
 from plait.task_execution.jobs import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_INSTANCE_UID, LABEL_TASK
+from plait.task_execution.pods import for_this_replica
 
 __all__ = ["COMPONENT_TASK", "TaskLogCollector", "register_task_logs", "split_lines"]
 
@@ -479,8 +480,14 @@ def _parse(raw: bytes) -> tuple[dt.datetime | None, str]:
     return when, _text(text)
 
 
-def register_task_logs(registry: kopf.OperatorRegistry, collector: TaskLogCollector) -> None:
-    """Watch the Pods of Plait's Jobs (selected by the API server) and follow their logs."""
+def register_task_logs(
+    registry: kopf.OperatorRegistry,
+    collector: TaskLogCollector,
+    owns: Callable[[str], bool] | None = None,
+) -> None:
+    """Watch the Pods of Plait's Jobs (selected by the API server) and follow their logs;
+    ``owns``: whether this replica handles the run of that uid (replicas sharing the runs
+    each follow only their own runs' Pods, so no line is stored twice)."""
 
     async def select_pods(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.label_selectors["", "v1", "pods"] = LABEL_INSTANCE_UID
@@ -490,7 +497,8 @@ def register_task_logs(registry: kopf.OperatorRegistry, collector: TaskLogCollec
         await collector.stop()
 
     async def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-        collector.on_pod(dict(body), type)
+        if for_this_replica(body, type, owns):
+            collector.on_pod(dict(body), type)
 
     kopf.on.startup(id="select-task-pods", registry=registry)(select_pods)
     kopf.on.cleanup(id="stop-task-logs", registry=registry)(stop)

@@ -10,7 +10,7 @@ arrive first), the Pods are listed as before.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -18,7 +18,7 @@ import kopf
 from plait.kernel.kube import PodResult, pod_result_of
 from plait.task_execution.jobs import LABEL_INSTANCE_UID
 
-__all__ = ["PodResults", "register_pod_results"]
+__all__ = ["PodResults", "for_this_replica", "register_pod_results"]
 
 #: The label the Job controller puts on its Pods (``batch.kubernetes.io/job-name`` too).
 JOB_NAME_LABEL = "job-name"
@@ -51,14 +51,33 @@ class PodResults:
         return len(self._by_job)
 
 
-def register_pod_results(registry: kopf.OperatorRegistry, results: PodResults) -> None:
-    """Watch the Pods of Plait's Jobs (selected by the API server) into ``results``."""
+def for_this_replica(
+    pod: kopf.Body, event_type: str | None, owns: Callable[[str], bool] | None
+) -> bool:
+    """Whether this replica handles this Pod event: its run is this replica's (when they
+    share the runs), or the Pod is gone (whoever kept something of it lets go)."""
+    if event_type == "DELETED" or owns is None:
+        return True
+    try:
+        return owns(pod.metadata.labels.get(LABEL_INSTANCE_UID, ""))
+    except ValueError:
+        return False  # not a uid: no run's Pod
+
+
+def register_pod_results(
+    registry: kopf.OperatorRegistry,
+    results: PodResults,
+    owns: Callable[[str], bool] | None = None,
+) -> None:
+    """Watch the Pods of Plait's Jobs (selected by the API server) into ``results``;
+    ``owns``: whether this replica handles the run of that uid (others' Pods are not kept)."""
 
     async def select_pods(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.label_selectors["", "v1", "pods"] = LABEL_INSTANCE_UID
 
     async def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-        results.on_pod(body, type)
+        if for_this_replica(body, type, owns):
+            results.on_pod(body, type)
 
     kopf.on.startup(id="select-job-pods", registry=registry)(select_pods)
     kopf.on.event(
