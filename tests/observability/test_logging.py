@@ -20,6 +20,7 @@ from plait.observability.logging import (
     ContextFilter,
     JsonFormatter,
     RedactionFilter,
+    RoutineSuccessFilter,
     TextFormatter,
     component_of,
     log_context,
@@ -169,3 +170,29 @@ def test_kopfs_settings_are_not_copied_into_every_record(
     (line,) = lines(stream)
     assert "settings" not in line
     assert line["k8s_skip"] is False
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
+def test_kopfs_routine_handler_successes_are_debug_lines(level: int) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(f"kopf.objects.test-{level}")
+    logger.addHandler(handler)
+    logger.addFilter(RoutineSuccessFilter())
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        logger.info("Handler 'follow-plait-jobs' succeeded.")
+        logger.info("Handler 'reconcile-workflowdefinitions' failed temporarily: not yet")
+        logger.error("Handler 'follow-plait-jobs' failed with an exception. Will retry.")
+    finally:
+        logger.removeHandler(handler)
+    seen = [(line["level"], line["message"]) for line in lines(stream)]
+    expected = [
+        ("INFO", "Handler 'reconcile-workflowdefinitions' failed temporarily: not yet"),
+        ("ERROR", "Handler 'follow-plait-jobs' failed with an exception. Will retry."),
+    ]
+    if level == logging.DEBUG:
+        expected.insert(0, ("DEBUG", "Handler 'follow-plait-jobs' succeeded."))
+    assert seen == expected

@@ -29,6 +29,7 @@ __all__ = [
     "ContextFilter",
     "JsonFormatter",
     "RedactionFilter",
+    "RoutineSuccessFilter",
     "TextFormatter",
     "component_of",
     "configure_logging",
@@ -343,6 +344,25 @@ class TextFormatter(logging.Formatter):
         return f"{head} {tags}{sep}{rest}"
 
 
+class RoutineSuccessFilter(logging.Filter):
+    """Demotes Kopf's "Handler '…' succeeded." to DEBUG (and drops it unless DEBUG is on).
+
+    Kopf logs it at INFO for every watch event a handler takes: four or more per task
+    (its Job's and Pod's events), each formatted, redacted and shipped to PostgreSQL for
+    nothing; a handler's failure and retries stay warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not isinstance(record.msg, str):
+            return True
+        if not (record.msg.startswith("Handler '") and record.msg.endswith("' succeeded.")):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_ROUTINE_SUCCESS = RoutineSuccessFilter()
+
+
 def configure_logging(
     level: str | int = "INFO", *, json: bool = True, component: str = "plait"
 ) -> logging.Handler:
@@ -362,4 +382,7 @@ def configure_logging(
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    kopf_objects = logging.getLogger("kopf.objects")
+    if _ROUTINE_SUCCESS not in kopf_objects.filters:
+        kopf_objects.addFilter(_ROUTINE_SUCCESS)
     return handler
