@@ -22,6 +22,7 @@ from aiohttp import web
 from plait.controller.diffbase import SpecDigestDiffBaseStorage
 from plait.controller.options import FINALIZER, OperatorOptions
 from plait.controller.reconcile import register_kind
+from plait.controller.watches import Subscription, register_with_kopf, run_watches
 from plait.event_processing.gauges import queue_gauges
 from plait.integration.health import register_health_checks
 from plait.kernel.config import Settings
@@ -33,14 +34,14 @@ from plait.observability.endpoints import health_app
 from plait.observability.logging import set_process_component
 from plait.observability.metrics import DATABASE_GAUGES, time_kubernetes_api_call
 from plait.resources.stores import KindBinding, OperatorContext
-from plait.task_execution.logs import TaskLogCollector, register_task_logs
-from plait.task_execution.pods import register_pod_results
+from plait.task_execution.logs import TaskLogCollector
+from plait.task_execution.pods import PodHandler, pod_watch
 from plait.task_execution.service import TaskExecution
 from plait.testing_framework.cluster import ClusterTests
 from plait.workflow_orchestrator.gauges import instance_gauges
 from plait.workflow_orchestrator.http_tasks import register_http_tasks
 from plait.workflow_orchestrator.members import Membership, scope_of
-from plait.workflow_orchestrator.runtime import Orchestrator, register_runtime
+from plait.workflow_orchestrator.runtime import Orchestrator, register_runtime, task_watches
 
 __all__ = ["build_registry", "configure_settings", "operator_command", "run_operator"]
 
@@ -170,10 +171,26 @@ async def run_operator(
         )
         logged_in = asyncio.Event()
         registry = build_registry(ctx, orchestrator, options, logged_in=logged_in)
-        owns = orchestrator.ownership.owns
-        register_pod_results(registry, tasks.pods, owns)
-        if telemetry.enabled and telemetry.settings.task_logs:
-            register_task_logs(registry, TaskLogCollector(database, telemetry.settings), owns)
+        # Jobs, their Pods and refusals: many events per task, most of them another
+        # replica's when replicas share the runs (see plait.controller.watches).
+        collector = (
+            TaskLogCollector(database, telemetry.settings)
+            if telemetry.enabled and telemetry.settings.task_logs
+            else None
+        )
+        pod_handlers: list[PodHandler] = [tasks.pods.on_pod]
+        if collector is not None:
+            collector.start()
+            pod_handlers.append(collector.on_pod)
+        subscriptions: list[Subscription] = [
+            *task_watches(orchestrator),
+            pod_watch(pod_handlers, orchestrator.ownership.owns),
+        ]
+        if options.peering is not None:
+            register_with_kopf(registry, subscriptions)
+        watching = asyncio.create_task(
+            run_watches(subscriptions if options.peering is None else [], watched, logged_in, stop)
+        )
         kopf_settings = kopf.OperatorSettings()
         configure_settings(kopf_settings, options)
 
@@ -232,6 +249,10 @@ async def run_operator(
                     await services
             with contextlib.suppress(asyncio.CancelledError):
                 await sharing
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+            if collector is not None:
+                await collector.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await testing
             if runner is not None:

@@ -33,11 +33,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
@@ -51,9 +50,8 @@ from plait.observability.states import LogLevel
 from plait.observability.tracing import parse_traceparent
 from plait.task_execution import repository
 from plait.task_execution.jobs import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_INSTANCE_UID, LABEL_TASK
-from plait.task_execution.pods import for_this_replica
 
-__all__ = ["COMPONENT_TASK", "TaskLogCollector", "register_task_logs", "split_lines"]
+__all__ = ["COMPONENT_TASK", "TaskLogCollector", "split_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +156,7 @@ class TaskLogCollector:
         await self.writer.flush()
 
     # -- Pod events ------------------------------------------------------------------------
-    def on_pod(self, pod: Mapping[str, Any], event_type: str | None) -> None:
+    def on_pod(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
         """Start a follower for each container that has started and is not followed yet."""
         meta = pod.get("metadata") or {}
         uid = meta.get("uid") or ""
@@ -478,35 +476,3 @@ def _parse(raw: bytes) -> tuple[dt.datetime | None, str]:
     except (ValueError, UnicodeDecodeError):
         return None, _text(raw)
     return when, _text(text)
-
-
-def register_task_logs(
-    registry: kopf.OperatorRegistry,
-    collector: TaskLogCollector,
-    owns: Callable[[str], bool] | None = None,
-) -> None:
-    """Watch the Pods of Plait's Jobs (selected by the API server) and follow their logs;
-    ``owns``: whether this replica handles the run of that uid (replicas sharing the runs
-    each follow only their own runs' Pods, so no line is stored twice)."""
-
-    async def select_pods(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.watching.label_selectors["", "v1", "pods"] = LABEL_INSTANCE_UID
-        collector.start()
-
-    async def stop(**_: Any) -> None:
-        await collector.stop()
-
-    async def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-        if for_this_replica(body, type, owns):
-            collector.on_pod(dict(body), type)
-
-    kopf.on.startup(id="select-task-pods", registry=registry)(select_pods)
-    kopf.on.cleanup(id="stop-task-logs", registry=registry)(stop)
-    kopf.on.event(
-        "",
-        "v1",
-        "pods",
-        id="collect-task-logs",
-        labels={LABEL_INSTANCE_UID: kopf.PRESENT},
-        registry=registry,
-    )(pod_event)

@@ -10,15 +10,17 @@ arrive first), the Pods are listed as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import kopf
-
 from plait.kernel.kube import PodResult, pod_result_of
+from plait.kernel.watching import Watched, WatchHandler
 from plait.task_execution.jobs import LABEL_INSTANCE_UID
 
-__all__ = ["PodResults", "for_this_replica", "register_pod_results"]
+__all__ = ["PodHandler", "PodResults", "for_this_replica", "pod_watch"]
+
+logger = logging.getLogger(__name__)
 
 #: The label the Job controller puts on its Pods (``batch.kubernetes.io/job-name`` too).
 JOB_NAME_LABEL = "job-name"
@@ -30,7 +32,7 @@ class PodResults:
     def __init__(self) -> None:
         self._by_job: dict[tuple[str, str], PodResult] = {}
 
-    def on_pod(self, pod: Mapping[str, Any], event_type: str | None) -> None:
+    def on_pod(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
         meta = pod.get("metadata") or {}
         job = (meta.get("labels") or {}).get(JOB_NAME_LABEL)
         namespace = meta.get("namespace")
@@ -52,39 +54,36 @@ class PodResults:
 
 
 def for_this_replica(
-    pod: kopf.Body, event_type: str | None, owns: Callable[[str], bool] | None
+    pod: Mapping[str, Any], event_type: str | None, owns: Callable[[str], bool] | None
 ) -> bool:
     """Whether this replica handles this Pod event: its run is this replica's (when they
     share the runs), or the Pod is gone (whoever kept something of it lets go)."""
     if event_type == "DELETED" or owns is None:
         return True
+    labels = (pod.get("metadata") or {}).get("labels") or {}
     try:
-        return owns(pod.metadata.labels.get(LABEL_INSTANCE_UID, ""))
+        return owns(labels.get(LABEL_INSTANCE_UID, ""))
     except ValueError:
         return False  # not a uid: no run's Pod
 
 
-def register_pod_results(
-    registry: kopf.OperatorRegistry,
-    results: PodResults,
-    owns: Callable[[str], bool] | None = None,
-) -> None:
-    """Watch the Pods of Plait's Jobs (selected by the API server) into ``results``;
-    ``owns``: whether this replica handles the run of that uid (others' Pods are not kept)."""
+PodHandler = Callable[[str | None, Mapping[str, Any]], None]
 
-    async def select_pods(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.watching.label_selectors["", "v1", "pods"] = LABEL_INSTANCE_UID
 
-    async def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-        if for_this_replica(body, type, owns):
-            results.on_pod(body, type)
+def pod_watch(
+    handlers: Sequence[PodHandler], owns: Callable[[str], bool] | None = None
+) -> tuple[Watched, WatchHandler]:
+    """The watch of the Pods of Plait's Jobs (selected by the API server on Plait's
+    label), feeding ``handlers`` (the Pod results, task logs) with this replica's Pods;
+    ``owns``: whether this replica handles the run of that uid (others' are skipped)."""
 
-    kopf.on.startup(id="select-job-pods", registry=registry)(select_pods)
-    kopf.on.event(
-        "",
-        "v1",
-        "pods",
-        id="keep-pod-results",
-        labels={LABEL_INSTANCE_UID: kopf.PRESENT},
-        registry=registry,
-    )(pod_event)
+    def pod_event(event_type: str | None, pod: Mapping[str, Any]) -> None:
+        if not for_this_replica(pod, event_type, owns):
+            return
+        for handler in handlers:
+            try:
+                handler(event_type, pod)
+            except Exception:
+                logger.exception("handling a Pod event failed")
+
+    return Watched("", "v1", "pods", label_selector=LABEL_INSTANCE_UID), pod_event

@@ -175,7 +175,7 @@ class TaskExecution:
         self._kube = kube
         self._ttl = job_ttl_seconds
         self.artifacts = Artifacts(db, kube, artifacts)
-        #: How the Pods of Jobs ended, from the Pod watch (see register_pod_results).
+        #: How the Pods of Jobs ended, from the Pod watch (see plait.task_execution.pods.pod_watch).
         self.pods = PodResults()
         #: By Job name, whether its attempt's end (True) or start (False) is recorded, as
         #: this process last did or read it; the oldest are forgotten.

@@ -41,7 +41,7 @@ import logging
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,7 @@ from plait.kernel import expressions
 from plait.kernel.conditions import Condition, merge_conditions
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
+from plait.kernel.watching import Watched, WatchHandler
 from plait.observability import metrics
 from plait.observability.tracing import (
     TRACEPARENT_ANNOTATION,
@@ -108,7 +109,7 @@ from plait.workflow_orchestrator.subscriptions import (
     timeout_message,
 )
 
-__all__ = ["Control", "Orchestrator", "register_runtime"]
+__all__ = ["Control", "Orchestrator", "register_runtime", "task_watches"]
 
 logger = logging.getLogger(__name__)
 COMPONENT = "workflow_orchestrator"
@@ -375,6 +376,21 @@ class Orchestrator:
         self._views[uid] = view
         return view
 
+    def job_event(self, _kind: str | None, job: Mapping[str, Any]) -> Awaitable[None] | None:
+        """The Job watch's handler: another replica's Job is set aside here, without a
+        task (most Job events a replica sees are others' when replicas share the runs)."""
+        owner: dict[str, Any] = next(iter(_meta(job).get("ownerReferences") or ()), {})
+        if owner.get("uid") and not self.ownership.owns(owner["uid"]):
+            # Another replica's run: it records and advances it. Should the run come to
+            # this replica (its owner gone), what this event said is read again then.
+            self._unseen_jobs.add(uuid.UUID(owner["uid"]))
+            return None
+        return self.on_job_event(job)
+
+    def job_refused(self, _kind: str | None, event: Mapping[str, Any]) -> Awaitable[None]:
+        """The handler of the watch of Jobs' FailedCreate Events."""
+        return self.on_job_refused(event)
+
     async def on_job_event(self, job: Mapping[str, Any]) -> None:
         """A Job changed: record its attempt's state now, and have its run advanced.
 
@@ -383,11 +399,9 @@ class Orchestrator:
         costs one advance, not one per event. If the process dies before that advance,
         resuming the instance at start-up does it.
         """
-        meta = job.get("metadata") or {}
+        meta = _meta(job)
         owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
         if owner.get("uid") and not self.ownership.owns(owner["uid"]):
-            # Another replica's run: it records and advances it. Should the run come to
-            # this replica (its owner gone), what this event said is read again then.
             self._unseen_jobs.add(uuid.UUID(owner["uid"]))
             return
         try:
@@ -1971,6 +1985,11 @@ def _child_outcome(child: WorkflowInstance) -> tuple[TaskState, str, FailureCaus
     )
 
 
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta: Mapping[str, Any] = obj.get("metadata") or {}
+    return meta
+
+
 def _all_tasks(spec: WorkflowDefinitionSpec) -> list[Task]:
     return [*spec.tasks, *([spec.on_exit] if spec.on_exit is not None else [])]
 
@@ -2009,9 +2028,18 @@ def _as_attempt(a: TaskInstance) -> Attempt:
     )
 
 
+def task_watches(orchestrator: Orchestrator) -> list[tuple[Watched, WatchHandler]]:
+    """What the engine follows besides its own kinds: Plait's Jobs (it writes nothing back
+    to them), and their FailedCreate Events, selected by the API server (a trickle, not
+    every Event)."""
+    return [
+        (Watched("batch", "v1", "jobs", label_selector=LABEL_INSTANCE_UID), orchestrator.job_event),
+        (Watched("", "v1", "events", field_selector=JOB_REFUSAL_EVENTS), orchestrator.job_refused),
+    ]
+
+
 def register_runtime(registry: kopf.OperatorRegistry, orchestrator: Orchestrator) -> None:
-    """Follow Plait's Jobs with an event handler (it writes nothing back to them), and
-    wake runs at their deadlines (and time out waits for events) while the operator runs."""
+    """Wake runs at their deadlines (and time out waits for events) while the operator runs."""
 
     async def start_deadlines(**_: Any) -> None:
         orchestrator.start_deadlines()
@@ -2021,25 +2049,3 @@ def register_runtime(registry: kopf.OperatorRegistry, orchestrator: Orchestrator
 
     kopf.on.startup(id="wake-runs-at-deadlines", registry=registry)(start_deadlines)
     kopf.on.cleanup(id="stop-waking-runs", registry=registry)(stop_deadlines)
-
-    async def job_event(body: kopf.Body, **_: Any) -> None:
-        await orchestrator.on_job_event(dict(body))
-
-    kopf.on.event(
-        "batch",
-        "v1",
-        "jobs",
-        id="follow-plait-jobs",
-        labels={LABEL_INSTANCE_UID: kopf.PRESENT},
-        registry=registry,
-    )(job_event)
-
-    # Only Jobs' FailedCreate Events, selected by the API server: a trickle, not every Event.
-    async def select_refusals(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.watching.field_selectors["", "v1", "events"] = JOB_REFUSAL_EVENTS
-
-    async def job_refused(body: kopf.Body, **_: Any) -> None:
-        await orchestrator.on_job_refused(dict(body))
-
-    kopf.on.startup(id="select-job-refusals", registry=registry)(select_refusals)
-    kopf.on.event("", "v1", "events", id="fail-refused-jobs", registry=registry)(job_refused)
