@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from kubernetes import config
 
-from plait.kernel.watching import Watched, Watcher, WatchSettings, _Session
+from plait.kernel.apiserver import ApiServer
+from plait.kernel.watching import Watched, Watcher, WatchSettings
 from tests.fixtures.kube import Kube
 
 pytestmark = pytest.mark.e2e
@@ -110,7 +111,9 @@ async def test_objects_gone_while_the_stream_was_down_are_handed_over_as_deleted
     seen: Seen = []
     watcher = Watcher(CONFIGMAPS, recorder(seen), [kube.namespace])
     known: dict[tuple[str, str], Mapping[str, Any]] = {}
-    async with _Session() as session:
+    async with contextlib.AsyncExitStack() as stack:
+        session = ApiServer()
+        stack.push_async_callback(session.close)
         first = await watcher._list(session, kube.namespace, known)
         kube.kubectl("delete", "configmap", "goes")
         second = await watcher._list(session, kube.namespace, known)

@@ -257,7 +257,7 @@ async def run_operator(
                 await testing
             if runner is not None:
                 await runner.cleanup()
-            kube.close()
+            await kube.close()
             await telemetry.stop()
 
 

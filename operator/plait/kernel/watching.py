@@ -14,23 +14,23 @@ resource and namespace is decoded once and each event goes straight to its handl
   in the order of its events, different objects' concurrently, at most ``concurrency`` at
   a time. A handler that raises is logged; the stream goes on (like Kopf's event handlers).
 
-The credentials are those of the Kubernetes client's default configuration (what Kopf's
-login loaded: in-cluster service account, or KUBECONFIG), read again at every connect so a
-rotated service-account token is picked up.
+Each stream has its own connection (``plait.kernel.apiserver``: the Kubernetes client's
+credentials), opened anew after a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from kubernetes import client
+
+from plait.kernel.apiserver import ApiServer
 
 __all__ = ["WatchHandler", "WatchSettings", "Watched", "Watcher", "handlers"]
 
@@ -130,7 +130,7 @@ class Watcher:
         where = namespace or "all namespaces"
         while True:
             try:
-                async with _Session() as session:
+                async with _connection() as session:
                     if version is None:
                         version = await self._list(session, namespace, known)
                         self._listed[namespace].set()
@@ -158,7 +158,7 @@ class Watcher:
 
     async def _list(
         self,
-        session: _Session,
+        session: ApiServer,
         namespace: str | None,
         known: dict[ObjectKey, Mapping[str, Any]],
     ) -> str:
@@ -169,7 +169,7 @@ class Watcher:
         version = ""
         while True:
             query = self._query(limit=self._settings.page_size, **{"continue": token})
-            async with session.get(self.watched.path(namespace), params=query) as response:
+            async with session.get(self.watched.path(namespace), query) as response:
                 await _raise_for_status(response)
                 page = await response.json(loads=json.loads)
             meta = page.get("metadata") or {}
@@ -188,7 +188,7 @@ class Watcher:
 
     async def _watch(
         self,
-        session: _Session,
+        session: ApiServer,
         namespace: str | None,
         version: str,
         known: dict[ObjectKey, Mapping[str, Any]],
@@ -201,9 +201,7 @@ class Watcher:
             timeoutSeconds=self._settings.server_timeout_seconds,
         )
         timeout = aiohttp.ClientTimeout(total=None, sock_read=self._settings.read_timeout_seconds)
-        async with session.get(
-            self.watched.path(namespace), params=query, timeout=timeout
-        ) as response:
+        async with session.get(self.watched.path(namespace), query, timeout) as response:
             await _raise_for_status(response)
             async for line in response.content:
                 if not line.strip():
@@ -287,50 +285,14 @@ async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
         raise RuntimeError(f"HTTP {response.status} from the API server: {text}")
 
 
-class _Session:
-    """The API server's address and the client's current credentials, for one connection."""
-
-    def __init__(self) -> None:
-        configuration = client.Configuration.get_default_copy()
-        self._host = configuration.host.rstrip("/")
-        headers = {"Accept": "application/json"}
-        # The client's own reading of its credentials (a bearer token, refreshed by its hook).
-        settings: Mapping[str, Mapping[str, Any]] = configuration.auth_settings()  # type: ignore[assignment]
-        for setting in settings.values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[str(setting["key"]).title()] = str(setting["value"])
-        auth = (
-            aiohttp.BasicAuth(configuration.username, configuration.password)
-            if configuration.username and configuration.password
-            else None
-        )
-        self._session = aiohttp.ClientSession(
-            headers=headers,
-            auth=auth,
-            connector=aiohttp.TCPConnector(ssl=_ssl_context(configuration), limit=2),
-            timeout=aiohttp.ClientTimeout(total=60),
-        )
-
-    async def __aenter__(self) -> _Session:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self._session.close()
-
-    def get(self, path: str, params: Mapping[str, str], **kwargs: Any) -> Any:
-        return self._session.get(self._host + path, params=params, **kwargs)
-
-
-def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext | bool:
-    if not configuration.host.startswith("https"):
-        return False
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    if not configuration.verify_ssl:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+@contextlib.asynccontextmanager
+async def _connection() -> AsyncIterator[ApiServer]:
+    """A stream's own connection, opened again after a failure (credentials read anew)."""
+    server = ApiServer(connections=1)
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 def handlers(*each: Callable[[str | None, Mapping[str, Any]], None]) -> WatchHandler:
