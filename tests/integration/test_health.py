@@ -179,7 +179,7 @@ async def ctx(component_dsns: dict[str, str], kube: Kube) -> AsyncIterator[Opera
         config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
         calls = KubeCalls(pool_size=2)
         yield OperatorContext(database, calls)
-        await calls.close()
+        calls.close()
 
 
 async def _store(ctx: OperatorContext, namespace: str, name: str, spec: dict[str, Any]) -> None:

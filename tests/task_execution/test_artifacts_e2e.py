@@ -76,7 +76,7 @@ async def tasks(
     config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
     calls = KubeCalls(pool_size=4)
     yield TaskExecution(database, calls)
-    await calls.close()
+    calls.close()
 
 
 def instance_uid(kube: Kube) -> str:

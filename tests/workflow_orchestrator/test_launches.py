@@ -121,4 +121,4 @@ async def test_a_wide_advance_starts_a_few_at_a_time_and_publishes_as_it_goes(
     finally:
         await orchestrator.advance(uid, Control(cancel=True))
         await orchestrator.quiesce()
-        await slow.close()
+        slow.close()

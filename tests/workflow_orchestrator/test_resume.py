@@ -129,7 +129,7 @@ async def test_a_resync_records_a_finished_job_whose_event_was_lost(
     finally:
         await runtime.advance(uid, Control(cancel=True))
         await runtime.quiesce()
-        await calls.close()
+        calls.close()
 
 
 async def test_a_run_gained_again_has_the_job_its_last_owner_lost_recreated(
@@ -151,7 +151,7 @@ async def test_a_run_gained_again_has_the_job_its_last_owner_lost_recreated(
     finally:
         await runtime.advance(uid, Control(cancel=True))
         await runtime.quiesce()
-        await calls.close()
+        calls.close()
 
 
 class FailingOnce(TaskExecution):
@@ -189,4 +189,4 @@ async def test_a_job_event_that_fails_to_record_is_read_again(
     finally:
         await runtime.advance(uid, Control(cancel=True))
         await runtime.quiesce()
-        await calls.close()
+        calls.close()

@@ -143,4 +143,4 @@ async def test_status_is_written_from_the_last_seen_version_and_never_goes_back(
     finally:
         await orchestrator.advance(uid, Control(cancel=True))
         await orchestrator.quiesce()
-        await api.close()
+        api.close()

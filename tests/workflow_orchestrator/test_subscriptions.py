@@ -62,7 +62,7 @@ async def orchestrator(cluster: Kube, database: Database) -> AsyncIterator[Orche
     orch = Orchestrator(database, calls, TaskExecution(database, calls))
     yield orch
     await orch.quiesce()
-    await calls.close()
+    calls.close()
 
 
 async def send(
@@ -244,7 +244,7 @@ async def test_an_event_delivered_twice_completes_a_wait_once(
         other = Orchestrator(other_db, calls, TaskExecution(other_db, calls))
         counts = await asyncio.gather(orchestrator.deliver_event(event), other.deliver_event(event))
         await other.quiesce()
-        await calls.close()
+        calls.close()
     assert sorted(counts) == [0, 1]
     assert await orchestrator.deliver_event(event) == 0
     later = await send(database, cluster.namespace, "o-2", {"again": True})

@@ -257,7 +257,7 @@ async def run_operator(
                 await testing
             if runner is not None:
                 await runner.cleanup()
-            await kube.close()
+            kube.close()
             await telemetry.stop()
 
 

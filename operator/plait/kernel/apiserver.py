@@ -1,10 +1,8 @@
-"""An asyncio HTTP client of the Kubernetes API server, with the official client's credentials.
+"""An asyncio HTTP connection to the Kubernetes API server, with the official client's credentials.
 
-The official client is synchronous: each call takes a thread of a pool, and checks its
-arguments with pydantic on the way in. That is fine for Plait's occasional calls, and
-costly for the few made for every task (the Job's create, the run's status writes) and for
-watch streams. Those go through this client instead: one aiohttp connection pool per
-process, JSON in and out.
+The official client is synchronous (a thread per call): it cannot hold watch streams open
+on the event loop. Plait's own watches (``plait.kernel.watching``) read them through this
+instead; the other calls stay with the official client (``plait.kernel.kube``).
 
 The credentials are the client's default configuration (what Kopf's login loaded:
 in-cluster service account, or KUBECONFIG), and the ``Authorization`` header is read from it
@@ -13,14 +11,12 @@ at every request, so a rotated service-account token (the client's refresh hook)
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 __all__ = ["ApiServer"]
 
@@ -48,7 +44,6 @@ class ApiServer:
                     ssl=_ssl_context(configuration), limit=self._connections
                 ),
                 timeout=self._timeout,
-                json_serialize=json.dumps,
             )
             self._configuration = configuration
         return self._session, self._configuration
@@ -80,32 +75,6 @@ class ApiServer:
             headers=self._headers(configuration, None),
             timeout=timeout or self._timeout,
         )
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        content_type: str = "application/json",
-    ) -> dict[str, Any]:
-        """One request with a JSON body; the answer's JSON. An error status raises the
-        official client's :class:`ApiException` (with ``status`` and ``body``), so callers
-        handle both clients' errors alike."""
-        session, configuration = self._open()
-        async with session.request(
-            method,
-            configuration.host.rstrip("/") + path,
-            data=None if body is None else json.dumps(body, default=str),
-            headers=self._headers(configuration, None if body is None else content_type),
-        ) as response:
-            text = await response.text()
-            if response.status >= 400:
-                error = ApiException(status=response.status, reason=response.reason)
-                error.body = text
-                raise error
-            answer: dict[str, Any] = json.loads(text) if text else {}
-            return answer
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,10 +1,8 @@
 """The few Kubernetes calls Plait makes besides Kopf's own, as coroutines.
 
-The calls made for every task (creating its Job, writing its run's status) go through
-Plait's asyncio client (``plait.kernel.apiserver``). The others use the official client,
-which is synchronous: its calls run in a thread pool sized for many at once. Both take the
-credentials Kopf's login loaded into the client's default configuration (in-cluster
-service account, or KUBECONFIG).
+The official client is synchronous; its calls run in a thread pool sized for many
+concurrent task launches. Credentials are whatever Kopf's login loaded into the client's
+default configuration (in-cluster service account, or KUBECONFIG).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from plait import API_GROUP, API_VERSION
-from plait.kernel.apiserver import ApiServer
 
 __all__ = [
     "REQUEST_TIMEOUT_SECONDS",
@@ -84,7 +81,6 @@ class Kube:
         self._pool_size = pool_size
         self._observe_call: CallObserver = observe_call or (lambda _verb, _resource: nullcontext())
         self._api: client.ApiClient | None = None
-        self._server = ApiServer(connections=pool_size, timeout_seconds=REQUEST_TIMEOUT_SECONDS)
 
     def _client(self) -> client.ApiClient:
         # Made on first use: the credentials are loaded by Kopf's login, after start-up.
@@ -113,17 +109,9 @@ class Kube:
         with self._observe_call(verb, resource):
             return await asyncio.to_thread(fn, *args, **kwargs)
 
-    async def _send(
-        self, verb: str, resource: str, method: str, path: str, body: Any, **kwargs: Any
-    ) -> dict[str, Any]:
-        """A call through the asyncio client, seen by the call observer."""
-        with self._observe_call(verb, resource):
-            return await self._server.call(method, path, body, **kwargs)
-
-    async def close(self) -> None:
+    def close(self) -> None:
         if self._api is not None:
             self._api.close()  # type: ignore[no-untyped-call]
-        await self._server.close()
 
     async def _create(self, resource: str, fn: Any, *args: Any) -> bool:
         """Create an object whose name makes the create idempotent: False when it exists."""
@@ -138,15 +126,9 @@ class Kube:
     async def create_job(self, manifest: Mapping[str, Any]) -> bool:
         """Create a Job; False when it exists already (the name makes this idempotent)."""
         namespace = manifest["metadata"]["namespace"]
-        try:
-            await self._send(
-                "create", "jobs", "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", manifest
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        return await self._create(
+            "jobs", self._batch.create_namespaced_job, namespace, cast(Any, dict(manifest))
+        )
 
     async def job_exists(self, namespace: str, name: str) -> bool:
         try:
@@ -249,24 +231,26 @@ class Kube:
         """Merge-patch a WorkflowInstance's status: the object as written, or None on a
         resourceVersion conflict (someone wrote since that version) and when the instance
         is gone (a deleted instance is fine)."""
-        body: dict[str, Any] = {"status": dict(status)}
+        body: dict[str, Any] = json.loads(json.dumps({"status": dict(status)}, default=str))
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        path = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/workflowinstances/{name}"
-        path += "/status"
         try:
-            return await self._send(
+            written = await self._call(
                 "patch",
                 "workflowinstances/status",
-                "PATCH",
-                path,
+                self._custom.patch_namespaced_custom_object_status,
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                "workflowinstances",
+                name,
                 body,
-                content_type="application/merge-patch+json",
             )
         except ApiException as exc:
             if exc.status in (404, 409):
                 return None
             raise
+        return cast(dict[str, Any], written)
 
     async def get_instance(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
