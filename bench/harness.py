@@ -192,6 +192,71 @@ class Environment:
         return counts
 
 
+class MachineCpu:
+    """CPU time of the whole machine (``/proc/stat``) and of each process by name, read
+    before and after a run: what every process (API server, etcd, controllers, kwok,
+    PostgreSQL, the operator, the benchmark's own clients) spent on it. On a machine whose
+    cores are all busy, the rate a workload can reach is the cores' time divided by this."""
+
+    def __init__(self, operator_pid: int | None = None) -> None:
+        self.operator_pid = operator_pid
+        self._before = self._read()
+
+    def _read(self) -> tuple[float, Counter[str]]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+        busy = (user + nice + system + irq + softirq) / ticks  # steal: the host's, not ours
+        by_name: Counter[str] = Counter()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue  # exited meanwhile
+            comm = text[text.index("(") + 1 : text.rindex(")")]
+            rest = text[text.rindex(")") + 2 :].split()
+            pid = int(stat.parent.name)
+            name = "plait operator" if pid == self.operator_pid else _process_group(comm)
+            by_name[name] += (int(rest[11]) + int(rest[12])) / ticks
+        return busy, by_name
+
+    def per_item(self, items: int) -> dict[str, Any]:
+        """Milliseconds per item: the machine's, and the largest processes' shares."""
+        busy0, names0 = self._before
+        busy1, names1 = self._read()
+        names1.subtract(names0)
+        cores = os.cpu_count() or 1
+        machine_ms = 1000 * (busy1 - busy0) / items
+        named = {name: seconds for name, seconds in names1.items() if seconds > 0}
+        unattributed = (busy1 - busy0) - sum(named.values())  # processes that exited, the kernel
+        return {
+            "machine_cpu_ms": round(machine_ms, 1),
+            "cores": cores,
+            "bound_per_minute": round(cores * 60_000 / machine_ms, 1) if machine_ms else None,
+            "by_process_ms": {
+                name: round(1000 * seconds / items, 1)
+                for name, seconds in sorted(named.items(), key=lambda kv: -kv[1])
+                if seconds * 1000 / items >= 0.5
+            },
+            "unattributed_ms": round(1000 * max(unattributed, 0) / items, 1),
+        }
+
+
+def _process_group(comm: str) -> str:
+    for prefix, name in (
+        ("kube-apiserver", "kube-apiserver"),
+        ("kube-controller", "kube-controller-manager"),
+        ("kube-scheduler", "kube-scheduler"),
+        ("etcd", "etcd"),
+        ("kwok", "kwok"),
+        ("postgres", "postgres"),
+        ("python", "python (benchmark and others)"),
+    ):
+        if comm.startswith(prefix):
+            return name
+    return "other"
+
+
 def stats_delta(before: Mapping[str, int], after: Mapping[str, int], per: int) -> dict[str, float]:
     """Counter increments divided by ``per`` (workflows or tasks)."""
     return {k: round((after[k] - before[k]) / per, 1) for k in after}

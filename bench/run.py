@@ -100,6 +100,28 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             ("", "operator peak RSS MiB", p["peak_rss_mib"], "", ""),
             ("", "instance object bytes", p["instance_object_bytes"], "", ""),
         ]
+        if "cpu" in p and "cpu" in r:
+            pc, rc = p["cpu"], r["cpu"]
+            rows += [
+                ("", "machine CPU ms/workflow", pc["machine_cpu_ms"], rc["machine_cpu_ms"], ""),
+                (
+                    "",
+                    f"bound/min on {pc['cores']} cores",
+                    pc["bound_per_minute"],
+                    rc["bound_per_minute"],
+                    "",
+                ),
+            ]
+            for name in dict.fromkeys([*pc["by_process_ms"], *rc["by_process_ms"]]):
+                rows.append(
+                    (
+                        "",
+                        f"  {name} ms",
+                        pc["by_process_ms"].get(name, 0),
+                        rc["by_process_ms"].get(name, 0),
+                        "",
+                    )
+                )
     for shape in ("wide", "deep"):
         d = results.get(shape)
         if d and "plait" in d:

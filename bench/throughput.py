@@ -17,6 +17,7 @@ from bench import workloads
 from bench.harness import (
     RESULTS,
     Environment,
+    MachineCpu,
     Operator,
     Profiler,
     counts_delta,
@@ -34,7 +35,9 @@ def run(env: Environment, n: int, *, duration_s: float, profile: bool) -> dict[s
     say(f"throughput: raw ceiling, {n} Jobs")
     raw_ns = env.namespace("tp-raw")
     before = env.request_counts()
+    machine = MachineCpu()
     raw = workloads.run_raw_levels(env, raw_ns, [n], duration_s, timeout)
+    raw["cpu"] = machine.per_item(n)
     time.sleep(SETTLE_S)
     raw_calls = counts_delta(before, env.request_counts())
     raw["per_minute"] = round(n / raw["wall_s"] * 60, 1)
@@ -51,9 +54,11 @@ def run(env: Environment, n: int, *, duration_s: float, profile: bool) -> dict[s
         before = env.request_counts()
         db0 = env.db_stats("bench_throughput")
         cpu0 = op.cpu_seconds()
+        machine = MachineCpu(op.pid)
         names = [f"run-{i:05d}" for i in range(n)]
         plait = workloads.run_plait_instances(env, ns, "one", names, timeout)
         cpu = op.cpu_seconds() - cpu0
+        plait["cpu"] = machine.per_item(n)
         time.sleep(SETTLE_S)
         plait_calls = counts_delta(before, env.request_counts())
         plait["database_per_workflow"] = stats_delta(db0, env.db_stats("bench_throughput"), n)
