@@ -38,7 +38,7 @@ import aiohttp
 import psycopg
 from psycopg.types.json import Jsonb
 
-from bench.harness import REPO, say
+from bench.harness import REPO, MachineCpu, say
 from plait.kernel.components import COMPONENTS
 from plait.kernel.migrations import migrate_database
 from plait.testing import PostgresServer
@@ -218,6 +218,18 @@ class Api:
         stop_process(self.proc)
 
 
+def _per_event(machine: MachineCpu, events: int) -> dict[str, Any]:
+    """The machine's CPU per event in microseconds, by process, and the events per second
+    it bounds on this machine's cores."""
+    per_thousand = machine.per_item(events / 1000)  # milliseconds per 1,000 events
+    us = per_thousand["machine_cpu_ms"]
+    return {
+        "machine_cpu_us": us,
+        "bound_events_per_s": round(per_thousand["cores"] * 1e6 / us) if us else None,
+        "by_process_us": per_thousand["by_process_ms"],
+    }
+
+
 async def _drive(
     url: str, per_client: list[list[dict[str, Any]]], batch_size: int
 ) -> tuple[float, list[float]]:
@@ -291,11 +303,14 @@ def run(events: int = 20000, *, single_clients: int = 16, batch_clients: int = 4
             per_client = make_events(mode, clients, total // clients)
             flat = [e for client_events in per_client for e in client_events]
             raw_rates = {}
+            raw_cpu: dict[str, dict[str, Any]] = {}
             for method in RAW_METHODS:
                 say(f"events/{mode}: raw ceiling ({method}), {len(flat)} events, "
                     f"{size} per transaction")  # fmt: skip
                 raw_dsn = database()
+                machine = MachineCpu()
                 seconds = raw_insert(raw_dsn, flat, size, method)
+                raw_cpu[method] = _per_event(machine, len(flat))
                 assert _count(raw_dsn) == len(flat)
                 raw_rates[method] = len(flat) / seconds
             raw_method = max(raw_rates, key=lambda m: raw_rates[m])
@@ -310,8 +325,11 @@ def run(events: int = 20000, *, single_clients: int = 16, batch_clients: int = 4
                     api = Api(api_dsn, log, traced=traced)
                     try:
                         before = api.cpu_seconds()
+                        machine = MachineCpu({api.proc.pid: "plait api", os.getpid(): "clients"})
                         wall, latencies = asyncio.run(_drive(api.url, per_client, size))
                         cpu = api.cpu_seconds() - before
+                        if traced:
+                            api_machine = _per_event(machine, len(flat))
                     finally:
                         api.stop()
                 stored = _count(api_dsn)
@@ -339,6 +357,8 @@ def run(events: int = 20000, *, single_clients: int = 16, batch_clients: int = 4
                 "untraced_plait_events_per_s": round(len(flat) / untraced_wall),
                 "untraced_ratio": round(len(flat) / untraced_wall / raw_rate, 2),
                 "untraced_api_cpu_us_per_event": round(untraced_cpu / len(flat) * 1e6),
+                # The whole machine's CPU per event (all processes), and the rate it bounds.
+                "machine": {"plait": api_machine, "raw": raw_cpu[raw_method]},
             }
             say(f"events/{mode}: {results[mode]}")
     return results

@@ -198,8 +198,8 @@ class MachineCpu:
     PostgreSQL, the operator, the benchmark's own clients) spent on it. On a machine whose
     cores are all busy, the rate a workload can reach is the cores' time divided by this."""
 
-    def __init__(self, operator_pid: int | None = None) -> None:
-        self.operator_pid = operator_pid
+    def __init__(self, names: Mapping[int, str] | None = None) -> None:
+        self.names = dict(names or {})  # processes named by pid (the operator, the API)
         self._before = self._read()
 
     def _read(self) -> tuple[float, Counter[str]]:
@@ -216,11 +216,11 @@ class MachineCpu:
             comm = text[text.index("(") + 1 : text.rindex(")")]
             rest = text[text.rindex(")") + 2 :].split()
             pid = int(stat.parent.name)
-            name = "plait operator" if pid == self.operator_pid else _process_group(comm)
+            name = self.names.get(pid) or _process_group(comm)
             by_name[name] += (int(rest[11]) + int(rest[12])) / ticks
         return busy, by_name
 
-    def per_item(self, items: int) -> dict[str, Any]:
+    def per_item(self, items: float) -> dict[str, Any]:
         """Milliseconds per item: the machine's, and the largest processes' shares."""
         busy0, names0 = self._before
         busy1, names1 = self._read()

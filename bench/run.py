@@ -166,6 +166,15 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                              m["untraced_ratio"]))  # fmt: skip
                 rows.append(("", "API CPU us/event (on | off)", m["api_cpu_us_per_event"],
                              m["untraced_api_cpu_us_per_event"], ""))  # fmt: skip
+            if "machine" in m:
+                pm, rm = m["machine"]["plait"], m["machine"]["raw"]
+                rows.append(("", "machine CPU us/event", pm["machine_cpu_us"],
+                             rm["machine_cpu_us"], ""))  # fmt: skip
+                rows.append(("", "bound events/s on these cores", pm["bound_events_per_s"],
+                             rm["bound_events_per_s"], ""))  # fmt: skip
+                for name in dict.fromkeys([*pm["by_process_us"], *rm["by_process_us"]]):
+                    rows.append(("", f"  {name} us", pm["by_process_us"].get(name, 0),
+                                 rm["by_process_us"].get(name, 0), ""))  # fmt: skip
     lat = results.get("latency")
     if lat and "ack_to_instance_ms" in lat:
         ms = lat["ack_to_instance_ms"]

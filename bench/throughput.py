@@ -54,7 +54,7 @@ def run(env: Environment, n: int, *, duration_s: float, profile: bool) -> dict[s
         before = env.request_counts()
         db0 = env.db_stats("bench_throughput")
         cpu0 = op.cpu_seconds()
-        machine = MachineCpu(op.pid)
+        machine = MachineCpu({op.pid: "plait operator"})
         names = [f"run-{i:05d}" for i in range(n)]
         plait = workloads.run_plait_instances(env, ns, "one", names, timeout)
         cpu = op.cpu_seconds() - cpu0
