@@ -40,6 +40,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -1994,12 +1995,23 @@ def _all_tasks(spec: WorkflowDefinitionSpec) -> list[Task]:
     return [*spec.tasks, *([spec.on_exit] if spec.on_exit is not None else [])]
 
 
+#: Per parsed spec (by id, checked against a weak reference), its tasks by name: an
+#: advance of a run of thousands of tasks looks up the task of every attempt, and scanning
+#: the list each time made that quadratic.
+_TASKS_BY_NAME: dict[int, tuple[weakref.ref[WorkflowDefinitionSpec], object, dict[str, Task]]] = {}
+
+
 def _task(spec: WorkflowDefinitionSpec, name: str) -> Task:
     """The task an attempt's task name is of (a fan-out item ``task[i]`` is of ``task``)."""
-    name, _ = split_item_name(name)
-    if spec.on_exit is not None and spec.on_exit.name == name:
-        return spec.on_exit
-    return next(t for t in spec.tasks if t.name == name)
+    key = id(spec)
+    entry = _TASKS_BY_NAME.get(key)
+    if entry is None or entry[0]() is not spec or entry[1] is not spec.tasks:
+        by_name = {t.name: t for t in spec.tasks}
+        if spec.on_exit is not None:
+            by_name[spec.on_exit.name] = spec.on_exit
+        entry = (weakref.ref(spec, lambda _: _TASKS_BY_NAME.pop(key, None)), spec.tasks, by_name)
+        _TASKS_BY_NAME[key] = entry
+    return entry[2][split_item_name(name)[0]]
 
 
 def _mock_of(instance: WorkflowInstance, task_name: str) -> Mock | None:
