@@ -15,6 +15,7 @@ from bench import workloads
 from bench.harness import (
     RESULTS,
     Environment,
+    MachineCpu,
     Operator,
     counts_delta,
     describe_calls,
@@ -40,7 +41,9 @@ def run(
     say(f"{shape}: raw ceiling, {total} Jobs in {len(levels)} levels")
     raw_ns = env.namespace(f"{shape}-raw")
     before = env.request_counts()
+    machine = MachineCpu()
     raw = workloads.run_raw_levels(env, raw_ns, levels, duration_s, timeout)
+    raw["cpu"] = machine.per_item(total)
     time.sleep(SETTLE_S)
     raw_calls = counts_delta(before, env.request_counts())
     raw["api_calls"] = sum(raw_calls.values())
@@ -65,8 +68,10 @@ def run(
         before = env.request_counts()
         db0 = env.db_stats(f"bench_{shape}")
         cpu0 = op.cpu_seconds()
+        machine = MachineCpu({op.pid: "plait operator"})
         plait = workloads.run_plait_instances(env, ns, shape, [f"{shape}-run"], timeout)
         plait["operator_cpu_s"] = round(op.cpu_seconds() - cpu0, 2)
+        plait["cpu"] = machine.per_item(total)
         time.sleep(SETTLE_S)
         plait_calls = counts_delta(before, env.request_counts())
         plait["api_calls"] = sum(plait_calls.values())

@@ -76,6 +76,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _machine_rows(p: dict[str, Any], r: dict[str, Any], per: str) -> list[tuple[Any, ...]]:
+    """The whole machine's CPU per workflow or task, Plait against raw, by process."""
+    if "cpu" not in p or "cpu" not in r:
+        return []
+    pc, rc = p["cpu"], r["cpu"]
+    rows: list[tuple[Any, ...]] = [
+        ("", f"machine CPU ms/{per}", pc["machine_cpu_ms"], rc["machine_cpu_ms"], ""),
+        (
+            "",
+            f"bound/min on {pc['cores']} cores",
+            pc["bound_per_minute"],
+            rc["bound_per_minute"],
+            "",
+        ),
+    ]
+    for name in dict.fromkeys([*pc["by_process_ms"], *rc["by_process_ms"]]):
+        by_p, by_r = pc["by_process_ms"].get(name, 0), rc["by_process_ms"].get(name, 0)
+        rows.append(("", f"  {name} ms", by_p, by_r, ""))
+    return rows
+
+
 def _f(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -100,28 +121,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             ("", "operator peak RSS MiB", p["peak_rss_mib"], "", ""),
             ("", "instance object bytes", p["instance_object_bytes"], "", ""),
         ]
-        if "cpu" in p and "cpu" in r:
-            pc, rc = p["cpu"], r["cpu"]
-            rows += [
-                ("", "machine CPU ms/workflow", pc["machine_cpu_ms"], rc["machine_cpu_ms"], ""),
-                (
-                    "",
-                    f"bound/min on {pc['cores']} cores",
-                    pc["bound_per_minute"],
-                    rc["bound_per_minute"],
-                    "",
-                ),
-            ]
-            for name in dict.fromkeys([*pc["by_process_ms"], *rc["by_process_ms"]]):
-                rows.append(
-                    (
-                        "",
-                        f"  {name} ms",
-                        pc["by_process_ms"].get(name, 0),
-                        rc["by_process_ms"].get(name, 0),
-                        "",
-                    )
-                )
+        rows += _machine_rows(p, r, "workflow")
     for shape in ("wide", "deep"):
         d = results.get(shape)
         if d and "plait" in d:
@@ -134,6 +134,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 ("", "operator CPU s", p["operator_cpu_s"], "", ""),
                 ("", "operator peak RSS MiB", p["peak_rss_mib"], "", ""),
                 ("", "instance object bytes", p["instance_object_bytes"], "", ""),
+                *_machine_rows(p, r, "task"),
             ]
     fo = results.get("fanout")
     if fo and "plait" in fo:
