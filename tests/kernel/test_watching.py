@@ -36,7 +36,7 @@ def configmap(kube: Kube, name: str, *, labelled: bool = True, data: str = "1") 
         "metadata": {"name": name, "labels": {LABEL: "yes"} if labelled else {}},
         "data": {"value": data},
     }
-    kube.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    kube.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -159,3 +159,15 @@ async def test_a_handler_that_fails_does_not_stop_the_stream(kube: Kube) -> None
         configmap(kube, "bad")
         configmap(kube, "good")
         await until(lambda: ("ADDED", "good") in seen, "the event after the failure")
+
+
+async def test_an_object_larger_than_a_read_buffer_comes_through_whole(kube: Kube) -> None:
+    seen: list[int] = []
+
+    def handler(kind: str | None, obj: Mapping[str, Any]) -> None:
+        seen.append(len(obj["data"]["value"]))
+
+    async with watching(Watcher(CONFIGMAPS, handler, [kube.namespace])):
+        configmap(kube, "big", data="x" * 300_000)  # one watch event, one 300 KB line
+        await until(lambda: bool(seen), "the large object's event")
+    assert seen == [300_000]

@@ -8,8 +8,9 @@ resource and namespace is decoded once and each event goes straight to its handl
 
 - list (in pages), then watch from the list's ``resourceVersion``, with bookmarks so a
   reconnect resumes where it stopped; "410 Gone" lists again;
-- objects that vanished while the stream was down are handed over as ``DELETED`` after
-  the next list (an informer's semantics: every object's end is seen once);
+- objects that vanished while the stream was down are handed over as ``DELETED`` (their
+  last metadata: name, uid, labels, owners) after the next list (an informer's
+  semantics: every object's end is seen once);
 - a handler returns ``None`` (done) or an awaitable; awaitables run as tasks, one object's
   in the order of its events, different objects' concurrently, at most ``concurrency`` at
   a time. A handler that raises is logged; the stream goes on (like Kopf's event handlers).
@@ -268,9 +269,14 @@ def _key(obj: Mapping[str, Any]) -> ObjectKey:
     return meta.get("namespace") or "", meta.get("name") or ""
 
 
+#: What is kept of a live object's metadata, to hand it over as DELETED should it vanish
+#: while the stream is down (not its managedFields, often the bulk of it).
+_TOMBSTONE_KEYS = ("name", "namespace", "uid", "labels", "ownerReferences", "resourceVersion")
+
+
 def _tombstone(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    """What is kept of a live object: enough to hand it over as DELETED (its metadata)."""
-    return {"metadata": obj.get("metadata") or {}}
+    meta = obj.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in _TOMBSTONE_KEYS if k in meta}}
 
 
 def _describe(exc: BaseException) -> str:
