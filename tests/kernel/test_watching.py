@@ -18,7 +18,7 @@ import pytest
 from kubernetes import config
 
 from plait.kernel.apiserver import ApiServer
-from plait.kernel.watching import Watched, Watcher, WatchSettings
+from plait.kernel.watching import Watched, Watcher, WatchSettings, _StreamState
 from tests.fixtures.kube import Kube
 
 pytestmark = pytest.mark.e2e
@@ -110,15 +110,17 @@ async def test_objects_gone_while_the_stream_was_down_are_handed_over_as_deleted
     configmap(kube, "goes")
     seen: Seen = []
     watcher = Watcher(CONFIGMAPS, recorder(seen), [kube.namespace])
-    known: dict[tuple[str, str], Mapping[str, Any]] = {}
+    state = _StreamState()
     async with contextlib.AsyncExitStack() as stack:
         session = ApiServer()
         stack.push_async_callback(session.close)
-        first = await watcher._list(session, kube.namespace, known)
+        await watcher._list(session, kube.namespace, state)
+        first = state.version
         kube.kubectl("delete", "configmap", "goes")
-        second = await watcher._list(session, kube.namespace, known)
+        await watcher._list(session, kube.namespace, state)
     assert first
-    assert int(second) > int(first), "the second list is a newer version"
+    assert state.version is not None
+    assert int(state.version) > int(first), "the second list is a newer version"
     assert sorted(seen[:2]) == [(None, "goes"), (None, "stays")]
     assert seen[2:] == [(None, "stays"), ("DELETED", "goes")]
 
@@ -171,3 +173,15 @@ async def test_an_object_larger_than_a_read_buffer_comes_through_whole(kube: Kub
         configmap(kube, "big", data="x" * 300_000)  # one watch event, one 300 KB line
         await until(lambda: bool(seen), "the large object's event")
     assert seen == [300_000]
+
+
+async def test_a_watch_cut_short_resumes_after_its_last_event(kube: Kube) -> None:
+    seen: Seen = []
+    # Nothing read for 0.5 s counts as a dead connection: each pause below cuts a request.
+    settings = WatchSettings(read_timeout_seconds=0.5, retry_delays=(0.1,))
+    async with watching(Watcher(CONFIGMAPS, recorder(seen), [kube.namespace], settings)):
+        for i in range(3):
+            configmap(kube, f"cut-{i}")
+            await until(lambda n=i + 1: len(seen) >= n, f"the event of cut-{i}")
+            await asyncio.sleep(1.2)  # the request dies; the next starts after cut-{i}
+    assert seen == [("ADDED", f"cut-{i}") for i in range(3)], "nothing handed over twice"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -97,8 +98,9 @@ def build_registry(
     # the kubernetes client (in-cluster service account, or KUBECONFIG), which this also
     # loads for Plait's own calls (plait.kernel.kube).
     @kopf.on.login(registry=registry)
-    def _login(**kwargs: Any) -> Any:
-        credentials = kopf.login_via_client(**kwargs)
+    async def _login(**kwargs: Any) -> Any:
+        # The client's loading reads files: in a thread, and the event set on the loop.
+        credentials = await asyncio.to_thread(functools.partial(kopf.login_via_client, **kwargs))
         if logged_in is not None:
             logged_in.set()
         return credentials

@@ -14,11 +14,15 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from kubernetes import client
 
-__all__ = ["ApiServer"]
+__all__ = ["READ_BUFFER_BYTES", "ApiServer"]
+
+#: aiohttp's read buffer; the longest line it reads is twice this.
+READ_BUFFER_BYTES = 2**21
 
 
 class ApiServer:
@@ -44,6 +48,9 @@ class ApiServer:
                     ssl=_ssl_context(configuration), limit=self._connections
                 ),
                 timeout=self._timeout,
+                # One watch event is one line holding a whole object (up to the API
+                # server's ~1.5 MiB); aiohttp refuses a line over twice this.
+                read_bufsize=READ_BUFFER_BYTES,
             )
             self._configuration = configuration
         return self._session, self._configuration
@@ -74,6 +81,9 @@ class ApiServer:
             params=params,
             headers=self._headers(configuration, None),
             timeout=timeout or self._timeout,
+            proxy=_proxy(configuration),
+            proxy_headers=configuration.proxy_headers,
+            server_hostname=configuration.tls_server_name or None,
         )
 
     async def close(self) -> None:
@@ -82,13 +92,28 @@ class ApiServer:
             self._session = None
 
 
+def _proxy(configuration: client.Configuration) -> str | None:
+    """The kubeconfig's proxy-url, unless the API server's host is in its no-proxy list."""
+    if not configuration.proxy:
+        return None
+    host = urlsplit(configuration.host).hostname or ""
+    for entry in (configuration.no_proxy or "").split(","):
+        entry = entry.strip().lstrip(".")
+        if entry and (host == entry or host.endswith("." + entry) or entry == "*"):
+            return None
+    return str(configuration.proxy)
+
+
 def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext | bool:
     if not configuration.host.startswith("https"):
         return False
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    context = ssl.create_default_context(
+        cafile=configuration.ssl_ca_cert, cadata=configuration.ca_cert_data or None
+    )
     if configuration.cert_file:
         context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    if not configuration.verify_ssl:
+    if not configuration.verify_ssl or configuration.assert_hostname is False:
         context.check_hostname = False
+    if not configuration.verify_ssl:
         context.verify_mode = ssl.CERT_NONE
     return context

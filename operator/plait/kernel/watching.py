@@ -15,8 +15,8 @@ resource and namespace is decoded once and each event goes straight to its handl
   in the order of its events, different objects' concurrently, at most ``concurrency`` at
   a time. A handler that raises is logged; the stream goes on (like Kopf's event handlers).
 
-Each stream has its own connection (``plait.kernel.apiserver``: the Kubernetes client's
-credentials), opened anew after a failure.
+Each request of a stream (a list, a watch of up to ``server_timeout_seconds``) has its own
+connection (``plait.kernel.apiserver``: the Kubernetes client's credentials, read anew).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import aiohttp
 
 from plait.kernel.apiserver import ApiServer
 
-__all__ = ["WatchHandler", "WatchSettings", "Watched", "Watcher", "handlers"]
+__all__ = ["WatchHandler", "WatchSettings", "Watched", "Watcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +73,28 @@ class WatchSettings:
     """How long the API server keeps one watch request open (it then ends it cleanly)."""
     read_timeout_seconds: float = 330
     """No byte for this long (bookmarks come every minute or so): the connection is dead."""
+    connect_timeout_seconds: float = 30
+    """Longest wait for a connection to the API server."""
+    stop_grace_seconds: float = 10
+    """At stop, how long the handlers still running (or queued) are given to finish."""
     page_size: int = 500
     """Objects per page of a list."""
     concurrency: int = 64
     """Handler awaitables running at once, over all objects of a stream."""
     retry_delays: Sequence[float] = field(default=(1, 2, 5, 10, 30))
     """Waits after consecutive failures to connect or read (the last one repeats)."""
+
+
+@dataclass
+class _StreamState:
+    """What one stream knows between its requests."""
+
+    version: str | None = None
+    """The resourceVersion to watch from; None: list first."""
+    known: dict[ObjectKey, Mapping[str, Any]] = field(default_factory=dict)
+    """The live objects, by key (what a DELETED handler needs of each)."""
+    failures: int = 0
+    """Failed requests in a row (the retry delay grows with them)."""
 
 
 class _Gone(Exception):
@@ -111,7 +127,8 @@ class Watcher:
             await event.wait()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Watch until ``stop`` is set, then let the running handlers finish."""
+        """Watch until ``stop`` is set, then give the handlers still running
+        ``stop_grace_seconds`` to finish."""
         streams = [asyncio.create_task(self._stream(ns)) for ns in self._namespaces]
         try:
             await stop.wait()
@@ -121,33 +138,33 @@ class Watcher:
             await asyncio.gather(*streams, return_exceptions=True)
             pending = list(self._tails.values())
             if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+                _, late = await asyncio.wait(pending, timeout=self._settings.stop_grace_seconds)
+                for task in late:  # what they had not recorded is read again at the next start
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
 
     async def _stream(self, namespace: str | None) -> None:
         """List and watch one namespace (or all) for as long as the operator runs."""
-        known: dict[ObjectKey, Mapping[str, Any]] = {}
-        version: str | None = None
-        failures = 0
+        state = _StreamState()
         where = namespace or "all namespaces"
         while True:
             try:
                 async with _connection() as session:
-                    if version is None:
-                        version = await self._list(session, namespace, known)
+                    if state.version is None:
+                        await self._list(session, namespace, state)
                         self._listed[namespace].set()
-                    version = await self._watch(session, namespace, version, known)
-                failures = 0
+                    await self._watch(session, namespace, state)
             except _Gone:
                 logger.debug(
                     "watch of %s in %s: resourceVersion expired, listing again", self.watched, where
                 )
-                version = None
+                state.version = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a dead connection, an API error: wait and resume
                 delays = self._settings.retry_delays
-                delay = delays[min(failures, len(delays) - 1)]
-                failures += 1
+                delay = delays[min(state.failures, len(delays) - 1)]
+                state.failures += 1
                 logger.warning(
                     "watch of %s in %s failed (%s); again in %s s",
                     self.watched,
@@ -157,14 +174,10 @@ class Watcher:
                 )
                 await asyncio.sleep(delay)
 
-    async def _list(
-        self,
-        session: ApiServer,
-        namespace: str | None,
-        known: dict[ObjectKey, Mapping[str, Any]],
-    ) -> str:
-        """Hand over every object (and, as DELETED, those gone since the last list);
-        return the list's resourceVersion to watch from."""
+    async def _list(self, session: ApiServer, namespace: str | None, state: _StreamState) -> None:
+        """Hand over every object (and, as DELETED, those gone since the last list); the
+        stream then watches from the list's resourceVersion."""
+        known = state.known
         seen: set[ObjectKey] = set()
         token: str | None = None
         version = ""
@@ -185,23 +198,25 @@ class Watcher:
                 break
         for key in [k for k in known if k not in seen]:
             self._deliver(key, "DELETED", known.pop(key))
-        return version
+        state.version = version
+        state.failures = 0
 
-    async def _watch(
-        self,
-        session: ApiServer,
-        namespace: str | None,
-        version: str,
-        known: dict[ObjectKey, Mapping[str, Any]],
-    ) -> str:
-        """Follow one watch request until the server ends it; return the last version."""
+    async def _watch(self, session: ApiServer, namespace: str | None, state: _StreamState) -> None:
+        """Follow one watch request until the server ends it. The version of each event
+        is kept as it comes, so a request cut short resumes after the last event handed
+        over, not from where it began."""
+        known = state.known
         query = self._query(
             watch="true",
-            resourceVersion=version,
+            resourceVersion=state.version,
             allowWatchBookmarks="true",
             timeoutSeconds=self._settings.server_timeout_seconds,
         )
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=self._settings.read_timeout_seconds)
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self._settings.connect_timeout_seconds,
+            sock_read=self._settings.read_timeout_seconds,
+        )
         async with session.get(self.watched.path(namespace), query, timeout) as response:
             await _raise_for_status(response)
             async for line in response.content:
@@ -214,16 +229,15 @@ class Watcher:
                     if obj.get("code") == 410:
                         raise _Gone()
                     raise RuntimeError(f"watch error: {obj.get('message') or obj}")
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if kind == "BOOKMARK":
-                    continue
-                key = _key(obj)
-                if kind == "DELETED":
-                    known.pop(key, None)
-                else:
-                    known[key] = _tombstone(obj)
-                self._deliver(key, kind, obj)
-        return version
+                state.failures = 0  # the connection works: a later failure starts afresh
+                if kind != "BOOKMARK":
+                    key = _key(obj)
+                    if kind == "DELETED":
+                        known.pop(key, None)
+                    else:
+                        known[key] = _tombstone(obj)
+                    self._deliver(key, kind, obj)
+                state.version = (obj.get("metadata") or {}).get("resourceVersion") or state.version
 
     def _query(self, **params: Any) -> dict[str, str]:
         params["labelSelector"] = self.watched.label_selector
@@ -299,16 +313,3 @@ async def _connection() -> AsyncIterator[ApiServer]:
         yield server
     finally:
         await server.close()
-
-
-def handlers(*each: Callable[[str | None, Mapping[str, Any]], None]) -> WatchHandler:
-    """One handler calling several synchronous ones (a Pod event feeds more than one)."""
-
-    def all_of(kind: str | None, obj: Mapping[str, Any]) -> None:
-        for handler in each:
-            try:
-                handler(kind, obj)
-            except Exception:
-                logger.exception("handling %s of %s failed", kind, _key(obj))
-
-    return all_of
