@@ -191,7 +191,7 @@ async def run_operator(
         if options.peering is not None:
             register_with_kopf(registry, subscriptions)
         watching = asyncio.create_task(
-            run_watches(subscriptions if options.peering is None else [], watched, logged_in, stop)
+            _run_watches(subscriptions if options.peering is None else [], watched, logged_in, stop)
         )
         kopf_settings = kopf.OperatorSettings()
         configure_settings(kopf_settings, options)
@@ -278,6 +278,17 @@ async def _run_tests(tests: ClusterTests, logged_in: asyncio.Event, stop: asynci
     loaded."""
     if await _until_logged_in(logged_in, stop):
         await tests.run(stop)
+
+
+async def _run_watches(
+    subscriptions: Sequence[Subscription],
+    namespaces: Sequence[str] | None,
+    logged_in: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    """Plait's own watches of Jobs, Pods and Events, once Kubernetes credentials are loaded."""
+    if subscriptions and await _until_logged_in(logged_in, stop):
+        await run_watches(subscriptions, namespaces, stop)
 
 
 async def _share_runs(

@@ -52,17 +52,8 @@ def _register_one(registry: kopf.OperatorRegistry, watched: Watched, handler: Wa
 async def run_watches(
     subscriptions: Sequence[Subscription],
     namespaces: Sequence[str] | None,
-    logged_in: asyncio.Event,
     stop: asyncio.Event,
 ) -> None:
-    """Watch every subscription once credentials are loaded, until ``stop`` is set; the
-    handlers running then are let finish."""
-    waiter = asyncio.ensure_future(logged_in.wait())
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    stopper.cancel()
-    if stop.is_set():
-        return
+    """Watch every subscription until ``stop`` is set (the credentials must be loaded)."""
     watchers = [Watcher(watched, handler, namespaces) for watched, handler in subscriptions]
     await asyncio.gather(*(watcher.run(stop) for watcher in watchers))
