@@ -31,14 +31,13 @@ import sys
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psycopg
 from psycopg.types.json import Jsonb
 
-from bench.harness import REPO, MachineCpu, say
+from bench.harness import REPO, MachineCpu, process_cpu_seconds, say
 from plait.kernel.components import COMPONENTS
 from plait.kernel.migrations import migrate_database
 from plait.testing import PostgresServer
@@ -210,9 +209,7 @@ class Api:
 
     def cpu_seconds(self) -> float:
         """User and system CPU the API process used so far."""
-        fields = (Path("/proc") / str(self.proc.pid) / "stat").read_text().rsplit(")", 1)[1]
-        user, system = fields.split()[11:13]
-        return (int(user) + int(system)) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         stop_process(self.proc)

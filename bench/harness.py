@@ -192,6 +192,18 @@ class Environment:
         return counts
 
 
+def parse_process_stat(text: str) -> tuple[str, float]:
+    """A ``/proc/PID/stat`` line's command name and user + system CPU seconds."""
+    fields = text[text.rindex(")") + 2 :].split()
+    seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return text[text.index("(") + 1 : text.rindex(")")], seconds
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    return parse_process_stat(Path(f"/proc/{pid}/stat").read_text())[1]
+
+
 class MachineCpu:
     """CPU time of the whole machine (``/proc/stat``) and of each process by name, read
     before and after a run: what every process (API server, etcd, controllers, kwok,
@@ -213,11 +225,9 @@ class MachineCpu:
                 text = stat.read_text()
             except OSError:
                 continue  # exited meanwhile
-            comm = text[text.index("(") + 1 : text.rindex(")")]
-            rest = text[text.rindex(")") + 2 :].split()
-            pid = int(stat.parent.name)
-            name = self.names.get(pid) or _process_group(comm)
-            by_name[name] += (int(rest[11]) + int(rest[12])) / ticks
+            comm, seconds = parse_process_stat(text)
+            name = self.names.get(int(stat.parent.name)) or _process_group(comm)
+            by_name[name] += seconds
         return busy, by_name
 
     def per_item(self, items: float) -> dict[str, Any]:
@@ -462,8 +472,7 @@ class Operator:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.pid)
 
 
 # -- profiling -----------------------------------------------------------------------------

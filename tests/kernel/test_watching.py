@@ -111,9 +111,7 @@ async def test_objects_gone_while_the_stream_was_down_are_handed_over_as_deleted
     seen: Seen = []
     watcher = Watcher(CONFIGMAPS, recorder(seen), [kube.namespace])
     state = _StreamState()
-    async with contextlib.AsyncExitStack() as stack:
-        session = ApiServer()
-        stack.push_async_callback(session.close)
+    async with ApiServer() as session:
         await watcher._list(session, kube.namespace, state)
         first = state.version
         kube.kubectl("delete", "configmap", "goes")

@@ -23,13 +23,14 @@ from aiohttp import web
 from plait.controller.diffbase import SpecDigestDiffBaseStorage
 from plait.controller.options import FINALIZER, OperatorOptions
 from plait.controller.reconcile import register_kind
-from plait.controller.watches import Subscription, register_with_kopf, run_watches
+from plait.controller.watches import register_with_kopf, run_watches
 from plait.event_processing.gauges import queue_gauges
 from plait.integration.health import register_health_checks
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube, current_namespace
 from plait.kernel.signals import run_until_signalled
+from plait.kernel.watching import Subscription
 from plait.observability import Telemetry
 from plait.observability.endpoints import health_app
 from plait.observability.logging import set_process_component
@@ -188,11 +189,11 @@ async def run_operator(
             *task_watches(orchestrator),
             pod_watch(pod_handlers, orchestrator.ownership.owns),
         ]
-        if options.peering is not None:
+        # Under peering Kopf knows which replica works, so it carries the handlers.
+        own_streams = subscriptions if options.peering is None else []
+        if not own_streams:
             register_with_kopf(registry, subscriptions)
-        watching = asyncio.create_task(
-            _run_watches(subscriptions if options.peering is None else [], watched, logged_in, stop)
-        )
+        watching = asyncio.create_task(_run_watches(own_streams, watched, logged_in, stop))
         kopf_settings = kopf.OperatorSettings()
         configure_settings(kopf_settings, options)
 

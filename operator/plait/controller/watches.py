@@ -15,12 +15,9 @@ from typing import Any
 
 import kopf
 
-from plait.kernel.watching import Watched, Watcher, WatchHandler
+from plait.kernel.watching import Subscription, Watched, Watcher, WatchHandler
 
-__all__ = ["Subscription", "register_with_kopf", "run_watches"]
-
-#: A resource and the handler of its events.
-Subscription = tuple[Watched, WatchHandler]
+__all__ = ["register_with_kopf", "run_watches"]
 
 
 def register_with_kopf(

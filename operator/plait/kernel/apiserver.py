@@ -19,14 +19,15 @@ from urllib.parse import urlsplit
 import aiohttp
 from kubernetes import client
 
-__all__ = ["READ_BUFFER_BYTES", "ApiServer"]
+__all__ = ["ApiServer"]
 
 #: aiohttp's read buffer; the longest line it reads is twice this.
-READ_BUFFER_BYTES = 2**21
+_READ_BUFFER_BYTES = 2**21
 
 
 class ApiServer:
-    """A lazily opened connection pool to the API server of the client's configuration."""
+    """A lazily opened connection pool to the API server of the client's configuration;
+    closed by ``close()``, or at the end of ``async with``."""
 
     def __init__(self, *, connections: int = 32, timeout_seconds: float = 30) -> None:
         self._connections = connections
@@ -50,17 +51,19 @@ class ApiServer:
                 timeout=self._timeout,
                 # One watch event is one line holding a whole object (up to the API
                 # server's ~1.5 MiB); aiohttp refuses a line over twice this.
-                read_bufsize=READ_BUFFER_BYTES,
+                read_bufsize=_READ_BUFFER_BYTES,
             )
             self._configuration = configuration
         return self._session, self._configuration
 
-    def _headers(
-        self, configuration: client.Configuration, content_type: str | None
-    ) -> dict[str, str]:
+    async def __aenter__(self) -> ApiServer:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _headers(self, configuration: client.Configuration) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        if content_type is not None:
-            headers["Content-Type"] = content_type
         # The client's own reading of its credentials (a bearer token, refreshed by its hook).
         settings: Mapping[str, Mapping[str, Any]] = configuration.auth_settings()  # type: ignore[assignment]
         for setting in settings.values():
@@ -79,7 +82,7 @@ class ApiServer:
         return session.get(
             configuration.host.rstrip("/") + path,
             params=params,
-            headers=self._headers(configuration, None),
+            headers=self._headers(configuration),
             timeout=timeout or self._timeout,
             proxy=_proxy(configuration),
             proxy_headers=configuration.proxy_headers,

@@ -22,10 +22,9 @@ connection (``plait.kernel.apiserver``: the Kubernetes client's credentials, rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +32,7 @@ import aiohttp
 
 from plait.kernel.apiserver import ApiServer
 
-__all__ = ["WatchHandler", "WatchSettings", "Watched", "Watcher"]
+__all__ = ["Subscription", "WatchHandler", "WatchSettings", "Watched", "Watcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +62,10 @@ class Watched:
 
     def __str__(self) -> str:
         return f"{self.plural}.{self.group or 'core'}"
+
+
+#: A resource and the handler of its events.
+Subscription = tuple[Watched, WatchHandler]
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class Watcher:
         where = namespace or "all namespaces"
         while True:
             try:
-                async with _connection() as session:
+                async with ApiServer(connections=1) as session:  # credentials read anew
                     if state.version is None:
                         await self._list(session, namespace, state)
                         self._listed[namespace].set()
@@ -303,13 +306,3 @@ async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
     if response.status >= 400:
         text = (await response.text())[:500]
         raise RuntimeError(f"HTTP {response.status} from the API server: {text}")
-
-
-@contextlib.asynccontextmanager
-async def _connection() -> AsyncIterator[ApiServer]:
-    """A stream's own connection, opened again after a failure (credentials read anew)."""
-    server = ApiServer(connections=1)
-    try:
-        yield server
-    finally:
-        await server.close()

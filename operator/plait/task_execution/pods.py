@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from plait.kernel.kube import PodResult, pod_result_of
-from plait.kernel.watching import Watched, WatchHandler
+from plait.kernel.watching import Subscription, Watched
 from plait.task_execution.jobs import LABEL_INSTANCE_UID
 
-__all__ = ["PodHandler", "PodResults", "for_this_replica", "pod_watch"]
+__all__ = ["PodHandler", "PodResults", "pod_watch"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class PodResults:
         return len(self._by_job)
 
 
-def for_this_replica(
+def _for_this_replica(
     pod: Mapping[str, Any], event_type: str | None, owns: Callable[[str], bool] | None
 ) -> bool:
     """Whether this replica handles this Pod event: its run is this replica's (when they
@@ -72,13 +72,13 @@ PodHandler = Callable[[str | None, Mapping[str, Any]], None]
 
 def pod_watch(
     handlers: Sequence[PodHandler], owns: Callable[[str], bool] | None = None
-) -> tuple[Watched, WatchHandler]:
+) -> Subscription:
     """The watch of the Pods of Plait's Jobs (selected by the API server on Plait's
     label), feeding ``handlers`` (the Pod results, task logs) with this replica's Pods;
     ``owns``: whether this replica handles the run of that uid (others' are skipped)."""
 
     def pod_event(event_type: str | None, pod: Mapping[str, Any]) -> None:
-        if not for_this_replica(pod, event_type, owns):
+        if not _for_this_replica(pod, event_type, owns):
             return
         for handler in handlers:
             try:

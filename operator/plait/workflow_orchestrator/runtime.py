@@ -55,7 +55,7 @@ from plait.kernel import expressions
 from plait.kernel.conditions import Condition, merge_conditions
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube
-from plait.kernel.watching import Watched, WatchHandler
+from plait.kernel.watching import Subscription, Watched
 from plait.observability import metrics
 from plait.observability.tracing import (
     TRACEPARENT_ANNOTATION,
@@ -380,7 +380,8 @@ class Orchestrator:
     def job_event(self, _kind: str | None, job: Mapping[str, Any]) -> Awaitable[None] | None:
         """The Job watch's handler: another replica's Job is set aside here, without a
         task (most Job events a replica sees are others' when replicas share the runs)."""
-        owner: dict[str, Any] = next(iter(_meta(job).get("ownerReferences") or ()), {})
+        meta = job.get("metadata") or {}
+        owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
         if owner.get("uid") and not self.ownership.owns(owner["uid"]):
             # Another replica's run: it records and advances it. Should the run come to
             # this replica (its owner gone), what this event said is read again then.
@@ -393,18 +394,16 @@ class Orchestrator:
         return self.on_job_refused(event)
 
     async def on_job_event(self, job: Mapping[str, Any]) -> None:
-        """A Job changed: record its attempt's state now, and have its run advanced.
+        """A Job of a run this replica owns changed (see job_event): record its attempt's
+        state now, and have its run advanced.
 
         Recording is done before returning (the Job's outcome is then safe in PostgreSQL);
         advancing is coalesced per run: a burst of Job events (a wide fan-out finishing)
         costs one advance, not one per event. If the process dies before that advance,
         resuming the instance at start-up does it.
         """
-        meta = _meta(job)
+        meta = job.get("metadata") or {}
         owner: dict[str, Any] = next(iter(meta.get("ownerReferences") or ()), {})
-        if owner.get("uid") and not self.ownership.owns(owner["uid"]):
-            self._unseen_jobs.add(uuid.UUID(owner["uid"]))
-            return
         try:
             changed = await self._tasks.observe(job)
         except Exception:
@@ -1986,11 +1985,6 @@ def _child_outcome(child: WorkflowInstance) -> tuple[TaskState, str, FailureCaus
     )
 
 
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta: Mapping[str, Any] = obj.get("metadata") or {}
-    return meta
-
-
 def _all_tasks(spec: WorkflowDefinitionSpec) -> list[Task]:
     return [*spec.tasks, *([spec.on_exit] if spec.on_exit is not None else [])]
 
@@ -2006,9 +2000,7 @@ def _task(spec: WorkflowDefinitionSpec, name: str) -> Task:
     key = id(spec)
     entry = _TASKS_BY_NAME.get(key)
     if entry is None or entry[0]() is not spec or entry[1] is not spec.tasks:
-        by_name = {t.name: t for t in spec.tasks}
-        if spec.on_exit is not None:
-            by_name[spec.on_exit.name] = spec.on_exit
+        by_name = {t.name: t for t in _all_tasks(spec)}
         entry = (weakref.ref(spec, lambda _: _TASKS_BY_NAME.pop(key, None)), spec.tasks, by_name)
         _TASKS_BY_NAME[key] = entry
     return entry[2][split_item_name(name)[0]]
@@ -2040,7 +2032,7 @@ def _as_attempt(a: TaskInstance) -> Attempt:
     )
 
 
-def task_watches(orchestrator: Orchestrator) -> list[tuple[Watched, WatchHandler]]:
+def task_watches(orchestrator: Orchestrator) -> list[Subscription]:
     """What the engine follows besides its own kinds: Plait's Jobs (it writes nothing back
     to them), and their FailedCreate Events, selected by the API server (a trickle, not
     every Event)."""
