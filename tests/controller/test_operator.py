@@ -457,3 +457,49 @@ def test_a_run_pinned_to_a_version_not_stored_yet_waits_then_runs(
     cluster.kubectl("apply", "-f", "-", input=definition("busybox:2"))  # version 2
     done = wait_condition(cluster, "wfi", "pinned-run", "Succeeded", "True", timeout=90)
     assert done["status"]["definitionVersion"] == 2
+
+
+def test_a_run_of_a_workflow_not_applied_yet_is_warned_about_then_runs(
+    cluster: Kube, start_operator: StartOperator, migrated_database: str
+) -> None:
+    start_operator()
+    run = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowInstance",
+        "metadata": {"name": "early-run"},
+        "spec": {"workflowRef": {"name": "later"}},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(run))
+    waiting = wait_condition(cluster, "wfi", "early-run", "Succeeded", "Unknown")
+    assert condition(waiting, "Succeeded")["reason"] == "ReferenceNotFound"
+    assert waiting["status"]["phase"] == "Pending"
+    # The operator's own Warning Event on the run, as `kubectl describe` shows it.
+    warnings: list[dict[str, Any]] = []
+
+    def warned() -> bool:
+        warnings[:] = json.loads(
+            cluster.kubectl(
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=early-run,involvedObject.kind=WorkflowInstance,type=Warning",
+                "-o",
+                "json",
+            )
+        )["items"]
+        return bool(warnings)
+
+    wait_until(warned, timeout=30, what="a Warning Event on the waiting run")
+    assert [(e["reason"], e["source"]["component"]) for e in warnings] == [
+        ("ReferenceNotFound", "plait")
+    ]
+    assert "WorkflowDefinition 'later' not found" in warnings[0]["message"]
+    assert warnings[0]["involvedObject"]["uid"] == waiting["metadata"]["uid"]
+    definition = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowDefinition",
+        "metadata": {"name": "later"},
+        "spec": {"tasks": [{"name": "a", "template": {"image": "busybox"}}]},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(definition))
+    wait_condition(cluster, "wfi", "early-run", "Succeeded", "True", timeout=90)

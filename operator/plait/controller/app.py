@@ -21,6 +21,7 @@ import kopf
 from aiohttp import web
 
 from plait.controller.diffbase import SpecDigestDiffBaseStorage
+from plait.controller.indexes import ReferenceIndexes
 from plait.controller.options import FINALIZER, OperatorOptions
 from plait.controller.reconcile import register_kind
 from plait.controller.watches import register_with_kopf, run_watches
@@ -84,11 +85,13 @@ def build_registry(
     ctx: OperatorContext,
     orchestrator: Orchestrator,
     options: OperatorOptions,
+    indexes: ReferenceIndexes,
     kinds: Sequence[KindBinding] | None = None,
     *,
     logged_in: asyncio.Event | None = None,
-) -> kopf.OperatorRegistry:
-    """A fresh registry with every kind's handlers (a fresh one per run keeps tests apart).
+) -> tuple[kopf.OperatorRegistry, list[Subscription]]:
+    """A fresh registry with every kind's handlers (a fresh one per run keeps tests apart),
+    and the watches of the kinds followed by their events (WorkflowInstances).
 
     ``logged_in`` is set once credentials are loaded: Plait's own Kubernetes calls outside
     Kopf's handlers (the event dispatcher, the scheduler) wait for it.
@@ -106,17 +109,17 @@ def build_registry(
             logged_in.set()
         return credentials
 
+    followed: list[Subscription] = []
     for binding in kinds if kinds is not None else bindings(orchestrator):
-        register_kind(
-            registry,
-            binding,
-            ctx,
-            resync_seconds=options.resync_seconds,
+        subscription = register_kind(
+            registry, binding, ctx, indexes, resync_seconds=options.resync_seconds
         )
+        if subscription is not None:
+            followed.append(subscription)
     register_runtime(registry, orchestrator)
     register_http_tasks(registry, orchestrator, logged_in)
     register_health_checks(registry, ctx, orchestrator.ownership)
-    return registry
+    return registry, followed
 
 
 async def _serve_health(options: OperatorOptions, ready: asyncio.Event) -> web.AppRunner | None:
@@ -173,8 +176,11 @@ async def run_operator(
             ownership=membership,
         )
         logged_in = asyncio.Event()
-        registry = build_registry(ctx, orchestrator, options, logged_in=logged_in)
-        # Jobs, their Pods and refusals: many events per task, most of them another
+        indexes = ReferenceIndexes(watched)
+        registry, followed = build_registry(
+            ctx, orchestrator, options, indexes, logged_in=logged_in
+        )
+        # Runs, their Jobs, Pods and refusals: many events per task, most of them another
         # replica's when replicas share the runs (see plait.controller.watches).
         collector = (
             TaskLogCollector(database, telemetry.settings)
@@ -186,6 +192,7 @@ async def run_operator(
             collector.start()
             pod_handlers.append(collector.on_pod)
         subscriptions: list[Subscription] = [
+            *followed,
             *task_watches(orchestrator),
             pod_watch(pod_handlers, orchestrator.ownership.owns),
         ]
@@ -193,7 +200,7 @@ async def run_operator(
         own_streams = subscriptions if options.peering is None else []
         if not own_streams:
             register_with_kopf(registry, subscriptions)
-        watching = asyncio.create_task(_run_watches(own_streams, watched, logged_in, stop))
+        watching = asyncio.create_task(_run_watches(own_streams, indexes, watched, logged_in, stop))
         kopf_settings = kopf.OperatorSettings()
         configure_settings(kopf_settings, options)
 
@@ -283,13 +290,15 @@ async def _run_tests(tests: ClusterTests, logged_in: asyncio.Event, stop: asynci
 
 async def _run_watches(
     subscriptions: Sequence[Subscription],
+    indexes: ReferenceIndexes,
     namespaces: Sequence[str] | None,
     logged_in: asyncio.Event,
     stop: asyncio.Event,
 ) -> None:
-    """Plait's own watches of Jobs, Pods and Events, once Kubernetes credentials are loaded."""
-    if subscriptions and await _until_logged_in(logged_in, stop):
-        await run_watches(subscriptions, namespaces, stop)
+    """Plait's own watches (the referenced kinds' specs; runs, Jobs, Pods and Events
+    unless Kopf's peering carries those), once Kubernetes credentials are loaded."""
+    if await _until_logged_in(logged_in, stop):
+        await asyncio.gather(indexes.run(stop), run_watches(subscriptions, namespaces, stop))
 
 
 async def _share_runs(

@@ -6,7 +6,9 @@ run, and state that only one replica can hold, since a replica that skips an obj
 still records it as handled. A run needs none of it. Its history is in PostgreSQL, and
 what the user asks of it (cancel, suspend, retry) is its spec, handled once per
 generation. So every replica watches every WorkflowInstance, writes nothing back but the
-status, and handles only the runs it owns (:mod:`plait.workflow_orchestrator.members`):
+status, and handles only the runs it owns (:mod:`plait.workflow_orchestrator.members`).
+The watch is a stream of Plait's own (:mod:`plait.controller.watches`): an event of a run
+another replica owns costs its decoding and a little bookkeeping, with no Kopf machinery.
 
 - an object whose generation this process has not handled is reconciled like any kind
   (validated, recorded, advanced), and its condition written to its status;
@@ -30,6 +32,7 @@ from typing import Any, cast
 import kopf
 
 from plait import API_GROUP, API_VERSION
+from plait.kernel.watching import Subscription, Watched
 from plait.resources.stores import (
     KindBinding,
     ObjectRef,
@@ -66,8 +69,6 @@ class _Follower:
         self.retries: dict[str, asyncio.Task[None]] = {}
         #: By uid, the labels last recorded (a label change makes no new generation).
         self.labels: dict[str, dict[str, str]] = {}
-        #: Kopf's in-memory indexes (the validation's lookups), as the watch hands them over.
-        self.indexes: dict[str, Any] = {}
         #: By uid, the last version of each object another replica owned that is not
         #: settled (a run not shown ended, or its newest generation unhandled: never
         #: recorded, say, or ended while its status write was lost with its replica).
@@ -82,9 +83,10 @@ class _Follower:
     def epoch(self) -> int:
         return 0 if self.binding.sharing is None else self.binding.sharing.epoch
 
-    async def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        meta = body["metadata"]
-        uid = str(meta["uid"])
+    def see(self, event_type: str | None, body: Mapping[str, Any]) -> Awaitable[None] | None:
+        """Take in one watch event: the bookkeeping at once, and for an object this replica
+        owns, its handling as the awaitable returned (the watch runs it in order)."""
+        uid = str(body["metadata"]["uid"])
         if isinstance(self.binding.store, SeesVersions):
             if event_type == "DELETED":
                 self.binding.store.gone(uid)
@@ -97,8 +99,17 @@ class _Follower:
                 self.unowned[uid] = body
             else:
                 self.unowned.pop(uid, None)
-            return
+            return None
         self.unowned.pop(uid, None)
+        return self._on_owned(event_type, body, uid)
+
+    async def on_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        work = self.see(event_type, body)
+        if work is not None:
+            await work
+
+    async def _on_owned(self, event_type: str | None, body: Mapping[str, Any], uid: str) -> None:
+        meta = body["metadata"]
         if event_type == "DELETED":
             self.handled.pop(uid, None)
             self.labels.pop(uid, None)
@@ -145,7 +156,6 @@ class _Follower:
                 meta=view.meta,
                 status=view.status,
                 patch=patch,
-                **self.indexes,
             )
         except kopf.TemporaryError as exc:
             self._retry_later(meta, exc.delay or RETRY_AFTER_ERROR_SECONDS)
@@ -234,25 +244,15 @@ def follow_kind(
     reconcile: Reconcile,
     *,
     finalizer: str,
-) -> None:
-    """Register the watch of a followed kind (only WorkflowInstance is)."""
+) -> Subscription:
+    """The watch of a followed kind (only WorkflowInstance is), to be run as a stream; the
+    take-overs, when replicas share the objects, run with Kopf's operator."""
     if binding.info.plural != "workflowinstances":
         raise ValueError(f"only WorkflowInstances are followed, not {binding.info.kind}")
     follower = _Follower(binding, ctx, reconcile, finalizer)
-
-    async def followed(event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
-        follower.indexes = {k: v for k, v in kwargs.items() if isinstance(v, kopf.Index)}
-        await follower.on_event(event.get("type"), dict(body))
-
-    kopf.on.event(
-        API_GROUP,
-        API_VERSION,
-        binding.info.plural,
-        id=f"follow-{binding.info.plural}",
-        registry=registry,
-    )(followed)
+    subscription = (Watched(API_GROUP, API_VERSION, binding.info.plural), follower.see)
     if binding.sharing is None:
-        return
+        return subscription
     takeovers: list[asyncio.Task[None]] = []
 
     async def start(**_: Any) -> None:
@@ -265,3 +265,4 @@ def follow_kind(
 
     kopf.on.startup(id=f"take-over-{binding.info.plural}", registry=registry)(start)
     kopf.on.cleanup(id=f"stop-taking-over-{binding.info.plural}", registry=registry)(stop)
+    return subscription

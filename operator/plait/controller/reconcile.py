@@ -3,15 +3,17 @@
 Each kind is bound to a :class:`Store` (its component's code that writes its rows). For
 every create, update, resume and periodic resync the reconciler:
 
-1. validates the whole object (schema, DAG, CEL, references, using Kopf indexes, so no
-   API call is made); a problem sets the condition to False with the exact message,
-   posts a Warning Event once per distinct message, and writes nothing to the database;
+1. validates the whole object (schema, DAG, CEL, references, resolved in the specs kept
+   in memory by :mod:`plait.controller.indexes`, so no API call is made); a problem sets
+   the condition to False with the exact message, posts a Warning Event once per
+   distinct message, and writes nothing to the database;
 2. otherwise asks the store to make the rows match the spec (idempotent: an unchanged
    spec writes nothing) and reports the result in ``status``.
 
 Deletion marks the rows deleted (history kept) before Kopf removes Plait's finalizer.
 WorkflowInstances are the exception: they are followed by their watch events, with no
-finalizer and no bookkeeping written back (:mod:`plait.controller.following`).
+finalizer and no bookkeeping written back, and, unless Kopf's peering is on, by a watch
+stream of Plait's own rather than Kopf's (:mod:`plait.controller.following`).
 The admission webhook (``plait webhook``, :mod:`plait.admission`) runs the same content
 checks before an object is stored at all; this re-checks everything regardless.
 """
@@ -28,8 +30,10 @@ import psycopg_pool
 
 from plait import API_GROUP, API_VERSION
 from plait.controller.following import follow_kind
+from plait.controller.indexes import ReferenceIndexes
 from plait.controller.options import FINALIZER
 from plait.kernel.conditions import Condition, merge_conditions
+from plait.kernel.watching import Subscription
 from plait.observability.tracing import reconcile_span, run_trace
 from plait.resources.stores import KindBinding, ObjectRef, OperatorContext, ReferenceNotStored
 from plait.resources.validation import Problem, check_resource, parse_spec
@@ -42,36 +46,6 @@ logger = logging.getLogger(__name__)
 REFERENCE_RETRY_SECONDS = 3
 #: Delay before a reconciliation that found PostgreSQL unreachable is tried again.
 DATABASE_RETRY_SECONDS = 5
-
-#: The kinds other kinds refer to by name; an in-memory Kopf index is kept for each.
-REFERENCED_KINDS = (
-    "WorkflowDefinition",
-    "TaskDefinition",
-    "Integration",
-    "EventDefinition",
-    "EventTrigger",  # a WorkflowTest case started by a trigger is checked against it
-)
-
-
-def _index_name(kind: str) -> str:
-    return f"plait_{kind.lower()}_index"
-
-
-def _lookup_from_indexes(namespace: str, indexes: Mapping[str, Any]) -> Any:
-    """A validation lookup over Kopf's in-memory indexes: (kind, name) -> spec or None."""
-
-    def lookup(kind: str, name: str) -> Mapping[str, Any] | None:
-        index = indexes.get(_index_name(kind))
-        if index is None:
-            return None
-        found = index.get((namespace, name))
-        if not found:
-            return None
-        for spec in found:
-            return dict(spec)
-        return None
-
-    return lookup
 
 
 def _problem_reason(problems: list[Problem]) -> str:
@@ -90,20 +64,14 @@ def register_kind(
     registry: kopf.OperatorRegistry,
     binding: KindBinding,
     ctx: OperatorContext,
+    indexes: ReferenceIndexes,
     *,
     resync_seconds: float,
-) -> None:
-    """Register the index, change handlers, resync timer and deletion of a kind."""
+) -> Subscription | None:
+    """Register the change handlers, resync timer and deletion of a kind; for the followed
+    kind, register what Kopf runs of it and return the subscription of its watch."""
     info = binding.info
     resource = (API_GROUP, API_VERSION, info.plural)
-
-    if info.kind in REFERENCED_KINDS:
-
-        def index(*, namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> Any:
-            return {(namespace, name): dict(spec)}
-
-        index.__name__ = _index_name(info.kind)
-        kopf.index(*resource, id=_index_name(info.kind), registry=registry)(index)
 
     async def reconcile(
         body: kopf.Body,
@@ -111,7 +79,7 @@ def register_kind(
         meta: kopf.Meta,
         status: kopf.Status,
         patch: kopf.Patch,
-        **kwargs: Any,
+        **_: Any,
     ) -> None:
         # A run's reconciliations are spans of its own trace; other kinds get one each.
         run = (
@@ -121,7 +89,7 @@ def register_kind(
         )
         with reconcile_span(info.kind, meta["namespace"], meta["name"], run=run):
             try:
-                await _reconcile(body, spec, meta, status, patch, **kwargs)
+                await _reconcile(body, spec, meta, status, patch)
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
                 # PostgreSQL is away (a restart, a failover): try again soon, not in the
                 # minute Kopf waits after an unexpected error.
@@ -136,15 +104,15 @@ def register_kind(
         meta: kopf.Meta,
         status: kopf.Status,
         patch: kopf.Patch,
-        **kwargs: Any,
     ) -> None:
         namespace, name = meta["namespace"], meta["name"]
         generation = int(meta.get("generation") or 0)
-        problems = check_resource(dict(body), _lookup_from_indexes(namespace, kwargs))
+        await indexes.listed()  # a reference not listed yet is not a missing one
+        problems = check_resource(dict(body), indexes.lookup(namespace))
         previous = {c.get("type"): c for c in status.get("conditions") or ()}
         if problems:
             reason, message = _problem_reason(problems), _problem_message(problems)
-            _warn_once(body, previous.get(binding.condition_type), reason, message)
+            await _warn_once(ctx, body, previous.get(binding.condition_type), reason, message)
             if reason == "ReferenceNotFound":
                 _wait_for_reference(patch, status, generation, message)
             _set_status(
@@ -168,7 +136,9 @@ def register_kind(
         except ReferenceNotStored as exc:
             _wait_for_reference(patch, status, generation, str(exc))
         if applied.condition_status == "False":
-            _warn_once(body, previous.get(binding.condition_type), applied.reason, applied.message)
+            await _warn_once(
+                ctx, body, previous.get(binding.condition_type), applied.reason, applied.message
+            )
         if applied.published:
             return  # the store wrote the same condition with its summary, in one write
         _set_status(
@@ -209,8 +179,7 @@ def register_kind(
         raise kopf.TemporaryError(message, delay=REFERENCE_RETRY_SECONDS)
 
     if binding.followed:
-        follow_kind(registry, binding, ctx, reconcile, finalizer=FINALIZER)
-        return
+        return follow_kind(registry, binding, ctx, reconcile, finalizer=FINALIZER)
     handler_id = f"reconcile-{info.plural}"
     kopf.on.resume(*resource, id=handler_id, registry=registry)(reconcile)
     kopf.on.create(*resource, id=handler_id, registry=registry)(reconcile)
@@ -232,14 +201,34 @@ def register_kind(
             await binding.store.delete(ctx, ref)
 
     kopf.on.delete(*resource, id=f"delete-{info.plural}", registry=registry)(delete)
+    return None
 
 
-def _warn_once(body: kopf.Body, old: Mapping[str, Any] | None, reason: str, message: str) -> None:
+async def _warn_once(
+    ctx: OperatorContext,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    reason: str,
+    message: str,
+) -> None:
     """A Warning Event for a rejection, unless the condition already says the same
-    (the periodic resync must not post the same Event again and again)."""
+    (the periodic resync must not post the same Event again and again). Events are
+    advice: one that cannot be posted is logged, and the condition still says it all."""
     old = old or {}
-    if (old.get("reason"), old.get("message")) != (reason, message):
-        kopf.warn(body, reason=reason, message=message)
+    if (old.get("reason"), old.get("message")) == (reason, message):
+        return
+    try:
+        await ctx.kube.post_warning(body, reason, message)
+    except Exception as exc:
+        meta = body["metadata"]
+        logger.warning(
+            "posting the Warning %s about %s %s/%s failed: %s",
+            reason,
+            body.get("kind"),
+            meta["namespace"],
+            meta["name"],
+            exc,
+        )
 
 
 def _set_status(

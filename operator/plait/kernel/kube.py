@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -23,6 +24,8 @@ from kubernetes.client.exceptions import ApiException
 from plait import API_GROUP, API_VERSION
 
 __all__ = [
+    "EVENT_MESSAGE_LIMIT",
+    "EVENT_SOURCE",
     "REQUEST_TIMEOUT_SECONDS",
     "CallObserver",
     "Kube",
@@ -33,6 +36,10 @@ __all__ = [
 
 #: Longest one of Plait's own Kubernetes calls may take (connect and read).
 REQUEST_TIMEOUT_SECONDS = 30
+#: The component named as the source of the Events Plait posts.
+EVENT_SOURCE = "plait"
+#: The longest Event message posted: longer ones are cut to the 1 KiB an Event note may hold.
+EVENT_MESSAGE_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,38 @@ class Kube:
                 return False
             raise
         return True
+
+    async def post_warning(self, obj: Mapping[str, Any], reason: str, message: str) -> None:
+        """Post a Warning Event about ``obj`` (what ``kubectl describe`` shows under it)."""
+        meta = obj["metadata"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta.get("uid"),
+            },
+            "type": "Warning",
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_LIMIT],
+            "source": {"component": EVENT_SOURCE},
+            "reportingComponent": EVENT_SOURCE,
+            "reportingInstance": EVENT_SOURCE,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call(
+            "create",
+            "events",
+            self._core.create_namespaced_event,
+            meta["namespace"],
+            event,
+            _preload_content=False,
+        )
 
     async def create_job(self, manifest: Mapping[str, Any]) -> bool:
         """Create a Job; False when it exists already (the name makes this idempotent)."""
