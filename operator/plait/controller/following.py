@@ -250,19 +250,19 @@ def follow_kind(
     if binding.info.plural != "workflowinstances":
         raise ValueError(f"only WorkflowInstances are followed, not {binding.info.kind}")
     follower = _Follower(binding, ctx, reconcile, finalizer)
-    subscription = (Watched(API_GROUP, API_VERSION, binding.info.plural), follower.see)
-    if binding.sharing is None:
-        return subscription
     takeovers: list[asyncio.Task[None]] = []
 
     async def start(**_: Any) -> None:
-        takeovers.append(asyncio.create_task(follower.follow_ownership()))
+        if binding.sharing is not None:
+            takeovers.append(asyncio.create_task(follower.follow_ownership()))
 
     async def stop(**_: Any) -> None:
-        for task in takeovers:
+        # Retries due later are not waited for at exit: the next start lists every object.
+        tasks = [*takeovers, *follower.retries.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*takeovers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     kopf.on.startup(id=f"take-over-{binding.info.plural}", registry=registry)(start)
-    kopf.on.cleanup(id=f"stop-taking-over-{binding.info.plural}", registry=registry)(stop)
-    return subscription
+    kopf.on.cleanup(id=f"stop-following-{binding.info.plural}", registry=registry)(stop)
+    return Watched(API_GROUP, API_VERSION, binding.info.plural), follower.see

@@ -416,3 +416,11 @@ def register_http_tasks(
     @kopf.on.startup(registry=registry)
     async def _settle_http_tasks(**_: Any) -> None:
         pending.append(asyncio.ensure_future(settle()))
+
+    @kopf.on.cleanup(registry=registry)
+    async def _stop_settling(**_: Any) -> None:
+        # Not left for Kopf to wait for at exit: a stopped operator's own requests are
+        # settled by the next one.
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -119,6 +119,8 @@ STATUS_COALESCE_SECONDS = 1.0
 #: How long a task merely going Running waits to be written to the run's status: a task
 #: that ends sooner costs no write of its own (its end is written, running or not).
 RUNNING_COALESCE_SECONDS = 5.0
+#: At stop, the longest wait for the status writes still queued.
+STOP_PUBLISH_SECONDS = 5.0
 #: How many of its own status writes per run this process recognises when the watch
 #: delivers them late.
 WRITES_REMEMBERED = 8
@@ -734,6 +736,20 @@ class Orchestrator:
                 await self.resume_owned(all_owned=True)
             except Exception:
                 logger.exception("the resync of runs failed")
+
+    async def publish_now(self, *, grace_seconds: float) -> None:
+        """Write at once the statuses waiting to be coalesced, and wait (``grace_seconds``
+        at most) for what is queued: a replica that stops shows what it knows of its runs
+        before it goes, rather than leaving it to the next owner (and its exit to a
+        timeout)."""
+        now = time.monotonic()
+        for uid in list(self._publish_due):
+            self._publish_due[uid] = now
+            self._due_sooner.setdefault(uid, asyncio.Event()).set()
+        try:
+            await asyncio.wait_for(self.quiesce(), grace_seconds)
+        except TimeoutError:
+            logger.warning("status writes still queued after %s s at stop", grace_seconds)
 
     async def quiesce(self) -> None:
         """Wait until the advances and status writes this process has queued are done."""
@@ -2043,13 +2059,15 @@ def task_watches(orchestrator: Orchestrator) -> list[Subscription]:
 
 
 def register_runtime(registry: kopf.OperatorRegistry, orchestrator: Orchestrator) -> None:
-    """Wake runs at their deadlines (and time out waits for events) while the operator runs."""
+    """Wake runs at their deadlines (and time out waits for events) while the operator
+    runs; at stop, write the statuses still waiting."""
 
     async def start_deadlines(**_: Any) -> None:
         orchestrator.start_deadlines()
 
     async def stop_deadlines(**_: Any) -> None:
         await orchestrator.stop_deadlines()
+        await orchestrator.publish_now(grace_seconds=STOP_PUBLISH_SECONDS)
 
     kopf.on.startup(id="wake-runs-at-deadlines", registry=registry)(start_deadlines)
     kopf.on.cleanup(id="stop-waking-runs", registry=registry)(stop_deadlines)
