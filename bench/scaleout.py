@@ -58,6 +58,7 @@ REPLICAS = (1, 2, 3)
 TAKEOVER_RUNS_PER_REPLICA = 20
 TAKEOVER_TASK_S = 4.0  # shorter than the lease: the victim's Jobs end before the takeover
 KILL_EVERY_S = 10.0
+IDLE_SAMPLE_S = 10.0  # each replica's CPU with no run, to tell its fixed cost from the work
 CHURN_REPLICAS = 3
 JOB_TTL_S = 7200  # longer than any part, so every Job can be counted at the end
 STALL_S = 180.0  # no run ended for this long: stop killing, then give up
@@ -396,6 +397,11 @@ def _scale(env: Environment, count: int, n: int, duration_s: float) -> dict[str,
         env.apply(ns, workloads.definition("slow", workloads.one_task(TAKEOVER_TASK_S)))
         env.wait_definition_ready(ns, "one")
         env.wait_definition_ready(ns, "slow")
+        idle0 = [r.cpu_seconds() for r in replicas]
+        time.sleep(IDLE_SAMPLE_S)  # a measurement window, not a wait for a condition
+        idle_rate = [
+            (r.cpu_seconds() - c) / IDLE_SAMPLE_S for r, c in zip(replicas, idle0, strict=True)
+        ]
         say(f"scaleout: {count} replica(s), {n} WorkflowInstances")
         cpu0 = [r.cpu_seconds() for r in replicas]
         started0 = [r.started_runs() for r in replicas]
@@ -411,6 +417,13 @@ def _scale(env: Environment, count: int, n: int, duration_s: float) -> dict[str,
             started_per_replica=[int(s) for s in started],
             operator_cpu_s_per_replica=[round(c, 2) for c in cpu],
             operator_cpu_ms_per_workflow=round(1000 * sum(cpu) / n, 1),
+            # What each replica spends with no run at all (heartbeats, polls, gauges),
+            # and the CPU per workflow once that fixed cost over the run's wall time is
+            # taken out: the work of the runs themselves.
+            idle_cpu_ms_per_s_per_replica=[round(1000 * r, 1) for r in idle_rate],
+            operator_cpu_ms_per_workflow_beyond_idle=round(
+                1000 * (sum(cpu) - sum(idle_rate) * res["wall_s"]) / n, 1
+            ),
             peak_rss_mib_per_replica=[r.peak_rss_mib() for r in replicas],
             # No replica is stopped meanwhile: any change of members is a live one
             # taken for dead (its heartbeat older than the lease), and its runs resumed.
@@ -591,6 +604,14 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[Any, ...]]:
                 (label, "workflows/min (wall s)", r["per_minute"], r["wall_s"], ""),
                 ("", "runs started per replica", r["started_per_replica"], "", ""),
                 ("", "operator CPU ms/workflow (sum)", r["operator_cpu_ms_per_workflow"], "", ""),
+                ("", "idle CPU ms/s per replica", r["idle_cpu_ms_per_s_per_replica"], "", ""),
+                (
+                    "",
+                    "operator CPU ms/workflow beyond idle",
+                    r["operator_cpu_ms_per_workflow_beyond_idle"],
+                    "",
+                    "",
+                ),
                 ("", "peak RSS MiB per replica", r["peak_rss_mib_per_replica"], "", ""),
                 ("", "members changes logged (no kill)", r["membership_changes_logged"], "", ""),
                 ("", "oldest heartbeat s (lease 8)", r["max_heartbeat_age_s"], "", ""),

@@ -213,17 +213,19 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every process (newest first) and remove the state unless it was given.
 
-        The real node goes first: kube-proxy, kubelet, containerd, then
-        :func:`plait.testing.node.cleanup` removes its containers, mounts, cgroups and network.
+        The real node's processes go first (kube-proxy, kubelet, containerd), then the
+        control plane; :func:`plait.testing.node.cleanup` then removes the node's containers,
+        mounts, cgroups and network. The API server listens on the node's bridge: with the
+        bridge gone first, it took 10 s to stop.
         """
         for name in ("kube-proxy", "kubelet", "containerd"):
             if name in self._procs:
                 stop_process(self._procs.pop(name))
+        for name in reversed(list(self._procs)):
+            stop_process(self._procs.pop(name))
         if self.node_layout is not None:
             cleanup(self.node_layout)
             self.node_layout = None
-        for name in reversed(list(self._procs)):
-            stop_process(self._procs.pop(name))
         (self.state_dir / "pids.json").unlink(missing_ok=True)
         if self._owns_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
