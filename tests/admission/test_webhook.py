@@ -8,7 +8,9 @@ webhook's SubjectAccessReviews ask about them.
 from __future__ import annotations
 
 import json
+import tempfile
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -290,3 +292,19 @@ def test_a_run_that_mocks_a_task_its_definition_lacks_is_refused(
     assert cluster.kubectl("get", "wfi", "-o", "name").split() == [
         "workflowinstance.plait.dev/good"
     ]
+
+
+def test_the_certificate_a_webhook_made_for_itself_is_removed_when_it_stops(
+    cluster: Kube, start_webhook: StartWebhook
+) -> None:
+    def cert_folders() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("plait-webhook-*"))
+
+    before = cert_folders()
+    hook = start_webhook()
+    made = cert_folders() - before
+    assert len(made) == 1, made
+    (folder,) = made
+    assert (folder / "tls.key").exists()
+    hook.stop()
+    assert not folder.exists(), "the webhook's private key was left behind"

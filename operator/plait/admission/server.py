@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -244,11 +245,14 @@ async def run_webhook(options: WebhookOptions, stop: asyncio.Event) -> None:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
+    # A certificate made here lives as long as this process: its folder (and private key)
+    # is removed at stop.
+    made: Path | None = None
     if options.cert_dir is not None:
         crt, key = options.cert_dir / "tls.crt", options.cert_dir / "tls.key"
     else:
-        folder = Path(tempfile.mkdtemp(prefix="plait-webhook-"))
-        crt, key = write_self_signed_certificate(folder, [options.host, "localhost"])
+        made = Path(tempfile.mkdtemp(prefix="plait-webhook-"))
+        crt, key = write_self_signed_certificate(made, [options.host, "localhost"])
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(str(crt), str(key))
     api = _api()
@@ -277,3 +281,5 @@ async def run_webhook(options: WebhookOptions, stop: asyncio.Event) -> None:
         for runner in reversed(runners):
             await runner.cleanup()
         api.close()  # type: ignore[no-untyped-call]
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)

@@ -29,7 +29,7 @@ from plait.event_processing.gauges import queue_gauges
 from plait.integration.health import register_health_checks
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
-from plait.kernel.kube import Kube, current_namespace
+from plait.kernel.kube import Kube, current_namespace, load_client_modules
 from plait.kernel.signals import run_until_signalled
 from plait.kernel.watching import Subscription
 from plait.observability import Telemetry
@@ -150,6 +150,7 @@ async def run_operator(
     loop = asyncio.get_running_loop()
     # Kubernetes client calls run in threads: enough of them for many launches at once.
     loop.set_default_executor(ThreadPoolExecutor(max_workers=options.api_threads))
+    await asyncio.to_thread(load_client_modules)
     async with await Database.open(settings) as database:
         telemetry = Telemetry()
         await telemetry.start(database, "operator", retention=True)
