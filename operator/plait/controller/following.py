@@ -7,8 +7,9 @@ still records it as handled. A run needs none of it. Its history is in PostgreSQ
 what the user asks of it (cancel, suspend, retry) is its spec, handled once per
 generation. So every replica watches every WorkflowInstance, writes nothing back but the
 status, and handles only the runs it owns (:mod:`plait.workflow_orchestrator.members`).
-The watch is a stream of Plait's own (:mod:`plait.controller.watches`): an event of a run
-another replica owns costs its decoding and a little bookkeeping, with no Kopf machinery.
+The watch is a stream of Plait's own (:mod:`plait.controller.watches`; Kopf's under
+``--peering``): an event of a run another replica owns costs its decoding and a little
+bookkeeping, with no Kopf machinery.
 
 - an object whose generation this process has not handled is reconciled like any kind
   (validated, recorded, advanced), and its condition written to its status;
