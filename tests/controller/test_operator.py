@@ -76,6 +76,15 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return {}
 
 
+def warning_events(kube: Kube, name: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """The Warning Events about the object ``name`` (of ``kind``), as kubectl lists them."""
+    selector = f"involvedObject.name={name},type=Warning"
+    if kind is not None:
+        selector += f",involvedObject.kind={kind}"
+    listed = kube.kubectl("get", "events", "--field-selector", selector, "-o", "json")
+    return list(json.loads(listed)["items"])
+
+
 def wait_condition(
     kube: Kube, resource: str, name: str, type_: str, status: str, timeout: float = 60
 ) -> dict[str, Any]:
@@ -238,10 +247,7 @@ def test_invalid_resource_without_webhook_is_ready_false_and_writes_nothing(
     assert ready["reason"] == "InvalidSpec"
     assert "cycle" in ready["message"]
     assert "a -> b -> a" in ready["message"]
-    events = cluster.kubectl(
-        "get", "events", "--field-selector", "involvedObject.name=loop,type=Warning", "-o", "json"
-    )
-    assert any("a -> b -> a" in e["message"] for e in json.loads(events)["items"])
+    assert any("a -> b -> a" in e["message"] for e in warning_events(cluster, "loop"))
     assert rows(
         migrated_database,
         "SELECT count(*) FROM workflow_orchestrator_service.workflow_definitions "
@@ -378,17 +384,7 @@ def test_integration_settings_are_checked_against_the_catalog_schema(
     ready = condition(wait_condition(cluster, "integrations", "odd", "Ready", "False"), "Ready")
     assert ready["reason"] == "UnknownType"
     assert "known types: github, http, postgres, s3, slack, webhook" in ready["message"]
-    events = json.loads(
-        cluster.kubectl(
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=odd,type=Warning",
-            "-o",
-            "json",
-        )
-    )["items"]
-    assert [e["reason"] for e in events] == ["UnknownType"]
+    assert [e["reason"] for e in warning_events(cluster, "odd")] == ["UnknownType"]
     assert rows(
         migrated_database, "SELECT count(*) FROM integration_service.integration_instances"
     ) == [(0,)]
@@ -477,16 +473,7 @@ def test_a_run_of_a_workflow_not_applied_yet_is_warned_about_then_runs(
     warnings: list[dict[str, Any]] = []
 
     def warned() -> bool:
-        warnings[:] = json.loads(
-            cluster.kubectl(
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=early-run,involvedObject.kind=WorkflowInstance,type=Warning",
-                "-o",
-                "json",
-            )
-        )["items"]
+        warnings[:] = warning_events(cluster, "early-run", kind="WorkflowInstance")
         return bool(warnings)
 
     wait_until(warned, timeout=30, what="a Warning Event on the waiting run")

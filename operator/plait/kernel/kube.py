@@ -94,7 +94,7 @@ def load_client_modules() -> None:
 
 
 class Kube:
-    """Job, Pod and WorkflowInstance-status calls."""
+    """Job, Pod, Secret, Event and Plait-object calls."""
 
     def __init__(self, pool_size: int = 32, observe_call: CallObserver | None = None) -> None:
         self._pool_size = pool_size
@@ -165,14 +165,16 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self._call(
-            "create",
-            "events",
-            self._core.create_namespaced_event,
-            meta["namespace"],
-            event,
-            _preload_content=False,
+        await self._call("create", "events", self._create_event, meta["namespace"], event)
+
+    def _create_event(self, namespace: str, event: Mapping[str, Any], **kwargs: Any) -> None:
+        """Create an Event without decoding the answer into the client's models; the
+        answer is read so that its connection goes back to the pool."""
+        response: Any = self._core.create_namespaced_event(
+            namespace, cast(Any, dict(event)), _preload_content=False, **kwargs
         )
+        response.drain_conn()
+        response.release_conn()
 
     async def create_job(self, manifest: Mapping[str, Any]) -> bool:
         """Create a Job; False when it exists already (the name makes this idempotent)."""
