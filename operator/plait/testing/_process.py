@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import signal
@@ -14,7 +13,11 @@ from pathlib import Path
 
 from plait.errors import ClusterError
 
-__all__ = ["free_port", "run_as_user", "stop_process", "wait_until"]
+__all__ = ["GaveUp", "free_port", "run_as_user", "stop_process", "wait_until"]
+
+
+class GaveUp(Exception):
+    """Raised by a ``wait_until`` check when waiting longer cannot help (a process exited)."""
 
 
 def free_port() -> int:
@@ -27,12 +30,20 @@ def free_port() -> int:
 def wait_until(
     check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1
 ) -> None:
-    """Poll ``check`` until it is true; raise TimeoutError naming ``what`` past the deadline."""
+    """Poll ``check`` until it is true; raise TimeoutError naming ``what`` past the deadline.
+
+    Any other exception of ``check`` counts as "not yet", except ``GaveUp``, which ends the
+    wait at once.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        with contextlib.suppress(Exception):
+        try:
             if check():
                 return
+        except GaveUp:
+            raise
+        except Exception:  # not ready yet; the deadline bounds the wait
+            pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
