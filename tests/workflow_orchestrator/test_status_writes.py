@@ -8,6 +8,7 @@ object versions a watch would (``Orchestrator.saw``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -20,9 +21,10 @@ from plait.kernel.components import COMPONENTS
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube as KubeCalls
+from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.task_execution.service import TaskExecution
 from plait.workflow_orchestrator import repository as repo
-from plait.workflow_orchestrator.runtime import Control, Orchestrator
+from plait.workflow_orchestrator.runtime import Control, Orchestrator, summarize
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.workflow_orchestrator.test_execution import task
 
@@ -142,5 +144,95 @@ async def test_status_is_written_from_the_last_seen_version_and_never_goes_back(
         assert after["counts"]["running"] == 2, after["counts"]
     finally:
         await orchestrator.advance(uid, Control(cancel=True))
+        await orchestrator.quiesce()
+        api.close()
+
+
+class CountedTransactions:
+    """Wraps ``Database.connection`` of one database: every use is one transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self.components: list[str] = []
+        self._connection = database.connection
+        database.connection = self.connection  # type: ignore[method-assign]
+
+    def connection(self, component: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        self.components.append(str(component))
+        return self._connection(component)
+
+
+async def test_a_run_just_recorded_is_launched_and_summarised_without_reading_it_again(
+    plait_crds: KubeCluster, kube: Kube, database: Database
+) -> None:
+    """The reconciler hands the advance the row it has just inserted: the first advance
+    reads neither the run nor its (no) attempts, and summarises what it wrote; that
+    summary is the one the records give when read afresh."""
+    config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
+    api = CountingApiServer()
+    orchestrator = Orchestrator(database, api, TaskExecution(database, api))
+    async with database.connection("workflow_orchestrator") as conn:
+        definition, _ = await repo.upsert_workflow_definition(
+            conn, kube.namespace, "one", {"tasks": [task("only")]}
+        )
+    runs: dict[str, tuple[uuid.UUID, repo.WorkflowInstance]] = {}
+    for name in ("recorded-run", "read-run"):
+        # The objects exist: the Jobs' owner, without which the garbage collector
+        # deletes them.
+        manifest = {
+            "apiVersion": "plait.dev/v1alpha1",
+            "kind": "WorkflowInstance",
+            "metadata": {"name": name},
+            "spec": {"workflowRef": {"name": "one"}},
+        }
+        created_object = json.loads(
+            kube.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(manifest))
+        )
+        uid = uuid.UUID(created_object["metadata"]["uid"])
+        async with database.connection("workflow_orchestrator") as conn:
+            row, created = await repo.create_workflow_instance(
+                conn,
+                id=uid,
+                namespace=kube.namespace,
+                name=name,
+                workflow_name="one",
+                workflow_version=definition.version,
+            )
+        assert created
+        runs[name] = (uid, row)
+    await orchestrator.advance(runs["read-run"][0], Control())  # the definition is cached
+
+    counted = CountedTransactions(database)
+    uid, row = runs["recorded-run"]
+    try:
+        summary = await orchestrator.advance(uid, Control(), ensure_jobs=True, recorded=row)
+        assert counted.components == ["workflow_orchestrator", "task_execution"], (
+            "the run goes Running, its attempt is recorded: nothing is read"
+        )
+        assert summary is not None
+        assert (summary["phase"], summary["progress"], summary["counts"]["pending"]) == (
+            "Running",
+            "0/1",
+            1,
+        )
+        async with database.connection("workflow_orchestrator") as conn:
+            now = await repo.get_workflow_instance(conn, uid)
+        assert now is not None
+        spec = WorkflowDefinitionSpec.model_validate(definition.spec)
+        attempts = await TaskExecution(database, api).attempts(uid)
+        assert [a.task_name for a in attempts] == ["only"]
+        assert summary == summarize(now, spec, attempts), "the same as read afresh"
+        jobs = json.loads(kube.kubectl("get", "jobs", "-o", "json"))["items"]
+        owners = {ref["uid"] for job in jobs for ref in job["metadata"]["ownerReferences"]}
+        assert str(uid) in owners, "the run's Job was created"
+
+        # A run advanced before by this process: its row may be older than that advance,
+        # so it is read, as is every run the caller did not just record.
+        counted.components.clear()
+        await orchestrator.advance(uid, Control(), recorded=row)
+        assert counted.components[:2] == ["workflow_orchestrator", "task_execution"]
+        assert len(counted.components) == 2, "an advance that launched nothing reads no more"
+    finally:
+        for uid, _ in runs.values():
+            await orchestrator.advance(uid, Control(cancel=True))
         await orchestrator.quiesce()
         api.close()

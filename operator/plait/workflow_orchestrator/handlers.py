@@ -25,6 +25,7 @@ from plait.resources.stores import (
 from plait.resources.trigger import EventTriggerSpec
 from plait.resources.workflow import WorkflowDefinitionSpec, WorkflowInstanceSpec
 from plait.workflow_orchestrator import gate, repository
+from plait.workflow_orchestrator.repository import WorkflowInstance
 from plait.workflow_orchestrator.runtime import (
     FINAL_VALUES,
     PARENT_ANNOTATION,
@@ -86,6 +87,7 @@ class WorkflowInstanceStore:
         assert isinstance(spec, WorkflowInstanceSpec)
         uid = uuid.UUID(ref.uid)
         workflow = spec.workflow_ref
+        recorded: WorkflowInstance | None = None  # inserted now: it has no attempts yet
         async with ctx.db.connection(COMPONENT) as conn:
             existing = await repository.get_workflow_instance(conn, uid)
             if existing is not None:
@@ -117,7 +119,7 @@ class WorkflowInstanceStore:
                 trigger_id, event_id = _started_by(ref)
                 if trigger_id is not None and not await _trigger_exists(conn, trigger_id):
                     trigger_id = event_id = None  # a copied annotation: not ours to trust
-                await repository.create_workflow_instance(
+                instance, created = await repository.create_workflow_instance(
                     conn,
                     id=uid,
                     namespace=ref.namespace,
@@ -131,6 +133,7 @@ class WorkflowInstanceStore:
                     mocks=spec.mocks or None,
                     labels=ref.labels,
                 )
+                recorded = instance if created else None
         summary = await self.orchestrator.advance(
             uid,
             Control(
@@ -142,6 +145,7 @@ class WorkflowInstanceStore:
                 priority=spec.priority,
             ),
             ensure_jobs=True,
+            recorded=recorded,
         )
         assert summary is not None  # the row exists: it was just made sure of
         await self.orchestrator.publish(uid, ref.namespace, ref.name, generation=ref.generation)

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from psycopg import AsyncConnection
 
 from plait import API_GROUP, API_VERSION
 from plait.errors import ValidationError
@@ -324,17 +325,28 @@ class Orchestrator:
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
-        self, uid: uuid.UUID, control: Control | None = None, *, ensure_jobs: bool = False
+        self,
+        uid: uuid.UUID,
+        control: Control | None = None,
+        *,
+        ensure_jobs: bool = False,
+        recorded: WorkflowInstance | None = None,
     ) -> dict[str, Any] | None:
-        """Move one run forward as far as it can go now; returns its status summary."""
+        """Move one run forward as far as it can go now; returns its status summary.
+
+        ``recorded``: the run's row as the caller has just inserted it, so the run has no
+        attempts yet; the first advance then reads neither (unless this process has
+        advanced the run before: its record may be older than that advance)."""
         if control is not None:
             self._controls[uid] = control
         control = self._controls.get(uid, Control())
+        if uid in self._locks:
+            recorded = None
         lock = self._locks.setdefault(uid, asyncio.Lock())
         async with lock:
             self._summaries.pop(uid, None)  # a status write meanwhile reads the records
             stamp = next(self._clock)
-            summary = await self._advance(uid, control, ensure_jobs=ensure_jobs)
+            summary = await self._advance(uid, control, ensure_jobs=ensure_jobs, new=recorded)
             if summary is not None:
                 self._summaries[uid] = (stamp, summary)
         if (summary is None or summary["phase"] in FINAL_VALUES) and not lock.locked():
@@ -1032,18 +1044,28 @@ class Orchestrator:
             instance = await repository.get_workflow_instance(conn, uid)
             if instance is None:
                 return None
-            key = (instance.namespace, instance.workflow_name, instance.workflow_version)
-            spec = self._specs.get(key)
-            if spec is None:
-                definition = await repository.get_workflow_definition(conn, *key)
-                assert definition is not None  # the foreign key pins it
-                spec = WorkflowDefinitionSpec.model_validate(definition.spec)
-                self._specs[key] = spec
-                if len(self._specs) > SPEC_CACHE_SIZE:
-                    self._specs.popitem(last=False)
-            else:
-                self._specs.move_to_end(key)
-        return instance, spec
+            return instance, await self._spec_of(instance, conn)
+
+    async def _spec_of(
+        self, instance: WorkflowInstance, conn: AsyncConnection[Any] | None = None
+    ) -> WorkflowDefinitionSpec:
+        """The parsed definition version the run runs: cached (versions never change),
+        read on ``conn`` (or a connection of its own) the first time."""
+        key = (instance.namespace, instance.workflow_name, instance.workflow_version)
+        spec = self._specs.get(key)
+        if spec is not None:
+            self._specs.move_to_end(key)
+            return spec
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self._db.connection(COMPONENT))
+            definition = await repository.get_workflow_definition(conn, *key)
+        assert definition is not None  # the foreign key pins it
+        spec = WorkflowDefinitionSpec.model_validate(definition.spec)
+        self._specs[key] = spec
+        if len(self._specs) > SPEC_CACHE_SIZE:
+            self._specs.popitem(last=False)
+        return spec
 
     async def _set_phase(
         self,
@@ -1083,15 +1105,18 @@ class Orchestrator:
         return changed
 
     async def _advance(
-        self, uid: uuid.UUID, control: Control, *, ensure_jobs: bool
+        self, uid: uuid.UUID, control: Control, *, ensure_jobs: bool, new: WorkflowInstance | None
     ) -> dict[str, Any] | None:
         """One advance, in named steps, each idempotent: retry the run if asked, and hold
         its lock (or wait in the lock's queue); then, until nothing more can happen now,
         let go of the locks of ended attempts, finish what is left of a run that has
         ended, cancel or suspend it as asked, settle resolved waits and finished
         sub-workflows, plan and carry the plan out (ending the run when the plan says
-        so); last, record when the run must be woken if nothing else happens."""
-        loaded = await self._load(uid)
+        so); last, record when the run must be woken if nothing else happens.
+
+        ``new``: the run just recorded (see :meth:`advance`). What an advance that only
+        launched Jobs recorded is summarised as it stands, without reading it again."""
+        loaded = (new, await self._spec_of(new)) if new is not None else await self._load(uid)
         if loaded is None:
             return None
         instance, spec = loaded
@@ -1104,8 +1129,16 @@ class Orchestrator:
         mock_due: dt.datetime | None = None  # when the next mocked attempt ends
         resuming = False  # set with ensure_jobs: sub-workflows lost in a crash are recreated
         ended: _Ended | None = None  # the run as this advance ended it, when known as such
+        # The run and its attempts as this advance left them, when known without a read.
+        known: tuple[WorkflowInstance, list[TaskInstance]] | None = None
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
-            attempts, base = await self._current_attempts(uid)
+            attempts: list[TaskInstance]
+            base: dict[str, int]
+            if new is not None:
+                attempts, base = [], {}  # just recorded: nothing has started yet
+                new = None
+            else:
+                attempts, base = await self._current_attempts(uid)
             await self._release_task_locks(instance, spec, attempts)
             if instance.phase in FINAL_PHASES:
                 await self._close_out(instance, spec, attempts, base)
@@ -1139,7 +1172,7 @@ class Orchestrator:
             self._fan_outs[uid] = decision.fan_outs
             self._measure_advance(instance, attempts, planned)
             retry_at = decision.retry_at
-            instance = await self._carry_out(instance, spec, decision, planned, control)
+            instance, launched = await self._carry_out(instance, spec, decision, planned, control)
             if decision.phase is not None:
                 unchanged = not (decision.skips or decision.launches)
                 ended = await self._end(
@@ -1153,17 +1186,25 @@ class Orchestrator:
                 )
                 break
             if not decision.skips:
+                if launched is not None:
+                    known = (instance, [*attempts, *launched])
                 break
             instance = await self._reload(uid)
         if ended is not None:  # its records as it left them: nothing to read again
             self._forget_overhead(ended.instance)
             return self._summarize(ended.instance, spec, ended.attempts)
-        instance = await self._reload(uid)
+        if known is not None:
+            # Only this advance writes the run's row (one at a time per run), and every
+            # write of it returned the row: what it launched is all that changed.
+            instance, current = known
+        else:
+            instance = await self._reload(uid)
+            current = await self._tasks.attempts(uid)
         if instance.phase in FINAL_PHASES:
             self._forget_overhead(instance)
         wake = min((d for d in (retry_at, mock_due) if d is not None), default=None)
         await self._schedule_wake(instance, spec, wake, seen=seen_wake)
-        return self._summarize(instance, spec, await self._tasks.attempts(uid))
+        return self._summarize(instance, spec, current)
 
     def _summarize(
         self,
@@ -1269,9 +1310,10 @@ class Orchestrator:
         decision: Plan,
         planned: dt.datetime,
         control: Control,
-    ) -> WorkflowInstance:
+    ) -> tuple[WorkflowInstance, list[TaskInstance] | None]:
         """Record the plan's skips and start its launches (the first makes the run
-        Running); returns the instance as it now stands."""
+        Running); returns the instance as it now stands, and the attempts the launches
+        recorded when known without reading them (see :meth:`_start_launches`)."""
         for skip in decision.skips:
             await self._record_skip(instance, skip)
         if decision.launches and instance.phase is WorkflowPhase.PENDING:
@@ -1279,8 +1321,8 @@ class Orchestrator:
                 instance.id, WorkflowPhase.RUNNING, message="running", starting=True
             )
             instance = changed or await self._reload(instance.id)
-        await self._start_launches(instance, spec, decision.launches, planned, control)
-        return instance
+        launched = await self._start_launches(instance, spec, decision.launches, planned, control)
+        return instance, launched
 
     async def _start_launches(
         self,
@@ -1289,24 +1331,28 @@ class Orchestrator:
         launches: Sequence[Launch],
         planned: dt.datetime,
         control: Control,
-    ) -> None:
+    ) -> list[TaskInstance] | None:
         """Start the launches in plan order, LAUNCH_CONCURRENCY at a time. A burst of
         thousands (a wide fan-out) takes minutes, so the status is published along the
         way: it never trails the records by more than a status write's coalescing.
 
-        After a launch fails no new one begins; those in flight end, then the first
-        error is raised (what was not started is planned again by the next advance)."""
+        Returns the attempts recorded, when every launch was a Job's (else None: the
+        records are read again). After a launch fails no new one begins; those in flight
+        end, then the first error is raised (what was not started is planned again by
+        the next advance)."""
         pending = iter(launches)
         errors: list[BaseException] = []
+        recorded: list[TaskInstance] = []
+        unknown = False
         last_publish = time.monotonic()
 
         async def worker() -> None:
-            nonlocal last_publish
+            nonlocal last_publish, unknown
             for launch in pending:
                 if errors:
                     return
                 try:
-                    await self._launch(
+                    started = await self._launch(
                         instance,
                         spec,
                         launch,
@@ -1317,6 +1363,10 @@ class Orchestrator:
                 except Exception as exc:
                     errors.append(exc)
                     return
+                if started is None:
+                    unknown = True
+                else:
+                    recorded.append(started)
                 if time.monotonic() - last_publish >= STATUS_COALESCE_SECONDS:
                     last_publish = time.monotonic()
                     self._publish_soon(instance.id, instance.namespace, instance.name)
@@ -1324,6 +1374,7 @@ class Orchestrator:
         await asyncio.gather(*(worker() for _ in range(min(LAUNCH_CONCURRENCY, len(launches)))))
         if errors:
             raise errors[0]
+        return None if unknown else recorded
 
     async def _record_skip(self, instance: WorkflowInstance, skip: Skip) -> None:
         await self._tasks.record_without_job(
@@ -1346,27 +1397,28 @@ class Orchestrator:
         *,
         bypass_cache: bool = False,
         control_suspended: bool = False,
-    ) -> None:
+    ) -> TaskInstance | None:
         """Start one attempt: a wait for an event subscribes, any other task gets its Job
         (its ``launch`` stage: the plan made at ``planned`` -> the Job created), unless
-        its cache holds a result to reuse."""
+        its cache holds a result to reuse. Returns the attempt's record as a Job launch
+        left it; None for the other kinds of task (their records are read when needed)."""
         task = _task(spec, launch.task)
         if _mock_of(instance, launch.task) is not None:
             await self._start_mocked(instance, launch)
-            return
+            return None
         if task.wait_for_event is not None:
             await self._start_wait(instance, task, launch)
-            return
+            return None
         if task.workflow_ref is not None:
             await self._start_child(instance, task, launch, suspended=control_suspended)
-            return
+            return None
         if task.http is not None:  # the operator sends the request: no Job
             await http_tasks(self).start(instance, task, launch)
-            return
+            return None
         if task.synchronization is not None and not await self._hold_task_lock(
             instance, spec, task, launch
         ):
-            return  # not started: planned again when the lock is granted
+            return None  # not started: planned again when the lock is granted
         resolved = await self._resolve(instance.namespace, task)
         key, reuse_since = None, None
         if task.cache is not None:
@@ -1379,7 +1431,7 @@ class Orchestrator:
                     Skip(launch.task, f"cannot start: cache key: {exc}", True, launch.attempt),
                 )
                 self.kick(instance.id, instance.namespace, instance.name)
-                return
+                return None
             if bypass_cache:
                 metrics.task_cache_lookup("bypassed")
             else:
@@ -1403,6 +1455,7 @@ class Orchestrator:
             launch_seconds = (_now() - planned).total_seconds()
             metrics.task_overhead("launch", launch_seconds)
             self._launch_seconds[(instance.id, launch.task, launch.attempt)] = launch_seconds
+        return started
 
     async def _start_mocked(self, instance: WorkflowInstance, launch: Launch) -> None:
         """Start an attempt of a mocked task (a WorkflowTest's run): recorded Running with
