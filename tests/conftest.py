@@ -1,15 +1,12 @@
 """Session-scoped real servers for the whole suite.
 
-PostgreSQL is started once per session (a private server in a temporary directory) and
-every test that asks for ``postgres`` gets a fresh, empty database on it. The Kubernetes
-fixtures live in ``tests/fixtures/kube.py``; the migrated-database fixtures in
-``tests/fixtures/database.py``.
+PostgreSQL is started once per session (a private server in a temporary directory); the
+per-test databases on it (``postgres``, empty, and ``migrated_database``) are in
+``tests/fixtures/database.py``, the Kubernetes fixtures in ``tests/fixtures/kube.py``.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -23,18 +20,9 @@ pytest_plugins = [
     "tests.fixtures.s3",
 ]
 
-_db_counter = itertools.count()
-
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One private PostgreSQL server for the session."""
     with PostgresServer() as server:
         yield server
-
-
-@pytest.fixture
-def postgres(postgres_server: PostgresServer) -> str:
-    """Superuser DSN of a fresh, empty database that belongs to this test alone."""
-    name = f"t{os.getpid()}_{next(_db_counter)}"
-    return postgres_server.create_database(name)

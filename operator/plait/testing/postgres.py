@@ -192,6 +192,18 @@ class PostgresServer:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.dsn(name)
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database, ending the sessions still on it. A suite that makes hundreds
+        drops each after its test: kept, their files (gigabytes) took the best part of a
+        minute to delete at the end."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
     # -- internals -------------------------------------------------------------------------
     def _run(
         self, tool: str, *args: str, preexec: Callable[[], None] | None = None, check: bool = True
