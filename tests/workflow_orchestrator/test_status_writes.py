@@ -8,8 +8,10 @@ object versions a watch would (``Orchestrator.saw``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -201,11 +203,12 @@ async def test_a_run_just_recorded_is_launched_and_summarised_without_reading_it
         runs[name] = (uid, row)
     await orchestrator.advance(runs["read-run"][0], Control())  # the definition is cached
 
+    await orchestrator.quiesce()  # nothing of that run is counted below
     counted = CountedTransactions(database)
     uid, row = runs["recorded-run"]
     try:
         summary = await orchestrator.advance(uid, Control(), ensure_jobs=True, recorded=row)
-        assert counted.components == ["workflow_orchestrator", "task_execution"], (
+        assert counted.components[:] == ["workflow_orchestrator", "task_execution"], (
             "the run goes Running, its attempt is recorded: nothing is read"
         )
         assert summary is not None
@@ -227,12 +230,88 @@ async def test_a_run_just_recorded_is_launched_and_summarised_without_reading_it
 
         # A run advanced before by this process: its row may be older than that advance,
         # so it is read, as is every run the caller did not just record.
+        await orchestrator.quiesce()
         counted.components.clear()
         await orchestrator.advance(uid, Control(), recorded=row)
-        assert counted.components[:2] == ["workflow_orchestrator", "task_execution"]
-        assert len(counted.components) == 2, "an advance that launched nothing reads no more"
+        assert counted.components[:] == ["workflow_orchestrator", "task_execution"], (
+            "read once; an advance that launched nothing reads no more"
+        )
     finally:
         for uid, _ in runs.values():
             await orchestrator.advance(uid, Control(cancel=True))
+        await orchestrator.quiesce()
+        api.close()
+
+
+class RunningBeforeTheAdvanceEnds(KubeCalls):
+    """The real client; once a Job it created is active, hands that Job to the
+    orchestrator (as its watch would) before the create returns to the advance."""
+
+    def __init__(self, kube: Kube) -> None:
+        super().__init__(pool_size=4)
+        self.kube = kube
+        self.orchestrator: Orchestrator | None = None
+        self.delivered: list[str] = []
+
+    async def create_job(self, manifest: Mapping[str, Any]) -> bool:
+        created = await super().create_job(manifest)
+        name = manifest["metadata"]["name"]
+        deadline = time.monotonic() + 60
+        while True:
+            job = json.loads(
+                await asyncio.to_thread(self.kube.kubectl, "get", "job", name, "-o", "json")
+            )
+            if (job.get("status") or {}).get("active") or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert self.orchestrator is not None
+        await self.orchestrator.on_job_event(job)
+        self.delivered.append(name)
+        return created
+
+
+async def test_a_task_going_running_during_the_advance_that_launched_it_is_published(
+    plait_crds: KubeCluster, kube: Kube, database: Database
+) -> None:
+    """A Job's event recorded while the advance that created the Job is still under way
+    (a busy machine, a burst of launches): that advance's summary does not know it, so
+    the next status write reads the records instead of reusing it."""
+    config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
+    api = RunningBeforeTheAdvanceEnds(kube)
+    orchestrator = Orchestrator(database, api, TaskExecution(database, api))
+    api.orchestrator = orchestrator
+    manifest = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowInstance",
+        "metadata": {"name": "busy-run"},
+        "spec": {"workflowRef": {"name": "slow"}},
+    }
+    created = json.loads(
+        kube.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(manifest))
+    )
+    uid = uuid.UUID(created["metadata"]["uid"])
+    async with database.connection("workflow_orchestrator") as conn:
+        definition, _ = await repo.upsert_workflow_definition(
+            conn, kube.namespace, "slow", {"tasks": [task("long", duration="300s")]}
+        )
+        row, _ = await repo.create_workflow_instance(
+            conn,
+            id=uid,
+            namespace=kube.namespace,
+            name="busy-run",
+            workflow_name="slow",
+            workflow_version=definition.version,
+        )
+    try:
+        orchestrator.saw(created)
+        summary = await orchestrator.advance(uid, Control(), ensure_jobs=True, recorded=row)
+        assert len(api.delivered) == 1, "the Job's event came during the advance"
+        assert summary is not None
+        assert summary["counts"]["running"] == 0, "the advance itself did not see it"
+        await orchestrator.publish(uid, kube.namespace, "busy-run", generation=1)
+        obj = json.loads(kube.kubectl("get", "workflowinstance", "busy-run", "-o", "json"))
+        assert obj["status"]["counts"]["running"] == 1, obj["status"]
+    finally:
+        await orchestrator.advance(uid, Control(cancel=True))
         await orchestrator.quiesce()
         api.close()

@@ -319,6 +319,9 @@ class Orchestrator:
         #: Per run, the summary its last advance ended with, stamped before that advance
         #: read anything; dropped whenever the run's records change outside an advance.
         self._summaries: dict[uuid.UUID, tuple[int, dict[str, Any]]] = {}
+        #: Per run, when (on the same clock) its records last changed outside an advance:
+        #: an advance that began before keeps no summary (it may not have seen the change).
+        self._changed_at: dict[uuid.UUID, int] = {}
         #: Parsed WorkflowDefinition specs by (namespace, name, version), least recently
         #: used first.
         self._specs: OrderedDict[tuple[str, str, int], WorkflowDefinitionSpec] = OrderedDict()
@@ -340,17 +343,18 @@ class Orchestrator:
         if control is not None:
             self._controls[uid] = control
         control = self._controls.get(uid, Control())
-        if uid in self._locks:
-            recorded = None
+        if uid in self._locks or not self.ownership.owns(uid):
+            recorded = None  # advanced here before, or another replica's now: read it
         lock = self._locks.setdefault(uid, asyncio.Lock())
         async with lock:
             self._summaries.pop(uid, None)  # a status write meanwhile reads the records
             stamp = next(self._clock)
             summary = await self._advance(uid, control, ensure_jobs=ensure_jobs, new=recorded)
-            if summary is not None:
+            if summary is not None and self._changed_at.get(uid, stamp) <= stamp:
                 self._summaries[uid] = (stamp, summary)
         if (summary is None or summary["phase"] in FINAL_VALUES) and not lock.locked():
             # A finished run needs no per-run state in memory (a retry recreates it).
+            self._changed_at.pop(uid, None)
             self._locks.pop(uid, None)
             self._controls.pop(uid, None)
             self._observed.pop(uid, None)  # a deleted run's (an ended one's are recorded)
@@ -375,6 +379,7 @@ class Orchestrator:
         """The run's object is gone (or not this replica's concern any more)."""
         self._views.pop(uid, None)
         self._summaries.pop(uid, None)
+        self._changed_at.pop(uid, None)
         lock = self._writing.get(uid)
         if lock is not None and not lock.locked():
             del self._writing[uid]
@@ -433,7 +438,7 @@ class Orchestrator:
         if changed is None:
             return
         uid = changed.workflow_instance_id
-        self._summaries.pop(uid, None)
+        self._records_changed(uid)
         if changed.state not in FINAL_STATES:
             # Going Running changes nothing the engine plans on: no advance, and the status
             # says so only if the task is still running a few seconds later.
@@ -774,11 +779,17 @@ class Orchestrator:
 
     def kick(self, uid: uuid.UUID, namespace: str, name: str) -> None:
         """Advance a run (and publish its status) soon, once for any number of kicks."""
-        self._summaries.pop(uid, None)  # something changed: the last summary is old
+        self._records_changed(uid)
         self._dirty[uid] = (namespace, name)
         runner = self._drainers.get(uid)
         if runner is None or runner.done():
             self._drainers[uid] = asyncio.ensure_future(self._drain(uid))
+
+    def _records_changed(self, uid: uuid.UUID) -> None:
+        """Something changed the run's records outside an advance: the last summary is old,
+        and so is the one of an advance under way."""
+        self._summaries.pop(uid, None)
+        self._changed_at[uid] = next(self._clock)
 
     async def _drain(self, uid: uuid.UUID) -> None:
         while uid in self._dirty:
@@ -1186,7 +1197,8 @@ class Orchestrator:
                 )
                 break
             if not decision.skips:
-                if launched is not None:
+                if launched is not None and instance.wake_at is None:
+                    # With no wake_at, no deadline loop claims (and writes) the row.
                     known = (instance, [*attempts, *launched])
                 break
             instance = await self._reload(uid)
@@ -1194,8 +1206,9 @@ class Orchestrator:
             self._forget_overhead(ended.instance)
             return self._summarize(ended.instance, spec, ended.attempts)
         if known is not None:
-            # Only this advance writes the run's row (one at a time per run), and every
-            # write of it returned the row: what it launched is all that changed.
+            # This advance wrote the run's row last (each write returned it), and what it
+            # launched is all it changed; a Job event meanwhile keeps the summary from
+            # being reused (see advance).
             instance, current = known
         else:
             instance = await self._reload(uid)
