@@ -68,34 +68,45 @@ async def database(component_dsns: dict[str, str]) -> AsyncIterator[Database]:
         yield db
 
 
+async def record_run(
+    kube: Kube, database: Database, name: str, definition: repo.WorkflowDefinition
+) -> tuple[dict[str, Any], repo.WorkflowInstance]:
+    """Create the WorkflowInstance object (its Jobs' owner: without it the garbage
+    collector deletes them) and record its row, as the reconciler does; no operator runs."""
+    manifest = {
+        "apiVersion": "plait.dev/v1alpha1",
+        "kind": "WorkflowInstance",
+        "metadata": {"name": name},
+        "spec": {"workflowRef": {"name": definition.name}},
+    }
+    created = json.loads(
+        kube.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(manifest))
+    )
+    async with database.connection("workflow_orchestrator") as conn:
+        row, inserted = await repo.create_workflow_instance(
+            conn,
+            id=uuid.UUID(created["metadata"]["uid"]),
+            namespace=kube.namespace,
+            name=name,
+            workflow_name=definition.name,
+            workflow_version=definition.version,
+        )
+    assert inserted
+    return created, row
+
+
 async def test_status_is_written_from_the_last_seen_version_and_never_goes_back(
     plait_crds: KubeCluster, kube: Kube, database: Database
 ) -> None:
     config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
     api = CountingApiServer()
     orchestrator = Orchestrator(database, api, TaskExecution(database, api))
-    manifest = {
-        "apiVersion": "plait.dev/v1alpha1",
-        "kind": "WorkflowInstance",
-        "metadata": {"name": "status-run"},
-        "spec": {"workflowRef": {"name": "pair"}},
-    }
-    created = json.loads(
-        kube.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(manifest))
-    )
-    uid = uuid.UUID(created["metadata"]["uid"])
     async with database.connection("workflow_orchestrator") as conn:
         definition, _ = await repo.upsert_workflow_definition(
             conn, kube.namespace, "pair", {"tasks": [task("a"), task("b")]}
         )
-        await repo.create_workflow_instance(
-            conn,
-            id=uid,
-            namespace=kube.namespace,
-            name="status-run",
-            workflow_name="pair",
-            workflow_version=definition.version,
-        )
+    created, row = await record_run(kube, database, "status-run", definition)
+    uid = row.id
 
     def status() -> dict[str, Any]:
         obj = json.loads(kube.kubectl("get", "workflowinstance", "status-run", "-o", "json"))
@@ -178,29 +189,8 @@ async def test_a_run_just_recorded_is_launched_and_summarised_without_reading_it
         )
     runs: dict[str, tuple[uuid.UUID, repo.WorkflowInstance]] = {}
     for name in ("recorded-run", "read-run"):
-        # The objects exist: the Jobs' owner, without which the garbage collector
-        # deletes them.
-        manifest = {
-            "apiVersion": "plait.dev/v1alpha1",
-            "kind": "WorkflowInstance",
-            "metadata": {"name": name},
-            "spec": {"workflowRef": {"name": "one"}},
-        }
-        created_object = json.loads(
-            kube.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(manifest))
-        )
-        uid = uuid.UUID(created_object["metadata"]["uid"])
-        async with database.connection("workflow_orchestrator") as conn:
-            row, created = await repo.create_workflow_instance(
-                conn,
-                id=uid,
-                namespace=kube.namespace,
-                name=name,
-                workflow_name="one",
-                workflow_version=definition.version,
-            )
-        assert created
-        runs[name] = (uid, row)
+        _, row = await record_run(kube, database, name, definition)
+        runs[name] = (row.id, row)
     await orchestrator.advance(runs["read-run"][0], Control())  # the definition is cached
 
     await orchestrator.quiesce()  # nothing of that run is counted below
@@ -280,28 +270,12 @@ async def test_a_task_going_running_during_the_advance_that_launched_it_is_publi
     api = RunningBeforeTheAdvanceEnds(kube)
     orchestrator = Orchestrator(database, api, TaskExecution(database, api))
     api.orchestrator = orchestrator
-    manifest = {
-        "apiVersion": "plait.dev/v1alpha1",
-        "kind": "WorkflowInstance",
-        "metadata": {"name": "busy-run"},
-        "spec": {"workflowRef": {"name": "slow"}},
-    }
-    created = json.loads(
-        kube.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(manifest))
-    )
-    uid = uuid.UUID(created["metadata"]["uid"])
     async with database.connection("workflow_orchestrator") as conn:
         definition, _ = await repo.upsert_workflow_definition(
             conn, kube.namespace, "slow", {"tasks": [task("long", duration="300s")]}
         )
-        row, _ = await repo.create_workflow_instance(
-            conn,
-            id=uid,
-            namespace=kube.namespace,
-            name="busy-run",
-            workflow_name="slow",
-            workflow_version=definition.version,
-        )
+    created, row = await record_run(kube, database, "busy-run", definition)
+    uid = row.id
     try:
         orchestrator.saw(created)
         summary = await orchestrator.advance(uid, Control(), ensure_jobs=True, recorded=row)

@@ -339,7 +339,7 @@ class Orchestrator:
 
         ``recorded``: the run's row as the caller has just inserted it, so the run has no
         attempts yet; the first advance then reads neither (unless this process has
-        advanced the run before: its record may be older than that advance)."""
+        advanced the run before, its record then maybe older, or no longer owns it)."""
         if control is not None:
             self._controls[uid] = control
         control = self._controls.get(uid, Control())
