@@ -6,7 +6,9 @@ tested on the control plane in ``test_jobs_e2e.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 from plait.integration.credentials import SecretItem, TaskIntegration
 from plait.resources import ContainerTemplate, WorkflowDefinitionSpec
 from plait.task_execution.jobs import (
+    ANNOTATION_TASK_INSTANCE,
     DEFAULT_RUN_AS_USER,
     INTEGRATIONS_MOUNT,
     JobRequest,
@@ -25,19 +28,21 @@ from plait.task_execution.jobs import (
 UID = "7b0e5f8e-4c55-4a4b-9d3a-2f2a6f0c1d11"
 
 
-def job(template: dict[str, Any], integrations: tuple[TaskIntegration, ...] = ()) -> dict[str, Any]:
-    return build_job(
-        JobRequest(
-            namespace="ns",
-            instance_name="run",
-            instance_uid=UID,
-            task="t",
-            attempt=1,
-            template=ContainerTemplate.model_validate({"image": "busybox", **template}),
-            inputs={"n": 1},
-            integrations=integrations,
-        )
+def request(template: dict[str, Any], integrations: tuple[TaskIntegration, ...] = ()) -> JobRequest:
+    return JobRequest(
+        namespace="ns",
+        instance_name="run",
+        instance_uid=UID,
+        task="t",
+        attempt=1,
+        template=ContainerTemplate.model_validate({"image": "busybox", **template}),
+        inputs={"n": 1},
+        integrations=integrations,
     )
+
+
+def job(template: dict[str, Any], integrations: tuple[TaskIntegration, ...] = ()) -> dict[str, Any]:
+    return build_job(request(template, integrations))
 
 
 def pod(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +66,18 @@ def test_default_job_is_restricted_and_has_no_token() -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     assert "volumes" not in pod(manifest)
+
+
+def test_the_pod_names_its_attempt_row_and_a_template_cannot() -> None:
+    """The task-log collector takes the attempt's row id from the Pod; a template's own
+    annotation of that name would misfile the lines, so Plait's value replaces it."""
+    template = {"podMetadata": {"annotations": {ANNOTATION_TASK_INSTANCE: "forged", "a": "b"}}}
+    unrecorded = build_job(request(template))["spec"]["template"]["metadata"]["annotations"]
+    assert unrecorded == {"a": "b"}
+    attempt = uuid.uuid4()
+    recorded = build_job(dataclasses.replace(request(template), attempt_id=attempt))
+    annotations = recorded["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"a": "b", ANNOTATION_TASK_INSTANCE: str(attempt)}
 
 
 def test_a_task_asks_for_its_token_and_service_account() -> None:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -148,6 +148,7 @@ async def test_status_is_written_from_the_last_seen_version_and_never_goes_back(
                 "started_at = now() WHERE workflow_instance_id = %s",
                 (uid,),
             )
+        orchestrator.records_changed(uid)  # as every writer of a run's records says
         await orchestrator.publish(uid, kube.namespace, "status-run")
         assert api.reads == 1, "a conflict, and only a conflict, reads the object"
         assert api.writes[-2] is None
@@ -218,14 +219,19 @@ async def test_a_run_just_recorded_is_launched_and_summarised_without_reading_it
         owners = {ref["uid"] for job in jobs for ref in job["metadata"]["ownerReferences"]}
         assert str(uid) in owners, "the run's Job was created"
 
-        # A run advanced before by this process: its row may be older than that advance,
-        # so it is read, as is every run the caller did not just record.
+        # A run advanced before by this process: the row handed over may be older than
+        # that advance, so it is not used; the records that advance kept are.
         await orchestrator.quiesce()
         counted.components.clear()
         await orchestrator.advance(uid, Control(), recorded=row)
-        assert counted.components[:] == ["workflow_orchestrator", "task_execution"], (
-            "read once; an advance that launched nothing reads no more"
+        assert counted.components[:] == [], (
+            "nothing read, nothing written: the old row would have launched the task again"
         )
+        # Once something else changed its records, they are read (once: an advance that
+        # launched nothing reads no more).
+        orchestrator.records_changed(uid)
+        await orchestrator.advance(uid, Control(), recorded=row)
+        assert counted.components[:] == ["workflow_orchestrator", "task_execution"]
     finally:
         for uid, _ in runs.values():
             await orchestrator.advance(uid, Control(cancel=True))
@@ -285,6 +291,85 @@ async def test_a_task_going_running_during_the_advance_that_launched_it_is_publi
         await orchestrator.publish(uid, kube.namespace, "busy-run", generation=1)
         obj = json.loads(kube.kubectl("get", "workflowinstance", "busy-run", "-o", "json"))
         assert obj["status"]["counts"]["running"] == 1, obj["status"]
+    finally:
+        await orchestrator.advance(uid, Control(cancel=True))
+        await orchestrator.quiesce()
+        api.close()
+
+
+async def job_when(
+    kube: Kube, name: str, ready: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The Job as its watch would deliver it once ``ready`` holds (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while True:
+        job = json.loads(await asyncio.to_thread(kube.kubectl, "get", "job", name, "-o", "json"))
+        if ready(job.get("status") or {}):
+            return dict(job)
+        assert time.monotonic() < deadline, job.get("status")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_run_is_advanced_and_published_from_the_records_it_kept(
+    plait_crds: KubeCluster, kube: Kube, database: Database
+) -> None:
+    """Between advances the orchestrator keeps a run's row and attempts, updated by the
+    Job events it records: the status write after the task goes Running and the advance
+    after it ends read nothing, and say what the records, read afresh, say."""
+    config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
+    api = CountingApiServer()
+    async with database.connection("workflow_orchestrator") as conn:
+        definition, _ = await repo.upsert_workflow_definition(
+            conn, kube.namespace, "kept", {"tasks": [task("only", duration="2s")]}
+        )
+    spec = WorkflowDefinitionSpec.model_validate(definition.spec)
+    created, row = await record_run(kube, database, "kept-run", definition)
+    uid = row.id
+
+    async def afresh() -> dict[str, Any]:
+        async with database.connection("workflow_orchestrator") as conn:
+            now = await repo.get_workflow_instance(conn, uid)
+        assert now is not None
+        return summarize(now, spec, await TaskExecution(database, api).attempts(uid))
+
+    def status() -> dict[str, Any]:
+        obj = json.loads(kube.kubectl("get", "workflowinstance", "kept-run", "-o", "json"))
+        return dict(obj.get("status") or {})
+
+    tasks = TaskExecution(database, api)
+    orchestrator = Orchestrator(database, api, tasks)
+    counted = CountedTransactions(database)
+    try:
+        orchestrator.saw(created)
+        await orchestrator.advance(uid, Control(), ensure_jobs=True, recorded=row)
+        await orchestrator.publish(uid, kube.namespace, "kept-run", generation=1)
+        jobs = json.loads(kube.kubectl("get", "jobs", "-o", "json"))["items"]
+        [name] = [j["metadata"]["name"] for j in jobs]
+
+        running = await job_when(kube, name, lambda s: bool(s.get("active")))
+        counted.components.clear()
+        await orchestrator.on_job_event(running)
+        await orchestrator.publish(uid, kube.namespace, "kept-run")
+        assert counted.components == ["task_execution"], "the attempt goes Running; no read"
+        assert status()["counts"] == (await afresh())["counts"]
+        assert status()["counts"]["running"] == 1
+
+        done = await job_when(kube, name, lambda s: bool(s.get("succeeded")))
+        for pod in json.loads(kube.kubectl("get", "pods", "-l", f"job-name={name}", "-o", "json"))[
+            "items"
+        ]:
+            tasks.pods.on_pod("MODIFIED", pod)  # as the Pod watch delivers it
+        counted.components.clear()
+        await orchestrator.on_job_event(done)
+        await orchestrator.quiesce()
+        assert counted.components == ["task_execution", "workflow_orchestrator"], (
+            "the attempt goes Succeeded, the run goes Succeeded: nothing is read"
+        )
+        fresh = await afresh()
+        assert (fresh["phase"], fresh["progress"]) == ("Succeeded", "1/1")
+        shown = status()
+        for key in ("phase", "progress", "counts", "startTime", "completionTime", "duration"):
+            assert shown[key] == fresh[key], key
     finally:
         await orchestrator.advance(uid, Control(cancel=True))
         await orchestrator.quiesce()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from plait.resources.common import ContainerTemplate, SecurityContext
 from plait.resources.workflow import InputArtifact, WorkflowDefinitionSpec
 
 __all__ = [
+    "ANNOTATION_TASK_INSTANCE",
     "ARTIFACTS_MOUNT",
     "DEFAULT_RUN_AS_USER",
     "INTEGRATIONS_MOUNT",
@@ -48,6 +50,9 @@ LABEL_INSTANCE = "plait.dev/instance"
 LABEL_INSTANCE_UID = "plait.dev/instance-uid"
 LABEL_TASK = "plait.dev/task"
 LABEL_ATTEMPT = "plait.dev/attempt"
+#: The attempt's row id, on its Pod: the task-log collector names it in each line without
+#: reading the attempt (set by Plait only; a template's own value is dropped).
+ANNOTATION_TASK_INSTANCE = "plait.dev/task-instance-id"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "plait"}
 TERMINATION_MESSAGE_LIMIT = 4096
 #: The user a task runs as unless it says otherwise: not root, whatever the image's USER
@@ -116,6 +121,8 @@ class JobRequest:
     """The task's inputArtifacts."""
     artifacts: JobArtifacts | None = None
     """The attempt's artifacts, resolved (keys, presigned URLs)."""
+    attempt_id: uuid.UUID | None = None
+    """The attempt's row id, once recorded (see ANNOTATION_TASK_INSTANCE)."""
 
     @property
     def name(self) -> str:
@@ -264,13 +271,17 @@ def build_job(request: JobRequest) -> dict[str, Any]:
     variable names)."""
     labels = _labels(request)
     pod_metadata = request.template.pod_metadata
+    annotations = dict(pod_metadata.annotations) if pod_metadata else {}
+    annotations.pop(ANNOTATION_TASK_INSTANCE, None)
+    if request.attempt_id is not None:
+        annotations[ANNOTATION_TASK_INSTANCE] = str(request.attempt_id)
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": request.ttl_seconds,
         "template": {
             "metadata": {
                 "labels": {**(pod_metadata.labels if pod_metadata else {}), **labels},
-                "annotations": dict(pod_metadata.annotations) if pod_metadata else {},
+                "annotations": annotations,
             },
             "spec": _pod_spec(request),
         },

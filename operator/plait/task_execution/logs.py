@@ -49,7 +49,13 @@ from plait.observability.settings import ObservabilitySettings
 from plait.observability.states import LogLevel
 from plait.observability.tracing import parse_traceparent
 from plait.task_execution import repository
-from plait.task_execution.jobs import LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_INSTANCE_UID, LABEL_TASK
+from plait.task_execution.jobs import (
+    ANNOTATION_TASK_INSTANCE,
+    LABEL_ATTEMPT,
+    LABEL_INSTANCE,
+    LABEL_INSTANCE_UID,
+    LABEL_TASK,
+)
 
 __all__ = ["COMPONENT_TASK", "TaskLogCollector", "split_lines"]
 
@@ -80,6 +86,8 @@ class _Follow:
     instance_uid: uuid.UUID
     labels: Mapping[str, str]
     env: Mapping[str, str]
+    attempt_id: uuid.UUID | None = None
+    """The attempt's row id, as the Pod names it (older Pods do not: it is read)."""
     terminated: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
@@ -198,6 +206,9 @@ class TaskLogCollector:
                 instance_uid=instance_uid,
                 labels=dict(labels),
                 env=envs.get(key[1], {}),
+                attempt_id=_uuid_or_none(
+                    (meta.get("annotations") or {}).get(ANNOTATION_TASK_INSTANCE)
+                ),
             )
             if state.get("terminated"):
                 follow.terminated.set()
@@ -248,9 +259,9 @@ class TaskLogCollector:
     async def _template(self, follow: _Follow) -> obs_repo.LogRecord:
         """The fields every line of this container shares."""
         labels = follow.labels
-        task_instance_id = None
+        task_instance_id = follow.attempt_id
         job = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name")
-        if job:
+        if job and task_instance_id is None:
             try:
                 async with self._db.connection("task_execution") as conn:
                     attempt = await repository.attempt_by_job(conn, job)
@@ -461,6 +472,13 @@ def split_lines(
             carry, cut = None, False
     if pending:
         yield (carry, _text(pending)) if cut else _parse(pending)
+
+
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
 
 
 def _text(raw: bytes) -> str:

@@ -242,7 +242,7 @@ class TaskExecution:
                     hit = await repository.record_cache_hit(conn, request.name, source)
                     return hit or attempt
         if attempt.state is TaskState.PENDING:
-            built = await self._manifest(request)
+            built = await self._manifest(dataclasses.replace(request, attempt_id=attempt.id))
             if isinstance(built, str):
                 return await self._fail_unbuilt(request.name, built) or attempt
             await self._create(*built)

@@ -93,6 +93,7 @@ class WorkflowInstanceStore:
             if existing is not None:
                 if existing.labels != ref.labels:
                     await repository.set_instance_labels(conn, uid, ref.labels)
+                    self.orchestrator.records_changed(uid)
             else:
                 if workflow.version is not None:
                     definition = await repository.get_workflow_definition(
@@ -176,6 +177,7 @@ class WorkflowInstanceStore:
         gets them when it is."""
         async with ctx.db.connection(COMPONENT) as conn:
             await repository.set_instance_labels(conn, uuid.UUID(ref.uid), ref.labels)
+        self.orchestrator.records_changed(uuid.UUID(ref.uid))
 
     async def delete(self, ctx: OperatorContext, ref: ObjectRef) -> None:
         """Deleting a run cancels it; its rows stay as history."""

@@ -174,6 +174,7 @@ class HttpTasks:
             message=outcome.message,
             cause=outcome.cause,
         )
+        orchestrator.records_changed(uid)  # before anything else can advance the run
         if changed is not None:
             await orchestrator._attempt_finished(changed)
         orchestrator.kick(uid, namespace, name)

@@ -43,7 +43,7 @@ import uuid
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
@@ -322,6 +322,11 @@ class Orchestrator:
         #: Per run, when (on the same clock) its records last changed outside an advance:
         #: an advance that began before keeps no summary (it may not have seen the change).
         self._changed_at: dict[uuid.UUID, int] = {}
+        #: Per unfinished run owned here, its row and attempts as its last advance left
+        #: them, kept up to date by the Job events recorded since: the next advance (and a
+        #: status write meanwhile) starts from them instead of reading them. Dropped by
+        #: any other change of the run's records, and not used across a change of members.
+        self._records: dict[uuid.UUID, _Records] = {}
         #: Parsed WorkflowDefinition specs by (namespace, name, version), least recently
         #: used first.
         self._specs: OrderedDict[tuple[str, str, int], WorkflowDefinitionSpec] = OrderedDict()
@@ -339,21 +344,32 @@ class Orchestrator:
 
         ``recorded``: the run's row as the caller has just inserted it, so the run has no
         attempts yet; the first advance then reads neither (unless this process has
-        advanced the run before, its record then maybe older, or no longer owns it)."""
+        advanced the run before, its record then maybe older, or no longer owns it).
+        ``ensure_jobs``: the run's records are read, never taken from memory."""
         if control is not None:
             self._controls[uid] = control
         control = self._controls.get(uid, Control())
-        if uid in self._locks or not self.ownership.owns(uid):
+        owned = self.ownership.owns(uid)
+        if uid in self._locks or not owned:
             recorded = None  # advanced here before, or another replica's now: read it
         lock = self._locks.setdefault(uid, asyncio.Lock())
         async with lock:
             self._summaries.pop(uid, None)  # a status write meanwhile reads the records
+            kept = self._records.pop(uid, None)  # ... and so does a Job event's update
+            start: _Records | None = None
+            if recorded is not None:
+                start = _Records(recorded, [], {}, self.ownership.epoch)
+            elif kept is not None and owned and not ensure_jobs:
+                start = kept if kept.epoch == self.ownership.epoch else None
             stamp = next(self._clock)
-            summary = await self._advance(uid, control, ensure_jobs=ensure_jobs, new=recorded)
+            summary, left = await self._advance(uid, control, ensure_jobs=ensure_jobs, start=start)
             if summary is not None and self._changed_at.get(uid, stamp) <= stamp:
                 self._summaries[uid] = (stamp, summary)
+                if left is not None:
+                    self._records[uid] = left
         if (summary is None or summary["phase"] in FINAL_VALUES) and not lock.locked():
             # A finished run needs no per-run state in memory (a retry recreates it).
+            self._records.pop(uid, None)
             self._changed_at.pop(uid, None)
             self._locks.pop(uid, None)
             self._controls.pop(uid, None)
@@ -379,6 +395,7 @@ class Orchestrator:
         """The run's object is gone (or not this replica's concern any more)."""
         self._views.pop(uid, None)
         self._summaries.pop(uid, None)
+        self._records.pop(uid, None)
         self._changed_at.pop(uid, None)
         lock = self._writing.get(uid)
         if lock is not None and not lock.locked():
@@ -438,7 +455,7 @@ class Orchestrator:
         if changed is None:
             return
         uid = changed.workflow_instance_id
-        self._records_changed(uid)
+        self._records_changed(uid, changed)
         if changed.state not in FINAL_STATES:
             # Going Running changes nothing the engine plans on: no advance, and the status
             # says so only if the task is still running a few seconds later.
@@ -447,7 +464,7 @@ class Orchestrator:
             return
         await self._attempt_finished(changed)
         if owner.get("name"):
-            self.kick(uid, meta["namespace"], owner["name"])
+            self._advance_soon(uid, meta["namespace"], owner["name"])
 
     def _reread_jobs_later(self, uid: uuid.UUID, namespace: str, name: str) -> None:
         """Read the run's Jobs again after a backoff (once for any number of failures)
@@ -479,6 +496,7 @@ class Orchestrator:
         """Record what the run's Jobs say now (one LIST): what their events said when this
         replica did not follow the run, or did not manage to record it."""
         self._unseen_jobs.discard(uid)
+        self._records_changed(uid)  # whatever the LIST finds is recorded
         for attempt in await self._tasks.observe_jobs_of(namespace, str(uid)):
             if attempt.state in FINAL_STATES:
                 await self._attempt_finished(attempt)
@@ -778,18 +796,33 @@ class Orchestrator:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def kick(self, uid: uuid.UUID, namespace: str, name: str) -> None:
-        """Advance a run (and publish its status) soon, once for any number of kicks."""
+        """The run's records changed: advance it (and publish its status) soon, once for
+        any number of kicks."""
         self._records_changed(uid)
+        self._advance_soon(uid, namespace, name)
+
+    def records_changed(self, uid: uuid.UUID) -> None:
+        """Something outside the orchestrator changed the run's row (its labels)."""
+        self._records_changed(uid)
+
+    def _advance_soon(self, uid: uuid.UUID, namespace: str, name: str) -> None:
         self._dirty[uid] = (namespace, name)
         runner = self._drainers.get(uid)
         if runner is None or runner.done():
             self._drainers[uid] = asyncio.ensure_future(self._drain(uid))
 
-    def _records_changed(self, uid: uuid.UUID) -> None:
+    def _records_changed(self, uid: uuid.UUID, attempt: TaskInstance | None = None) -> None:
         """Something changed the run's records outside an advance: the last summary is old,
-        and so is the one of an advance under way."""
+        and so is the one of an advance under way. ``attempt``: the change was this
+        attempt's, as now recorded, which the records kept in memory take in (any other
+        change drops them)."""
         self._summaries.pop(uid, None)
         self._changed_at[uid] = next(self._clock)
+        kept = self._records.pop(uid, None)
+        if kept is not None and attempt is not None:
+            updated = kept.with_attempt(attempt)
+            if updated is not None:
+                self._records[uid] = updated
 
     async def _drain(self, uid: uuid.UUID) -> None:
         while uid in self._dirty:
@@ -835,6 +868,8 @@ class Orchestrator:
             message=message,
             cause=FailureCause.FAILURE if state is TaskState.TIMED_OUT else None,
         )
+        if changed is not None:
+            self._records_changed(sub.workflow_instance_id)
         if changed is not None and state is not TaskState.CANCELLED:
             await self._attempt_finished(changed)  # a wait is an attempt too: span, metrics
         return changed is not None
@@ -1116,8 +1151,8 @@ class Orchestrator:
         return changed
 
     async def _advance(
-        self, uid: uuid.UUID, control: Control, *, ensure_jobs: bool, new: WorkflowInstance | None
-    ) -> dict[str, Any] | None:
+        self, uid: uuid.UUID, control: Control, *, ensure_jobs: bool, start: _Records | None
+    ) -> tuple[dict[str, Any] | None, _Records | None]:
         """One advance, in named steps, each idempotent: retry the run if asked, and hold
         its lock (or wait in the lock's queue); then, until nothing more can happen now,
         let go of the locks of ended attempts, finish what is left of a run that has
@@ -1125,29 +1160,39 @@ class Orchestrator:
         sub-workflows, plan and carry the plan out (ending the run when the plan says
         so); last, record when the run must be woken if nothing else happens.
 
-        ``new``: the run just recorded (see :meth:`advance`). What an advance that only
-        launched Jobs recorded is summarised as it stands, without reading it again."""
-        loaded = (new, await self._spec_of(new)) if new is not None else await self._load(uid)
+        ``start``: the run's records as known without reading them (just recorded, or
+        kept since the last advance; see :meth:`advance`). What an advance that only
+        launched Jobs recorded is summarised as it stands, without reading it again, and
+        returned as the records the next advance starts from (None: read them then)."""
+        if start is not None:
+            loaded: tuple[WorkflowInstance, WorkflowDefinitionSpec] | None = (
+                start.instance,
+                await self._spec_of(start.instance),
+            )
+        else:
+            loaded = await self._load(uid)
         if loaded is None:
-            return None
+            return None, None
         instance, spec = loaded
         seen_wake = instance.wake_at  # read before the tasks: see repository.set_wake_at
         instance = await self._retry_if_asked(instance, control)
+        if instance is not loaded[0]:
+            start = None  # reopened for a retry: its attempts are read again
         if not await self._hold_run_lock(instance, spec, control):
-            return self._summarize(instance, spec, await self._tasks.attempts(uid))
+            return self._summarize(instance, spec, await self._tasks.attempts(uid)), None
         defaults = await self._task_defaults(instance.namespace, spec)
         retry_at: dt.datetime | None = None
         mock_due: dt.datetime | None = None  # when the next mocked attempt ends
         resuming = False  # set with ensure_jobs: sub-workflows lost in a crash are recreated
         ended: _Ended | None = None  # the run as this advance ended it, when known as such
         # The run and its attempts as this advance left them, when known without a read.
-        known: tuple[WorkflowInstance, list[TaskInstance]] | None = None
+        known: _Records | None = None
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
             attempts: list[TaskInstance]
             base: dict[str, int]
-            if new is not None:
-                attempts, base = [], {}  # just recorded: nothing has started yet
-                new = None
+            if start is not None:
+                attempts, base = list(start.attempts), dict(start.base)
+                start = None
             else:
                 attempts, base = await self._current_attempts(uid)
             await self._release_task_locks(instance, spec, attempts)
@@ -1199,25 +1244,26 @@ class Orchestrator:
             if not decision.skips:
                 if launched is not None and instance.wake_at is None:
                     # With no wake_at, no deadline loop claims (and writes) the row.
-                    known = (instance, [*attempts, *launched])
+                    known = _Records(instance, [*attempts, *launched], base, self.ownership.epoch)
                 break
             instance = await self._reload(uid)
         if ended is not None:  # its records as it left them: nothing to read again
             self._forget_overhead(ended.instance)
-            return self._summarize(ended.instance, spec, ended.attempts)
+            return self._summarize(ended.instance, spec, ended.attempts), None
         if known is not None:
             # This advance wrote the run's row last (each write returned it), and what it
-            # launched is all it changed; a Job event meanwhile keeps the summary from
-            # being reused (see advance).
-            instance, current = known
+            # launched is all it changed; a Job event meanwhile keeps the summary (and
+            # these records) from being reused (see advance).
+            instance, current = known.instance, known.attempts
         else:
             instance = await self._reload(uid)
             current = await self._tasks.attempts(uid)
         if instance.phase in FINAL_PHASES:
             self._forget_overhead(instance)
         wake = min((d for d in (retry_at, mock_due) if d is not None), default=None)
-        await self._schedule_wake(instance, spec, wake, seen=seen_wake)
-        return self._summarize(instance, spec, current)
+        if await self._schedule_wake(instance, spec, wake, seen=seen_wake):
+            known = None  # the deadline loop may claim (and write) the row from now on
+        return self._summarize(instance, spec, current), known
 
     def _summarize(
         self,
@@ -1720,20 +1766,21 @@ class Orchestrator:
         retry_at: dt.datetime | None,
         *,
         seen: dt.datetime | None,
-    ) -> None:
+    ) -> bool:
         """Record when an unfinished run must be advanced by itself: the earlier of its
         workflow timeout and the end of a retry's backoff (none: nothing will wake it
-        but its tasks and the user)."""
+        but its tasks and the user). True when the row was written."""
         if instance.phase in FINAL_PHASES:
-            return  # ending the run cleared it
+            return False  # ending the run cleared it
         deadlines = [d for d in (_deadline(instance, spec), retry_at) if d is not None]
         wake = min(deadlines) if deadlines else None
         if wake == instance.wake_at:
-            return
+            return False
         async with self._db.connection(COMPONENT) as conn:
             stored = await repository.set_wake_at(conn, instance.id, wake, seen=seen)
         if stored is not None:
             self._deadlines_changed.set()  # this replica's loop sleeps until it at once
+        return True
 
     async def _resolve(self, namespace: str, task: Task) -> ResolvedTask:
         """What a container task runs: its own template, or its TaskDefinition's newest
@@ -1767,9 +1814,10 @@ class Orchestrator:
             if task.wait_for_event is not None or _mock_of(instance, a.task_name) is not None:
                 continue  # no Job: settled with its subscription, or as its mock says
             resolved = await self._resolve(instance.namespace, task)
-            requests.append(
-                self._job_request(instance, spec, task, a.task_name, resolved, a.attempt, a.inputs)
+            request = self._job_request(
+                instance, spec, task, a.task_name, resolved, a.attempt, a.inputs
             )
+            requests.append(replace(request, attempt_id=a.id))
         await self._tasks.ensure_jobs(requests)
 
     def _job_request(
@@ -1895,6 +1943,10 @@ class Orchestrator:
         known = self._summaries.get(uid)
         if known is not None and known[0] > stamp:
             return known[1]
+        kept = self._records.get(uid)
+        if kept is not None and kept.epoch == self.ownership.epoch:
+            # Kept current by every change since (see _records_changed): as good as a read.
+            return self._summarize(kept.instance, await self._spec_of(kept.instance), kept.attempts)
         loaded = await self._load(uid)
         if loaded is None:
             return None
@@ -1921,6 +1973,36 @@ class Orchestrator:
         if all(current.get(k) == v for k, v in desired.items()):
             return None
         return desired
+
+
+#: The order an attempt's states come in: a Job event recorded later never takes an
+#: attempt back to an earlier state in the records kept in memory.
+_STATE_RANK = {TaskState.PENDING: 0, TaskState.WAITING: 1, TaskState.RUNNING: 1}
+
+
+@dataclass(frozen=True)
+class _Records:
+    """A run's row and its current attempts (those no retry of the run set aside, with the
+    numbering base of those it did) as this process knows them without reading them."""
+
+    instance: WorkflowInstance
+    attempts: list[TaskInstance]
+    base: dict[str, int]
+    epoch: int
+    """The members' epoch they were known in: after a change of members another replica
+    may have written them."""
+
+    def with_attempt(self, attempt: TaskInstance) -> _Records | None:
+        """These records after ``attempt`` changed as given; None when it is not among
+        them (they would not be complete)."""
+        attempts = list(self.attempts)
+        for i, known in enumerate(attempts):
+            if known.id == attempt.id:
+                rank = _STATE_RANK.get(attempt.state, 2)
+                if rank >= _STATE_RANK.get(known.state, 2):
+                    attempts[i] = attempt
+                return replace(self, attempts=attempts)
+        return None
 
 
 @dataclass(frozen=True)
