@@ -26,6 +26,7 @@ from plait.kernel.kube import Kube as KubeCalls
 from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.task_execution.service import TaskExecution
 from plait.workflow_orchestrator import repository as repo
+from plait.workflow_orchestrator.members import sole_owner
 from plait.workflow_orchestrator.runtime import Control, Orchestrator, summarize
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.workflow_orchestrator.test_execution import task
@@ -372,5 +373,53 @@ async def test_a_run_is_advanced_and_published_from_the_records_it_kept(
             assert shown[key] == fresh[key], key
     finally:
         await orchestrator.advance(uid, Control(cancel=True))
+        await orchestrator.quiesce()
+        api.close()
+
+
+@pytest.mark.parametrize(
+    ("tasks", "exclusive"),
+    [
+        ([task("only")], False),
+        (
+            [
+                task("only"),
+                {"name": "wait", "waitForEvent": {"eventType": "paid", "correlation": "true"}},
+            ],
+            True,
+        ),
+    ],
+    ids=["not-sharing", "waits-for-an-event"],
+)
+async def test_a_run_another_process_may_advance_is_read_at_every_advance(
+    plait_crds: KubeCluster,
+    kube: Kube,
+    database: Database,
+    tasks: list[dict[str, Any]],
+    exclusive: bool,
+) -> None:
+    """Replicas that each advance every run (--no-share-runs), and a run a wait's event
+    may advance in another replica, keep no records between advances: they are read."""
+    config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
+    api = CountingApiServer()
+    ownership = sole_owner(exclusive=exclusive)
+    orchestrator = Orchestrator(database, api, TaskExecution(database, api), ownership=ownership)
+    async with database.connection("workflow_orchestrator") as conn:
+        definition, _ = await repo.upsert_workflow_definition(
+            conn, kube.namespace, "shared", {"tasks": tasks}
+        )
+    _, row = await record_run(kube, database, "shared-run", definition)
+    counted = CountedTransactions(database)
+    try:
+        await orchestrator.advance(row.id, Control(), ensure_jobs=True, recorded=row)
+        await orchestrator.advance(row.id, Control())  # one that launches nothing
+        await orchestrator.quiesce()
+        counted.components.clear()
+        await orchestrator.advance(row.id, Control())
+        assert counted.components[:2] == ["workflow_orchestrator", "task_execution"], (
+            "the run and its attempts are read"
+        )
+    finally:
+        await orchestrator.advance(row.id, Control(cancel=True))
         await orchestrator.quiesce()
         api.close()

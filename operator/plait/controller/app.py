@@ -43,7 +43,7 @@ from plait.task_execution.service import TaskExecution
 from plait.testing_framework.cluster import ClusterTests
 from plait.workflow_orchestrator.gauges import instance_gauges
 from plait.workflow_orchestrator.http_tasks import register_http_tasks
-from plait.workflow_orchestrator.members import Membership, scope_of
+from plait.workflow_orchestrator.members import Membership, scope_of, sole_owner
 from plait.workflow_orchestrator.runtime import Orchestrator, register_runtime, task_watches
 
 __all__ = ["build_registry", "configure_settings", "operator_command", "run_operator"]
@@ -174,7 +174,8 @@ async def run_operator(
             kube,
             tasks,
             namespaces=None if options.all_namespaces else options.namespaces,
-            ownership=membership,
+            # Not sharing, every replica advances every run: none knows them alone.
+            ownership=membership or sole_owner(exclusive=False),
         )
         logged_in = asyncio.Event()
         indexes = ReferenceIndexes(watched)

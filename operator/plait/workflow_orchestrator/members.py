@@ -55,21 +55,26 @@ def owner_of(uid: uuid.UUID, members: Sequence[str]) -> str | None:
 class Ownership:
     """Which runs this process owns; one that is alone (or not sharing) owns them all."""
 
-    def __init__(self, me: str) -> None:
+    def __init__(self, me: str, *, exclusive: bool = True) -> None:
         self.me = me
         self.members: tuple[str, ...] = (me,)
         #: Grows at every change of the members (what was handled before may now be
         #: another replica's, or this one's again).
         self.epoch = 0
+        #: No other process advances the runs this one owns (while the members stay the
+        #: same): what it wrote of them last is what they are. False for replicas that
+        #: each advance every run (``--no-share-runs``, Kopf's peering at a handover).
+        self.exclusive = exclusive
 
     def owns(self, uid: uuid.UUID | str) -> bool:
         return owner_of(uuid.UUID(str(uid)), self.members) == self.me
 
 
-def sole_owner() -> Ownership:
+def sole_owner(*, exclusive: bool = True) -> Ownership:
     """Ownership of a process that shares nothing: it owns every run (its name, new at
-    every start, tells its in-flight work from a previous process's)."""
-    return Ownership(member_name())
+    every start, tells its in-flight work from a previous process's). ``exclusive``:
+    no other process advances them (see Ownership.exclusive)."""
+    return Ownership(member_name(), exclusive=exclusive)
 
 
 def scope_of(namespaces: Sequence[str] | None) -> str:

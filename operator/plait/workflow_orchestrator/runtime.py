@@ -358,7 +358,7 @@ class Orchestrator:
             kept = self._records.pop(uid, None)  # ... and so does a Job event's update
             start: _Records | None = None
             if recorded is not None:
-                start = _Records(recorded, [], {}, self.ownership.epoch)
+                start = _Records.of(recorded, [], {}, self.ownership.epoch)
             elif kept is not None and owned and not ensure_jobs:
                 start = kept if kept.epoch == self.ownership.epoch else None
             stamp = next(self._clock)
@@ -819,10 +819,8 @@ class Orchestrator:
         self._summaries.pop(uid, None)
         self._changed_at[uid] = next(self._clock)
         kept = self._records.pop(uid, None)
-        if kept is not None and attempt is not None:
-            updated = kept.with_attempt(attempt)
-            if updated is not None:
-                self._records[uid] = updated
+        if kept is not None and attempt is not None and kept.take(attempt):
+            self._records[uid] = kept
 
     async def _drain(self, uid: uuid.UUID) -> None:
         while uid in self._dirty:
@@ -1191,7 +1189,7 @@ class Orchestrator:
             attempts: list[TaskInstance]
             base: dict[str, int]
             if start is not None:
-                attempts, base = list(start.attempts), dict(start.base)
+                attempts, base = list(start.attempts.values()), dict(start.base)
                 start = None
             else:
                 attempts, base = await self._current_attempts(uid)
@@ -1244,7 +1242,9 @@ class Orchestrator:
             if not decision.skips:
                 if launched is not None and instance.wake_at is None:
                     # With no wake_at, no deadline loop claims (and writes) the row.
-                    known = _Records(instance, [*attempts, *launched], base, self.ownership.epoch)
+                    known = _Records.of(
+                        instance, [*attempts, *launched], base, self.ownership.epoch
+                    )
                 break
             instance = await self._reload(uid)
         if ended is not None:  # its records as it left them: nothing to read again
@@ -1254,7 +1254,7 @@ class Orchestrator:
             # This advance wrote the run's row last (each write returned it), and what it
             # launched is all it changed; a Job event meanwhile keeps the summary (and
             # these records) from being reused (see advance).
-            instance, current = known.instance, known.attempts
+            instance, current = known.instance, list(known.attempts.values())
         else:
             instance = await self._reload(uid)
             current = await self._tasks.attempts(uid)
@@ -1263,6 +1263,8 @@ class Orchestrator:
         wake = min((d for d in (retry_at, mock_due) if d is not None), default=None)
         if await self._schedule_wake(instance, spec, wake, seen=seen_wake):
             known = None  # the deadline loop may claim (and write) the row from now on
+        if not (self.ownership.exclusive and _advanced_by_its_owner_only(spec)):
+            known = None  # another process may write its records: read them next time
         return self._summarize(instance, spec, current), known
 
     def _summarize(
@@ -1946,7 +1948,8 @@ class Orchestrator:
         kept = self._records.get(uid)
         if kept is not None and kept.epoch == self.ownership.epoch:
             # Kept current by every change since (see _records_changed): as good as a read.
-            return self._summarize(kept.instance, await self._spec_of(kept.instance), kept.attempts)
+            spec = await self._spec_of(kept.instance)
+            return self._summarize(kept.instance, spec, list(kept.attempts.values()))
         loaded = await self._load(uid)
         if loaded is None:
             return None
@@ -1980,29 +1983,39 @@ class Orchestrator:
 _STATE_RANK = {TaskState.PENDING: 0, TaskState.WAITING: 1, TaskState.RUNNING: 1}
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Records:
-    """A run's row and its current attempts (those no retry of the run set aside, with the
-    numbering base of those it did) as this process knows them without reading them."""
+    """A run's row and its current attempts (those no retry of the run set aside, by id,
+    with the numbering base of those it did) as this process knows them without reading
+    them; changed in place, one Job event at a time (a wide run's thousands of events
+    must not each copy its thousands of attempts)."""
 
     instance: WorkflowInstance
-    attempts: list[TaskInstance]
+    attempts: dict[uuid.UUID, TaskInstance]
     base: dict[str, int]
     epoch: int
     """The members' epoch they were known in: after a change of members another replica
     may have written them."""
 
-    def with_attempt(self, attempt: TaskInstance) -> _Records | None:
-        """These records after ``attempt`` changed as given; None when it is not among
-        them (they would not be complete)."""
-        attempts = list(self.attempts)
-        for i, known in enumerate(attempts):
-            if known.id == attempt.id:
-                rank = _STATE_RANK.get(attempt.state, 2)
-                if rank >= _STATE_RANK.get(known.state, 2):
-                    attempts[i] = attempt
-                return replace(self, attempts=attempts)
-        return None
+    @classmethod
+    def of(
+        cls,
+        instance: WorkflowInstance,
+        attempts: Sequence[TaskInstance],
+        base: Mapping[str, int],
+        epoch: int,
+    ) -> _Records:
+        return cls(instance, {a.id: a for a in attempts}, dict(base), epoch)
+
+    def take(self, attempt: TaskInstance) -> bool:
+        """Take in ``attempt`` as now recorded; False when it is not among these records
+        (they would not be complete with it)."""
+        known = self.attempts.get(attempt.id)
+        if known is None:
+            return False
+        if _STATE_RANK.get(attempt.state, 2) >= _STATE_RANK.get(known.state, 2):
+            self.attempts[attempt.id] = attempt
+        return True
 
 
 @dataclass(frozen=True)
@@ -2030,6 +2043,15 @@ _OUTCOMES = {
     TaskState.TIMED_OUT: "timed_out",
     TaskState.CANCELLED: "cancelled",
 }
+
+
+def _advanced_by_its_owner_only(spec: WorkflowDefinitionSpec) -> bool:
+    """Whether only the replica that owns a run of ``spec`` ever changes its records, so
+    that replica may keep them between advances. An event a wait receives, a sub-workflow
+    ending and a lock let go of advance the run in whichever replica handles them."""
+    return not _uses_locks(spec) and not any(
+        t.wait_for_event is not None or t.workflow_ref is not None for t in _all_tasks(spec)
+    )
 
 
 def _uses_locks(spec: WorkflowDefinitionSpec) -> bool:
