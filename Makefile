@@ -69,7 +69,7 @@ layers: venv ## Check that imports point down the layers of DESIGN.md (import-li
 
 test: deps venv k8s-tools artifact-tools web check ## Everything the tests need, then the whole suite.
 	@echo "==> pytest"
-	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/pytest $(PYTEST_ARGS)
+	@PLAIT_K8S_BIN_DIR="$$(hack/build-k8s.sh)" $(BIN)/python hack/pytest_lanes.py $(PYTEST_ARGS)
 
 test-unit: venv ## Only the tests that need no Kubernetes (PostgreSQL is still real).
 	@$(BIN)/pytest -m 'not e2e' $(PYTEST_ARGS)
