@@ -32,6 +32,7 @@ NODES = (
     "tests/web_application",
     "tests/integration",
     "tests/observability",
+    "tests/event_processing",
     "tests/task_execution/test_artifacts_realnode.py",
     "tests/task_execution/test_jobs_realnode.py",
     "tests/task_execution/test_real_tasks.py",
