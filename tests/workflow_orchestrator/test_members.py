@@ -90,3 +90,29 @@ async def test_a_stopped_replica_leaves_at_once_and_a_dead_one_after_its_lease(
 async def _refreshed_to(m: Membership, members: tuple[str, ...]) -> bool:
     await m.refresh()
     return m.members == members
+
+
+async def test_a_replica_knows_its_runs_alone_only_while_no_other_replica_lives(
+    database: Database,
+) -> None:
+    """A replica keeps runs' records between advances only while it is exclusive: no other
+    live replica of its scope, nor of another scope (which may watch the same namespaces).
+    Each change of that is a new epoch, so records kept before are not used after."""
+    a = Membership(database, FAST, scope="ns1", me="a")
+    await a.refresh()
+    assert a.exclusive
+    other = Membership(database, FAST, scope="*", me="z")
+    await other.refresh()
+    await a.refresh()
+    assert a.members == ("a",)
+    assert not a.exclusive, "a replica of another scope lives"
+    assert a.epoch == 1
+    await other.leave()
+    await a.refresh()
+    assert a.exclusive
+    assert a.epoch == 2
+    b = Membership(database, FAST, scope="ns1", me="b")
+    await b.refresh()
+    await a.refresh()
+    assert not a.exclusive, "another replica of its scope lives"
+    assert a.epoch == 3

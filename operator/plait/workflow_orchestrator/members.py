@@ -61,10 +61,14 @@ class Ownership:
         #: Grows at every change of the members (what was handled before may now be
         #: another replica's, or this one's again).
         self.epoch = 0
-        #: No other process advances the runs this one owns (while the members stay the
-        #: same): what it wrote of them last is what they are. False for replicas that
-        #: each advance every run (``--no-share-runs``, Kopf's peering at a handover).
-        self.exclusive = exclusive
+        self._exclusive = exclusive
+
+    @property
+    def exclusive(self) -> bool:
+        """No other process advances the runs this one owns (while the epoch stays the
+        same): what it wrote of them last is what they are. False for replicas that each
+        advance every run (``--no-share-runs``, Kopf's peering at a handover)."""
+        return self._exclusive
 
     def owns(self, uid: uuid.UUID | str) -> bool:
         return owner_of(uuid.UUID(str(uid)), self.members) == self.me
@@ -104,10 +108,21 @@ class Membership(Ownership):
         on_change: Callable[[tuple[str, ...]], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(me or member_name())
+        #: Live replicas of other scopes: they may advance runs of namespaces both watch.
+        self.elsewhere = 0
+        self._elsewhere_seen = 0  # by the last heartbeat
         self.scope = scope
         self._db = db
         self.settings = settings or MembershipSettings()
         self._on_change = on_change
+
+    @property
+    def exclusive(self) -> bool:
+        """Only while this replica is the one live operator replica (of any scope): with
+        others, a run's records may be written by another replica (a FailedCreate Event
+        handled there, an HTTP answer to a request it sent, a replica that has not seen
+        the change of members yet), so they are read at every advance."""
+        return self.members == (self.me,) and self.elsewhere == 0
 
     def set_on_change(self, on_change: Callable[[tuple[str, ...]], Awaitable[None]]) -> None:
         self._on_change = on_change
@@ -123,12 +138,14 @@ class Membership(Ownership):
                 (self.me, self.scope),
             )
             cur = await conn.execute(
-                "SELECT member FROM workflow_orchestrator_service.operator_members "
-                "WHERE scope = %s AND heartbeat_at > clock_timestamp() - make_interval(secs => %s) "
+                "SELECT member, scope FROM workflow_orchestrator_service.operator_members "
+                "WHERE heartbeat_at > clock_timestamp() - make_interval(secs => %s) "
                 "ORDER BY member",
-                (self.scope, self.settings.lease_seconds),
+                (self.settings.lease_seconds,),
             )
-            return tuple(row[0] for row in await cur.fetchall())
+            rows = await cur.fetchall()
+        self._elsewhere_seen = sum(1 for _, scope in rows if scope != self.scope)
+        return tuple(member for member, scope in rows if scope == self.scope)
 
     async def leave(self) -> None:
         """Stop being a member at once: the others take this replica's runs over on
@@ -150,8 +167,13 @@ class Membership(Ownership):
     async def refresh(self) -> bool:
         """One heartbeat; True when the live members changed (``on_change`` was called)."""
         members = await self.beat()
+        elsewhere = self._elsewhere_seen
         if members == self.members:
+            if (elsewhere > 0) != (self.elsewhere > 0):
+                self.elsewhere = elsewhere
+                self.epoch += 1  # what was kept alone is not known alone any more, or is
             return False
+        self.elsewhere = elsewhere
         logger.info("operator members: %s (this one: %s)", ", ".join(members), self.me)
         self.members = members
         self.epoch += 1

@@ -365,7 +365,7 @@ class Orchestrator:
             summary, left = await self._advance(uid, control, ensure_jobs=ensure_jobs, start=start)
             if summary is not None and self._changed_at.get(uid, stamp) <= stamp:
                 self._summaries[uid] = (stamp, summary)
-                if left is not None:
+                if left is not None and owned:
                     self._records[uid] = left
         if (summary is None or summary["phase"] in FINAL_VALUES) and not lock.locked():
             # A finished run needs no per-run state in memory (a retry recreates it).
@@ -497,7 +497,9 @@ class Orchestrator:
         replica did not follow the run, or did not manage to record it."""
         self._unseen_jobs.discard(uid)
         self._records_changed(uid)  # whatever the LIST finds is recorded
-        for attempt in await self._tasks.observe_jobs_of(namespace, str(uid)):
+        observed = await self._tasks.observe_jobs_of(namespace, str(uid))
+        self._records_changed(uid)  # ... and an advance meanwhile may have kept records
+        for attempt in observed:
             if attempt.state in FINAL_STATES:
                 await self._attempt_finished(attempt)
 
