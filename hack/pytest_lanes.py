@@ -2,10 +2,11 @@
 and PostgreSQL (``make test``).
 
 Most of the suite's time is spent waiting (for Jobs, operators, deadlines), and one
-process keeps this machine's cores less than half busy; two lanes finish it in a little
-over half the time. The ``nodes`` lane holds everything that runs real containers or
-installs Plait (one real node per lane that needs it), and enough else to balance the
-two; the ``core`` lane holds all the rest, so a new test file is never left out.
+process keeps this machine's cores less than half busy; two lanes finish it in about two
+thirds of the time (docs/development.md, "Lanes"). The ``nodes`` lane holds everything
+that runs real containers or installs Plait (so only it starts a real node), and enough
+else to balance the two; the ``core`` lane holds all the rest, so a new test file is
+never left out.
 
 Each output line is prefixed with its lane. With arguments (a file, ``-k``, ``-x``), with
 ``KUBECONFIG`` or ``PLAIT_TEST_KUBECONFIG`` set (one shared cluster: the admission

@@ -69,6 +69,15 @@ async def database(component_dsns: dict[str, str]) -> AsyncIterator[Database]:
         yield db
 
 
+async def define(
+    database: Database, kube: Kube, name: str, spec: dict[str, Any]
+) -> repo.WorkflowDefinition:
+    """Record a WorkflowDefinition's version, as its reconciler does."""
+    async with database.connection("workflow_orchestrator") as conn:
+        definition, _ = await repo.upsert_workflow_definition(conn, kube.namespace, name, spec)
+    return definition
+
+
 async def record_run(
     kube: Kube, database: Database, name: str, definition: repo.WorkflowDefinition
 ) -> tuple[dict[str, Any], repo.WorkflowInstance]:
@@ -102,10 +111,7 @@ async def test_status_is_written_from_the_last_seen_version_and_never_goes_back(
     config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
     api = CountingApiServer()
     orchestrator = Orchestrator(database, api, TaskExecution(database, api))
-    async with database.connection("workflow_orchestrator") as conn:
-        definition, _ = await repo.upsert_workflow_definition(
-            conn, kube.namespace, "pair", {"tasks": [task("a"), task("b")]}
-        )
+    definition = await define(database, kube, "pair", {"tasks": [task("a"), task("b")]})
     created, row = await record_run(kube, database, "status-run", definition)
     uid = row.id
 
@@ -185,10 +191,7 @@ async def test_a_run_just_recorded_is_launched_and_summarised_without_reading_it
     config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
     api = CountingApiServer()
     orchestrator = Orchestrator(database, api, TaskExecution(database, api))
-    async with database.connection("workflow_orchestrator") as conn:
-        definition, _ = await repo.upsert_workflow_definition(
-            conn, kube.namespace, "one", {"tasks": [task("only")]}
-        )
+    definition = await define(database, kube, "one", {"tasks": [task("only")]})
     runs: dict[str, tuple[uuid.UUID, repo.WorkflowInstance]] = {}
     for name in ("recorded-run", "read-run"):
         _, row = await record_run(kube, database, name, definition)
@@ -253,14 +256,7 @@ class RunningBeforeTheAdvanceEnds(KubeCalls):
     async def create_job(self, manifest: Mapping[str, Any]) -> bool:
         created = await super().create_job(manifest)
         name = manifest["metadata"]["name"]
-        deadline = time.monotonic() + 60
-        while True:
-            job = json.loads(
-                await asyncio.to_thread(self.kube.kubectl, "get", "job", name, "-o", "json")
-            )
-            if (job.get("status") or {}).get("active") or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
+        job = await job_when(self.kube, name, lambda status: bool(status.get("active")))
         assert self.orchestrator is not None
         await self.orchestrator.on_job_event(job)
         self.delivered.append(name)
@@ -277,10 +273,7 @@ async def test_a_task_going_running_during_the_advance_that_launched_it_is_publi
     api = RunningBeforeTheAdvanceEnds(kube)
     orchestrator = Orchestrator(database, api, TaskExecution(database, api))
     api.orchestrator = orchestrator
-    async with database.connection("workflow_orchestrator") as conn:
-        definition, _ = await repo.upsert_workflow_definition(
-            conn, kube.namespace, "slow", {"tasks": [task("long", duration="300s")]}
-        )
+    definition = await define(database, kube, "slow", {"tasks": [task("long", duration="300s")]})
     created, row = await record_run(kube, database, "busy-run", definition)
     uid = row.id
     try:
@@ -319,10 +312,7 @@ async def test_a_run_is_advanced_and_published_from_the_records_it_kept(
     after it ends read nothing, and say what the records, read afresh, say."""
     config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
     api = CountingApiServer()
-    async with database.connection("workflow_orchestrator") as conn:
-        definition, _ = await repo.upsert_workflow_definition(
-            conn, kube.namespace, "kept", {"tasks": [task("only", duration="2s")]}
-        )
+    definition = await define(database, kube, "kept", {"tasks": [task("only", duration="2s")]})
     spec = WorkflowDefinitionSpec.model_validate(definition.spec)
     created, row = await record_run(kube, database, "kept-run", definition)
     uid = row.id
@@ -404,10 +394,7 @@ async def test_a_run_another_process_may_advance_is_read_at_every_advance(
     api = CountingApiServer()
     ownership = sole_owner(exclusive=exclusive)
     orchestrator = Orchestrator(database, api, TaskExecution(database, api), ownership=ownership)
-    async with database.connection("workflow_orchestrator") as conn:
-        definition, _ = await repo.upsert_workflow_definition(
-            conn, kube.namespace, "shared", {"tasks": tasks}
-        )
+    definition = await define(database, kube, "shared", {"tasks": tasks})
     _, row = await record_run(kube, database, "shared-run", definition)
     counted = CountedTransactions(database)
     try:

@@ -108,9 +108,10 @@ class Membership(Ownership):
         on_change: Callable[[tuple[str, ...]], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(me or member_name())
-        #: Live replicas of other scopes: they may advance runs of namespaces both watch.
-        self.elsewhere = 0
-        self._elsewhere_seen = 0  # by the last heartbeat
+        #: Whether replicas of other scopes live (as of the last heartbeat that changed
+        #: the epoch): they may advance runs of namespaces both watch.
+        self.elsewhere = False
+        self._elsewhere_seen = False  # by the last heartbeat
         self.scope = scope
         self._db = db
         self.settings = settings or MembershipSettings()
@@ -122,7 +123,7 @@ class Membership(Ownership):
         others, a run's records may be written by another replica (a FailedCreate Event
         handled there, an HTTP answer to a request it sent, a replica that has not seen
         the change of members yet), so they are read at every advance."""
-        return self.members == (self.me,) and self.elsewhere == 0
+        return self.members == (self.me,) and not self.elsewhere
 
     def set_on_change(self, on_change: Callable[[tuple[str, ...]], Awaitable[None]]) -> None:
         self._on_change = on_change
@@ -144,7 +145,7 @@ class Membership(Ownership):
                 (self.settings.lease_seconds,),
             )
             rows = await cur.fetchall()
-        self._elsewhere_seen = sum(1 for _, scope in rows if scope != self.scope)
+        self._elsewhere_seen = any(scope != self.scope for _, scope in rows)
         return tuple(member for member, scope in rows if scope == self.scope)
 
     async def leave(self) -> None:
@@ -167,13 +168,11 @@ class Membership(Ownership):
     async def refresh(self) -> bool:
         """One heartbeat; True when the live members changed (``on_change`` was called)."""
         members = await self.beat()
-        elsewhere = self._elsewhere_seen
+        elsewhere, self.elsewhere = self.elsewhere, self._elsewhere_seen
         if members == self.members:
-            if (elsewhere > 0) != (self.elsewhere > 0):
-                self.elsewhere = elsewhere
+            if elsewhere != self.elsewhere:
                 self.epoch += 1  # what was kept alone is not known alone any more, or is
             return False
-        self.elsewhere = elsewhere
         logger.info("operator members: %s (this one: %s)", ", ".join(members), self.me)
         self.members = members
         self.epoch += 1

@@ -324,8 +324,9 @@ class Orchestrator:
         self._changed_at: dict[uuid.UUID, int] = {}
         #: Per unfinished run owned here, its row and attempts as its last advance left
         #: them, kept up to date by the Job events recorded since: the next advance (and a
-        #: status write meanwhile) starts from them instead of reading them. Dropped by
-        #: any other change of the run's records, and not used across a change of members.
+        #: status write meanwhile) starts from them instead of reading them. Kept only while
+        #: no other process may write them (Ownership.exclusive, _advanced_by_its_owner_only);
+        #: dropped by any other change of the run's records, not used in another epoch.
         self._records: dict[uuid.UUID, _Records] = {}
         #: Parsed WorkflowDefinition specs by (namespace, name, version), least recently
         #: used first.
@@ -804,7 +805,8 @@ class Orchestrator:
         self._advance_soon(uid, namespace, name)
 
     def records_changed(self, uid: uuid.UUID) -> None:
-        """Something outside the orchestrator changed the run's row (its labels)."""
+        """Something other than an advance or a recorded Job event changed the run's
+        records (its labels, an HTTP task's answer): what is kept of them is dropped."""
         self._records_changed(uid)
 
     def _advance_soon(self, uid: uuid.UUID, namespace: str, name: str) -> None:
