@@ -171,8 +171,12 @@ async def maintain_partitions(
     return created, await drop_partitions_before(conn, cutoff)
 
 
+#: Made once: ``json.dumps`` with any argument of its own builds an encoder per call.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def _jsonb(value: Any) -> Jsonb:
@@ -231,8 +235,9 @@ async def copy_spans(conn: AsyncConnection[Any], spans: Sequence[Span]) -> None:
                     s.status_code.value,
                     s.status_message,
                     s.component,
-                    _jsonb(dict(s.attributes)),
-                    _jsonb([dict(e) for e in s.events]),
+                    # COPY's text format takes a jsonb column's text as is: dumped here.
+                    _dumps(dict(s.attributes)),
+                    _dumps([dict(e) for e in s.events]) if s.events else "[]",
                     s.workflow_instance_id,
                 )
             )
