@@ -15,7 +15,6 @@ read, and a body streamed without one is cut off at the limit.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import weakref
@@ -39,7 +38,7 @@ from plait.event_processing.cloudevents import (
     parse_structured,
 )
 from plait.event_processing.group_commit import Definitions, GroupCommit
-from plait.event_processing.repository import EventInstance, NewEvent
+from plait.event_processing.repository import EventReceipt, NewEvent
 from plait.observability.metrics import event_ingested
 from plait.observability.tracing import EventSpans
 
@@ -52,7 +51,7 @@ GROUP_EVENTS = 1000
 SCHEMA_VALIDATOR = web.AppKey("schema_validator", SchemaValidator)
 
 
-def _acknowledgement(instance: EventInstance, created: bool) -> Acknowledgement:
+def _acknowledgement(instance: EventReceipt, created: bool) -> Acknowledgement:
     return Acknowledgement(
         id=instance.event_id,
         source=instance.source,
@@ -156,26 +155,18 @@ def _group_commit(app: web.Application) -> GroupCommit:
     return group
 
 
-def _traced(events: list[NewEvent]) -> tuple[list[NewEvent], EventSpans]:
+def _traced(namespace: str, events: list[CloudEvent]) -> tuple[list[NewEvent], EventSpans]:
     """Start each event's ingestion span; the span's trace context goes into the event's
     ``traceparent`` extension (CloudEvents distributed tracing), so the runs it starts join
     the sender's trace through it."""
     spans = EventSpans(
         [
-            (
-                e.namespace,
-                e.source,
-                e.type,
-                e.id,
-                _str_or_none((e.extensions or {}).get("traceparent")),
-            )
+            (namespace, e.source, e.type, e.id, _str_or_none(e.extensions.get("traceparent")))
             for e in events
         ]
     )
     traced = [
-        dataclasses.replace(e, extensions={**(e.extensions or {}), "traceparent": parent})
-        if parent is not None
-        else e
+        e.to_new_event(namespace, parent)
         for e, parent in zip(events, spans.traceparents, strict=True)
     ]
     return traced, spans
@@ -199,7 +190,7 @@ async def post_events(request: web.Request) -> web.Response:
 
     # The check runs in the transaction that stores the events, together with the other
     # requests of its group: one query finds the definitions of all their types.
-    traced, spans = _traced([e.to_new_event(namespace) for e in events])
+    traced, spans = _traced(namespace, events)
     error: str | None = None
     try:
         results = await _group_commit(request.app).store(traced, check)

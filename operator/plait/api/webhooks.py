@@ -29,7 +29,7 @@ from plait.api.context import CONFIG, DATABASE, namespace_of, read_capped
 from plait.api.models import Acknowledgement
 from plait.api.problems import Problem
 from plait.event_processing import repository
-from plait.event_processing.repository import EventInstance, NewEvent
+from plait.event_processing.repository import EventReceipt, NewEvent
 from plait.integration.webhooks import (
     BadDelivery,
     Delivery,
@@ -195,7 +195,7 @@ async def _verified_delivery(
 
 async def _store(
     request: web.Request, namespace: str, name: str, delivery: Delivery
-) -> tuple[EventInstance, bool]:
+) -> tuple[EventReceipt, bool]:
     """Store the delivery as a CloudEvent in the queue (a redelivery is a duplicate);
     returns the stored event and whether this request created it."""
     source = f"/namespaces/{namespace}/webhooks/{name}"

@@ -145,7 +145,12 @@ class CloudEvent:
             return str(key)
         return self.subject
 
-    def to_new_event(self, namespace: str) -> NewEvent:
+    def to_new_event(self, namespace: str, traceparent: str | None = None) -> NewEvent:
+        """The event to store in ``namespace``; ``traceparent``, when given, replaces the
+        sender's (the ingestion span's context, so runs join the trace through it)."""
+        extensions = {k: v for k, v in self.extensions.items() if k != PARTITION_KEY}
+        if traceparent is not None:
+            extensions["traceparent"] = traceparent
         return NewEvent(
             namespace=namespace,
             source=self.source,
@@ -157,7 +162,7 @@ class CloudEvent:
             data_schema=self.dataschema,
             data=self.data if self.has_data else None,
             data_base64=self.data_base64,
-            extensions={k: v for k, v in self.extensions.items() if k != PARTITION_KEY},
+            extensions=extensions,
             partition_key=self.partition_key,
         )
 

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from plait.event_processing import repository
-from plait.event_processing.repository import EventDefinition, EventInstance, NewEvent
+from plait.event_processing.repository import EventDefinition, EventReceipt, NewEvent
 
 __all__ = ["Check", "Definitions", "GroupCommit", "Stored"]
 
@@ -39,8 +39,8 @@ Definitions = Mapping[tuple[str, str], EventDefinition | None]
 Check = Callable[[Definitions], None]
 """Refuses a request by raising (its error becomes that request's answer)."""
 
-Stored = list[tuple[EventInstance, bool]]
-"""(stored event, created) per event of a request, in order."""
+Stored = list[tuple[EventReceipt, bool]]
+"""(receipt of the stored event, created) per event of a request, in order."""
 
 _RETRYABLE = (
     psycopg.errors.DeadlockDetected,

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from plait.event_processing.states import DeadLetterStatus, QueueState
@@ -28,6 +28,7 @@ __all__ = [
     "DeadLetter",
     "EventDefinition",
     "EventInstance",
+    "EventReceipt",
     "NewEvent",
     "QueueItem",
     "complete",
@@ -110,6 +111,21 @@ class EventInstance:
     sequence_id: uuid.UUID | None
     sequence_position: int | None
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventReceipt:
+    """What storing an event answers with: the stored row's identity and place in its
+    sequence, not its payload (the sender has that; reading it back would cost a batch
+    as much again)."""
+
+    id: uuid.UUID
+    namespace: str
+    source: str
+    event_id: str
+    partition_key: str | None
+    sequence_id: uuid.UUID | None
+    sequence_position: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +335,9 @@ class ConcurrentDuplicateError(Exception):
 
 # One statement stores a whole batch, sent as one JSON array (one parameter: cheaper to
 # send than an array per column). What is already stored is read from the statement's
-# snapshot (``known``), the first occurrence of each other (namespace, source, id) is new,
+# snapshot (``known``: one probe of the unique key per distinct event; a semi-join left
+# to the planner read the whole table at every batch whenever it thought the table small),
+# the first occurrence of each other (namespace, source, id) is new,
 # each sequence is advanced once by its number of new events (rows locked in key order, so
 # two batches never wait on each other in a cycle), new events take consecutive positions
 # in batch order, and their queue rows are inserted from what the insert returned. An
@@ -332,9 +350,14 @@ WITH input AS (
         data_content_type text, data_schema text, data jsonb, data_base64 text,
         extensions jsonb, partition_key text)
 ), known AS (
-    SELECT e.* FROM event_processing_service.event_instances e
-    WHERE (e.namespace, e.source, e.event_id) IN (
-        SELECT namespace, source, event_id FROM input)
+    SELECT e.* FROM (SELECT DISTINCT namespace, source, event_id FROM input) i
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.namespace, e.source, e.event_id, e.partition_key, e.sequence_id,
+            e.sequence_position
+        FROM event_processing_service.event_instances e
+        WHERE e.namespace = i.namespace AND e.source = i.source AND e.event_id = i.event_id
+        LIMIT 1
+    ) e
 ), new AS (
     SELECT DISTINCT ON (namespace, source, event_id) * FROM input i
     WHERE NOT EXISTS (SELECT FROM known k WHERE k.namespace = i.namespace
@@ -365,15 +388,16 @@ WITH input AS (
         data_schema, data, data_base64, coalesce(extensions, '{}'), partition_key,
         sequence_id, sequence_position
     FROM numbered ORDER BY ord
-    RETURNING *
+    RETURNING id, namespace, source, event_id, partition_key, sequence_id, sequence_position
 ), queued AS (
     INSERT INTO event_processing_service.event_queue_state
         (event_instance_id, max_attempts, sequence_id, sequence_position)
     SELECT id, %(max_attempts)s, sequence_id, sequence_position FROM created
 ){woken}
-SELECT true AS created, c.* FROM created c{join_woken}
+SELECT c.id, c.namespace, c.source, c.event_id, c.partition_key, c.sequence_id,
+    c.sequence_position, true FROM created c{join_woken}
 UNION ALL
-SELECT false, * FROM known
+SELECT *, false FROM known
 """
 _INSERT_BATCH_ONLY = _INSERT_BATCH.replace("{woken}", "").replace("{join_woken}", "")
 # ... and wake the dispatchers on commit when something was enqueued, in the same statement.
@@ -425,9 +449,9 @@ async def insert_events(
     max_attempts: int = 5,
     notify: bool = False,
     commit: bool = False,
-) -> list[tuple[EventInstance, bool]]:
+) -> list[tuple[EventReceipt, bool]]:
     """Store and enqueue a batch in the caller's transaction, in one statement;
-    (stored event, created) per event, in order.
+    (receipt of the stored event, created) per event, in order.
 
     An event already stored, or repeated within the batch after its first occurrence, is
     a duplicate: it is answered with the stored row and takes no position. Events may
@@ -444,8 +468,13 @@ async def insert_events(
     query = _INSERT_BATCH_NOTIFY if notify else _INSERT_BATCH_ONLY
     params = {"events": _batch_json(events), "max_attempts": max_attempts}
     try:
-        async with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
+        async with conn.pipeline(), conn.cursor() as cur:
+            # Planned at each call, never prepared: a plan cached while the table was
+            # nearly empty (a fresh install, the first batches of a connection) probed it
+            # through an index on namespace alone, reading every event of the namespace
+            # per batch until autovacuum's next ANALYZE. Planning costs about half a
+            # millisecond per statement; that scan cost milliseconds and grew with the table.
+            await cur.execute(query, params, prepare=False)
             if commit:
                 await conn.commit()
             rows = await cur.fetchall()
@@ -453,12 +482,11 @@ async def insert_events(
         if exc.diag.constraint_name != "event_instances_one_per_source_id":
             raise
         raise ConcurrentDuplicateError(exc.diag.message_detail or str(exc)) from exc
-    stored: dict[tuple[str, str, str], tuple[EventInstance, bool]] = {}
-    for row in rows:
-        created = row.pop("created")
-        instance = EventInstance(**row)
-        stored[(instance.namespace, instance.source, instance.event_id)] = (instance, created)
-    results: list[tuple[EventInstance, bool]] = []
+    stored: dict[tuple[str, str, str], tuple[EventReceipt, bool]] = {}
+    for *columns, created in rows:
+        receipt = EventReceipt(*columns)
+        stored[(receipt.namespace, receipt.source, receipt.event_id)] = (receipt, created)
+    results: list[tuple[EventReceipt, bool]] = []
     for event in events:
         key = (event.namespace, event.source, event.id)
         found = stored[key]
