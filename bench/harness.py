@@ -130,7 +130,9 @@ class Environment:
         return dsn
 
     def db_stats(self, dbname: str) -> dict[str, int]:
-        """The database's transaction and row counters (``pg_stat_database``)."""
+        """The database's transaction and row counters (``pg_stat_database``), and the rows
+        its tables' sequential scans read (``seq_rows.<schema>.<table>``; a hot statement
+        reading a whole table is a plan gone wrong)."""
         import psycopg
 
         with psycopg.connect(self.postgres.dsn(), autocommit=True) as conn:
@@ -142,9 +144,15 @@ class Environment:
                 (dbname,),
             ).fetchone()
         assert row is not None
-        return dict(
+        stats = dict(
             zip(("transactions", "rows_scanned", "rows_fetched", "rows_written"), row, strict=True)
         )
+        with psycopg.connect(self.postgres.dsn(dbname), autocommit=True) as conn:
+            for schema, table, rows in conn.execute(
+                "SELECT schemaname, relname, seq_tup_read FROM pg_stat_user_tables"
+            ):
+                stats[f"seq_rows.{schema}.{table}"] = int(rows)
+        return stats
 
     def apply(self, namespace: str, manifest: Mapping[str, Any]) -> None:
         # Server-side: a client-side apply copies the object into an annotation capped at
@@ -268,8 +276,13 @@ def _process_group(comm: str) -> str:
 
 
 def stats_delta(before: Mapping[str, int], after: Mapping[str, int], per: int) -> dict[str, float]:
-    """Counter increments divided by ``per`` (workflows or tasks)."""
-    return {k: round((after[k] - before[k]) / per, 1) for k in after}
+    """Counter increments divided by ``per`` (workflows or tasks); counters that did not
+    move are left out."""
+    return {
+        k: round((after[k] - before.get(k, 0)) / per, 1)
+        for k in after
+        if after[k] != before.get(k, 0) or "." not in k
+    }
 
 
 def counts_delta(
