@@ -410,3 +410,35 @@ async def test_a_run_another_process_may_advance_is_read_at_every_advance(
         await orchestrator.advance(row.id, Control(cancel=True))
         await orchestrator.quiesce()
         api.close()
+
+
+async def test_an_advance_overtaken_by_a_change_keeps_nothing_though_the_object_is_forgotten(
+    plait_crds: KubeCluster, kube: Kube, database: Database
+) -> None:
+    """A change to a run's records while an advance is under way keeps that advance from
+    keeping what it read, also when the run's object is forgotten meanwhile (a watch event
+    that still says Failed while the run is retried): the next advance reads again."""
+    config.load_kube_config(config_file=str(kube.kubeconfig))  # type: ignore[no-untyped-call]
+    api = CountingApiServer()
+    orchestrator = Orchestrator(database, api, TaskExecution(database, api))
+    definition = await define(database, kube, "overtaken", {"tasks": [task("only")]})
+    _, row = await record_run(kube, database, "overtaken-run", definition)
+    counted = CountedTransactions(database)
+    try:
+        await orchestrator.advance(row.id, Control(), ensure_jobs=True, recorded=row)
+        under_way = asyncio.ensure_future(orchestrator.advance(row.id, ensure_jobs=True))
+        await asyncio.sleep(0)  # it has begun, and waits for its first read
+        assert not under_way.done()
+        orchestrator.records_changed(row.id)
+        orchestrator.forget_object(row.id)
+        await under_way
+        await orchestrator.quiesce()
+        counted.components.clear()
+        await orchestrator.advance(row.id)
+        assert counted.components[:2] == ["workflow_orchestrator", "task_execution"], (
+            "the run and its attempts are read"
+        )
+    finally:
+        await orchestrator.advance(row.id, Control(cancel=True))
+        await orchestrator.quiesce()
+        api.close()

@@ -397,7 +397,13 @@ class Orchestrator:
         self._views.pop(uid, None)
         self._summaries.pop(uid, None)
         self._records.pop(uid, None)
-        self._changed_at.pop(uid, None)
+        advancing = self._locks.get(uid)
+        if advancing is not None and advancing.locked():
+            # An advance under way keeps nothing it ends with: a change it may have missed
+            # was stamped here, and dropping the stamp would let it keep stale records.
+            self._changed_at[uid] = next(self._clock)
+        else:
+            self._changed_at.pop(uid, None)
         lock = self._writing.get(uid)
         if lock is not None and not lock.locked():
             del self._writing[uid]
