@@ -94,6 +94,7 @@ from plait.workflow_orchestrator.engine import (
     plan,
 )
 from plait.workflow_orchestrator.http_tasks import http_tasks
+from plait.workflow_orchestrator.kept import KeptRecords, Records
 from plait.workflow_orchestrator.members import Ownership, sole_owner
 from plait.workflow_orchestrator.mocks import MockError, MockOutcome, mock_outcome
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
@@ -326,8 +327,9 @@ class Orchestrator:
         #: them, kept up to date by the Job events recorded since: the next advance (and a
         #: status write meanwhile) starts from them instead of reading them. Kept only while
         #: no other process may write them (Ownership.exclusive, _advanced_by_its_owner_only);
-        #: dropped by any other change of the run's records, not used in another epoch.
-        self._records: dict[uuid.UUID, _Records] = {}
+        #: dropped by any other change of the run's records, not used in another epoch;
+        #: at most MAX_KEPT_ATTEMPTS attempts in all (the runs kept longest ago go first).
+        self._records = KeptRecords()
         #: Parsed WorkflowDefinition specs by (namespace, name, version), least recently
         #: used first.
         self._specs: OrderedDict[tuple[str, str, int], WorkflowDefinitionSpec] = OrderedDict()
@@ -356,10 +358,10 @@ class Orchestrator:
         lock = self._locks.setdefault(uid, asyncio.Lock())
         async with lock:
             self._summaries.pop(uid, None)  # a status write meanwhile reads the records
-            kept = self._records.pop(uid, None)  # ... and so does a Job event's update
-            start: _Records | None = None
+            kept = self._records.pop(uid)  # ... and so does a Job event's update
+            start: Records | None = None
             if recorded is not None:
-                start = _Records.of(recorded, [], {}, self.ownership.epoch)
+                start = Records.of(recorded, [], {}, self.ownership.epoch)
             elif kept is not None and owned and not ensure_jobs:
                 start = kept if kept.epoch == self.ownership.epoch else None
             stamp = next(self._clock)
@@ -367,10 +369,10 @@ class Orchestrator:
             if summary is not None and self._changed_at.get(uid, stamp) <= stamp:
                 self._summaries[uid] = (stamp, summary)
                 if left is not None and owned:
-                    self._records[uid] = left
+                    self._records.keep(uid, left)
         if (summary is None or summary["phase"] in FINAL_VALUES) and not lock.locked():
             # A finished run needs no per-run state in memory (a retry recreates it).
-            self._records.pop(uid, None)
+            self._records.pop(uid)
             self._changed_at.pop(uid, None)
             self._locks.pop(uid, None)
             self._controls.pop(uid, None)
@@ -396,7 +398,7 @@ class Orchestrator:
         """The run's object is gone (or not this replica's concern any more)."""
         self._views.pop(uid, None)
         self._summaries.pop(uid, None)
-        self._records.pop(uid, None)
+        self._records.pop(uid)
         advancing = self._locks.get(uid)
         if advancing is not None and advancing.locked():
             # An advance under way keeps nothing it ends with: a change it may have missed
@@ -828,9 +830,10 @@ class Orchestrator:
         change drops them)."""
         self._summaries.pop(uid, None)
         self._changed_at[uid] = next(self._clock)
-        kept = self._records.pop(uid, None)
-        if kept is not None and attempt is not None and kept.take(attempt):
-            self._records[uid] = kept
+        if attempt is None:
+            self._records.pop(uid)
+        else:
+            self._records.take(uid, attempt)
 
     async def _drain(self, uid: uuid.UUID) -> None:
         while uid in self._dirty:
@@ -1159,8 +1162,8 @@ class Orchestrator:
         return changed
 
     async def _advance(
-        self, uid: uuid.UUID, control: Control, *, ensure_jobs: bool, start: _Records | None
-    ) -> tuple[dict[str, Any] | None, _Records | None]:
+        self, uid: uuid.UUID, control: Control, *, ensure_jobs: bool, start: Records | None
+    ) -> tuple[dict[str, Any] | None, Records | None]:
         """One advance, in named steps, each idempotent: retry the run if asked, and hold
         its lock (or wait in the lock's queue); then, until nothing more can happen now,
         let go of the locks of ended attempts, finish what is left of a run that has
@@ -1194,7 +1197,7 @@ class Orchestrator:
         resuming = False  # set with ensure_jobs: sub-workflows lost in a crash are recreated
         ended: _Ended | None = None  # the run as this advance ended it, when known as such
         # The run and its attempts as this advance left them, when known without a read.
-        known: _Records | None = None
+        known: Records | None = None
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
             attempts: list[TaskInstance]
             base: dict[str, int]
@@ -1252,9 +1255,7 @@ class Orchestrator:
             if not decision.skips:
                 if launched is not None and instance.wake_at is None:
                     # With no wake_at, no deadline loop claims (and writes) the row.
-                    known = _Records.of(
-                        instance, [*attempts, *launched], base, self.ownership.epoch
-                    )
+                    known = Records.of(instance, [*attempts, *launched], base, self.ownership.epoch)
                 break
             instance = await self._reload(uid)
         if ended is not None:  # its records as it left them: nothing to read again
@@ -1986,46 +1987,6 @@ class Orchestrator:
         if all(current.get(k) == v for k, v in desired.items()):
             return None
         return desired
-
-
-#: The order an attempt's states come in: a Job event recorded later never takes an
-#: attempt back to an earlier state in the records kept in memory.
-_STATE_RANK = {TaskState.PENDING: 0, TaskState.WAITING: 1, TaskState.RUNNING: 1}
-
-
-@dataclass
-class _Records:
-    """A run's row and its current attempts (those no retry of the run set aside, by id,
-    with the numbering base of those it did) as this process knows them without reading
-    them; changed in place, one Job event at a time (a wide run's thousands of events
-    must not each copy its thousands of attempts)."""
-
-    instance: WorkflowInstance
-    attempts: dict[uuid.UUID, TaskInstance]
-    base: dict[str, int]
-    epoch: int
-    """The members' epoch they were known in: after a change of members another replica
-    may have written them."""
-
-    @classmethod
-    def of(
-        cls,
-        instance: WorkflowInstance,
-        attempts: Sequence[TaskInstance],
-        base: Mapping[str, int],
-        epoch: int,
-    ) -> _Records:
-        return cls(instance, {a.id: a for a in attempts}, dict(base), epoch)
-
-    def take(self, attempt: TaskInstance) -> bool:
-        """Take in ``attempt`` as now recorded; False when it is not among these records
-        (they would not be complete with it)."""
-        known = self.attempts.get(attempt.id)
-        if known is None:
-            return False
-        if _STATE_RANK.get(attempt.state, 2) >= _STATE_RANK.get(known.state, 2):
-            self.attempts[attempt.id] = attempt
-        return True
 
 
 @dataclass(frozen=True)
