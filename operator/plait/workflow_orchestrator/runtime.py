@@ -94,7 +94,7 @@ from plait.workflow_orchestrator.engine import (
     plan,
 )
 from plait.workflow_orchestrator.http_tasks import http_tasks
-from plait.workflow_orchestrator.kept import KeptRecords, Records
+from plait.workflow_orchestrator.kept import MAX_KEPT_ATTEMPTS, KeptRecords, Records
 from plait.workflow_orchestrator.members import Ownership, sole_owner
 from plait.workflow_orchestrator.mocks import MockError, MockOutcome, mock_outcome
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
@@ -330,6 +330,10 @@ class Orchestrator:
         #: dropped by any other change of the run's records, not used in another epoch;
         #: at most MAX_KEPT_ATTEMPTS attempts in all (the runs kept longest ago go first).
         self._records = KeptRecords()
+        #: The engine's view of each attempt, made once per recorded version of it (each
+        #: change is a new TaskInstance): every plan of a run from its kept records would
+        #: otherwise convert all its attempts again, thousands for a wide run.
+        self._engine_views: OrderedDict[uuid.UUID, tuple[TaskInstance, Attempt]] = OrderedDict()
         #: Parsed WorkflowDefinition specs by (namespace, name, version), least recently
         #: used first.
         self._specs: OrderedDict[tuple[str, str, int], WorkflowDefinitionSpec] = OrderedDict()
@@ -1349,13 +1353,25 @@ class Orchestrator:
         return plan(
             spec,
             instance.inputs,
-            [_as_attempt(a) for a in attempts],
+            [self._engine_view(a) for a in attempts],
             now=_now(),
             suspended=control.suspend,
             deadline=_deadline(instance, spec),
             attempt_base=base,
             task_defaults=defaults,
         )
+
+    def _engine_view(self, attempt: TaskInstance) -> Attempt:
+        """``attempt`` as the engine sees it, made once for this TaskInstance (at most
+        MAX_KEPT_ATTEMPTS are remembered, the first made first forgotten)."""
+        made = self._engine_views.get(attempt.id)
+        if made is not None and made[0] is attempt:
+            return made[1]
+        view = _as_attempt(attempt)
+        self._engine_views[attempt.id] = (attempt, view)
+        if len(self._engine_views) > MAX_KEPT_ATTEMPTS:
+            self._engine_views.popitem(last=False)
+        return view
 
     async def _task_defaults(
         self, namespace: str, spec: WorkflowDefinitionSpec
