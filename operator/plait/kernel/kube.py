@@ -12,7 +12,7 @@ import base64
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from plait import API_GROUP, API_VERSION
 __all__ = [
     "EVENT_MESSAGE_LIMIT",
     "EVENT_SOURCE",
+    "LIST_PAGE_SIZE",
     "REQUEST_TIMEOUT_SECONDS",
     "CallObserver",
     "Kube",
@@ -41,6 +42,9 @@ REQUEST_TIMEOUT_SECONDS = 30
 EVENT_SOURCE = "plait"
 #: The longest Event message posted: longer ones are cut to the 1 KiB an Event note may hold.
 EVENT_MESSAGE_LIMIT = 1024
+#: Objects per page of Plait's own LISTs. A run's Jobs are listed at every resync, and a
+#: 10,000-task run's Jobs read in one answer (and decoded at once) took about 580 MiB.
+LIST_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,26 @@ def load_client_modules() -> None:
         getattr(client, name)  # the package's lazy attribute: the import
 
 
+def _json_of(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Call a client method and decode its answer as plain JSON, not into its models."""
+    response: Any = fn(*args, _preload_content=False, **kwargs)
+    try:
+        return cast(dict[str, Any], json.loads(response.data))
+    finally:
+        response.release_conn()
+
+
 class Kube:
     """Job, Pod, Secret, Event and Plait-object calls."""
 
-    def __init__(self, pool_size: int = 32, observe_call: CallObserver | None = None) -> None:
+    def __init__(
+        self,
+        pool_size: int = 32,
+        observe_call: CallObserver | None = None,
+        list_page_size: int = LIST_PAGE_SIZE,
+    ) -> None:
         self._pool_size = pool_size
+        self._list_page_size = list_page_size
         self._observe_call: CallObserver = observe_call or (lambda _verb, _resource: nullcontext())
         self._api: client.ApiClient | None = None
 
@@ -207,20 +226,30 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        """The Jobs matching ``label_selector``, as the watch delivers them (plain JSON)."""
-        result = await self._call(
-            "list",
-            "jobs",
-            self._batch.list_namespaced_job,
-            namespace,
-            label_selector=label_selector,
+    def list_jobs(self, namespace: str, label_selector: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """The Jobs matching ``label_selector``, a page at a time, as the watch delivers
+        them (plain JSON)."""
+        return self._pages(
+            "jobs", self._batch.list_namespaced_job, namespace, label_selector=label_selector
         )
-        api = self._client()
-        return [
-            cast(dict[str, Any], api.sanitize_for_serialization(j))  # type: ignore[no-untyped-call]
-            for j in result.items
-        ]
+
+    async def _pages(
+        self, resource: str, fn: Any, *args: Any, label_selector: str
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Each page of a LIST, ``list_page_size`` objects at most, decoded as plain JSON
+        (not into the client's models): what is held at once does not grow with what is
+        listed. Every page comes from the first one's snapshot (the continue token)."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"label_selector": label_selector}
+            kwargs["limit"] = self._list_page_size
+            if token:
+                kwargs["_continue"] = token
+            body = await self._call("list", resource, _json_of, fn, *args, **kwargs)
+            yield cast(list[dict[str, Any]], body.get("items") or [])
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     async def pod_result(self, namespace: str, job: str) -> PodResult | None:
         """The terminated state of the Job's container, if a Pod of it is still there."""
@@ -335,9 +364,11 @@ class Kube:
             dict(manifest),
         )
 
-    async def list_instances(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        result = await self._call(
-            "list",
+    def list_instances(
+        self, namespace: str, label_selector: str
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The WorkflowInstances matching ``label_selector``, a page at a time."""
+        return self._pages(
             "workflowinstances",
             self._custom.list_namespaced_custom_object,
             API_GROUP,
@@ -346,7 +377,6 @@ class Kube:
             "workflowinstances",
             label_selector=label_selector,
         )
-        return cast(list[dict[str, Any]], cast(dict[str, Any], result).get("items", []))
 
     async def remove_instance_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
         """Take ``finalizer`` off a WorkflowInstance (a JSON patch that tests the list it

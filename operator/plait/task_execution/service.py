@@ -358,11 +358,17 @@ class TaskExecution:
             )
 
     async def observe_jobs_of(self, namespace: str, instance_uid: str) -> list[TaskInstance]:
-        """Record what the run's Jobs say now (one LIST), for a run taken over from a
-        replica that died: the events its Jobs sent meanwhile went to nobody."""
-        jobs = await self._kube.list_jobs(namespace, f"{LABEL_INSTANCE_UID}={instance_uid}")
-        changed = [await self.observe(job) for job in jobs]
-        return [c for c in changed if c is not None]
+        """Record what the run's Jobs say now (one LIST, read a page at a time), for a run
+        taken over from a replica that died: the events its Jobs sent meanwhile went to
+        nobody. Returns the attempts whose rows changed."""
+        changed: list[TaskInstance] = []
+        selector = f"{LABEL_INSTANCE_UID}={instance_uid}"
+        async for page in self._kube.list_jobs(namespace, selector):
+            for job in page:
+                attempt = await self.observe(job)
+                if attempt is not None:
+                    changed.append(attempt)
+        return changed
 
     async def observe(self, job: Mapping[str, Any]) -> TaskInstance | None:
         """Record what a Job event says about its attempt; the changed row, else None.

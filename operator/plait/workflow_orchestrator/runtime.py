@@ -506,8 +506,9 @@ class Orchestrator:
         self._rereads[uid].add_done_callback(lambda _: self._rereads.pop(uid, None))
 
     async def _observe_jobs(self, uid: uuid.UUID, namespace: str) -> None:
-        """Record what the run's Jobs say now (one LIST): what their events said when this
-        replica did not follow the run, or did not manage to record it."""
+        """Record what the run's Jobs say now (one LIST, a page at a time): what their
+        events said when this replica did not follow the run, or did not manage to record
+        it."""
         self._unseen_jobs.discard(uid)
         self._records_changed(uid)  # whatever the LIST finds is recorded
         observed = await self._tasks.observe_jobs_of(namespace, str(uid))
@@ -737,9 +738,9 @@ class Orchestrator:
         start-up, after taking over a departed replica's share, and (``all_owned``: every
         owned run) at each resync, which repairs what a lost event left behind. A run
         gained, or whose Job events were missed, and every run at a resync, has its Jobs
-        read again (one LIST each); a gained run has its lost Jobs recreated. A run whose
-        object is gone (deleted while no replica watched) is cancelled. Returns how many
-        runs were advanced; LAUNCH_CONCURRENCY at a time."""
+        read again (one LIST each, a page at a time); a gained run has its lost Jobs
+        recreated. A run whose object is gone (deleted while no replica watched) is
+        cancelled. Returns how many runs were advanced; LAUNCH_CONCURRENCY at a time."""
         async with self._db.connection(COMPONENT) as conn:
             runs = await repository.unfinished_runs(conn, self._namespaces)
         self._unseen_jobs &= {r.id for r in runs}  # ended runs need nothing more

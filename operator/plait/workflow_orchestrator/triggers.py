@@ -506,16 +506,15 @@ class TriggerStarter:
             await self._patch_status(trigger, status)
 
     async def _active_instances(self, trigger: EventTrigger, *, exclude: str) -> list[str]:
-        items = await self._kube.list_instances(
-            trigger.namespace, f"{TRIGGER_LABEL}={label_value(trigger.name)}"
-        )
+        selector = f"{TRIGGER_LABEL}={label_value(trigger.name)}"
         active = []
-        for item in items:
-            name = item["metadata"]["name"]
-            phase = (item.get("status") or {}).get("phase")
-            spec = item.get("spec") or {}
-            if name != exclude and phase not in FINAL_PHASES and not spec.get("cancel"):
-                active.append(name)
+        async for page in self._kube.list_instances(trigger.namespace, selector):
+            for item in page:
+                name = item["metadata"]["name"]
+                phase = (item.get("status") or {}).get("phase")
+                spec = item.get("spec") or {}
+                if name != exclude and phase not in FINAL_PHASES and not spec.get("cancel"):
+                    active.append(name)
         return sorted(active)
 
     def _manifest(self, trigger: EventTrigger, start: Start) -> dict[str, Any]:
