@@ -241,8 +241,10 @@ class Kube:
         listed. Every page comes from the first one's snapshot (the continue token)."""
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"label_selector": label_selector}
-            kwargs["limit"] = self._list_page_size
+            kwargs: dict[str, Any] = {
+                "label_selector": label_selector,
+                "limit": self._list_page_size,
+            }
             if token:
                 kwargs["_continue"] = token
             body = await self._call("list", resource, _json_of, fn, *args, **kwargs)
@@ -253,19 +255,14 @@ class Kube:
 
     async def pod_result(self, namespace: str, job: str) -> PodResult | None:
         """The terminated state of the Job's container, if a Pod of it is still there."""
-        pods = await self._call(
-            "list",
-            "pods",
-            self._core.list_namespaced_pod,
-            namespace,
-            label_selector=f"job-name={job}",
+        pages = self._pages(
+            "pods", self._core.list_namespaced_pod, namespace, label_selector=f"job-name={job}"
         )
-        api = self._client()
-        for pod in pods.items:
-            plain = api.sanitize_for_serialization(pod)  # type: ignore[no-untyped-call]
-            result = pod_result_of(cast(dict[str, Any], plain))
-            if result is not None:
-                return result
+        async for page in pages:
+            for pod in page:
+                result = pod_result_of(pod)
+                if result is not None:
+                    return result
         return None
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
