@@ -107,6 +107,17 @@ def test_a_presigned_url_stops_working_when_it_expires(s3_server: S3Server) -> N
     assert store.size("expiring") is None
 
 
+def test_the_stores_refusals_come_out_as_artifact_errors_that_say_what_was_done(
+    s3_server: S3Server,
+) -> None:
+    secret = {"access": s3_server.access_key, "secret": "not-the-secret"}
+    store = Store(StoreConfig.from_integration(integration(s3_server), secret))
+    with pytest.raises(ArtifactError, match=r"reading the size of s3://.*/some/key: .*403"):
+        store.size("some/key")
+    with pytest.raises(ArtifactError, match=r"deleting 1 objects from "):
+        store.delete(["some/key"])
+
+
 def test_url_lifetime_is_the_timeout_and_an_hour_at_most_a_week() -> None:
     assert url_lifetime(600) == 600 + 3600
     assert url_lifetime(None) == 7 * 24 * 3600

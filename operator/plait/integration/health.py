@@ -24,11 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import boto3
 import kopf
 import psycopg
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 from kubernetes.client.exceptions import ApiException
 
 from plait import API_GROUP, API_VERSION
@@ -151,6 +148,11 @@ async def _check_postgres(settings: Mapping[str, Any], secrets: Mapping[str, str
 def _check_s3_blocking(
     settings: Mapping[str, Any], secrets: Mapping[str, str], timeout: float
 ) -> None:
+    # Imported here: an operator with no s3 Integration never loads boto3 (about 7 MiB).
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
     endpoint = settings.get("endpoint")
     client = boto3.client(
         "s3",

@@ -31,13 +31,10 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from pydantic import Field
@@ -167,9 +164,14 @@ def object_key(
 
 class Store:
     """One bucket through boto3 (path-style addressing with a custom endpoint, which
-    S3-compatible servers expect). Its calls block: run them in a thread."""
+    S3-compatible servers expect). Its calls block: run them in a thread. boto3's errors
+    come out as :class:`ArtifactError`, and boto3 is imported only when a Store is made:
+    an operator whose runs keep no artifacts never loads it (about 7 MiB)."""
 
     def __init__(self, config: StoreConfig) -> None:
+        import boto3
+        from botocore.config import Config
+
         self.config = config
         self._client: S3Client = boto3.client(
             "s3",
@@ -192,34 +194,41 @@ class Store:
 
     def presign_put(self, key: str, seconds: int) -> str:
         """A URL that uploads exactly ``key`` (any other key is refused) until it expires."""
-        return self._client.generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds
-        )
+        with _s3_errors(f"presigning an upload to s3://{self.bucket}/{key}"):
+            return self._client.generate_presigned_url(
+                "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds
+            )
 
     def presign_get(self, key: str, seconds: int) -> str:
         """A URL that downloads exactly ``key`` until it expires."""
-        return self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds
-        )
+        with _s3_errors(f"presigning a download of s3://{self.bucket}/{key}"):
+            return self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds
+            )
 
     def size(self, key: str) -> int | None:
         """The stored object's size; None when there is none."""
-        try:
-            head = self._client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
+        from botocore.exceptions import ClientError
+
+        with _s3_errors(f"reading the size of s3://{self.bucket}/{key}"):
+            try:
+                head = self._client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code"))
+                if code in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
         return int(head["ContentLength"])
 
     def delete(self, keys: Sequence[str]) -> None:
         """Delete objects (one missing already is fine), 1,000 per request."""
         for start in range(0, len(keys), 1000):
             chunk = keys[start : start + 1000]
-            answer = self._client.delete_objects(
-                Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
-            )
+            with _s3_errors(f"deleting {len(chunk)} objects from {self.bucket}"):
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                )
             errors = answer.get("Errors") or []
             if errors:
                 first = errors[0]
@@ -227,6 +236,17 @@ class Store:
                     f"deleting {len(errors)} of {len(chunk)} objects from {self.bucket} "
                     f"failed, e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message')}"
                 )
+
+
+@contextlib.contextmanager
+def _s3_errors(doing: str) -> Iterator[None]:
+    """boto3's errors (of the request, of the connection) as an :class:`ArtifactError`."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise ArtifactError(f"{doing}: {exc}") from exc
 
 
 def url_lifetime(timeout_seconds: int | None) -> int:
@@ -506,7 +526,7 @@ class Artifacts:
         try:
             store = await self.store_for(pending[0].namespace, pending[0].integration_name)
             sizes = [await asyncio.to_thread(store.size, r.object_key) for r in pending]
-        except (ArtifactError, BotoCoreError, ClientError) as exc:
+        except ArtifactError as exc:
             return f"output artifacts could not be checked: {exc}"
         problems = []
         for row, size in zip(pending, sizes, strict=True):
@@ -523,7 +543,7 @@ class Artifacts:
                 r for r, size in zip(pending, sizes, strict=True) if (size or 0) > r.max_bytes
             ]
             if too_big:
-                with contextlib.suppress(ArtifactError, BotoCoreError, ClientError):
+                with contextlib.suppress(ArtifactError):
                     await asyncio.to_thread(store.delete, [r.object_key for r in too_big])
                     async with self._db.connection(COMPONENT) as conn:
                         await mark_deleted(conn, [r.id for r in too_big])
@@ -562,7 +582,7 @@ async def delete_expired(db: Database, store_for: StoreFor, older_than: dt.datet
             try:
                 store = await store_for(namespace, integration)
                 await asyncio.to_thread(store.delete, [r.object_key for r in group])
-            except (ArtifactError, BotoCoreError, ClientError) as exc:
+            except ArtifactError as exc:
                 logger.warning(
                     "artifact retention: cannot delete %d objects of Integration %s/%s (%s); "
                     "trying again on the next run",
