@@ -27,6 +27,7 @@ from plait.controller.reconcile import register_kind
 from plait.controller.watches import register_with_kopf, run_watches
 from plait.event_processing.gauges import queue_gauges
 from plait.integration.health import register_health_checks
+from plait.kernel.allocator import fix_mmap_threshold
 from plait.kernel.config import Settings
 from plait.kernel.database import Database
 from plait.kernel.kube import Kube, current_namespace, load_client_modules
@@ -521,5 +522,5 @@ def operator_command(
         share_runs=share_runs,
         peering=peering,
     )
-
+    fix_mmap_threshold()  # before the work starts: see plait.kernel.allocator
     run_until_signalled(lambda stop: run_operator(options, stop=stop))
