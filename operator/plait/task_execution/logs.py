@@ -89,6 +89,8 @@ class _Follow:
     attempt_id: uuid.UUID | None = None
     """The attempt's row id, as the Pod names it (older Pods do not: it is read)."""
     terminated: threading.Event = dataclasses.field(default_factory=threading.Event)
+    pod_gone: bool = False
+    """The Pod was deleted while followed: nothing is kept of it when the follower ends."""
 
 
 class _Budget:
@@ -124,8 +126,9 @@ class TaskLogCollector:
             max_workers=self.settings.task_log_followers, thread_name_prefix="plait-task-log"
         )
         self._api: client.ApiClient | None = None
-        self._follows: dict[tuple[str, str], _Follow] = {}
-        self._done: set[tuple[str, str]] = set()
+        # By Pod uid, then container: a Pod's deletion finds its own without a scan.
+        self._follows: dict[str, dict[str, _Follow]] = {}
+        self._done: dict[str, set[str]] = {}
         self._budgets: dict[str, _Budget] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = threading.Event()
@@ -169,11 +172,10 @@ class TaskLogCollector:
         meta = pod.get("metadata") or {}
         uid = meta.get("uid") or ""
         if event_type == "DELETED":
-            for key in [k for k in (*self._follows, *self._done) if k[0] == uid]:
-                follow = self._follows.get(key)
-                if follow is not None:
-                    follow.terminated.set()
-                self._done.discard(key)
+            for followed in self._follows.get(uid, {}).values():
+                followed.pod_gone = True
+                followed.terminated.set()
+            self._done.pop(uid, None)
             self._budgets.pop(uid, None)
             return
         labels: Mapping[str, str] = meta.get("labels") or {}
@@ -192,12 +194,12 @@ class TaskLogCollector:
             if not (state.get("running") or state.get("terminated")):
                 continue
             key = (uid, status.get("name", ""))
-            follow = self._follows.get(key)
+            follow = self._follows.get(uid, {}).get(key[1])
             if follow is not None:
                 if state.get("terminated"):
                     follow.terminated.set()
                 continue
-            if key in self._done:
+            if key[1] in self._done.get(uid, ()):
                 continue
             follow = _Follow(
                 namespace=meta.get("namespace", ""),
@@ -212,7 +214,7 @@ class TaskLogCollector:
             )
             if state.get("terminated"):
                 follow.terminated.set()
-            self._follows[key] = follow
+            self._follows.setdefault(uid, {})[key[1]] = follow
             task = asyncio.get_running_loop().create_task(
                 self._run(key, follow), name=f"plait-task-log-{follow.pod}-{follow.container}"
             )
@@ -252,9 +254,13 @@ class TaskLogCollector:
                 exc_info=True,
             )
         finally:
-            self._follows.pop(key, None)
-            if not self._stopping.is_set():
-                self._done.add(key)
+            pod, container = key
+            followed = self._follows.get(pod, {})
+            followed.pop(container, None)
+            if not followed:
+                self._follows.pop(pod, None)
+            if not (self._stopping.is_set() or follow.pod_gone):
+                self._done.setdefault(pod, set()).add(container)
 
     async def _template(self, follow: _Follow) -> obs_repo.LogRecord:
         """The fields every line of this container shares."""
