@@ -123,6 +123,57 @@ async def test_objects_gone_while_the_stream_was_down_are_handed_over_as_deleted
     assert seen[2:] == [(None, "stays"), ("DELETED", "goes")]
 
 
+async def test_a_vanished_objects_deleted_carries_what_its_stream_keeps(kube: Kube) -> None:
+    configmap(kube, "owner", labelled=False)
+    owner_uid = kube.kubectl("get", "configmap", "owner", "-o", "jsonpath={.metadata.uid}")
+    owned = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "goes",
+            "labels": {LABEL: "yes", "plait.dev/kept": "k", "plait.dev/dropped": "d"},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}
+            ],
+        },
+    }
+    deleted: dict[str, Mapping[str, Any]] = {}
+
+    def record(kind: str | None, obj: Mapping[str, Any]) -> None:
+        if kind == "DELETED":
+            deleted[obj["metadata"]["name"]] = obj["metadata"]
+
+    everything = Watcher(CONFIGMAPS, record, [kube.namespace])
+    slim = Watcher(
+        Watched(
+            "",
+            "v1",
+            "configmaps",
+            label_selector=LABEL,
+            kept_labels=frozenset({"plait.dev/kept"}),
+            kept_owners=False,
+        ),
+        record,
+        [kube.namespace],
+    )
+    for watcher in (everything, slim):
+        kube.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(owned))
+        uid = kube.kubectl("get", "configmap", "goes", "-o", "jsonpath={.metadata.uid}")
+        state = _StreamState()
+        async with ApiServer() as session:
+            await watcher._list(session, kube.namespace, state)
+            kube.kubectl("delete", "configmap", "goes")
+            await watcher._list(session, kube.namespace, state)
+        meta = deleted.pop("goes")
+        assert (meta["name"], meta["namespace"], meta["uid"]) == ("goes", kube.namespace, uid)
+        if watcher is everything:
+            assert meta["labels"] == owned["metadata"]["labels"]  # type: ignore[index]
+            assert [o["uid"] for o in meta["ownerReferences"]] == [owner_uid]
+        else:
+            assert meta["labels"] == {"plait.dev/kept": "k"}
+            assert "ownerReferences" not in meta
+
+
 async def test_one_objects_events_are_handled_in_order_while_others_go_on(kube: Kube) -> None:
     handled: Seen = []
     gate = asyncio.Event()

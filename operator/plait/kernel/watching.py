@@ -9,8 +9,9 @@ resource and namespace is decoded once and each event goes straight to its handl
 - list (in pages), then watch from the list's ``resourceVersion``, with bookmarks so a
   reconnect resumes where it stopped; "410 Gone" lists again;
 - objects that vanished while the stream was down are handed over as ``DELETED`` (their
-  last metadata: name, uid, labels, owners) after the next list (an informer's
-  semantics: every object's end is seen once);
+  last metadata: name, namespace, uid, resourceVersion, and the labels and owners the
+  :class:`Watched` keeps) after the next list (an informer's semantics: every object's
+  end is seen once);
 - a handler returns ``None`` (done) or an awaitable; awaitables run as tasks, one object's
   in the order of its events, different objects' concurrently, at most ``concurrency`` at
   a time. A handler that raises is logged; the stream goes on (like Kopf's event handlers).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +55,14 @@ class Watched:
     plural: str
     label_selector: str | None = None
     field_selector: str | None = None
+    kept_labels: frozenset[str] | None = None
+    """The labels remembered of each live object (None: all). A stream remembers every
+    live object until its deletion, to hand it over as ``DELETED`` should it vanish while
+    the stream is down; with tens of thousands of Jobs and Pods, what is remembered of each
+    is most of what the stream costs. A handler that reads more of such a ``DELETED``
+    object than its identity needs its labels named here."""
+    kept_owners: bool = True
+    """Whether each live object's ``ownerReferences`` are remembered too."""
 
     def path(self, namespace: str | None) -> str:
         base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
@@ -194,7 +204,7 @@ class Watcher:
             for item in page.get("items") or ():
                 key = _key(item)
                 seen.add(key)
-                known[key] = _tombstone(item)
+                known[key] = _tombstone(item, self.watched)
                 self._deliver(key, None, item)
             token = meta.get("continue")
             if not token:
@@ -238,7 +248,7 @@ class Watcher:
                     if kind == "DELETED":
                         known.pop(key, None)
                     else:
-                        known[key] = _tombstone(obj)
+                        known[key] = _tombstone(obj, self.watched)
                     self._deliver(key, kind, obj)
                 state.version = (obj.get("metadata") or {}).get("resourceVersion") or state.version
 
@@ -288,12 +298,22 @@ def _key(obj: Mapping[str, Any]) -> ObjectKey:
 
 #: What is kept of a live object's metadata, to hand it over as DELETED should it vanish
 #: while the stream is down (not its managedFields, often the bulk of it).
-_TOMBSTONE_KEYS = ("name", "namespace", "uid", "labels", "ownerReferences", "resourceVersion")
+_IDENTITY_KEYS = ("name", "namespace", "uid", "resourceVersion")
 
 
-def _tombstone(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+def _tombstone(obj: Mapping[str, Any], watched: Watched) -> Mapping[str, Any]:
+    """What is remembered of a live object: its identity, and the labels and owners
+    ``watched`` keeps. Keys are interned: one copy of ``plait.dev/instance-uid`` for all
+    the objects, not one per object as each decoded event brings its own."""
     meta = obj.get("metadata") or {}
-    return {"metadata": {k: meta[k] for k in _TOMBSTONE_KEYS if k in meta}}
+    kept: dict[str, Any] = {k: meta[k] for k in _IDENTITY_KEYS if k in meta}
+    labels: Mapping[str, str] = meta.get("labels") or {}
+    wanted = watched.kept_labels
+    kept["labels"] = {sys.intern(k): v for k, v in labels.items() if wanted is None or k in wanted}
+    owners = meta.get("ownerReferences")
+    if owners and watched.kept_owners:
+        kept["ownerReferences"] = [{sys.intern(k): v for k, v in o.items()} for o in owners]
+    return {"metadata": kept}
 
 
 def _describe(exc: BaseException) -> str:

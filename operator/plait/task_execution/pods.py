@@ -86,4 +86,13 @@ def pod_watch(
             except Exception:
                 logger.exception("handling a Pod event failed")
 
-    return Watched("", "v1", "pods", label_selector=LABEL_INSTANCE_UID), pod_event
+    # A Pod gone unseen is handed over with its uid (task logs) and Job name (results).
+    watched = Watched(
+        "",
+        "v1",
+        "pods",
+        label_selector=LABEL_INSTANCE_UID,
+        kept_labels=frozenset({JOB_NAME_LABEL}),
+        kept_owners=False,
+    )
+    return watched, pod_event

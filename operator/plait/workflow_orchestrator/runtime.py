@@ -2211,7 +2211,17 @@ def task_watches(orchestrator: Orchestrator) -> list[Subscription]:
     to them), and their FailedCreate Events, selected by the API server (a trickle, not
     every Event)."""
     return [
-        (Watched("batch", "v1", "jobs", label_selector=LABEL_INSTANCE_UID), orchestrator.job_event),
+        # A Job gone unseen is handed over with its run (its owner) and Plait's label.
+        (
+            Watched(
+                "batch",
+                "v1",
+                "jobs",
+                label_selector=LABEL_INSTANCE_UID,
+                kept_labels=frozenset({LABEL_INSTANCE_UID}),
+            ),
+            orchestrator.job_event,
+        ),
         (Watched("", "v1", "events", field_selector=JOB_REFUSAL_EVENTS), orchestrator.job_refused),
     ]
 
