@@ -3,9 +3,10 @@
 glibc's malloc gives a block of at least 128 KiB a mapping of its own, returned to the
 kernel when it is freed. But the threshold moves: freeing such a block raises it to that
 block's size (glibc's "dynamic mmap threshold"). The operator frees many blocks of 256 KiB
-(the TLS layer's read buffers, pages of LIST answers), so soon after start-up blocks of up
-to that size are cut from the arenas instead, where they fragment memory that is rarely
-given back. Over a 10,000-task run that was most of the operator's growth in RSS.
+(asyncio's TLS layer reads 256 KiB at a time), so soon after start-up blocks of up to that
+size are cut from the arenas instead, where they fragment memory that is rarely given
+back. A 3,000-item fan-out peaked at 192.8 MiB with the moving threshold and 178.1 MiB
+with it fixed (docs/benchmarks.md).
 
 :func:`fix_mmap_threshold` sets the threshold once, as ``MALLOC_MMAP_THRESHOLD_`` would,
 which also turns the moving off: every large block is its own mapping again. It is a
@@ -39,11 +40,11 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
         return False
     try:
         mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+    except (OSError, AttributeError):  # a C library without mallopt
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    if mallopt(_M_MMAP_THRESHOLD, threshold) != 1:
+    if mallopt(_M_MMAP_THRESHOLD, threshold) != 1:  # musl's mallopt does nothing: 0
         logger.debug("the C library did not take an mmap threshold of %d bytes", threshold)
         return False
     return True

@@ -193,36 +193,36 @@ class TaskLogCollector:
             state = status.get("state") or {}
             if not (state.get("running") or state.get("terminated")):
                 continue
-            key = (uid, status.get("name", ""))
-            follow = self._follows.get(uid, {}).get(key[1])
+            container = status.get("name", "")
+            follow = self._follows.get(uid, {}).get(container)
             if follow is not None:
                 if state.get("terminated"):
                     follow.terminated.set()
                 continue
-            if key[1] in self._done.get(uid, ()):
+            if container in self._done.get(uid, ()):
                 continue
             follow = _Follow(
                 namespace=meta.get("namespace", ""),
                 pod=meta.get("name", ""),
-                container=key[1],
+                container=container,
                 instance_uid=instance_uid,
                 labels=dict(labels),
-                env=envs.get(key[1], {}),
+                env=envs.get(container, {}),
                 attempt_id=_uuid_or_none(
                     (meta.get("annotations") or {}).get(ANNOTATION_TASK_INSTANCE)
                 ),
             )
             if state.get("terminated"):
                 follow.terminated.set()
-            self._follows.setdefault(uid, {})[key[1]] = follow
+            self._follows.setdefault(uid, {})[container] = follow
             task = asyncio.get_running_loop().create_task(
-                self._run(key, follow), name=f"plait-task-log-{follow.pod}-{follow.container}"
+                self._run(uid, follow), name=f"plait-task-log-{follow.pod}-{follow.container}"
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     # -- one follower ----------------------------------------------------------------------
-    async def _run(self, key: tuple[str, str], follow: _Follow) -> None:
+    async def _run(self, pod_uid: str, follow: _Follow) -> None:
         try:
             async with self._slots:
                 template = await self._template(follow)
@@ -230,12 +230,12 @@ class TaskLogCollector:
                     position = await obs_repo.task_log_position(
                         conn, follow.instance_uid, follow.pod, follow.container
                     )
-                budget = self._budgets.get(key[0])
+                budget = self._budgets.get(pod_uid)
                 if budget is None:
                     budget = _Budget(
                         self.settings.task_log_max_bytes - position.pod_bytes, position.truncated
                     )
-                    self._budgets[key[0]] = budget
+                    self._budgets[pod_uid] = budget
                 if budget.truncated:
                     return
                 loop = asyncio.get_running_loop()
@@ -254,13 +254,12 @@ class TaskLogCollector:
                 exc_info=True,
             )
         finally:
-            pod, container = key
-            followed = self._follows.get(pod, {})
-            followed.pop(container, None)
+            followed = self._follows.get(pod_uid, {})
+            followed.pop(follow.container, None)
             if not followed:
-                self._follows.pop(pod, None)
+                self._follows.pop(pod_uid, None)
             if not (self._stopping.is_set() or follow.pod_gone):
-                self._done.setdefault(pod, set()).add(container)
+                self._done.setdefault(pod_uid, set()).add(follow.container)
 
     async def _template(self, follow: _Follow) -> obs_repo.LogRecord:
         """The fields every line of this container shares."""
