@@ -185,6 +185,12 @@ class TaskExecution:
         async with self._db.connection(COMPONENT) as conn:
             return await repository.tasks_of_instance(conn, instance_uid)
 
+    async def current_states(self, instance_uid: uuid.UUID) -> list[tuple[str, int, TaskState]]:
+        """(task name, attempt, state) of the run's current attempts: enough to count
+        them, at a fraction of the cost of :meth:`attempts` for a run of thousands."""
+        async with self._db.connection(COMPONENT) as conn:
+            return await repository.current_task_states(conn, instance_uid)
+
     async def _manifest(self, request: JobRequest) -> tuple[dict[str, Any], JobRequest] | str:
         """The attempt's Job and its request with Integrations and artifacts resolved; or
         why it cannot have one."""

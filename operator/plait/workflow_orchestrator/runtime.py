@@ -42,7 +42,7 @@ import time
 import uuid
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -97,6 +97,7 @@ from plait.workflow_orchestrator.http_tasks import http_tasks
 from plait.workflow_orchestrator.kept import MAX_KEPT_ATTEMPTS, KeptRecords, Records
 from plait.workflow_orchestrator.members import Ownership, sole_owner
 from plait.workflow_orchestrator.mocks import MockError, MockOutcome, mock_outcome
+from plait.workflow_orchestrator.pacing import Pacing
 from plait.workflow_orchestrator.repository import EventSubscription, WorkflowInstance
 from plait.workflow_orchestrator.states import (
     FINAL_PHASES,
@@ -216,16 +217,29 @@ def summarize(
     """The bounded status of a run (the same size whatever the number of tasks); each
     item of a fan-out counts as a task once its list is known. ``fan_outs``: the sizes
     the last plan found (planned again from the attempts when not given)."""
-    latest: dict[str, TaskInstance] = {}
-    for a in attempts:
-        if a.superseded_at is not None:
-            continue
-        if a.task_name not in latest or a.attempt > latest[a.task_name].attempt:
-            latest[a.task_name] = a
     if fan_outs is None:
         fan_outs = fan_out_sizes(instance, spec, attempts)
+    current = [(a.task_name, a.attempt, a.state) for a in attempts if a.superseded_at is None]
+    return summarize_states(instance, spec, current, waiting_for, fan_outs)
+
+
+def summarize_states(
+    instance: WorkflowInstance,
+    spec: WorkflowDefinitionSpec,
+    current: Iterable[tuple[str, int, TaskState]],
+    waiting_for: str | None,
+    fan_outs: Mapping[str, int],
+) -> dict[str, Any]:
+    """:func:`summarize` from the (task, attempt, state) of the run's current attempts
+    (what :func:`~plait.task_execution.repository.current_task_states` reads, without
+    decoding every attempt's inputs and outputs) and its fan-outs' known sizes."""
+    latest: dict[str, tuple[int, TaskState]] = {}
+    for name, attempt, state in current:
+        known = latest.get(name)
+        if known is None or attempt > known[0]:
+            latest[name] = (attempt, state)
     names = attempt_names(spec, fan_outs)
-    by_state = Counter(latest[n].state for n in names if n in latest)
+    by_state = Counter(latest[n][1] for n in names if n in latest)
     total = len(names)
     done = sum(by_state[s] for s in FINAL_STATES)
     status: dict[str, Any] = {
@@ -268,10 +282,12 @@ class Orchestrator:
         *,
         namespaces: Sequence[str] | None = None,
         ownership: Ownership | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
         """``namespaces``: the namespaces this operator watches (None: all); the deadline
         loop wakes only runs of those. ``ownership``: which runs this replica advances
-        when replicas share them (None: all)."""
+        when replicas share them (None: all). ``pacing``: how soon a run is advanced
+        again (None: the defaults of :mod:`~plait.workflow_orchestrator.pacing`)."""
         self.ownership = ownership or sole_owner()
         self._db = db
         self._kube = kube
@@ -337,6 +353,9 @@ class Orchestrator:
         #: Parsed WorkflowDefinition specs by (namespace, name, version), least recently
         #: used first.
         self._specs: OrderedDict[tuple[str, str, int], WorkflowDefinitionSpec] = OrderedDict()
+        #: When each run may be advanced again: a big run's Job events make one advance
+        #: for many (see pacing).
+        self._pacing = pacing or Pacing()
 
     # -- entry points ----------------------------------------------------------------------
     async def advance(
@@ -369,7 +388,12 @@ class Orchestrator:
             elif kept is not None and owned and not ensure_jobs:
                 start = kept if kept.epoch == self.ownership.epoch else None
             stamp = next(self._clock)
-            summary, left = await self._advance(uid, control, ensure_jobs=ensure_jobs, start=start)
+            try:
+                summary, left = await self._advance(
+                    uid, control, ensure_jobs=ensure_jobs, start=start
+                )
+            finally:
+                self._pacing.advanced(uid)
             if summary is not None and self._changed_at.get(uid, stamp) <= stamp:
                 self._summaries[uid] = (stamp, summary)
                 if left is not None and owned:
@@ -382,6 +406,7 @@ class Orchestrator:
             self._controls.pop(uid, None)
             self._observed.pop(uid, None)  # a deleted run's (an ended one's are recorded)
             self._fan_outs.pop(uid, None)
+            self._pacing.forget(uid)
         return summary
 
     def saw(self, obj: Mapping[str, Any]) -> None:
@@ -842,6 +867,9 @@ class Orchestrator:
 
     async def _drain(self, uid: uuid.UUID) -> None:
         while uid in self._dirty:
+            # Kicks while this waits are coalesced into the advance that follows.
+            if (wait := self._pacing.delay(uid)) > 0:
+                await asyncio.sleep(wait)
             namespace, name = self._dirty.pop(uid)
             try:
                 await self.advance(uid)
@@ -1240,9 +1268,10 @@ class Orchestrator:
             if await self._settle_children(instance, spec, real, recreate=resuming):
                 continue
             planned = _now()
-            decision = self._plan(instance, spec, control, attempts, base, defaults)
-            self._fan_outs[uid] = decision.fan_outs
-            self._measure_advance(instance, attempts, planned)
+            with self._pacing.planning(uid):
+                decision = self._plan(instance, spec, control, attempts, base, defaults)
+                self._fan_outs[uid] = decision.fan_outs
+                self._measure_advance(instance, attempts, planned)
             retry_at = decision.retry_at
             instance, launched = await self._carry_out(instance, spec, decision, planned, control)
             if decision.phase is not None:
@@ -1265,7 +1294,8 @@ class Orchestrator:
             instance = await self._reload(uid)
         if ended is not None:  # its records as it left them: nothing to read again
             self._forget_overhead(ended.instance)
-            return self._summarize(ended.instance, spec, ended.attempts), None
+            with self._pacing.planning(uid):
+                return self._summarize(ended.instance, spec, ended.attempts), None
         if known is not None:
             # This advance wrote the run's row last (each write returned it), and what it
             # launched is all it changed; a Job event meanwhile keeps the summary (and
@@ -1281,7 +1311,8 @@ class Orchestrator:
             known = None  # the deadline loop may claim (and write) the row from now on
         if not (self.ownership.exclusive and _advanced_by_its_owner_only(spec)):
             known = None  # another process may write its records: read them next time
-        return self._summarize(instance, spec, current), known
+        with self._pacing.planning(uid):
+            return self._summarize(instance, spec, current), known
 
     def _summarize(
         self,
@@ -1981,7 +2012,13 @@ class Orchestrator:
         loaded = await self._load(uid)
         if loaded is None:
             return None
-        return self._summarize(loaded[0], loaded[1], await self._tasks.attempts(uid))
+        instance, spec = loaded
+        fan_outs = self._fan_outs.get(uid)
+        if fan_outs is None and any(t.for_each is not None for t in spec.tasks):
+            # The sizes are planned from the attempts in full (none planned here yet).
+            return self._summarize(instance, spec, await self._tasks.attempts(uid))
+        current = await self._tasks.current_states(uid)
+        return summarize_states(instance, spec, current, self._waiting_for.get(uid), fan_outs or {})
 
     @staticmethod
     def _status_change(
