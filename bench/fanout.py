@@ -31,6 +31,7 @@ from bench import workloads
 from bench.harness import (
     RESULTS,
     Environment,
+    MachineCpu,
     Operator,
     counts_delta,
     describe_calls,
@@ -216,7 +217,9 @@ def run(
     say(f"{NAME}: raw ceiling, 1 + {items} + 1 Jobs")
     raw_ns = env.namespace(f"{NAME}-raw")
     before = env.request_counts()
+    machine = MachineCpu()
     raw = workloads.run_raw_levels(env, raw_ns, [1, items, 1], duration_s, timeout)
+    raw["cpu"] = machine.per_item(total)
     time.sleep(SETTLE_S)
     raw_calls = counts_delta(before, env.request_counts())
     raw["api_calls"] = sum(raw_calls.values())
@@ -234,10 +237,12 @@ def run(
         before = env.request_counts()
         db0 = env.db_stats(f"bench_{NAME}")
         cpu0 = op.cpu_seconds()
+        machine = MachineCpu({op.pid: "plait operator"})
         run_name = f"{NAME}-run"
         with SizeSampler(env, ns, run_name) as sizes:
             plait = workloads.run_plait_instances(env, ns, NAME, [run_name], timeout)
         plait["operator_cpu_s"] = round(op.cpu_seconds() - cpu0, 2)
+        plait["cpu"] = machine.per_item(total)
         time.sleep(SETTLE_S)
         plait_calls = counts_delta(before, env.request_counts())
         plait["api_calls"] = sum(plait_calls.values())
