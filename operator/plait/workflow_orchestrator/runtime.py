@@ -428,6 +428,7 @@ class Orchestrator:
         self._views.pop(uid, None)
         self._summaries.pop(uid, None)
         self._records.pop(uid)
+        self._pacing.forget(uid)
         advancing = self._locks.get(uid)
         if advancing is not None and advancing.locked():
             # An advance under way keeps nothing it ends with: a change it may have missed
