@@ -516,6 +516,22 @@ def test_a_fan_out_runs_each_item_and_hands_the_outputs_down_in_item_order() -> 
     assert attempt_names(spec, final.fan_outs) == ["list", "each[0]", "each[1]", "each[2]", "sum"]
 
 
+def test_a_fan_outs_list_is_the_one_its_outputs_give_though_lists_are_kept() -> None:
+    """Plans keep the lists they evaluated lately: one planned with other outputs, or
+    whose launches' inputs were changed after, is not what the next plan sees."""
+    spec = fan_out({"expression": "tasks.list.outputs.files"})
+    first = [done("list", outputs={"files": [{"name": "a"}, {"name": "b"}]})]
+    other = [done("list", outputs={"files": [{"name": "x"}]})]
+    p = plan(spec, {}, first, now=T0)
+    assert p.fan_outs == {"each": 2}
+    p.launches[0].inputs["value"]["name"] = "changed by a caller"
+    assert plan(spec, {}, other, now=T0).launches == [
+        Launch("each[0]", 1, {"value": {"name": "x"}, "position": 0})
+    ]
+    again = plan(spec, {}, first, now=T0)
+    assert [launch.inputs["value"] for launch in again.launches] == [{"name": "a"}, {"name": "b"}]
+
+
 def test_a_list_that_cannot_be_had_fails_the_fan_out_as_one_task() -> None:
     spec = fan_out({"expression": "tasks.list.outputs.files"})
     for outputs, why in [

@@ -7,13 +7,14 @@ as its own task, named ``<task>[<index>]``, whose CEL sees ``item`` and ``index`
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
 from plait.resources.common import CelExpression, PlaitModel, cel_rule
 
-__all__ = ["MAX_ITEMS", "ForEach", "item_name", "split_item_name"]
+__all__ = ["MAX_ITEMS", "ForEach", "item_name", "item_names", "split_item_name"]
 
 #: Most items in one fan-out; a longer list fails the task before any item starts.
 MAX_ITEMS = 10000
@@ -73,6 +74,13 @@ class ForEach(PlaitModel):
 def item_name(task: str, index: int) -> str:
     """The name of one item's task: ``<task>[<index>]`` (its attempts' task name)."""
     return f"{task}[{index}]"
+
+
+@functools.lru_cache(maxsize=8)
+def item_names(task: str, size: int) -> tuple[str, ...]:
+    """Every item's name of a fan-out of ``size`` items, in order: made once for the few
+    fan-outs planned lately (each plan of a 10,000-item run would format them again)."""
+    return tuple(item_name(task, i) for i in range(size))
 
 
 def split_item_name(name: str) -> tuple[str, int | None]:

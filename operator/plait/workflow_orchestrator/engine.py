@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +36,7 @@ from typing import Any
 from plait.errors import ValidationError
 from plait.kernel import expressions
 from plait.resources.common import Backoff, RetryPolicy
-from plait.resources.foreach import MAX_ITEMS, item_name, split_item_name
+from plait.resources.foreach import MAX_ITEMS, item_names, split_item_name
 from plait.resources.task import TaskDefinitionSpec
 from plait.resources.workflow import Task, WorkflowDefinitionSpec
 from plait.task_execution.states import FINAL_STATES, FailureCause, TaskState
@@ -246,6 +248,11 @@ def _topological(tasks: Sequence[Task]) -> list[Task]:
     return ordered
 
 
+def _task_names(spec: WorkflowDefinitionSpec) -> list[str]:
+    """The definition's tasks, its exit task included: the only names CEL can see."""
+    return [t.name for t in spec.tasks] + ([spec.on_exit.name] if spec.on_exit else [])
+
+
 def _evaluate(expression: str, activation: Mapping[str, Any]) -> Any:
     return expressions.evaluate(expressions.compile(expression), activation)
 
@@ -338,8 +345,8 @@ class _Planning:
         # a fan-out's own view, its items' outputs as a list, is added when it finishes.
         finished = {
             name: _task_view(a)
-            for name, a in latest.items()
-            if a.state in FINAL_STATES and split_item_name(name)[1] is None
+            for name in _task_names(spec)
+            if (a := latest.get(name)) is not None and a.state in FINAL_STATES
         }
         active = sum(1 for a in latest.values() if a.state not in FINAL_STATES)
         return cls(
@@ -508,7 +515,7 @@ def attempt_names(spec: WorkflowDefinitionSpec, fan_outs: Mapping[str, int]) -> 
         if size is None:
             names.append(task.name)
         else:
-            names += [item_name(task.name, i) for i in range(size)]
+            names += item_names(task.name, size)
     return names
 
 
@@ -583,24 +590,40 @@ class _FanOutStep:
 
 def fan_out_items(
     task: Task, params: Mapping[str, Any], finished: Mapping[str, Any]
-) -> list[Any] | str:
-    """A fan-out's list, or why it cannot be had (as the task's failure message)."""
+) -> Sequence[Any] | str:
+    """A fan-out's list, or why it cannot be had (as the task's failure message).
+
+    Every plan of a run asks again while the fan-out's items run, with the same upstream
+    outputs: the lists evaluated lately are kept by expression and activation (a
+    10,000-item list takes milliseconds to evaluate and convert, its key a fraction)."""
     assert task.for_each is not None
     if task.for_each.items is not None:
-        return list(task.for_each.items)
+        return tuple(task.for_each.items)
     assert task.for_each.expression is not None
+    activation = {"params": dict(params), "tasks": dict(finished)}
     try:
-        value = _evaluate(
-            task.for_each.expression, {"params": dict(params), "tasks": dict(finished)}
-        )
+        key = json.dumps(activation, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON: evaluated as it is, and not kept
+        return _fan_out_list(task.for_each.expression, activation)
+    return _kept_fan_out_list(task.for_each.expression, key)
+
+
+@functools.lru_cache(maxsize=8)
+def _kept_fan_out_list(expression: str, activation: str) -> tuple[Any, ...] | str:
+    return _fan_out_list(expression, json.loads(activation))
+
+
+def _fan_out_list(expression: str, activation: Mapping[str, Any]) -> tuple[Any, ...] | str:
+    try:
+        value = _evaluate(expression, activation)
     except ValidationError as exc:
         return f"cannot start: forEach: {exc}"
     if not isinstance(value, list):
         kind = type(value).__name__
-        return f"cannot start: forEach: {task.for_each.expression!r} gave a {kind}, not a list"
+        return f"cannot start: forEach: {expression!r} gave a {kind}, not a list"
     if len(value) > MAX_ITEMS:
         return f"cannot start: forEach gave {len(value)} items, more than the limit of {MAX_ITEMS}"
-    return value
+    return tuple(value)
 
 
 def _plan_fan_out(
@@ -631,10 +654,9 @@ def _plan_fan_out(
     failures: list[Attempt] = []
     due_now: list[tuple[int, Attempt]] = []
     fresh: list[int] = []
-    for i in range(len(items)):
-        name = item_name(task.name, i)
+    names = item_names(task.name, len(items))
+    for i, name in enumerate(names):
         mine = latest.get(name)
-        step.outputs.append(None)
         if mine is None:
             fresh.append(i)
         elif mine.state not in FINAL_STATES:
@@ -650,13 +672,11 @@ def _plan_fan_out(
                 due_now.append((i, mine))
         elif mine.state is TaskState.CANCELLED:
             failures.append(mine)
-        elif mine.state is TaskState.SUCCEEDED:
-            step.outputs[i] = dict(mine.outputs or {})
     stopping = fe.failure_policy == "Stop" and bool(failures)
     if stopping:
         first = _first(failures)
         for i in fresh:
-            name = item_name(task.name, i)
+            name = names[i]
             step.skips.append(
                 Skip(name, f"not started: {first.task} failed", attempt=base.get(name, 0) + 1)
             )
@@ -666,12 +686,10 @@ def _plan_fan_out(
     elif not suspended:
         room = min(budget, (fe.parallelism or len(items)) - running)
         starts = [(i, a.attempt + 1) for i, a in due_now]
-        starts += [(i, base.get(item_name(task.name, i), 0) + 1) for i in fresh]
+        starts += [(i, base.get(names[i], 0) + 1) for i in fresh]
         for i, attempt in starts[: max(room, 0)]:
             extra = {"item": items[i], "index": i}
-            decision = _launch(
-                task, attempt, params, finished, defaults, extra, name=item_name(task.name, i)
-            )
+            decision = _launch(task, attempt, params, finished, defaults, extra, name=names[i])
             if isinstance(decision, Skip):
                 step.skips.append(decision)
             else:
@@ -679,7 +697,15 @@ def _plan_fan_out(
     if running or waiting or due_now or fresh or step.launches or step.skips:
         return step  # not over yet
     step.outcome, step.failed = _fan_out_outcome(task, len(items), failures)
+    step.outputs = [_item_outputs(latest.get(name)) for name in names]
     return step
+
+
+def _item_outputs(item: Attempt | None) -> dict[str, Any] | None:
+    """What a finished fan-out hands down for one item: its outputs if it succeeded."""
+    if item is None or item.state is not TaskState.SUCCEEDED:
+        return None
+    return dict(item.outputs or {})
 
 
 def _depends(

@@ -348,8 +348,9 @@ class Orchestrator:
         self._records = KeptRecords()
         #: The engine's view of each attempt, made once per recorded version of it (each
         #: change is a new TaskInstance): every plan of a run from its kept records would
-        #: otherwise convert all its attempts again, thousands for a wide run.
-        self._engine_views: OrderedDict[uuid.UUID, tuple[TaskInstance, Attempt]] = OrderedDict()
+        #: otherwise convert all its attempts again, thousands for a wide run. Keyed by the
+        #: attempt id's integer (a UUID hashes in Python, an int in C).
+        self._engine_views: OrderedDict[int, tuple[TaskInstance, Attempt]] = OrderedDict()
         #: Parsed WorkflowDefinition specs by (namespace, name, version), least recently
         #: used first.
         self._specs: OrderedDict[tuple[str, str, int], WorkflowDefinitionSpec] = OrderedDict()
@@ -587,7 +588,14 @@ class Orchestrator:
         waiting = self._observed.get(instance.id)
         if not waiting:
             return
-        seen = {(a.task_name, a.attempt) for a in attempts if a.state in FINAL_STATES}
+        # Only the completions waiting are looked for: a big run's other attempts cost a
+        # name lookup each, not a key made for every one at every advance.
+        wanted = {a.task_name for a, _ in waiting}
+        seen = {
+            (a.task_name, a.attempt)
+            for a in attempts
+            if a.task_name in wanted and a.state in FINAL_STATES
+        }
         for attempt, observed_at in list(waiting):
             if (attempt.task_name, attempt.attempt) not in seen:
                 continue  # finished after this plan's records were read: the next plan's
@@ -1397,11 +1405,12 @@ class Orchestrator:
     def _engine_view(self, attempt: TaskInstance) -> Attempt:
         """``attempt`` as the engine sees it, made once for this TaskInstance (at most
         MAX_KEPT_ATTEMPTS are remembered, the first made first forgotten)."""
-        made = self._engine_views.get(attempt.id)
+        key = attempt.id.int
+        made = self._engine_views.get(key)
         if made is not None and made[0] is attempt:
             return made[1]
         view = _as_attempt(attempt)
-        self._engine_views[attempt.id] = (attempt, view)
+        self._engine_views[key] = (attempt, view)
         if len(self._engine_views) > MAX_KEPT_ATTEMPTS:
             self._engine_views.popitem(last=False)
         return view
