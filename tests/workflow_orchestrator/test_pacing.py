@@ -15,7 +15,7 @@ from plait.kernel.database import Database
 from plait.kernel.kube import Kube as KubeCalls
 from plait.task_execution.service import TaskExecution
 from plait.workflow_orchestrator.pacing import Pacing
-from plait.workflow_orchestrator.runtime import Control, Orchestrator
+from plait.workflow_orchestrator.runtime import Control, Orchestrator, Summary
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.workflow_orchestrator.test_execution import task
 from tests.workflow_orchestrator.test_status_writes import database, define, record_run
@@ -87,7 +87,7 @@ class Timed(Orchestrator):
         self.advances: list[tuple[float, float]] = []
         self.advanced = asyncio.Event()
 
-    async def advance(self, uid: uuid.UUID, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+    async def advance(self, uid: uuid.UUID, *args: Any, **kwargs: Any) -> Summary | None:
         began = time.monotonic()
         try:
             return await super().advance(uid, *args, **kwargs)

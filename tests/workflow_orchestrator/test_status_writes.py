@@ -202,11 +202,12 @@ async def test_a_run_just_recorded_is_launched_and_summarised_without_reading_it
     counted = CountedTransactions(database)
     uid, row = runs["recorded-run"]
     try:
-        summary = await orchestrator.advance(uid, Control(), ensure_jobs=True, recorded=row)
+        advanced = await orchestrator.advance(uid, Control(), ensure_jobs=True, recorded=row)
         assert counted.components[:] == ["workflow_orchestrator", "task_execution"], (
             "the run goes Running, its attempt is recorded: nothing is read"
         )
-        assert summary is not None
+        assert advanced is not None
+        summary = advanced.status()
         assert (summary["phase"], summary["progress"], summary["counts"]["pending"]) == (
             "Running",
             "0/1",
@@ -278,10 +279,10 @@ async def test_a_task_going_running_during_the_advance_that_launched_it_is_publi
     uid = row.id
     try:
         orchestrator.saw(created)
-        summary = await orchestrator.advance(uid, Control(), ensure_jobs=True, recorded=row)
+        advanced = await orchestrator.advance(uid, Control(), ensure_jobs=True, recorded=row)
         assert len(api.delivered) == 1, "the Job's event came during the advance"
-        assert summary is not None
-        assert summary["counts"]["running"] == 0, "the advance itself did not see it"
+        assert advanced is not None
+        assert advanced.status()["counts"]["running"] == 0, "the advance itself did not see it"
         await orchestrator.publish(uid, kube.namespace, "busy-run", generation=1)
         obj = json.loads(kube.kubectl("get", "workflowinstance", "busy-run", "-o", "json"))
         assert obj["status"]["counts"]["running"] == 1, obj["status"]

@@ -150,7 +150,7 @@ class WorkflowInstanceStore:
         )
         assert summary is not None  # the row exists: it was just made sure of
         await self.orchestrator.publish(uid, ref.namespace, ref.name, generation=ref.generation)
-        condition = succeeded_condition(summary, ref.generation)
+        condition = succeeded_condition(summary.status(), ref.generation)
         return Applied(
             reason=condition.reason,
             message=condition.message,

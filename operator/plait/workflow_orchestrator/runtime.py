@@ -42,7 +42,7 @@ import time
 import uuid
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -113,7 +113,7 @@ from plait.workflow_orchestrator.subscriptions import (
     timeout_message,
 )
 
-__all__ = ["Control", "Orchestrator", "register_runtime", "task_watches"]
+__all__ = ["Control", "Orchestrator", "Summary", "register_runtime", "task_watches"]
 
 logger = logging.getLogger(__name__)
 COMPONENT = "workflow_orchestrator"
@@ -271,6 +271,25 @@ def summarize_states(
     return status
 
 
+class Summary:
+    """A run's status summary as an advance left it, made when first asked for: a big
+    run's takes milliseconds, and one status write uses the last of many advances'."""
+
+    __slots__ = ("_make", "_status", "phase")
+
+    def __init__(self, phase: WorkflowPhase, make: Callable[[], dict[str, Any]]) -> None:
+        self.phase = phase.value
+        self._make: Callable[[], dict[str, Any]] | None = make
+        self._status: dict[str, Any] | None = None
+
+    def status(self) -> dict[str, Any]:
+        """The summary (see :func:`summarize`), made on the first call."""
+        if self._status is None:
+            assert self._make is not None
+            self._status, self._make = self._make(), None
+        return self._status
+
+
 class Orchestrator:
     """Moves runs forward; one per operator process."""
 
@@ -335,7 +354,7 @@ class Orchestrator:
         self._writing: dict[uuid.UUID, asyncio.Lock] = {}
         #: Per run, the summary its last advance ended with, stamped before that advance
         #: read anything; dropped whenever the run's records change outside an advance.
-        self._summaries: dict[uuid.UUID, tuple[int, dict[str, Any]]] = {}
+        self._summaries: dict[uuid.UUID, tuple[int, Summary]] = {}
         #: Per run, when (on the same clock) its records last changed outside an advance:
         #: an advance that began before keeps no summary (it may not have seen the change).
         self._changed_at: dict[uuid.UUID, int] = {}
@@ -366,8 +385,9 @@ class Orchestrator:
         *,
         ensure_jobs: bool = False,
         recorded: WorkflowInstance | None = None,
-    ) -> dict[str, Any] | None:
-        """Move one run forward as far as it can go now; returns its status summary.
+    ) -> Summary | None:
+        """Move one run forward as far as it can go now; returns its status summary (made
+        when asked for).
 
         ``recorded``: the run's row as the caller has just inserted it, so the run has no
         attempts yet; the first advance then reads neither (unless this process has
@@ -399,7 +419,7 @@ class Orchestrator:
                 self._summaries[uid] = (stamp, summary)
                 if left is not None and owned:
                     self._records.keep(uid, left)
-        if (summary is None or summary["phase"] in FINAL_VALUES) and not lock.locked():
+        if (summary is None or summary.phase in FINAL_VALUES) and not lock.locked():
             # A finished run needs no per-run state in memory (a retry recreates it).
             self._records.pop(uid)
             self._changed_at.pop(uid, None)
@@ -973,6 +993,8 @@ class Orchestrator:
     ) -> bool:
         """Finish the unfinished attempts of wait tasks whose subscription is resolved
         (a crash came between the two writes); True when any attempt changed."""
+        if not any(t.wait_for_event is not None for t in _all_tasks(spec)):
+            return False  # a big run's thousands of attempts are not looked through
         open_waits = [
             a
             for a in attempts
@@ -1084,6 +1106,8 @@ class Orchestrator:
         """Carry the end of finished sub-workflows over to their attempts (outputs, or
         why they did not succeed); True when any attempt changed. With ``recreate``
         (resuming after a crash), a sub-workflow whose object was never made is."""
+        if not any(t.workflow_ref is not None for t in _all_tasks(spec)):
+            return False
         running = [
             a
             for a in attempts
@@ -1205,7 +1229,7 @@ class Orchestrator:
 
     async def _advance(
         self, uid: uuid.UUID, control: Control, *, ensure_jobs: bool, start: Records | None
-    ) -> tuple[dict[str, Any] | None, Records | None]:
+    ) -> tuple[Summary | None, Records | None]:
         """One advance, in named steps, each idempotent: retry the run if asked, and hold
         its lock (or wait in the lock's queue); then, until nothing more can happen now,
         let go of the locks of ended attempts, finish what is left of a run that has
@@ -1271,7 +1295,11 @@ class Orchestrator:
             settled, mock_due = await self._settle_mocks(instance, spec, attempts)
             if settled:
                 continue  # plan on the attempts as they now stand
-            real = [a for a in attempts if _mock_of(instance, a.task_name) is None]
+            real = (
+                [a for a in attempts if _mock_of(instance, a.task_name) is None]
+                if instance.mocks
+                else attempts
+            )
             if await self._settle_waits(uid, spec, real):
                 continue  # plan on the attempts as they now stand
             if await self._settle_children(instance, spec, real, recreate=resuming):
@@ -1303,8 +1331,7 @@ class Orchestrator:
             instance = await self._reload(uid)
         if ended is not None:  # its records as it left them: nothing to read again
             self._forget_overhead(ended.instance)
-            with self._pacing.planning(uid):
-                return self._summarize(ended.instance, spec, ended.attempts), None
+            return self._summarize(ended.instance, spec, ended.attempts), None
         if known is not None:
             # This advance wrote the run's row last (each write returned it), and what it
             # launched is all it changed; a Job event meanwhile keeps the summary (and
@@ -1320,22 +1347,21 @@ class Orchestrator:
             known = None  # the deadline loop may claim (and write) the row from now on
         if not (self.ownership.exclusive and _advanced_by_its_owner_only(spec)):
             known = None  # another process may write its records: read them next time
-        with self._pacing.planning(uid):
-            return self._summarize(instance, spec, current), known
+        return self._summarize(instance, spec, current), known
 
     def _summarize(
         self,
         instance: WorkflowInstance,
         spec: WorkflowDefinitionSpec,
         attempts: list[TaskInstance],
-    ) -> dict[str, Any]:
-        """The run's status summary, with what this process knows beside the records."""
-        return summarize(
-            instance,
-            spec,
-            attempts,
-            self._waiting_for.get(instance.id),
-            fan_outs=self._fan_outs.get(instance.id),
+    ) -> Summary:
+        """The run's status summary, with what this process knows now beside the records
+        (``attempts`` must not change after)."""
+        waiting_for = self._waiting_for.get(instance.id)
+        fan_outs = self._fan_outs.get(instance.id)
+        return Summary(
+            instance.phase,
+            lambda: summarize(instance, spec, attempts, waiting_for, fan_outs=fan_outs),
         )
 
     async def _reload(self, uid: uuid.UUID) -> WorkflowInstance:
@@ -2013,12 +2039,12 @@ class Orchestrator:
         began later, else read now. None when the run has no record."""
         known = self._summaries.get(uid)
         if known is not None and known[0] > stamp:
-            return known[1]
+            return known[1].status()
         kept = self._records.get(uid)
         if kept is not None and kept.epoch == self.ownership.epoch:
             # Kept current by every change since (see _records_changed): as good as a read.
             spec = await self._spec_of(kept.instance)
-            return self._summarize(kept.instance, spec, list(kept.attempts.values()))
+            return self._summarize(kept.instance, spec, list(kept.attempts.values())).status()
         loaded = await self._load(uid)
         if loaded is None:
             return None
@@ -2026,7 +2052,7 @@ class Orchestrator:
         fan_outs = self._fan_outs.get(uid)
         if fan_outs is None and any(t.for_each is not None for t in spec.tasks):
             # The sizes are planned from the attempts in full (none planned here yet).
-            return self._summarize(instance, spec, await self._tasks.attempts(uid))
+            return self._summarize(instance, spec, await self._tasks.attempts(uid)).status()
         current = await self._tasks.current_states(uid)
         return summarize_states(instance, spec, current, self._waiting_for.get(uid), fan_outs or {})
 
