@@ -12,10 +12,12 @@ from plait.resources.task import TaskDefinitionSpec
 from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.task_execution.states import FailureCause, TaskState
 from plait.workflow_orchestrator.engine import (
+    MAX_KEPT_ACTIVATION,
     Attempt,
     Launch,
     Plan,
     TaskDefaults,
+    _kept_fan_out_list,
     attempt_names,
     backoff_seconds,
     plan,
@@ -530,6 +532,18 @@ def test_a_fan_outs_list_is_the_one_its_outputs_give_though_lists_are_kept() -> 
     ]
     again = plan(spec, {}, first, now=T0)
     assert [launch.inputs["value"] for launch in again.launches] == [{"name": "a"}, {"name": "b"}]
+
+
+def test_a_fan_out_planned_from_large_upstream_outputs_keeps_nothing_of_them() -> None:
+    """Lists are kept only for small activations: the upstream outputs of a big run are
+    not held between plans (and the list is still the one they give)."""
+    spec = fan_out({"expression": "tasks.list.outputs.files"})
+    big = {"files": ["x" * 100] * 3, "padding": ["y" * 1000] * (MAX_KEPT_ACTIVATION // 1000)}
+    calls = _kept_fan_out_list.cache_info()
+    p = plan(spec, {}, [done("list", outputs=big)], now=T0)
+    assert p.fan_outs == {"each": 3}
+    after = _kept_fan_out_list.cache_info()
+    assert (after.hits, after.misses) == (calls.hits, calls.misses), "not looked up, not kept"
 
 
 def test_a_list_that_cannot_be_had_fails_the_fan_out_as_one_task() -> None:

@@ -60,6 +60,8 @@ __all__ = [
 RETRYABLE = frozenset({TaskState.FAILED, TaskState.TIMED_OUT})
 #: Upstream states that let a dependent task run.
 SATISFIED = frozenset({TaskState.SUCCEEDED, TaskState.SKIPPED})
+#: The largest activation (as JSON characters) whose fan-out list is kept between plans.
+MAX_KEPT_ACTIVATION = 256 * 1024
 #: The launch budget of a workflow without ``parallelism``: more than any run can use.
 UNBOUNDED = 1 << 40
 #: The failure causes each ``retryOn`` retries (an Invalid attempt never is).
@@ -595,7 +597,9 @@ def fan_out_items(
 
     Every plan of a run asks again while the fan-out's items run, with the same upstream
     outputs: the lists evaluated lately are kept by expression and activation (a
-    10,000-item list takes milliseconds to evaluate and convert, its key a fraction)."""
+    10,000-item list takes milliseconds to evaluate and convert). An activation larger
+    than MAX_KEPT_ACTIVATION as JSON is evaluated each time instead, so that what is kept
+    stays small whatever the upstream outputs."""
     assert task.for_each is not None
     if task.for_each.items is not None:
         return tuple(task.for_each.items)
@@ -604,6 +608,8 @@ def fan_out_items(
     try:
         key = json.dumps(activation, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):  # not JSON: evaluated as it is, and not kept
+        return _fan_out_list(task.for_each.expression, activation)
+    if len(key) > MAX_KEPT_ACTIVATION:
         return _fan_out_list(task.for_each.expression, activation)
     return _kept_fan_out_list(task.for_each.expression, key)
 

@@ -1,13 +1,15 @@
 """How soon a run may be advanced again, from what its last advance cost.
 
-Planning a run and summarising it take time that grows with its tasks (a 10,000-item
-fan-out: tens of milliseconds), and every Job event asks for an advance. Advanced once
-per event, a big run costs time that grows with the square of its size. So after an
-advance whose planning took ``p`` seconds, the run's next advance waits until
-``factor * p`` has passed (never more than ``ceiling``): the Job events recorded meanwhile
-make one advance, and planning any one run takes at most ``1 / (1 + factor)`` of the
-process's time. A small run plans in well under a millisecond, so it is not held back
-noticeably; what a run's events record is in PostgreSQL at once, whatever the wait.
+Planning a run takes time that grows with its tasks (a 10,000-item fan-out: milliseconds),
+and every Job event asks for an advance. Advanced once per event, a big run costs time
+that grows with the square of its size. So after an advance whose planning took ``p``
+seconds, the run's next advance for its Job events (and other kicks) waits until
+``factor * p`` has passed (never more than ``ceiling``): the events recorded meanwhile make
+one advance, and while ``factor * p`` is under the ceiling, planning one run takes at most
+``1 / (1 + factor)`` of the process's time. Advances asked for directly (a change of the
+run's object, a takeover) are not held back. A small run plans in well under a
+millisecond, so it is not held back noticeably; what a run's events record is in
+PostgreSQL at once, whatever the wait.
 """
 
 from __future__ import annotations

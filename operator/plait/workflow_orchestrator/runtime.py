@@ -471,6 +471,10 @@ class Orchestrator:
             written = (*written[-(WRITES_REMEMBERED - 1) :], version)
         view = _View(next(self._clock), version, obj.get("status") or {}, written)
         self._views[uid] = view
+        summary = self._summaries.get(uid)
+        if summary is not None and summary[0] < view.stamp:
+            # Never used now (see _summary_since): the attempts it would be made from go.
+            del self._summaries[uid]
         return view
 
     def job_event(self, _kind: str | None, job: Mapping[str, Any]) -> Awaitable[None] | None:
@@ -899,6 +903,7 @@ class Orchestrator:
             # Kicks while this waits are coalesced into the advance that follows.
             if (wait := self._pacing.delay(uid)) > 0:
                 await asyncio.sleep(wait)
+                continue  # an advance meanwhile may have set a later pace
             namespace, name = self._dirty.pop(uid)
             try:
                 await self.advance(uid)
