@@ -33,16 +33,24 @@ class Clock:
         return self.now
 
 
+def paced(clock: Clock) -> tuple[Pacing, uuid.UUID]:
+    """A pacing of factor 3 and ceiling 1 s on ``clock``, and a run for it."""
+    return Pacing(factor=3.0, ceiling=1.0, clock=clock), uuid.uuid4()
+
+
+def plan_for(pacing: Pacing, clock: Clock, run: uuid.UUID, seconds: float) -> None:
+    """Planning of ``run`` that takes ``seconds`` by ``clock``."""
+    with pacing.planning(run):
+        clock.now += seconds
+
+
 def test_the_next_advance_waits_for_a_multiple_of_the_last_ones_planning() -> None:
     clock = Clock()
-    pacing = Pacing(factor=3.0, ceiling=1.0, clock=clock)
-    run = uuid.uuid4()
+    pacing, run = paced(clock)
     assert pacing.delay(run) == 0.0, "never advanced: at once"
-    with pacing.planning(run):
-        clock.now += 0.02
+    plan_for(pacing, clock, run, 0.02)
     clock.now += 5.0  # waiting for the database and the API server does not count
-    with pacing.planning(run):
-        clock.now += 0.03
+    plan_for(pacing, clock, run, 0.03)
     pacing.advanced(run)
     assert pacing.delay(run) == pytest.approx(0.15), "3 x (0.02 + 0.03)"
     clock.now += 0.1
@@ -54,10 +62,8 @@ def test_the_next_advance_waits_for_a_multiple_of_the_last_ones_planning() -> No
 
 def test_the_wait_is_bounded_and_a_cheap_advance_holds_nothing_back() -> None:
     clock = Clock()
-    pacing = Pacing(factor=3.0, ceiling=1.0, clock=clock)
-    run = uuid.uuid4()
-    with pacing.planning(run):
-        clock.now += 2.0
+    pacing, run = paced(clock)
+    plan_for(pacing, clock, run, 2.0)
     pacing.advanced(run)
     assert pacing.delay(run) == 1.0, "at most the ceiling"
     pacing.advanced(run)  # an advance that planned nothing
@@ -66,13 +72,10 @@ def test_the_wait_is_bounded_and_a_cheap_advance_holds_nothing_back() -> None:
 
 def test_a_run_forgotten_keeps_neither_its_wait_nor_its_planning() -> None:
     clock = Clock()
-    pacing = Pacing(factor=3.0, ceiling=1.0, clock=clock)
-    run = uuid.uuid4()
-    with pacing.planning(run):
-        clock.now += 0.1
+    pacing, run = paced(clock)
+    plan_for(pacing, clock, run, 0.1)
     pacing.advanced(run)
-    with pacing.planning(run):
-        clock.now += 0.1
+    plan_for(pacing, clock, run, 0.1)
     pacing.forget(run)
     assert pacing.delay(run) == 0.0
     pacing.advanced(run)
