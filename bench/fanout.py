@@ -90,17 +90,24 @@ def tasks(items: int, duration_s: float, parallelism: int | None) -> list[dict[s
     ]
 
 
-class SizeSampler:
-    """Reads the instance's size every ``every`` seconds from a thread; keeps the largest."""
+class StatusSampler:
+    """Reads the instance from a thread every ``every`` seconds (its size every
+    ``size_every``), keeping the largest size and each read's time and ``progress``, so
+    that :func:`status_lag` can tell how far the status trailed the run's records."""
 
-    def __init__(self, env: Environment, namespace: str, name: str, every: float = 10) -> None:
-        self.env, self.namespace, self.name, self.every = env, namespace, name, every
+    def __init__(
+        self, env: Environment, namespace: str, name: str, every: float = 1, size_every: float = 10
+    ) -> None:
+        self.env, self.namespace, self.name = env, namespace, name
+        self.every, self.size_every = every, size_every
         self.largest = 0
         self.samples = 0
+        #: (wall-clock time the read returned, tasks done per the status' progress)
+        self.progress: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> SizeSampler:
+    def __enter__(self) -> StatusSampler:
         self._thread.start()
         return self
 
@@ -109,13 +116,51 @@ class SizeSampler:
         self._thread.join()
 
     def _run(self) -> None:
+        next_size = time.monotonic() + self.size_every
         while not self._stop.wait(self.every):
             try:
-                size = self.env.object_size(self.namespace, "workflowinstance", self.name)
+                obj = self.env.custom.get_namespaced_custom_object(
+                    "plait.dev", "v1alpha1", self.namespace, "workflowinstances", self.name
+                )
+                read_at = time.time()
+                progress = (obj.get("status") or {}).get("progress")
+                if progress:
+                    self.progress.append((read_at, int(progress.split("/")[0])))
+                if time.monotonic() >= next_size:
+                    next_size += self.size_every
+                    size = self.env.object_size(self.namespace, "workflowinstance", self.name)
+                    self.largest = max(self.largest, size)
+                    self.samples += 1
             except Exception:
                 continue  # not created yet
-            self.largest = max(self.largest, size)
-            self.samples += 1
+
+
+def status_lag(dsn: str, instance: str, progress: list[tuple[float, int]]) -> dict[str, Any]:
+    """How far the status' progress trailed the run's records: at each read, the age of
+    the oldest finished task the progress did not count yet (0 when it counted them all).
+    The records are what the status summarises; a task's ``finished_at`` is when its end
+    was recorded."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT t.finished_at FROM task_execution_service.task_instances t"
+            " JOIN workflow_orchestrator_service.workflow_instances w"
+            " ON w.id = t.workflow_instance_id"
+            " WHERE w.name = %s AND t.superseded_at IS NULL AND t.finished_at IS NOT NULL"
+            " ORDER BY t.finished_at",
+            (instance,),
+        ).fetchall()
+    finishes = [r[0].timestamp() for r in rows]
+    lags = []
+    for read_at, done in progress:
+        first_uncounted = finishes[done] if done < len(finishes) else None
+        lags.append(max(0.0, read_at - first_uncounted) if first_uncounted is not None else 0.0)
+    lags.sort()
+    return {
+        "status_reads": len(lags),
+        "status_lag_max_s": round(lags[-1], 2) if lags else None,
+        "status_lag_p95_s": round(lags[int(0.95 * (len(lags) - 1))], 2) if lags else None,
+        "status_lag_median_s": round(lags[len(lags) // 2], 2) if lags else None,
+    }
 
 
 def check_run(dsn: str, instance: str, items: int) -> dict[str, Any]:
@@ -239,7 +284,7 @@ def run(
         cpu0 = op.cpu_seconds()
         machine = MachineCpu({op.pid: "plait operator"})
         run_name = f"{NAME}-run"
-        with SizeSampler(env, ns, run_name) as sizes:
+        with StatusSampler(env, ns, run_name) as sizes:
             plait = workloads.run_plait_instances(env, ns, NAME, [run_name], timeout)
         plait["operator_cpu_s"] = round(op.cpu_seconds() - cpu0, 2)
         plait["cpu"] = machine.per_item(total)
@@ -264,6 +309,7 @@ def run(
             raise RuntimeError(f"progress {status.get('progress')}, not {total}/{total}")
         plait["progress"] = status["progress"]
         plait.update(check_run(dsn, run_name, items))
+        plait.update(status_lag(dsn, run_name, sizes.progress))
     result["plait"] = plait
     result["completed"] = True
     result["object_under_16kb"] = plait["instance_object_bytes_largest"] < OBJECT_LIMIT

@@ -150,6 +150,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             ("", "operator peak RSS MiB", p["peak_rss_mib"], "", ""),
             ("", "instance object bytes (largest)", p["instance_object_bytes_largest"], "", ""),
             ("", "items launched over s", p["items_launched_over_s"], "", ""),
+            ("", "status behind the records, s: max | p95",
+             _f(p.get("status_lag_max_s")), _f(p.get("status_lag_p95_s")), ""),
             *_machine_rows(p, r, "item"),
         ]  # fmt: skip
         for step in fo["planning"]:
