@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 import uuid
@@ -27,7 +28,12 @@ from plait.resources.workflow import WorkflowDefinitionSpec
 from plait.task_execution.service import TaskExecution
 from plait.workflow_orchestrator import repository as repo
 from plait.workflow_orchestrator.members import sole_owner
-from plait.workflow_orchestrator.runtime import Control, Orchestrator, summarize
+from plait.workflow_orchestrator.runtime import (
+    STATUS_COALESCE_SECONDS,
+    Control,
+    Orchestrator,
+    summarize,
+)
 from tests.fixtures.kube import Kube, KubeCluster
 from tests.workflow_orchestrator.test_execution import task
 
@@ -443,3 +449,39 @@ async def test_an_advance_overtaken_by_a_change_keeps_nothing_though_the_object_
         await orchestrator.advance(row.id, Control(cancel=True))
         await orchestrator.quiesce()
         api.close()
+
+
+class SlowWrites(Orchestrator):
+    """Each status write takes WRITE_SECONDS (a busy API server); records when each began.
+    Only the coalescing of writes is under test, so nothing is written."""
+
+    def __init__(self, database: Database, kube: KubeCalls) -> None:
+        super().__init__(database, kube, TaskExecution(database, kube))
+        self.write_began: list[float] = []
+
+    async def publish(
+        self, uid: uuid.UUID, namespace: str, name: str, *, generation: int | None = None
+    ) -> None:
+        self.write_began.append(time.monotonic())
+        await asyncio.sleep(WRITE_SECONDS)
+
+
+WRITE_SECONDS = 0.3
+
+
+async def test_changes_asked_for_during_a_write_wait_for_their_own_turn(
+    database: Database,
+) -> None:
+    """A run whose Job events never stop (a big fan-out) is written once per coalescing
+    period, not again the moment each write ends."""
+    orchestrator = SlowWrites(database, CountingApiServer())
+    uid = uuid.uuid4()
+    asked_until = time.monotonic() + 3.5
+    while time.monotonic() < asked_until:
+        orchestrator._publish_soon(uid, "ns", "run")  # what each advance asks for
+        await asyncio.sleep(0.05)
+    await orchestrator._pending_status[uid]
+    began = orchestrator.write_began
+    gaps = [later - earlier for earlier, later in itertools.pairwise(began)]
+    assert len(began) >= 3, began
+    assert min(gaps) >= STATUS_COALESCE_SECONDS - 0.1, gaps

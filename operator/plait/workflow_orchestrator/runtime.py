@@ -1976,13 +1976,15 @@ class Orchestrator:
         # Every status write is an API call: the changes of a run until it is due (its tasks
         # starting and finishing) make one write. The phase is in PostgreSQL at once; only
         # the object's summary trails by up to that much. The due time can move earlier
-        # while this waits (a task ends while another one's Running waits).
+        # while this waits (a task ends while another one's Running waits). Changes asked
+        # for during a write wait for their own due time too, so that a run whose events
+        # never stop is written once per coalescing period, not once per write's duration.
         sooner = self._due_sooner.setdefault(uid, asyncio.Event())
-        while (wait := self._publish_due.get(uid, 0.0) - time.monotonic()) > 0:
-            sooner.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sooner.wait(), wait)
         while uid in self._to_publish:
+            while (wait := self._publish_due.get(uid, 0.0) - time.monotonic()) > 0:
+                sooner.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sooner.wait(), wait)
             self._publish_due.pop(uid, None)
             namespace, name = self._to_publish.pop(uid)
             try:
