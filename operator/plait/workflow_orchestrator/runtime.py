@@ -1269,11 +1269,13 @@ class Orchestrator:
         ended: _Ended | None = None  # the run as this advance ended it, when known as such
         # The run and its attempts as this advance left them, when known without a read.
         known: Records | None = None
+        known_attempts: list[TaskInstance] = []  # known's attempts, as a list
         for _ in range(len(spec.tasks) + 2):  # skips can unblock more tasks at once
             attempts: list[TaskInstance]
             base: dict[str, int]
             if start is not None:
-                attempts, base = list(start.attempts.values()), dict(start.base)
+                with self._pacing.planning(uid):  # grows with the run, as planning does
+                    attempts, base = list(start.attempts.values()), dict(start.base)
                 start = None
             else:
                 attempts, base = await self._current_attempts(uid)
@@ -1331,7 +1333,11 @@ class Orchestrator:
             if not decision.skips:
                 if launched is not None and instance.wake_at is None:
                     # With no wake_at, no deadline loop claims (and writes) the row.
-                    known = Records.of(instance, [*attempts, *launched], base, self.ownership.epoch)
+                    with self._pacing.planning(uid):
+                        known_attempts = [*attempts, *launched]
+                        known = Records.of(instance, known_attempts, base, self.ownership.epoch)
+                        if len(known.attempts) != len(known_attempts):
+                            known_attempts = list(known.attempts.values())  # one relaunched
                 break
             instance = await self._reload(uid)
         if ended is not None:  # its records as it left them: nothing to read again
@@ -1341,7 +1347,7 @@ class Orchestrator:
             # This advance wrote the run's row last (each write returned it), and what it
             # launched is all it changed; a Job event meanwhile keeps the summary (and
             # these records) from being reused (see advance).
-            instance, current = known.instance, list(known.attempts.values())
+            instance, current = known.instance, known_attempts
         else:
             instance = await self._reload(uid)
             current = await self._tasks.attempts(uid)
