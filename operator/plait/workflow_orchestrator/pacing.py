@@ -3,8 +3,9 @@
 Planning a run takes time that grows with its tasks (a 10,000-item fan-out: milliseconds),
 and every Job event asks for an advance. Advanced once per event, a big run costs time
 that grows with the square of its size. So after an advance whose planning (with the
-other synchronous work on the run's records that grows with it) took ``p`` seconds, the run's next advance for its Job events (and other kicks) waits until
-``factor * p`` has passed (never more than ``ceiling``): the events recorded meanwhile make
+other synchronous work on the run's records that grows with it) took ``p`` seconds, the
+run's next advance for its Job events (and other kicks) waits until ``factor * p`` has
+passed (never more than ``ceiling``): the events recorded meanwhile make
 one advance, and while ``factor * p`` is under the ceiling, planning one run takes at most
 ``1 / (1 + factor)`` of the process's time. Advances asked for directly (a change of the
 run's object, a takeover) are not held back. A small run plans in well under a
