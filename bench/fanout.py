@@ -146,11 +146,14 @@ def status_lag(dsn: str, instance: str, progress: list[tuple[float, int]]) -> di
     was recorded."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT t.finished_at FROM task_execution_service.task_instances t"
+            # Each task's latest attempt, as progress counts them.
+            "SELECT finished_at FROM (SELECT DISTINCT ON (t.task_name) t.finished_at"
+            " FROM task_execution_service.task_instances t"
             " JOIN workflow_orchestrator_service.workflow_instances w"
             " ON w.id = t.workflow_instance_id"
-            " WHERE w.name = %s AND t.superseded_at IS NULL AND t.finished_at IS NOT NULL"
-            " ORDER BY t.finished_at",
+            " WHERE w.name = %s AND t.superseded_at IS NULL"
+            " ORDER BY t.task_name, t.attempt DESC) latest"
+            " WHERE finished_at IS NOT NULL ORDER BY finished_at",
             (instance,),
         ).fetchall()
     finishes = [r[0].timestamp() for r in rows]

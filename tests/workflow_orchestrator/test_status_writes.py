@@ -478,10 +478,12 @@ async def test_changes_asked_for_during_a_write_wait_for_their_own_turn(
     uid = uuid.uuid4()
     asked_until = time.monotonic() + 3.5
     while time.monotonic() < asked_until:
+        last_asked = time.monotonic()
         orchestrator._publish_soon(uid, "ns", "run")  # what each advance asks for
         await asyncio.sleep(0.05)
     await orchestrator._pending_status[uid]
     began = orchestrator.write_began
+    assert began[-1] >= last_asked, "the last change asked for was never written"
     gaps = [later - earlier for earlier, later in itertools.pairwise(began)]
     assert len(began) >= 3, began
     assert min(gaps) >= STATUS_COALESCE_SECONDS - 0.1, gaps

@@ -341,6 +341,8 @@ class Orchestrator:
         #: When each run's pending status write is due (time.monotonic()), and the event
         #: that wakes its writer when that moves earlier.
         self._publish_due: dict[uuid.UUID, float] = {}
+        #: Set by publish_now: the process is stopping, status writes are not coalesced.
+        self._stopping = False
         self._due_sooner: dict[uuid.UUID, asyncio.Event] = {}
         #: Orders what this process learns of a run: object versions seen and summaries
         #: computed (see publish).
@@ -851,6 +853,7 @@ class Orchestrator:
         at most) for what is queued: a replica that stops shows what it knows of its runs
         before it goes, rather than leaving it to the next owner (and its exit to a
         timeout)."""
+        self._stopping = True  # and what is asked for from now on is written at once
         now = time.monotonic()
         for uid in list(self._publish_due):
             self._publish_due[uid] = now
@@ -1962,7 +1965,7 @@ class Orchestrator:
         """Publish the status within ``delay`` seconds, coalescing the changes of a run
         until then (a burst of Job events) into one write."""
         self._to_publish[uid] = (namespace, name)
-        due = time.monotonic() + delay
+        due = time.monotonic() + (0.0 if self._stopping else delay)
         if due < self._publish_due.get(uid, due + 1):
             self._publish_due[uid] = due
             self._due_sooner.setdefault(uid, asyncio.Event()).set()
@@ -2034,6 +2037,8 @@ class Orchestrator:
                 return
             desired = self._status_change(summary, view.status, generation)
             if desired is None:
+                if summary["phase"] in FINAL_VALUES:
+                    self.forget_object(uid)  # shown ended already: nothing more is written
                 return
             written = await self._kube.patch_instance_status(
                 namespace, name, desired, resource_version=view.resource_version
