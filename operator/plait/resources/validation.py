@@ -704,7 +704,7 @@ def check_workflow_instance(
 
 def _mock_problems(spec: WorkflowInstanceSpec, definition: WorkflowDefinitionSpec) -> list[Problem]:
     """A mock of a task the definition does not have would never be used: refused."""
-    every = [*definition.tasks, *([definition.on_exit] if definition.on_exit else [])]
+    every = definition.all_tasks()
     tasks = [t.name for t in every]
     return [
         Problem(
@@ -918,7 +918,7 @@ def _deepest_call(root: str, chain: list[str], lookup: Lookup) -> list[str] | No
     parsed, errors = _parse("WorkflowDefinition", found)
     if errors or not isinstance(parsed, WorkflowDefinitionSpec):
         return None
-    for task in [*parsed.tasks, *([parsed.on_exit] if parsed.on_exit else [])]:
+    for task in parsed.all_tasks():
         if task.workflow_ref is not None:
             bad = _deepest_call(root, [*chain, task.workflow_ref.name], lookup)
             if bad is not None:
@@ -951,7 +951,7 @@ def references(kind: str, spec: Mapping[str, Any] | PlaitModel) -> set[tuple[str
     parsed, _ = _parse(kind, spec)
     found: set[tuple[str, str]] = set()
     if isinstance(parsed, WorkflowDefinitionSpec):
-        for task in [*parsed.tasks, *([parsed.on_exit] if parsed.on_exit else [])]:
+        for task in parsed.all_tasks():
             if task.task_ref is not None:
                 found.add(("TaskDefinition", task.task_ref.name))
             if task.workflow_ref is not None:

@@ -293,6 +293,10 @@ class WorkflowDefinitionSpec(PlaitModel):
                 raise ValueError("onExit.name must differ from every task's name")
         return self
 
+    def all_tasks(self) -> list[Task]:
+        """The tasks, the exit task last: every task a run of this workflow can have."""
+        return [*self.tasks, *([self.on_exit] if self.on_exit is not None else [])]
+
 
 def artifact_problems(spec: WorkflowDefinitionSpec) -> list[str]:
     """What is wrong with the artifacts of a workflow: an input artifact must come from a

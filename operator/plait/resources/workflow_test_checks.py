@@ -46,7 +46,7 @@ def problems_against(
     """The problems of a test's cases, checked against ``workflow`` when it is known (and
     the EventTriggers of their triggers through ``lookup``)."""
     problems: list[Problem] = []
-    every = [*workflow.tasks, *([workflow.on_exit] if workflow.on_exit else [])] if workflow else []
+    every = workflow.all_tasks() if workflow else []
     tasks = [t.name for t in every]
     waited = {t.wait_for_event.event_type for t in every if t.wait_for_event is not None}
     names = ", ".join(tasks)

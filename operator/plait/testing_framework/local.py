@@ -158,7 +158,7 @@ class _Run:
         self.spec = spec
         self.case = case
         self.name = name
-        self.tasks = {t.name: t for t in [*spec.tasks, *([spec.on_exit] if spec.on_exit else [])]}
+        self.tasks = {t.name: t for t in spec.all_tasks()}
         self.defaults: dict[str, TaskDefaults] = {}
         self.timeouts: dict[str, int | None] = {}
         for task in self.tasks.values():
@@ -460,7 +460,7 @@ def task_views(
         if r.task not in latest or r.attempt > latest[r.task].attempt:
             latest[r.task] = r
     views: dict[str, dict[str, Any]] = {}
-    for task in [*spec.tasks, *([spec.on_exit] if spec.on_exit else [])]:
+    for task in spec.all_tasks():
         own = latest.get(task.name)
         items = sorted(
             (i, r) for name, r in latest.items()

@@ -301,7 +301,7 @@ class Coverage:
 
     def lines(self) -> list[str]:
         """The coverage, one aspect a line; what was never exercised is named."""
-        every = [*self.spec.tasks, *([self.spec.on_exit] if self.spec.on_exit else [])]
+        every = self.spec.all_tasks()
         names = [t.name for t in every]
         not_run = [n for n in names if n not in self.ran]
         lines = [

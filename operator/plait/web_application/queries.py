@@ -444,7 +444,7 @@ def _nodes(
                 mine[index] = a
         elif a[0] not in last or last[a[0]][1] < a[1]:
             last[a[0]] = a
-    tasks = [*spec.tasks, *([spec.on_exit] if spec.on_exit else [])]
+    tasks = spec.all_tasks()
     exit_name = spec.on_exit.name if spec.on_exit else None
     nodes: list[TaskNode] = []
     for t in tasks:

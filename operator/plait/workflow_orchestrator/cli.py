@@ -190,7 +190,7 @@ def render_dag(
     by_task: dict[str, list[TaskInstance]] = {}
     for a in attempts:
         by_task.setdefault(a.task_name, []).append(a)
-    tasks = [*spec.tasks, *([spec.on_exit] if spec.on_exit else [])]
+    tasks = spec.all_tasks()
     depth: dict[str, int] = {}
     for t in tasks:  # definitions are validated acyclic; dependencies may come later
         depth[t.name] = 0

@@ -250,11 +250,6 @@ def _topological(tasks: Sequence[Task]) -> list[Task]:
     return ordered
 
 
-def _all_tasks(spec: WorkflowDefinitionSpec) -> list[Task]:
-    """The definition's tasks, its exit task last."""
-    return [*spec.tasks, *([spec.on_exit] if spec.on_exit else [])]
-
-
 def _evaluate(expression: str, activation: Mapping[str, Any]) -> Any:
     return expressions.evaluate(expressions.compile(expression), activation)
 
@@ -347,7 +342,7 @@ class _Planning:
         # a fan-out's own view, its items' outputs as a list, is added when it finishes.
         finished = {
             name: _task_view(a)
-            for name in (t.name for t in _all_tasks(spec))  # the only names CEL can see
+            for name in (t.name for t in spec.all_tasks())  # the only names CEL can see
             if (a := latest.get(name)) is not None and a.state in FINAL_STATES
         }
         active = sum(1 for a in latest.values() if a.state not in FINAL_STATES)
@@ -512,7 +507,7 @@ def attempt_names(spec: WorkflowDefinitionSpec, fan_outs: Mapping[str, int]) -> 
     """Every task of a run by the name its attempts have: each item of a fan-out whose
     list is known (``fan_outs``, from a plan), else the task's own name."""
     names: list[str] = []
-    for task in _all_tasks(spec):
+    for task in spec.all_tasks():
         size = fan_outs.get(task.name) if task.for_each is not None else None
         if size is None:
             names.append(task.name)

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 __all__ = ["ADVANCE_PACE_CEILING_SECONDS", "ADVANCE_PACE_FACTOR", "Pacing"]
 
 #: The next advance of a run waits this many times its last advance's planning time, so
-#: that planning a big run takes at most a tenth of the process's time (at 3, a
-#: 10,000-item fan-out still spent a quarter of it planning).
+#: that planning a big run takes at most a tenth of the process's time (at 3 it could
+#: take a quarter).
 ADVANCE_PACE_FACTOR = 9.0
 #: ... but never longer than this (a status write coalesces changes for as long).
 ADVANCE_PACE_CEILING_SECONDS = 1.0

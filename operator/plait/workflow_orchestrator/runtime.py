@@ -1001,7 +1001,7 @@ class Orchestrator:
     ) -> bool:
         """Finish the unfinished attempts of wait tasks whose subscription is resolved
         (a crash came between the two writes); True when any attempt changed."""
-        if not any(t.wait_for_event is not None for t in _all_tasks(spec)):
+        if not any(t.wait_for_event is not None for t in spec.all_tasks()):
             return False  # a big run's thousands of attempts are not looked through
         open_waits = [
             a
@@ -1114,7 +1114,7 @@ class Orchestrator:
         """Carry the end of finished sub-workflows over to their attempts (outputs, or
         why they did not succeed); True when any attempt changed. With ``recreate``
         (resuming after a crash), a sub-workflow whose object was never made is."""
-        if not any(t.workflow_ref is not None for t in _all_tasks(spec)):
+        if not any(t.workflow_ref is not None for t in spec.all_tasks()):
             return False
         running = [
             a
@@ -1151,7 +1151,7 @@ class Orchestrator:
         self, instance: WorkflowInstance, spec: WorkflowDefinitionSpec, change: Mapping[str, Any]
     ) -> None:
         """Pass a cancel or a suspend of the run on to its running sub-workflows."""
-        if not any(t.workflow_ref is not None for t in _all_tasks(spec)):
+        if not any(t.workflow_ref is not None for t in spec.all_tasks()):
             return
         for a in await self._tasks.attempts(instance.id):
             if a.state not in FINAL_STATES and _task(spec, a.task_name).workflow_ref is not None:
@@ -1460,7 +1460,7 @@ class Orchestrator:
     ) -> dict[str, TaskDefaults]:
         """By task name, what the TaskDefinitions its tasks name give them (their newest
         versions, as a launch uses); one query, none for a workflow without taskRef."""
-        refs = {t.name: t.task_ref.name for t in _all_tasks(spec) if t.task_ref is not None}
+        refs = {t.name: t.task_ref.name for t in spec.all_tasks() if t.task_ref is not None}
         if not refs:
             return {}
         async with self._db.connection("task_execution") as conn:
@@ -1762,7 +1762,7 @@ class Orchestrator:
         attempts: Sequence[TaskInstance],
     ) -> None:
         """Let go of the locks of the attempts that have ended (a retry asks again)."""
-        if not any(t.synchronization is not None for t in _all_tasks(spec)):
+        if not any(t.synchronization is not None for t in spec.all_tasks()):
             return
         ended = [
             a.task_name
@@ -2129,14 +2129,14 @@ def _advanced_by_its_owner_only(spec: WorkflowDefinitionSpec) -> bool:
     that replica may keep them between advances. An event a wait receives, a sub-workflow
     ending and a lock let go of advance the run in whichever replica handles them."""
     return not _uses_locks(spec) and not any(
-        t.wait_for_event is not None or t.workflow_ref is not None for t in _all_tasks(spec)
+        t.wait_for_event is not None or t.workflow_ref is not None for t in spec.all_tasks()
     )
 
 
 def _uses_locks(spec: WorkflowDefinitionSpec) -> bool:
     """Whether runs of ``spec`` ever hold or wait for a lock (a mutex or semaphore)."""
     return spec.synchronization is not None or any(
-        t.synchronization is not None for t in _all_tasks(spec)
+        t.synchronization is not None for t in spec.all_tasks()
     )
 
 
@@ -2250,10 +2250,6 @@ def _child_outcome(child: WorkflowInstance) -> tuple[TaskState, str, FailureCaus
     )
 
 
-def _all_tasks(spec: WorkflowDefinitionSpec) -> list[Task]:
-    return [*spec.tasks, *([spec.on_exit] if spec.on_exit is not None else [])]
-
-
 #: Per parsed spec (by id, checked against a weak reference), its tasks by name: an
 #: advance of a run of thousands of tasks looks up the task of every attempt, and scanning
 #: the list each time made that quadratic.
@@ -2265,7 +2261,7 @@ def _task(spec: WorkflowDefinitionSpec, name: str) -> Task:
     key = id(spec)
     entry = _TASKS_BY_NAME.get(key)
     if entry is None or entry[0]() is not spec or entry[1] is not spec.tasks:
-        by_name = {t.name: t for t in _all_tasks(spec)}
+        by_name = {t.name: t for t in spec.all_tasks()}
         entry = (weakref.ref(spec, lambda _: _TASKS_BY_NAME.pop(key, None)), spec.tasks, by_name)
         _TASKS_BY_NAME[key] = entry
     return entry[2][split_item_name(name)[0]]
